@@ -1,0 +1,318 @@
+"""The tables. Every row but organization carries its organization id.
+
+Stored progress (key_result.progress, objective.progress) is a cache of the OKR
+rules, kept exact by the use cases and proven by `okr verify`.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Double,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+metadata = SQLModel.metadata
+metadata.naming_convention = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def _pk() -> Any:
+    return Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+
+
+def _org() -> Any:
+    return Field(
+        sa_column=Column(
+            BigInteger, ForeignKey("organization.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+
+
+def _ref(target: str, *, nullable: bool = True, ondelete: str = "SET NULL") -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(BigInteger, ForeignKey(target, ondelete=ondelete), nullable=nullable),
+    )
+
+
+def _created() -> Any:
+    return Field(
+        default=None,
+        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+def _float(default: float) -> Any:
+    return Field(
+        default=default, sa_column=Column(Double, nullable=False, server_default=text(repr(default)))
+    )
+
+
+def _text(nullable: bool = True) -> Any:
+    return Field(default=None, sa_column=Column(Text, nullable=nullable))
+
+
+class Organization(SQLModel, table=True):
+    __tablename__ = "organization"
+    __table_args__ = (
+        CheckConstraint("on_track_gap >= 0 AND at_risk_gap >= on_track_gap", name="status_bounds"),
+        CheckConstraint("check_in_cadence_days >= 1", name="cadence_positive"),
+    )
+    id: int | None = _pk()
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    slug: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    # The outbox's per-organization sequence: bumped under the row lock as the
+    # last statement of every writing transaction, so it follows commit order.
+    event_seq: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    on_track_gap: float = _float(0.10)
+    at_risk_gap: float = _float(0.25)
+    check_in_cadence_days: int = Field(
+        default=7, sa_column=Column(Integer, nullable=False, server_default="7")
+    )
+    created_at: datetime | None = _created()
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "app_user"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "email", name="uq_app_user_organization_email"),
+        CheckConstraint("role IN ('ADMIN', 'MEMBER', 'VIEWER')", name="role"),
+    )
+    id: int | None = _pk()
+    organization_id: int = _org()
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    email: str = Field(sa_column=Column(String(320), nullable=False))
+    role: str = Field(sa_column=Column(String(16), nullable=False))
+    created_at: datetime | None = _created()
+
+
+class Team(SQLModel, table=True):
+    __tablename__ = "team"
+    __table_args__ = (
+        Index("ix_team_organization_parent", "organization_id", "parent_id"),
+        CheckConstraint("check_in_cadence_days IS NULL OR check_in_cadence_days >= 1",
+                        name="cadence_positive"),
+    )
+    id: int | None = _pk()
+    organization_id: int = _org()
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    parent_id: int | None = _ref("team.id", ondelete="RESTRICT")
+    check_in_cadence_days: int | None = Field(default=None, sa_column=Column(Integer))
+    created_at: datetime | None = _created()
+
+
+class TeamMembership(SQLModel, table=True):
+    __tablename__ = "team_membership"
+    __table_args__ = (Index("ix_team_membership_user", "user_id"),)
+    organization_id: int = _org()
+    team_id: int = Field(
+        sa_column=Column(
+            BigInteger, ForeignKey("team.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    user_id: int = Field(
+        sa_column=Column(
+            BigInteger, ForeignKey("app_user.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    created_at: datetime | None = _created()
+
+
+class Cycle(SQLModel, table=True):
+    __tablename__ = "cycle"
+    __table_args__ = (
+        CheckConstraint("ends_on >= starts_on", name="dates_ordered"),
+        CheckConstraint("status IN ('PLANNING', 'ACTIVE', 'REVIEW', 'CLOSED')", name="status"),
+        Index("ix_cycle_organization_status", "organization_id", "status"),
+    )
+    id: int | None = _pk()
+    organization_id: int = _org()
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    starts_on: date = Field(sa_column=Column(Date, nullable=False))
+    ends_on: date = Field(sa_column=Column(Date, nullable=False))
+    status: str = Field(
+        default="PLANNING", sa_column=Column(String(16), nullable=False, server_default="PLANNING")
+    )
+    created_at: datetime | None = _created()
+
+
+class Objective(SQLModel, table=True):
+    __tablename__ = "objective"
+    __table_args__ = (
+        CheckConstraint("weight >= 0", name="weight_nonnegative"),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="progress_fraction"),
+        CheckConstraint("score IS NULL OR (score >= 0 AND score <= 1)", name="score_fraction"),
+        CheckConstraint("visibility IN ('PUBLIC', 'TEAM', 'PRIVATE')", name="visibility"),
+        CheckConstraint("parent_id IS NULL OR parent_id <> id", name="not_own_parent"),
+        Index("ix_objective_organization_cycle", "organization_id", "cycle_id", "id"),
+        Index("ix_objective_parent", "parent_id"),
+        Index("ix_objective_team", "team_id", "cycle_id"),
+        Index("ix_objective_owner", "owner_id"),
+    )
+    id: int | None = _pk()
+    organization_id: int = _org()
+    cycle_id: int = _ref("cycle.id", nullable=False, ondelete="RESTRICT")
+    title: str = Field(sa_column=Column(String(300), nullable=False))
+    description: str | None = _text()
+    team_id: int | None = _ref("team.id", ondelete="RESTRICT")
+    owner_id: int | None = _ref("app_user.id")
+    parent_id: int | None = _ref("objective.id", ondelete="RESTRICT")
+    weight: float = _float(1.0)
+    visibility: str = Field(
+        default="PUBLIC", sa_column=Column(String(16), nullable=False, server_default="PUBLIC")
+    )
+    progress: float = _float(0.0)
+    # Whether anything under it has ever been checked in (NOT_STARTED otherwise).
+    has_check_in: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
+    )
+    score: float | None = Field(default=None, sa_column=Column(Double))
+    went_well: str | None = _text()
+    challenges: str | None = _text()
+    lessons: str | None = _text()
+    archived_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    created_at: datetime | None = _created()
+    updated_at: datetime | None = _created()
+
+
+class KeyResult(SQLModel, table=True):
+    __tablename__ = "key_result"
+    __table_args__ = (
+        CheckConstraint("weight >= 0", name="weight_nonnegative"),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="progress_fraction"),
+        CheckConstraint("score IS NULL OR (score >= 0 AND score <= 1)", name="score_fraction"),
+        CheckConstraint(
+            "confidence IS NULL OR (confidence >= 0 AND confidence <= 1)", name="confidence"
+        ),
+        CheckConstraint(
+            "type IN ('INCREASE', 'DECREASE', 'STAY_ABOVE', 'STAY_BELOW', 'MILESTONE')",
+            name="type",
+        ),
+        CheckConstraint("measure IN ('NUMBER', 'PERCENT', 'CURRENCY')", name="measure"),
+        Index("ix_key_result_objective", "objective_id", "id"),
+        Index("ix_key_result_organization", "organization_id", "id"),
+    )
+    id: int | None = _pk()
+    organization_id: int = _org()
+    objective_id: int = _ref("objective.id", nullable=False, ondelete="CASCADE")
+    title: str = Field(sa_column=Column(String(300), nullable=False))
+    owner_id: int | None = _ref("app_user.id")
+    type: str = Field(sa_column=Column(String(16), nullable=False))
+    measure: str = Field(
+        default="NUMBER", sa_column=Column(String(16), nullable=False, server_default="NUMBER")
+    )
+    unit: str | None = Field(default=None, sa_column=Column(String(32)))
+    start_value: float = Field(sa_column=Column(Double, nullable=False))
+    target_value: float = Field(sa_column=Column(Double, nullable=False))
+    current_value: float = Field(sa_column=Column(Double, nullable=False))
+    weight: float = _float(1.0)
+    progress: float = _float(0.0)
+    confidence: float | None = Field(default=None, sa_column=Column(Double))
+    last_check_in_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    last_check_in_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True))
+    )
+    score: float | None = Field(default=None, sa_column=Column(Double))
+    score_reason: str | None = _text()
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    created_at: datetime | None = _created()
+    updated_at: datetime | None = _created()
+
+
+class CheckIn(SQLModel, table=True):
+    __tablename__ = "check_in"
+    __table_args__ = (
+        UniqueConstraint(
+            "key_result_id", "idempotency_key", name="uq_check_in_key_result_idempotency_key"
+        ),
+        CheckConstraint(
+            "confidence IS NULL OR (confidence >= 0 AND confidence <= 1)", name="confidence"
+        ),
+        Index("ix_check_in_key_result", "key_result_id", "id"),
+    )
+    id: int | None = _pk()
+    organization_id: int = _org()
+    key_result_id: int = _ref("key_result.id", nullable=False, ondelete="CASCADE")
+    value: float = Field(sa_column=Column(Double, nullable=False))
+    confidence: float | None = Field(default=None, sa_column=Column(Double))
+    note: str | None = _text()
+    author_id: int | None = _ref("app_user.id")
+    api_key_id: int | None = _ref("api_key.id")
+    progress: float = Field(sa_column=Column(Double, nullable=False))
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(128)))
+    created_at: datetime | None = _created()
+
+
+class Comment(SQLModel, table=True):
+    __tablename__ = "comment"
+    __table_args__ = (
+        CheckConstraint(
+            "(objective_id IS NULL) <> (key_result_id IS NULL)", name="one_subject"
+        ),
+        Index("ix_comment_objective", "objective_id", "id"),
+        Index("ix_comment_key_result", "key_result_id", "id"),
+    )
+    id: int | None = _pk()
+    organization_id: int = _org()
+    objective_id: int | None = _ref("objective.id", ondelete="CASCADE")
+    key_result_id: int | None = _ref("key_result.id", ondelete="CASCADE")
+    author_id: int | None = _ref("app_user.id")
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime | None = _created()
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+    id: int | None = _pk()
+    organization_id: int = _org()
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    # Only a SHA-256 of the secret is kept; the key itself is shown once.
+    key_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    created_at: datetime | None = _created()
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Event(SQLModel, table=True):
+    """The outbox: one row per committed change, in commit order per organization."""
+
+    __tablename__ = "event"
+    __table_args__ = (UniqueConstraint("organization_id", "seq", name="uq_event_organization_seq"),)
+    id: int | None = _pk()
+    organization_id: int = _org()
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    kind: str = Field(sa_column=Column(String(40), nullable=False))
+    actor_user_id: int | None = _ref("app_user.id")
+    actor_api_key_id: int | None = _ref("api_key.id")
+    subject_type: str = Field(sa_column=Column(String(40), nullable=False))
+    subject_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    check_in_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    # {"changes": [...], "objective_ids": [...], "team_ids": [...], "cycle_ids": [...]}
+    payload: dict = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    occurred_at: datetime | None = _created()

@@ -1,0 +1,236 @@
+"""The OKR rules of DESIGN.md as pure functions: no I/O, no framework.
+
+Progress, expected progress, status, staleness, forecast, roll-up and score.
+Every number in DESIGN.md is a case in tests/test_rules.py.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from enum import StrEnum
+
+
+class KeyResultType(StrEnum):
+    INCREASE = "INCREASE"
+    DECREASE = "DECREASE"
+    STAY_ABOVE = "STAY_ABOVE"
+    STAY_BELOW = "STAY_BELOW"
+    MILESTONE = "MILESTONE"
+
+
+class ProgressStatus(StrEnum):
+    NOT_STARTED = "NOT_STARTED"
+    ON_TRACK = "ON_TRACK"
+    AT_RISK = "AT_RISK"
+    OFF_TRACK = "OFF_TRACK"
+    ACHIEVED = "ACHIEVED"
+
+
+class CycleStatus(StrEnum):
+    PLANNING = "PLANNING"
+    ACTIVE = "ACTIVE"
+    REVIEW = "REVIEW"
+    CLOSED = "CLOSED"
+
+
+CYCLE_ORDER = [CycleStatus.PLANNING, CycleStatus.ACTIVE, CycleStatus.REVIEW, CycleStatus.CLOSED]
+DEFAULT_ON_TRACK_GAP = 0.10
+DEFAULT_AT_RISK_GAP = 0.25
+GRACE = timedelta(days=1)
+
+
+def clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
+    return lo if x < lo else hi if x > hi else x
+
+
+def is_finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)
+
+
+# --- key results ---------------------------------------------------------------
+
+
+def definition_error(kind: KeyResultType, start: float, target: float) -> str | None:
+    """Why a key result's start and target cannot stand together, or None."""
+    if not (math.isfinite(start) and math.isfinite(target)):
+        return "start and target values must be finite numbers"
+    if kind is KeyResultType.INCREASE and not target > start:
+        return "an INCREASE key result needs a target above its start value"
+    if kind is KeyResultType.DECREASE and not target < start:
+        return "a DECREASE key result needs a target below its start value"
+    if kind is KeyResultType.MILESTONE and (start, target) != (0, 1):
+        return "a MILESTONE key result runs from 0 to 1"
+    return None
+
+
+def value_error(kind: KeyResultType, value: float) -> str | None:
+    """Why a checked-in value cannot be taken, or None."""
+    if not math.isfinite(value):
+        return "the value must be a finite number"
+    if kind is KeyResultType.MILESTONE and value not in (0, 1):
+        return "a MILESTONE check-in is 0 (not done) or 1 (done)"
+    return None
+
+
+def key_result_progress(kind: KeyResultType, start: float, target: float, current: float) -> float:
+    if kind in (KeyResultType.INCREASE, KeyResultType.DECREASE, KeyResultType.MILESTONE):
+        if target == start:
+            return 0.0
+        return clamp((current - start) / (target - start))
+    if kind is KeyResultType.STAY_ABOVE:
+        return 1.0 if current >= target else 0.0
+    return 1.0 if current <= target else 0.0  # STAY_BELOW
+
+
+# --- cycles --------------------------------------------------------------------
+
+
+def cycle_bounds(starts_on: date, ends_on: date) -> tuple[datetime, datetime]:
+    """From the start of startsOn to the end of endsOn, UTC."""
+    start = datetime.combine(starts_on, time.min, tzinfo=timezone.utc)
+    end = datetime.combine(ends_on + timedelta(days=1), time.min, tzinfo=timezone.utc)
+    return start, end
+
+
+def expected_progress(starts_on: date, ends_on: date, at: datetime) -> float:
+    start, end = cycle_bounds(starts_on, ends_on)
+    return clamp((at - start) / (end - start))
+
+
+def can_move_cycle(current: CycleStatus, new: CycleStatus) -> bool:
+    """Forward only, one step at a time."""
+    return CYCLE_ORDER.index(new) == CYCLE_ORDER.index(current) + 1
+
+
+def accepts_check_ins(status: CycleStatus) -> bool:
+    return status in (CycleStatus.ACTIVE, CycleStatus.REVIEW)
+
+
+# --- status and staleness ------------------------------------------------------
+
+
+def progress_status(
+    progress: float,
+    expected: float,
+    checked_in: bool,
+    on_track_gap: float = DEFAULT_ON_TRACK_GAP,
+    at_risk_gap: float = DEFAULT_AT_RISK_GAP,
+) -> ProgressStatus:
+    if progress >= 1:
+        return ProgressStatus.ACHIEVED
+    if not checked_in:
+        return ProgressStatus.NOT_STARTED
+    gap = expected - progress
+    # A hair of tolerance so that 0.6 - 0.5 counts as the 0.10 it means.
+    if gap <= on_track_gap + 1e-9:
+        return ProgressStatus.ON_TRACK
+    if gap <= at_risk_gap + 1e-9:
+        return ProgressStatus.AT_RISK
+    return ProgressStatus.OFF_TRACK
+
+
+def is_stale(
+    cycle_status: CycleStatus, last_activity: datetime, cadence_days: int, now: datetime
+) -> bool:
+    """Silence is never green: no check-in within cadence plus a grace day."""
+    if cycle_status is not CycleStatus.ACTIVE:
+        return False
+    return now - last_activity > timedelta(days=cadence_days) + GRACE
+
+
+# --- roll-up -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One key result or aligned child as its objective sees it."""
+
+    weight: float
+    progress: float
+    archived: bool = False
+    checked_in: bool = False
+    score: float | None = None
+
+
+@dataclass(frozen=True)
+class Share:
+    weight: float
+    progress: float
+    share: float
+
+
+def counted(parts: Iterable[Part]) -> list[Part]:
+    return [p for p in parts if not p.archived]
+
+
+def roll_up(parts: Sequence[Part]) -> float:
+    """Weighted mean of progress; archived parts and zero total weight count nothing."""
+    live = counted(parts)
+    total = sum(p.weight for p in live)
+    if total <= 0:
+        return 0.0
+    return clamp(sum(p.weight * p.progress for p in live) / total)
+
+
+def shares(parts: Sequence[Part]) -> list[Share]:
+    """Each counted part's weight, progress and share of the total weight."""
+    live = counted(parts)
+    total = sum(p.weight for p in live)
+    return [Share(p.weight, p.progress, p.weight / total if total > 0 else 0.0) for p in live]
+
+
+def rolled_checked_in(parts: Sequence[Part]) -> bool:
+    return any(p.checked_in for p in counted(parts))
+
+
+def rolled_score(parts: Sequence[Part]) -> float | None:
+    """Weighted mean of the scores that are set; None when none is."""
+    scored = [p for p in counted(parts) if p.score is not None]
+    total = sum(p.weight for p in scored)
+    if not scored:
+        return None
+    if total <= 0:
+        return 0.0
+    return clamp(sum(p.weight * (p.score or 0.0) for p in scored) / total)
+
+
+# --- forecast ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Forecast:
+    value: float
+    progress: float
+    status: ProgressStatus
+
+
+def forecast(
+    kind: KeyResultType,
+    start: float,
+    target: float,
+    points: Sequence[tuple[datetime, float]],
+    cycle_end: datetime,
+    on_track_gap: float = DEFAULT_ON_TRACK_GAP,
+    at_risk_gap: float = DEFAULT_AT_RISK_GAP,
+) -> Forecast | None:
+    """A least-squares line through (instant, value), read at the cycle's end."""
+    if len(points) < 2:
+        return None
+    origin = points[0][0]
+    xs = [(t - origin).total_seconds() for t, _ in points]
+    ys = [v for _, v in points]
+    n = len(points)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        value = my  # all at one instant: no trend to read
+    else:
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+        value = my + slope * ((cycle_end - origin).total_seconds() - mx)
+    if kind is KeyResultType.MILESTONE:
+        value = 1.0 if value >= 0.5 else 0.0
+    progress = key_result_progress(kind, start, target, value)
+    return Forecast(value, progress, progress_status(progress, 1.0, True, on_track_gap, at_risk_gap))

@@ -1,0 +1,65 @@
+"""One settings class, read from the environment (prefix OKR_) or `.env`."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("okr-service", appauthor=False))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OKR_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    # Unset: an embedded PostgreSQL under `data_dir` is started and used.
+    database_url: str | None = None
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    # Unset: generated once and kept beside the embedded database.
+    jwt_secret: str | None = None
+    jwt_ttl_days: int = 30
+    pool_size: int = 10
+
+    # Limits, checked before any resolver runs.
+    max_page_size: int = 100
+    default_page_size: int = 20
+    max_query_depth: int = 12
+    max_query_tokens: int = 2000
+    max_aliases: int = 30
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
+        if self.env == "production":
+            if self.database_url is None:
+                raise ValueError("OKR_DATABASE_URL must be set when OKR_ENV=production")
+            if not self.jwt_secret or len(self.jwt_secret) < 32:
+                raise ValueError("OKR_JWT_SECRET of at least 32 characters is required in production")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    def resolved_jwt_secret(self) -> str:
+        """The configured secret, or one generated once and kept in the data folder."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt_secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

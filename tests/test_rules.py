@@ -1,0 +1,255 @@
+"""The OKR rules of DESIGN.md, case by case."""
+
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+
+from service.rules import (
+    CycleStatus,
+    KeyResultType as T,
+    Part,
+    ProgressStatus as S,
+    can_move_cycle,
+    definition_error,
+    expected_progress,
+    forecast,
+    is_stale,
+    key_result_progress,
+    progress_status,
+    roll_up,
+    rolled_checked_in,
+    rolled_score,
+    shares,
+    value_error,
+)
+
+UTC = timezone.utc
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "target", "current", "expected"),
+    [
+        (T.INCREASE, 0, 100, 50, 0.5),
+        (T.INCREASE, 0, 100, 0, 0.0),
+        (T.INCREASE, 0, 100, 100, 1.0),
+        (T.INCREASE, 0, 100, 150, 1.0),  # clamped above
+        (T.INCREASE, 10, 20, 5, 0.0),  # clamped below
+        (T.INCREASE, -10, 10, 0, 0.5),
+        # "Reduce distribution cost per order from 4.20 to 3.57" is DECREASE.
+        (T.DECREASE, 4.20, 3.57, 4.20, 0.0),
+        (T.DECREASE, 4.20, 3.57, 3.885, 0.5),
+        (T.DECREASE, 4.20, 3.57, 3.57, 1.0),
+        (T.DECREASE, 4.20, 3.57, 3.00, 1.0),
+        (T.DECREASE, 4.20, 3.57, 5.00, 0.0),
+        # "keep on-time dispatch at or above 98%"
+        (T.STAY_ABOVE, 0, 98, 98, 1.0),
+        (T.STAY_ABOVE, 0, 98, 97.9, 0.0),
+        (T.STAY_ABOVE, 0, 98, 99.5, 1.0),
+        (T.STAY_BELOW, 0, 2, 2, 1.0),
+        (T.STAY_BELOW, 0, 2, 2.1, 0.0),
+        (T.STAY_BELOW, 5, 2, 1, 1.0),
+        (T.MILESTONE, 0, 1, 0, 0.0),
+        (T.MILESTONE, 0, 1, 1, 1.0),
+    ],
+)
+def test_key_result_progress(kind, start, target, current, expected):
+    assert key_result_progress(kind, start, target, current) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "target", "bad"),
+    [
+        (T.INCREASE, 0, 100, False),
+        (T.INCREASE, 100, 0, True),  # target not in its direction
+        (T.INCREASE, 5, 5, True),
+        (T.DECREASE, 4.20, 3.57, False),
+        (T.DECREASE, 3.57, 4.20, True),
+        (T.DECREASE, 3, 3, True),
+        (T.STAY_ABOVE, 0, 98, False),
+        (T.STAY_BELOW, 0, 2, False),
+        (T.MILESTONE, 0, 1, False),
+        (T.MILESTONE, 0, 5, True),
+        (T.INCREASE, 0, float("nan"), True),
+        (T.INCREASE, float("-inf"), 1, True),
+        (T.STAY_ABOVE, 0, float("inf"), True),
+    ],
+)
+def test_definition_errors(kind, start, target, bad):
+    assert (definition_error(kind, start, target) is not None) is bad
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "bad"),
+    [
+        (T.INCREASE, 3.0, False),
+        (T.INCREASE, float("nan"), True),
+        (T.INCREASE, float("inf"), True),
+        (T.DECREASE, float("-inf"), True),
+        (T.MILESTONE, 1, False),
+        (T.MILESTONE, 0.5, True),
+    ],
+)
+def test_value_errors(kind, value, bad):
+    assert (value_error(kind, value) is not None) is bad
+
+
+Q = (date(2026, 1, 1), date(2026, 3, 31))  # 90 days: Jan 1 00:00 to Apr 1 00:00 UTC
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [
+        (datetime(2025, 12, 1, tzinfo=UTC), 0.0),  # before
+        (datetime(2026, 1, 1, tzinfo=UTC), 0.0),  # the very start
+        (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=45), 0.5),  # half way
+        (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(days=9), 0.1),
+        (datetime(2026, 3, 31, 12, tzinfo=UTC), 1 - 0.5 / 90),  # inside the last day
+        (datetime(2026, 4, 1, tzinfo=UTC), 1.0),  # end of endsOn
+        (datetime(2026, 6, 1, tzinfo=UTC), 1.0),  # after
+    ],
+)
+def test_expected_progress(at, expected):
+    assert expected_progress(*Q, at) == pytest.approx(expected)
+
+
+def test_one_day_cycle():
+    d = date(2026, 5, 5)
+    assert expected_progress(d, d, datetime(2026, 5, 5, 12, tzinfo=UTC)) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("progress", "expected", "checked_in", "status"),
+    [
+        (1.0, 0.5, True, S.ACHIEVED),
+        (1.0, 0.5, False, S.ACHIEVED),  # achieved wins even without check-ins
+        (0.0, 0.5, False, S.NOT_STARTED),
+        (0.4, 0.5, True, S.ON_TRACK),  # gap 0.10, on the bound
+        (0.39, 0.5, True, S.AT_RISK),  # gap 0.11, just past
+        (0.8, 0.5, True, S.ON_TRACK),  # ahead
+        (0.25, 0.5, True, S.AT_RISK),  # gap 0.25, on the bound
+        (0.24, 0.5, True, S.OFF_TRACK),  # gap 0.26
+        (0.0, 1.0, True, S.OFF_TRACK),
+    ],
+)
+def test_status_bounds(progress, expected, checked_in, status):
+    assert progress_status(progress, expected, checked_in) is status
+
+
+def test_status_bounds_are_settings():
+    assert progress_status(0.3, 0.5, True, on_track_gap=0.2, at_risk_gap=0.3) is S.ON_TRACK
+    assert progress_status(0.15, 0.5, True, on_track_gap=0.2, at_risk_gap=0.3) is S.OFF_TRACK
+
+
+NOW = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("cycle", "age", "cadence", "stale"),
+    [
+        (CycleStatus.ACTIVE, timedelta(days=3), 7, False),
+        (CycleStatus.ACTIVE, timedelta(days=8), 7, False),  # cadence + grace day, exactly
+        (CycleStatus.ACTIVE, timedelta(days=8, seconds=1), 7, True),
+        (CycleStatus.ACTIVE, timedelta(days=3), 1, True),  # a daily cadence
+        (CycleStatus.PLANNING, timedelta(days=30), 7, False),
+        (CycleStatus.REVIEW, timedelta(days=30), 7, False),
+        (CycleStatus.CLOSED, timedelta(days=30), 7, False),
+    ],
+)
+def test_stale(cycle, age, cadence, stale):
+    assert is_stale(cycle, NOW - age, cadence, NOW) is stale
+
+
+@pytest.mark.parametrize(
+    ("parts", "progress"),
+    [
+        ([], 0.0),  # nothing under it
+        ([Part(1, 0.5)], 0.5),
+        ([Part(1, 0.5), Part(1, 1.0)], 0.75),
+        ([Part(3, 1.0), Part(1, 0.0)], 0.75),  # weights
+        ([Part(0, 1.0), Part(1, 0.2)], 0.2),  # weight 0 aligns without contributing
+        ([Part(0, 1.0), Part(0, 0.5)], 0.0),  # zero total weight
+        ([Part(1, 1.0, archived=True), Part(1, 0.4)], 0.4),  # archived contribute nothing
+        ([Part(1, 1.0, archived=True)], 0.0),
+    ],
+)
+def test_roll_up(parts, progress):
+    assert roll_up(parts) == pytest.approx(progress)
+
+
+def test_shares_explain_the_number():
+    parts = [Part(3, 1.0), Part(1, 0.0), Part(2, 0.9, archived=True)]
+    got = shares(parts)
+    assert [(s.weight, s.share) for s in got] == [(3, 0.75), (1, 0.25)]
+    assert sum(s.share * s.progress for s in got) == pytest.approx(roll_up(parts))
+    assert shares([Part(0, 1.0)])[0].share == 0.0
+
+
+def test_checked_in_rolls_up_but_not_from_archived():
+    assert rolled_checked_in([Part(1, 0, checked_in=False), Part(1, 0, checked_in=True)])
+    assert not rolled_checked_in([Part(1, 0, archived=True, checked_in=True)])
+
+
+@pytest.mark.parametrize(
+    ("parts", "score"),
+    [
+        ([], None),
+        ([Part(1, 0, score=None)], None),
+        ([Part(1, 0, score=0.7), Part(1, 0, score=0.3)], 0.5),
+        ([Part(3, 0, score=1.0), Part(1, 0, score=0.0)], 0.75),
+        ([Part(1, 0, score=0.6), Part(1, 0, score=None)], 0.6),  # unscored counts nothing
+        ([Part(1, 0, score=0.6, archived=True), Part(1, 0, score=0.2)], 0.2),
+    ],
+)
+def test_rolled_score(parts, score):
+    got = rolled_score(parts)
+    assert got == (pytest.approx(score) if score is not None else None)
+
+
+END = datetime(2026, 4, 1, tzinfo=UTC)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def pts(*pairs):
+    return [(T0 + timedelta(days=d), v) for d, v in pairs]
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "target", "points", "value", "progress", "status"),
+    [
+        (T.INCREASE, 0, 90, pts(), None, None, None),  # no check-ins
+        (T.INCREASE, 0, 90, pts((10, 10)), None, None, None),  # one
+        (T.INCREASE, 0, 90, pts((0, 0), (45, 45)), 90.0, 1.0, S.ACHIEVED),  # two, on pace
+        (T.INCREASE, 0, 90, pts((0, 0), (30, 15), (60, 30)), 45.0, 0.5, S.OFF_TRACK),
+        (T.INCREASE, 0, 100, pts((0, 0), (30, 30), (60, 60)), 90.0, 0.9, S.ON_TRACK),
+        (T.INCREASE, 0, 100, pts((0, 0), (30, 25), (60, 50)), 75.0, 0.75, S.AT_RISK),
+        # noisy points: least squares, not the last two
+        (T.INCREASE, 0, 90, pts((0, 0), (10, 20), (20, 0), (30, 20)), 40.0, 40 / 90, S.OFF_TRACK),
+        (T.DECREASE, 4.20, 3.57, pts((0, 4.20), (45, 3.885)), 3.57, 1.0, S.ACHIEVED),
+        (T.INCREASE, 0, 90, pts((5, 30), (5, 50)), 40.0, 40 / 90, S.OFF_TRACK),  # one instant
+        (T.STAY_ABOVE, 0, 98, pts((0, 99), (30, 98.5)), 97.5, 0.0, S.OFF_TRACK),
+    ],
+)
+def test_forecast(kind, start, target, points, value, progress, status):
+    got = forecast(kind, start, target, points, END)
+    if value is None:
+        assert got is None
+        return
+    assert got.value == pytest.approx(value)
+    assert got.progress == pytest.approx(progress)
+    assert got.status is status
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "ok"),
+    [
+        (CycleStatus.PLANNING, CycleStatus.ACTIVE, True),
+        (CycleStatus.ACTIVE, CycleStatus.REVIEW, True),
+        (CycleStatus.REVIEW, CycleStatus.CLOSED, True),
+        (CycleStatus.ACTIVE, CycleStatus.PLANNING, False),
+        (CycleStatus.CLOSED, CycleStatus.REVIEW, False),
+        (CycleStatus.PLANNING, CycleStatus.REVIEW, False),
+        (CycleStatus.ACTIVE, CycleStatus.ACTIVE, False),
+    ],
+)
+def test_cycle_moves_forward_only(current, new, ok):
+    assert can_move_cycle(current, new) is ok
