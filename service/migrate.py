@@ -1,0 +1,56 @@
+"""Alembic driven from code: `okr migrate`, `okr serve` and the tests share this."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import migrations
+
+from service.db import to_async_url
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("sqlalchemy.url", to_async_url(url).replace("%", "%%"))
+    return cfg
+
+
+def _in_thread(fn, *args) -> None:
+    # env.py runs its own event loop; keep it off any loop that is running here.
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        fn(*args)
+        return
+    raise RuntimeError("call upgrade() through asyncio.to_thread inside an event loop")
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    _in_thread(command.upgrade, alembic_config(url), revision)
+
+
+def downgrade(url: str, revision: str = "base") -> None:
+    _in_thread(command.downgrade, alembic_config(url), revision)
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config("postgresql://x/y")).get_current_head()
+
+
+async def current_revision(url: str) -> str | None:
+    engine = create_async_engine(to_async_url(url))
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(
+                lambda c: MigrationContext.configure(c).get_current_revision()
+            )
+    finally:
+        await engine.dispose()
