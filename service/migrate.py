@@ -12,7 +12,6 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import migrations
-
 from service.db import to_async_url
 
 

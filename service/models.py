@@ -68,7 +68,8 @@ def _created() -> Any:
 
 def _float(default: float) -> Any:
     return Field(
-        default=default, sa_column=Column(Double, nullable=False, server_default=text(repr(default)))
+        default=default,
+        sa_column=Column(Double, nullable=False, server_default=text(repr(default))),
     )
 
 
@@ -116,8 +117,9 @@ class Team(SQLModel, table=True):
     __tablename__ = "team"
     __table_args__ = (
         Index("ix_team_organization_parent", "organization_id", "parent_id"),
-        CheckConstraint("check_in_cadence_days IS NULL OR check_in_cadence_days >= 1",
-                        name="cadence_positive"),
+        CheckConstraint(
+            "check_in_cadence_days IS NULL OR check_in_cadence_days >= 1", name="cadence_positive"
+        ),
     )
     id: int | None = _pk()
     organization_id: int = _org()
@@ -132,9 +134,7 @@ class TeamMembership(SQLModel, table=True):
     __table_args__ = (Index("ix_team_membership_user", "user_id"),)
     organization_id: int = _org()
     team_id: int = Field(
-        sa_column=Column(
-            BigInteger, ForeignKey("team.id", ondelete="CASCADE"), primary_key=True
-        )
+        sa_column=Column(BigInteger, ForeignKey("team.id", ondelete="CASCADE"), primary_key=True)
     )
     user_id: int = Field(
         sa_column=Column(
@@ -273,9 +273,7 @@ class CheckIn(SQLModel, table=True):
 class Comment(SQLModel, table=True):
     __tablename__ = "comment"
     __table_args__ = (
-        CheckConstraint(
-            "(objective_id IS NULL) <> (key_result_id IS NULL)", name="one_subject"
-        ),
+        CheckConstraint("(objective_id IS NULL) <> (key_result_id IS NULL)", name="one_subject"),
         Index("ix_comment_objective", "objective_id", "id"),
         Index("ix_comment_key_result", "key_result_id", "id"),
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 
 
@@ -90,8 +90,8 @@ def key_result_progress(kind: KeyResultType, start: float, target: float, curren
 
 def cycle_bounds(starts_on: date, ends_on: date) -> tuple[datetime, datetime]:
     """From the start of startsOn to the end of endsOn, UTC."""
-    start = datetime.combine(starts_on, time.min, tzinfo=timezone.utc)
-    end = datetime.combine(ends_on + timedelta(days=1), time.min, tzinfo=timezone.utc)
+    start = datetime.combine(starts_on, time.min, tzinfo=UTC)
+    end = datetime.combine(ends_on + timedelta(days=1), time.min, tzinfo=UTC)
     return start, end
 
 
@@ -233,4 +233,6 @@ def forecast(
     if kind is KeyResultType.MILESTONE:
         value = 1.0 if value >= 0.5 else 0.0
     progress = key_result_progress(kind, start, target, value)
-    return Forecast(value, progress, progress_status(progress, 1.0, True, on_track_gap, at_risk_gap))
+    return Forecast(
+        value, progress, progress_status(progress, 1.0, True, on_track_gap, at_risk_gap)
+    )

@@ -41,7 +41,9 @@ class Settings(BaseSettings):
             if self.database_url is None:
                 raise ValueError("OKR_DATABASE_URL must be set when OKR_ENV=production")
             if not self.jwt_secret or len(self.jwt_secret) < 32:
-                raise ValueError("OKR_JWT_SECRET of at least 32 characters is required in production")
+                raise ValueError(
+                    "OKR_JWT_SECRET of at least 32 characters is required in production"
+                )
         return self
 
     @property

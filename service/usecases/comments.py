@@ -1,0 +1,55 @@
+"""Comments on objectives and key results."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import events
+from service.access import require_comment
+from service.auth import Principal
+from service.events import EventKind
+from service.models import Comment
+from service.usecases import common
+from service.usecases.common import MAX_TEXT, required_text
+
+
+async def add_comment(
+    session: AsyncSession,
+    p: Principal,
+    *,
+    objective_id: int | None = None,
+    key_result_id: int | None = None,
+    body: str,
+) -> Comment:
+    body = required_text(body, "body", MAX_TEXT)
+    if key_result_id is not None:
+        _kr, objective, cycle = await common.key_result(session, p, key_result_id, "subjectId")
+    else:
+        assert objective_id is not None
+        objective, cycle = await common.objective(session, p, objective_id, "subjectId")
+    require_comment(p)
+    common.writable(cycle)
+    row = Comment(
+        organization_id=p.organization_id,
+        objective_id=objective_id,
+        key_result_id=key_result_id,
+        author_id=p.user_id,
+        body=body,
+    )
+    session.add(row)
+    await session.flush()
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.COMMENT_ADDED,
+        "Comment",
+        row.id,
+        {
+            "objective_ids": [objective.id],
+            "cycle_ids": [objective.cycle_id],
+            "team_ids": [objective.team_id] if objective.team_id else [],
+            "key_result_id": key_result_id,
+        },
+    )
+    return row

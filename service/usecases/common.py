@@ -1,0 +1,161 @@
+"""What every use case needs: checking plain values, and loading rows of the caller's
+organization (anything outside it, or hidden from the caller, is NOT_FOUND)."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.access import can_see_objective
+from service.auth import Principal
+from service.errors import ErrorCode, Rejected, invalid, not_found
+from service.models import Cycle, KeyResult, Objective, Team, User
+from service.rules import CycleStatus
+
+MAX_NAME = 200
+MAX_TITLE = 300
+MAX_TEXT = 10_000
+MAX_NOTE = 5_000
+MAX_UNIT = 32
+MAX_IDEMPOTENCY_KEY = 128
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+ALIGNMENT_LOCK = 7_461_002 << 32  # + organization id: one alignment change at a time
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def required_text(value: str | None, field: str, max_len: int) -> str:
+    cleaned = (value or "").strip()
+    if not cleaned:
+        raise invalid(f"{field} must not be empty", field)
+    if len(cleaned) > max_len:
+        raise invalid(f"{field} is longer than {max_len} characters", field)
+    return cleaned
+
+
+def optional_text(value: str | None, field: str, max_len: int) -> str | None:
+    if value is None:
+        return None
+    cleaned = value.strip()
+    if len(cleaned) > max_len:
+        raise invalid(f"{field} is longer than {max_len} characters", field)
+    return cleaned or None
+
+
+def finite(value: float, field: str) -> float:
+    if value is None or not math.isfinite(value):
+        raise invalid(f"{field} must be a finite number", field)
+    return float(value)
+
+
+def weight(value: float, field: str = "weight") -> float:
+    value = finite(value, field)
+    if value < 0:
+        raise invalid(f"{field} must be zero or more", field)
+    return value
+
+
+def fraction(value: float | None, field: str) -> float | None:
+    if value is None:
+        return None
+    value = finite(value, field)
+    if not 0 <= value <= 1:
+        raise invalid(f"{field} must lie between 0 and 1", field)
+    return value
+
+
+def writable(cycle: Cycle) -> None:
+    if cycle.status == CycleStatus.CLOSED:
+        raise Rejected(ErrorCode.CYCLE_CLOSED, f"cycle {cycle.name!r} is closed and read-only")
+
+
+async def cycle(
+    session: AsyncSession, p: Principal, cycle_id: int, field: str = "cycleId", lock: bool = False
+) -> Cycle:
+    stmt = select(Cycle).where(Cycle.id == cycle_id, Cycle.organization_id == p.organization_id)
+    row = (await session.execute(stmt.with_for_update() if lock else stmt)).scalar_one_or_none()
+    if row is None:
+        raise not_found("cycle", field)
+    return row
+
+
+async def team(session: AsyncSession, p: Principal, team_id: int, field: str = "teamId") -> Team:
+    row = await session.get(Team, team_id)
+    if row is None or row.organization_id != p.organization_id:
+        raise not_found("team", field)
+    return row
+
+
+async def user(session: AsyncSession, p: Principal, user_id: int, field: str = "userId") -> User:
+    row = await session.get(User, user_id)
+    if row is None or row.organization_id != p.organization_id:
+        raise not_found("user", field)
+    return row
+
+
+async def objective(
+    session: AsyncSession,
+    p: Principal,
+    objective_id: int,
+    field: str = "objectiveId",
+    lock: bool = False,
+) -> tuple[Objective, Cycle]:
+    stmt = (
+        select(Objective, Cycle)
+        .join(Cycle, Cycle.id == Objective.cycle_id)
+        .where(Objective.id == objective_id, Objective.organization_id == p.organization_id)
+    )
+    if lock:
+        stmt = stmt.with_for_update(of=Objective)
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None or not can_see_objective(p, row[0].visibility, row[0].team_id, row[0].owner_id):
+        raise not_found("objective", field)
+    return row[0], row[1]
+
+
+async def key_result(
+    session: AsyncSession,
+    p: Principal,
+    key_result_id: int,
+    field: str = "keyResultId",
+    lock: bool = False,
+) -> tuple[KeyResult, Objective, Cycle]:
+    stmt = (
+        select(KeyResult, Objective, Cycle)
+        .join(Objective, Objective.id == KeyResult.objective_id)
+        .join(Cycle, Cycle.id == Objective.cycle_id)
+        .where(KeyResult.id == key_result_id, KeyResult.organization_id == p.organization_id)
+    )
+    if lock:
+        stmt = stmt.with_for_update(of=KeyResult)
+    row = (await session.execute(stmt)).one_or_none()
+    if row is None:
+        raise not_found("key result", field)
+    kr, obj, cyc = row
+    if not can_see_objective(p, obj.visibility, obj.team_id, obj.owner_id):
+        raise not_found("key result", field)
+    return kr, obj, cyc
+
+
+async def lock_alignment(session: AsyncSession, organization_id: int) -> None:
+    """Alignment changes in one organization run one at a time, so two concurrent
+    re-parentings cannot together close a loop that neither sees alone."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:k)"), {"k": ALIGNMENT_LOCK + organization_id}
+    )
+
+
+def check_version(current: int, expected: int | None) -> None:
+    if expected is not None and expected != current:
+        raise Rejected(
+            ErrorCode.CONFLICT,
+            f"this was changed meanwhile (version {current}, you expected {expected}); "
+            "reload and try again",
+            ["expectedVersion"],
+        )

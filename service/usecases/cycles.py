@@ -1,0 +1,97 @@
+"""Cycles and their lifecycle: PLANNING -> ACTIVE -> REVIEW -> CLOSED, forward only."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import events, rollup, rules
+from service.access import require_admin
+from service.auth import Principal
+from service.errors import ErrorCode, Rejected, invalid
+from service.events import EventKind
+from service.models import Cycle, Objective
+from service.rules import CycleStatus
+from service.usecases import common
+from service.usecases.common import MAX_NAME, required_text
+
+_SCORE_AT_PROGRESS = text(
+    """
+    UPDATE key_result k SET score = k.progress
+    FROM objective o
+    WHERE o.id = k.objective_id AND o.cycle_id = :cycle AND k.organization_id = :org
+      AND k.score IS NULL
+    """
+)
+
+
+async def create_cycle(
+    session: AsyncSession, p: Principal, name: str, starts_on: date, ends_on: date
+) -> Cycle:
+    require_admin(p)
+    name = required_text(name, "name", MAX_NAME)
+    if ends_on < starts_on:
+        raise invalid("endsOn must not be before startsOn", "endsOn")
+    row = Cycle(organization_id=p.organization_id, name=name, starts_on=starts_on, ends_on=ends_on)
+    session.add(row)
+    await session.flush()
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.CYCLE_CREATED,
+        "Cycle",
+        row.id,
+        {"name": name, "cycle_ids": [row.id]},
+    )
+    return row
+
+
+async def set_cycle_status(
+    session: AsyncSession, p: Principal, cycle_id: int, status: str
+) -> Cycle:
+    require_admin(p)
+    row = await common.cycle(session, p, cycle_id, lock=True)
+    current, new = CycleStatus(row.status), CycleStatus(status)
+    if current is new:
+        return row  # already there: nothing to write
+    if current is CycleStatus.CLOSED:
+        raise Rejected(ErrorCode.CYCLE_CLOSED, f"cycle {row.name!r} is closed and read-only")
+    if not rules.can_move_cycle(current, new):
+        raise invalid(
+            f"a cycle moves forward one step at a time (PLANNING, ACTIVE, REVIEW, CLOSED); "
+            f"{current} cannot become {new}",
+            "status",
+        )
+    row.status = str(new)
+    await session.flush()
+    payload: dict = {"from": str(current), "to": str(new), "cycle_ids": [row.id]}
+    if new is CycleStatus.REVIEW:
+        # Each key result's score starts at its progress; objectives' scores follow.
+        await session.execute(_SCORE_AT_PROGRESS, {"cycle": row.id, "org": p.organization_id})
+        ids = (
+            (
+                await session.execute(
+                    select(Objective.id).where(
+                        Objective.cycle_id == row.id, Objective.organization_id == p.organization_id
+                    )
+                )
+            )
+            .scalars()
+            .all()
+        )
+        rolled = await rollup.recompute(
+            session,
+            p.organization_id,
+            list(ids),
+            thresholds=(p.on_track_gap, p.at_risk_gap),
+            now=common.now(),
+        )
+        payload["objective_ids"] = rolled.objective_ids
+        payload["team_ids"] = rolled.team_ids
+    await events.record(
+        session, p, p.organization_id, EventKind.CYCLE_STATUS_CHANGED, "Cycle", row.id, payload
+    )
+    return row

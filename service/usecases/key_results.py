@@ -1,0 +1,359 @@
+"""Key results: define, redefine, check in, score. Each recomputes its objective and
+every ancestor in the same transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import events, rollup, rules
+from service.access import require_check_in, require_edit_objective
+from service.auth import Principal
+from service.errors import ErrorCode, Rejected, invalid
+from service.events import EventKind
+from service.models import CheckIn, Cycle, KeyResult, Objective
+from service.rules import CycleStatus, KeyResultType
+from service.usecases import common
+from service.usecases.common import (
+    MAX_IDEMPOTENCY_KEY,
+    MAX_NOTE,
+    MAX_TITLE,
+    MAX_UNIT,
+    optional_text,
+    required_text,
+)
+
+MEASURES = ("NUMBER", "PERCENT", "CURRENCY")
+EDITABLE = ("title", "owner_id", "measure", "unit", "start_value", "target_value", "weight")
+
+
+def _thresholds(p: Principal) -> tuple[float, float]:
+    return (p.on_track_gap, p.at_risk_gap)
+
+
+def _kind(value: str) -> KeyResultType:
+    try:
+        return KeyResultType(value)
+    except ValueError:
+        raise invalid(f"unknown key result type {value!r}", "type") from None
+
+
+def _definition(
+    kind: KeyResultType, start: float | None, target: float | None
+) -> tuple[float, float]:
+    if kind is KeyResultType.MILESTONE:
+        start = 0.0 if start is None else common.finite(start, "startValue")
+        target = 1.0 if target is None else common.finite(target, "targetValue")
+    else:
+        if start is None:
+            raise invalid(f"a {kind} key result needs a startValue", "startValue")
+        if target is None:
+            raise invalid(f"a {kind} key result needs a targetValue", "targetValue")
+        start = common.finite(start, "startValue")
+        target = common.finite(target, "targetValue")
+    problem = rules.definition_error(kind, start, target)
+    if problem:
+        raise invalid(problem, "targetValue")
+    return start, target
+
+
+def _status(progress: float, checked_in: bool, cycle: Cycle, p: Principal) -> str:
+    return rollup.status_of(
+        progress, checked_in, cycle.starts_on, cycle.ends_on, _thresholds(p), common.now()
+    )
+
+
+def _change(kr: KeyResult, previous: float, cycle: Cycle, p: Principal) -> dict[str, Any]:
+    return {
+        "type": "KeyResult",
+        "id": kr.id,
+        "previous": previous,
+        "progress": kr.progress,
+        "status": _status(kr.progress, kr.last_check_in_id is not None, cycle, p),
+    }
+
+
+def _measure(value: str) -> str:
+    if value not in MEASURES:
+        raise invalid(f"measure must be one of {', '.join(MEASURES)}", "measure")
+    return value
+
+
+async def create_key_result(
+    session: AsyncSession,
+    p: Principal,
+    *,
+    objective_id: int,
+    title: str,
+    type: str,
+    measure: str = "NUMBER",
+    unit: str | None = None,
+    start_value: float | None = None,
+    target_value: float | None = None,
+    weight: float = 1.0,
+    owner_id: int | None = None,
+) -> KeyResult:
+    title = required_text(title, "title", MAX_TITLE)
+    kind = _kind(type)
+    measure = _measure(measure)
+    unit = optional_text(unit, "unit", MAX_UNIT)
+    start, target = _definition(kind, start_value, target_value)
+    weight = common.weight(weight)
+    objective, cycle = await common.objective(session, p, objective_id)
+    common.writable(cycle)
+    require_edit_objective(p, objective.team_id, objective.owner_id)
+    if objective.archived_at is not None:
+        raise invalid("the objective is archived", "objectiveId")
+    if owner_id is not None:
+        await common.user(session, p, owner_id, "ownerId")
+    row = KeyResult(
+        organization_id=p.organization_id,
+        objective_id=objective_id,
+        title=title,
+        owner_id=owner_id,
+        type=str(kind),
+        measure=measure,
+        unit=unit,
+        start_value=start,
+        target_value=target,
+        current_value=start,
+        weight=weight,
+        progress=rules.key_result_progress(kind, start, target, start),
+    )
+    session.add(row)
+    await session.flush()
+    rolled = await rollup.recompute(
+        session, p.organization_id, [objective_id], thresholds=_thresholds(p), now=common.now()
+    )
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.KEY_RESULT_CREATED,
+        "KeyResult",
+        row.id,
+        {"title": title, **rolled.payload([_change(row, row.progress, cycle, p)])},
+    )
+    return row
+
+
+async def _editable(
+    session: AsyncSession, p: Principal, key_result_id: int
+) -> tuple[KeyResult, Objective, Cycle]:
+    kr, objective, cycle = await common.key_result(session, p, key_result_id, lock=True)
+    common.writable(cycle)
+    require_edit_objective(p, objective.team_id, objective.owner_id)
+    return kr, objective, cycle
+
+
+async def update_key_result(
+    session: AsyncSession,
+    p: Principal,
+    key_result_id: int,
+    expected_version: int | None,
+    changes: dict[str, Any],
+) -> KeyResult:
+    kr, _objective, cycle = await _editable(session, p, key_result_id)
+    common.check_version(kr.version, expected_version)
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise invalid(f"cannot change {', '.join(sorted(unknown))}")
+    clean: dict[str, Any] = {}
+    if "title" in changes:
+        clean["title"] = required_text(changes["title"], "title", MAX_TITLE)
+    if "measure" in changes:
+        clean["measure"] = _measure(changes["measure"])
+    if "unit" in changes:
+        clean["unit"] = optional_text(changes["unit"], "unit", MAX_UNIT)
+    if "weight" in changes:
+        clean["weight"] = common.weight(changes["weight"])
+    if "owner_id" in changes:
+        if changes["owner_id"] is not None:
+            await common.user(session, p, changes["owner_id"], "ownerId")
+        clean["owner_id"] = changes["owner_id"]
+    kind = KeyResultType(kr.type)
+    if "start_value" in changes or "target_value" in changes:
+        start, target = _definition(
+            kind,
+            changes.get("start_value", kr.start_value),
+            changes.get("target_value", kr.target_value),
+        )
+        clean["start_value"], clean["target_value"] = start, target
+    before = {k: getattr(kr, k) for k in clean}
+    if before == clean:
+        return kr
+    previous = kr.progress
+    for key, value in clean.items():
+        setattr(kr, key, value)
+    if kr.last_check_in_id is None:
+        kr.current_value = kr.start_value  # nothing measured yet: it stands at its start
+    kr.progress = rules.key_result_progress(kind, kr.start_value, kr.target_value, kr.current_value)
+    kr.version += 1
+    kr.updated_at = common.now()
+    await session.flush()
+    rolled = await rollup.recompute(
+        session, p.organization_id, [kr.objective_id], thresholds=_thresholds(p), now=common.now()
+    )
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.KEY_RESULT_UPDATED,
+        "KeyResult",
+        kr.id,
+        {"before": before, "after": clean, **rolled.payload([_change(kr, previous, cycle, p)])},
+    )
+    return kr
+
+
+async def check_in(
+    session: AsyncSession,
+    p: Principal,
+    *,
+    key_result_id: int,
+    value: float,
+    confidence: float | None = None,
+    note: str | None = None,
+    idempotency_key: str | None = None,
+) -> tuple[CheckIn, KeyResult]:
+    """Record a value; the same idempotency key again returns the first check-in."""
+    value = common.finite(value, "value")
+    confidence = common.fraction(confidence, "confidence")
+    note = optional_text(note, "note", MAX_NOTE)
+    if idempotency_key is not None:
+        idempotency_key = required_text(idempotency_key, "idempotencyKey", MAX_IDEMPOTENCY_KEY)
+        earlier = await _earlier(session, p, key_result_id, idempotency_key)
+        if earlier is not None:
+            return earlier
+
+    kr, objective, cycle = await common.key_result(session, p, key_result_id, lock=True)
+    require_check_in(p, objective.team_id, objective.owner_id, kr.owner_id)
+    common.writable(cycle)
+    if not rules.accepts_check_ins(CycleStatus(cycle.status)):
+        raise invalid(
+            f"check-ins are taken while the cycle is ACTIVE or in REVIEW (it is {cycle.status})",
+            "keyResultId",
+        )
+    kind = KeyResultType(kr.type)
+    problem = rules.value_error(kind, value)
+    if problem:
+        raise invalid(problem, "value")
+    progress = rules.key_result_progress(kind, kr.start_value, kr.target_value, value)
+    row = CheckIn(
+        organization_id=p.organization_id,
+        key_result_id=kr.id,
+        value=value,
+        confidence=confidence,
+        note=note,
+        author_id=p.user_id,
+        api_key_id=p.api_key_id,
+        progress=progress,
+        idempotency_key=idempotency_key,
+    )
+    session.add(row)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        # The same key raced in through another transaction, which has committed.
+        session.expunge(row)
+        earlier = await _earlier(session, p, key_result_id, idempotency_key)
+        if earlier is None:
+            raise
+        return earlier
+    previous = kr.progress
+    kr.current_value = value
+    kr.progress = progress
+    kr.confidence = confidence
+    kr.last_check_in_id = row.id
+    kr.last_check_in_at = row.created_at or common.now()
+    kr.updated_at = common.now()
+    await session.flush()
+    rolled = await rollup.recompute(
+        session, p.organization_id, [objective.id], thresholds=_thresholds(p), now=common.now()
+    )
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.CHECK_IN,
+        "KeyResult",
+        kr.id,
+        {"value": value, **rolled.payload([_change(kr, previous, cycle, p)])},
+        check_in_id=row.id,
+    )
+    return row, kr
+
+
+async def _earlier(
+    session: AsyncSession, p: Principal, key_result_id: int, key: str | None
+) -> tuple[CheckIn, KeyResult] | None:
+    found = (
+        await session.execute(
+            select(CheckIn).where(
+                CheckIn.key_result_id == key_result_id,
+                CheckIn.idempotency_key == key,
+                CheckIn.organization_id == p.organization_id,
+            )
+        )
+    ).scalar_one_or_none()
+    if found is None:
+        return None
+    kr, _objective, _cycle = await common.key_result(session, p, key_result_id)
+    return found, kr
+
+
+async def score_key_result(
+    session: AsyncSession, p: Principal, key_result_id: int, score: float, reason: str | None = None
+) -> KeyResult:
+    kr, _objective, cycle = await _editable(session, p, key_result_id)
+    if cycle.status != CycleStatus.REVIEW:
+        raise invalid(
+            f"scoring happens while the cycle is in REVIEW (it is {cycle.status})", "keyResultId"
+        )
+    value = common.fraction(score, "score")
+    if value is None:
+        raise invalid("score must lie between 0 and 1", "score")
+    before = kr.score
+    kr.score = value
+    kr.score_reason = optional_text(reason, "reason", MAX_NOTE)
+    kr.updated_at = common.now()
+    await session.flush()
+    rolled = await rollup.recompute(
+        session, p.organization_id, [kr.objective_id], thresholds=_thresholds(p), now=common.now()
+    )
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.KEY_RESULT_SCORED,
+        "KeyResult",
+        kr.id,
+        {
+            "before": before,
+            "score": value,
+            "reason": kr.score_reason,
+            "objective_ids": rolled.objective_ids,
+            "team_ids": rolled.team_ids,
+            "cycle_ids": rolled.cycle_ids,
+        },
+    )
+    return kr
+
+
+async def key_result_for(session: AsyncSession, p: Principal, key_result_id: int) -> KeyResult:
+    kr, _o, _c = await common.key_result(session, p, key_result_id)
+    return kr
+
+
+__all__ = [
+    "ErrorCode",
+    "Rejected",
+    "check_in",
+    "create_key_result",
+    "score_key_result",
+    "update_key_result",
+]

@@ -1,0 +1,283 @@
+"""Objectives: create, update, align, archive, reflect."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import events, rollup
+from service.access import require_create_objective, require_edit_objective
+from service.auth import Principal
+from service.errors import ErrorCode, Rejected, invalid
+from service.events import EventKind
+from service.models import Cycle, Objective
+from service.rules import CycleStatus
+from service.usecases import common
+from service.usecases.common import MAX_TEXT, MAX_TITLE, optional_text, required_text
+
+VISIBILITIES = ("PUBLIC", "TEAM", "PRIVATE")
+EDITABLE = ("title", "description", "owner_id", "weight", "visibility")
+
+_SUBTREE = text(
+    """
+    WITH RECURSIVE down(id) AS (
+        SELECT CAST(:id AS bigint)
+        UNION
+        SELECT o.id FROM objective o JOIN down ON o.parent_id = down.id
+        WHERE o.organization_id = :org
+    )
+    SELECT EXISTS (SELECT 1 FROM down WHERE id = :parent)
+    """
+)
+
+
+def _thresholds(p: Principal) -> tuple[float, float]:
+    return (p.on_track_gap, p.at_risk_gap)
+
+
+def _overlap(a: Cycle, b: Cycle) -> bool:
+    return a.starts_on <= b.ends_on and b.starts_on <= a.ends_on
+
+
+async def _parent(
+    session: AsyncSession, p: Principal, parent_id: int, own_cycle: Cycle
+) -> Objective:
+    parent, parent_cycle = await common.objective(session, p, parent_id, "parentId")
+    common.writable(parent_cycle)
+    if parent.archived_at is not None:
+        raise invalid("cannot align to an archived objective", "parentId")
+    if not _overlap(own_cycle, parent_cycle):
+        raise invalid("the parent objective's cycle must overlap this one's", "parentId")
+    return parent
+
+
+def _visibility(value: str) -> str:
+    if value not in VISIBILITIES:
+        raise invalid(f"visibility must be one of {', '.join(VISIBILITIES)}", "visibility")
+    return value
+
+
+async def create_objective(
+    session: AsyncSession,
+    p: Principal,
+    *,
+    cycle_id: int,
+    title: str,
+    description: str | None = None,
+    team_id: int | None = None,
+    owner_id: int | None = None,
+    parent_id: int | None = None,
+    weight: float = 1.0,
+    visibility: str = "PUBLIC",
+) -> Objective:
+    title = required_text(title, "title", MAX_TITLE)
+    description = optional_text(description, "description", MAX_TEXT)
+    weight = common.weight(weight)
+    visibility = _visibility(visibility)
+    cycle = await common.cycle(session, p, cycle_id)
+    common.writable(cycle)
+    if team_id is not None:
+        await common.team(session, p, team_id)
+    if owner_id is None and team_id is None:
+        owner_id = p.user_id
+    if owner_id is not None:
+        await common.user(session, p, owner_id, "ownerId")
+    require_create_objective(p, team_id, owner_id)
+    if parent_id is not None:
+        await _parent(session, p, parent_id, cycle)
+    row = Objective(
+        organization_id=p.organization_id,
+        cycle_id=cycle_id,
+        title=title,
+        description=description,
+        team_id=team_id,
+        owner_id=owner_id,
+        parent_id=parent_id,
+        weight=weight,
+        visibility=visibility,
+    )
+    session.add(row)
+    await session.flush()
+    rolled = await rollup.recompute(
+        session, p.organization_id, [row.id], thresholds=_thresholds(p), now=common.now()
+    )
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.OBJECTIVE_CREATED,
+        "Objective",
+        row.id,
+        {"title": title, **rolled.payload()},
+    )
+    return row
+
+
+async def _editable(
+    session: AsyncSession, p: Principal, objective_id: int, *, review_only: bool = False
+) -> tuple[Objective, Cycle]:
+    row, cycle = await common.objective(session, p, objective_id, lock=True)
+    common.writable(cycle)
+    require_edit_objective(p, row.team_id, row.owner_id)
+    if review_only and cycle.status != CycleStatus.REVIEW:
+        raise invalid(
+            f"reflection happens while the cycle is in REVIEW (it is {cycle.status})", "objectiveId"
+        )
+    return row, cycle
+
+
+def _snapshot(row: Objective, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {f: getattr(row, f) for f in fields}
+
+
+async def update_objective(
+    session: AsyncSession,
+    p: Principal,
+    objective_id: int,
+    expected_version: int | None,
+    changes: dict[str, Any],
+) -> Objective:
+    row, _cycle = await _editable(session, p, objective_id)
+    common.check_version(row.version, expected_version)
+    unknown = set(changes) - set(EDITABLE)
+    if unknown:
+        raise invalid(f"cannot change {', '.join(sorted(unknown))}")
+    clean: dict[str, Any] = {}
+    if "title" in changes:
+        clean["title"] = required_text(changes["title"], "title", MAX_TITLE)
+    if "description" in changes:
+        clean["description"] = optional_text(changes["description"], "description", MAX_TEXT)
+    if "weight" in changes:
+        clean["weight"] = common.weight(changes["weight"])
+    if "visibility" in changes:
+        clean["visibility"] = _visibility(changes["visibility"])
+    if "owner_id" in changes:
+        if changes["owner_id"] is not None:
+            await common.user(session, p, changes["owner_id"], "ownerId")
+        clean["owner_id"] = changes["owner_id"]
+    before = _snapshot(row, tuple(clean))
+    if before == clean:
+        return row  # nothing to change, nothing to write
+    for key, value in clean.items():
+        setattr(row, key, value)
+    row.version += 1
+    row.updated_at = common.now()
+    await session.flush()
+    payload: dict[str, Any] = {
+        "before": before,
+        "after": clean,
+        "objective_ids": [row.id],
+        "team_ids": [row.team_id] if row.team_id else [],
+        "cycle_ids": [row.cycle_id],
+    }
+    if "weight" in clean and row.parent_id is not None:
+        rolled = await rollup.recompute(
+            session, p.organization_id, [row.parent_id], thresholds=_thresholds(p), now=common.now()
+        )
+        payload.update(rolled.payload())
+    await events.record(
+        session, p, p.organization_id, EventKind.OBJECTIVE_UPDATED, "Objective", row.id, payload
+    )
+    return row
+
+
+async def align_objective(
+    session: AsyncSession, p: Principal, objective_id: int, parent_id: int | None
+) -> Objective:
+    await common.lock_alignment(session, p.organization_id)
+    row, cycle = await _editable(session, p, objective_id)
+    old_parent = row.parent_id
+    if parent_id == old_parent:
+        return row
+    if parent_id is not None:
+        await _parent(session, p, parent_id, cycle)
+        loop = await session.scalar(
+            _SUBTREE, {"id": row.id, "parent": parent_id, "org": p.organization_id}
+        )
+        if loop:
+            raise Rejected(
+                ErrorCode.ALIGNMENT_LOOP,
+                "aligning under its own descendant (or itself) would make a loop",
+                ["parentId"],
+            )
+    row.parent_id = parent_id
+    row.version += 1
+    row.updated_at = common.now()
+    await session.flush()
+    rolled = await rollup.recompute(
+        session,
+        p.organization_id,
+        [i for i in (old_parent, parent_id, row.id) if i],
+        thresholds=_thresholds(p),
+        now=common.now(),
+    )
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.OBJECTIVE_ALIGNED,
+        "Objective",
+        row.id,
+        {"from": old_parent, "to": parent_id, **rolled.payload()},
+    )
+    return row
+
+
+async def archive_objective(session: AsyncSession, p: Principal, objective_id: int) -> Objective:
+    row, _cycle = await _editable(session, p, objective_id)
+    if row.archived_at is not None:
+        return row  # already archived
+    row.archived_at = common.now()
+    row.version += 1
+    row.updated_at = row.archived_at
+    await session.flush()
+    rolled = await rollup.recompute(
+        session, p.organization_id, [row.id], thresholds=_thresholds(p), now=common.now()
+    )
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.OBJECTIVE_ARCHIVED,
+        "Objective",
+        row.id,
+        rolled.payload(),
+    )
+    return row
+
+
+async def reflect_on_objective(
+    session: AsyncSession, p: Principal, objective_id: int, changes: dict[str, str | None]
+) -> Objective:
+    row, _cycle = await _editable(session, p, objective_id, review_only=True)
+    clean = {}
+    for key, field in (
+        ("went_well", "wentWell"),
+        ("challenges", "challenges"),
+        ("lessons", "lessons"),
+    ):
+        if key in changes:
+            clean[key] = optional_text(changes[key], field, MAX_TEXT)
+    if not clean:
+        raise invalid("give at least one of wentWell, challenges, lessons")
+    for key, value in clean.items():
+        setattr(row, key, value)
+    row.updated_at = common.now()
+    await session.flush()
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.OBJECTIVE_REFLECTED,
+        "Objective",
+        row.id,
+        {
+            **clean,
+            "objective_ids": [row.id],
+            "cycle_ids": [row.cycle_id],
+            "team_ids": [row.team_id] if row.team_id else [],
+        },
+    )
+    return row
