@@ -44,12 +44,14 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("postgresql://x/y")).get_current_head()
 
 
+def revision_of(sync_connection) -> str | None:
+    return MigrationContext.configure(sync_connection).get_current_revision()
+
+
 async def current_revision(url: str) -> str | None:
     engine = create_async_engine(to_async_url(url))
     try:
         async with engine.connect() as conn:
-            return await conn.run_sync(
-                lambda c: MigrationContext.configure(c).get_current_revision()
-            )
+            return await conn.run_sync(revision_of)
     finally:
         await engine.dispose()

@@ -1,14 +1,12 @@
 """The OKR rules of DESIGN.md, case by case."""
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
 from service.rules import (
     CycleStatus,
-    KeyResultType as T,
     Part,
-    ProgressStatus as S,
     can_move_cycle,
     definition_error,
     expected_progress,
@@ -22,8 +20,14 @@ from service.rules import (
     shares,
     value_error,
 )
+from service.rules import (
+    KeyResultType as T,
+)
+from service.rules import (
+    ProgressStatus as S,
+)
 
-UTC = timezone.utc
+UTC = UTC
 
 
 @pytest.mark.parametrize(

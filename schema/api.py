@@ -1,0 +1,86 @@
+"""The schema: the roots, the limits checked before any resolver runs, and error masking."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from functools import partial
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import (
+    AddValidationRules,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
+from strawberry.schema.config import StrawberryConfig
+
+from schema.mutations import Mutation
+from schema.queries import Query
+from schema.types import ALL_TYPES
+from service.errors import Unauthenticated
+from service.settings import Settings
+
+log = logging.getLogger("okr.graphql")
+
+
+class MaskUnexpectedErrors(SchemaExtension):
+    """What the caller can act on passes through; anything else becomes "Internal server
+    error" with a request id, and its stack goes to the log only."""
+
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if errors:
+            result.errors = [self._shape(e) for e in errors]  # type: ignore[union-attr]
+
+    def _shape(self, error: GraphQLError) -> GraphQLError:
+        original = error.original_error
+        if original is None or isinstance(original, GraphQLError):
+            return error
+        if isinstance(original, Unauthenticated):
+            return GraphQLError(
+                str(original),
+                nodes=error.nodes,
+                path=error.path,
+                extensions={"code": "UNAUTHENTICATED"},
+            )
+        context = self.execution_context.context
+        request_id = getattr(context, "request_id", None)
+        log.error(
+            "unexpected error (request %s) at %s",
+            request_id,
+            error.path,
+            exc_info=(type(original), original, original.__traceback__),
+        )
+        return GraphQLError(
+            "Internal server error",
+            nodes=error.nodes,
+            path=error.path,
+            extensions={"code": "INTERNAL_SERVER_ERROR", "requestId": request_id},
+        )
+
+
+def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    settings = settings or Settings()
+    extensions: list = [
+        MaskUnexpectedErrors,
+        partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
+        partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
+        partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
+    ]
+    _ = AddValidationRules
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=ALL_TYPES,
+        extensions=extensions,
+        config=StrawberryConfig(auto_camel_case=True),
+    )
+
+
+def sdl(settings: Settings | None = None) -> str:
+    return build_schema(settings).as_str() + "\n"

@@ -1,0 +1,57 @@
+"""The per-request context: the caller, the database, fresh data loaders."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from strawberry.fastapi import BaseContext
+from strawberry.types import Info as _Info
+
+from schema.loaders import Loaders
+from service.auth import Principal
+from service.db import Database
+from service.errors import Unauthenticated
+from service.settings import Settings
+
+
+class Context(BaseContext):
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        principal: Principal | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.db = db
+        self.settings = settings
+        self._principal = principal
+        self.request_id = request_id or uuid.uuid4().hex[:16]
+        self.now = datetime.now(UTC)
+        self._loaders: Loaders | None = None
+
+    @property
+    def principal(self) -> Principal:
+        if self._principal is None:
+            raise Unauthenticated("authentication required")
+        return self._principal
+
+    def authenticate_as(self, principal: Principal) -> None:
+        self._principal = principal
+        self._loaders = None
+
+    @property
+    def loaders(self) -> Loaders:
+        if self._loaders is None:
+            self._loaders = Loaders(self.db, self.principal)
+        return self._loaders
+
+    def fresh(self) -> Context:
+        """A copy with new loaders and clock (a subscription, per event)."""
+        ctx = Context(self.db, self.settings, self._principal, self.request_id)
+        ctx.request = self.request
+        return ctx
+
+
+Info = _Info[Context, None]

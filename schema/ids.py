@@ -1,0 +1,64 @@
+"""Opaque global ids ("Objective:42", base64url) and keyset cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+NODE_TYPES = (
+    "Organization",
+    "User",
+    "Team",
+    "Cycle",
+    "Objective",
+    "KeyResult",
+    "CheckIn",
+    "Comment",
+    "Event",
+)
+
+
+class BadId(ValueError):
+    pass
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _unb64(value: str) -> str:
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise BadId("not a valid id")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadId("not a valid id") from None
+
+
+def encode(type_name: str, pk: int) -> str:
+    return _b64(f"{type_name}:{pk}")
+
+
+def decode(gid: str) -> tuple[str, int]:
+    type_name, _, raw = _unb64(gid).partition(":")
+    if type_name not in NODE_TYPES or not raw.isdigit() or len(raw) > 18:
+        raise BadId("not a valid id")
+    return type_name, int(raw)
+
+
+def decode_as(gid: str, type_name: str) -> int:
+    kind, pk = decode(gid)
+    if kind != type_name:
+        raise BadId(f"expected the id of a {type_name}, got one of a {kind}")
+    return pk
+
+
+def cursor(position: int) -> str:
+    return _b64(f"c:{position}")
+
+
+def uncursor(value: str) -> int:
+    prefix, _, raw = _unb64(value).partition(":")
+    if prefix != "c" or not raw.isdigit() or len(raw) > 18:
+        raise BadId("not a valid cursor")
+    return int(raw)

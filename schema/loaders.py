@@ -1,0 +1,269 @@
+"""Per-request data loaders: every relation field reads through one of these, so a
+query's SQL statement count does not grow with the number of rows it returns.
+Each batch runs on its own pooled connection; loaders never share a session."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import Table, and_, func, select, text
+from strawberry.dataloader import DataLoader
+
+from service import models
+from service.access import can_see_objective, visible_objectives
+from service.auth import Principal
+from service.db import Database
+
+OBJECTIVE = models.Objective.__table__
+KEY_RESULT = models.KeyResult.__table__
+CHECK_IN = models.CheckIn.__table__
+COMMENT = models.Comment.__table__
+TEAM = models.Team.__table__
+USER = models.User.__table__
+CYCLE = models.Cycle.__table__
+ORGANIZATION = models.Organization.__table__
+MEMBERSHIP = models.TeamMembership.__table__
+EVENT = models.Event.__table__
+
+# Page keys: (parent id, rows wanted, keyset position after which to start or None).
+PageKey = tuple[int, int, int | None]
+
+_ANCESTORS = text(
+    """
+    WITH RECURSIVE up(start, id, parent_id, depth) AS (
+        SELECT o.id, o.id, o.parent_id, 0 FROM objective o
+        WHERE o.id = ANY(:ids) AND o.organization_id = :org
+        UNION ALL
+        SELECT up.start, p.id, p.parent_id, up.depth + 1
+        FROM objective p JOIN up ON p.id = up.parent_id
+        WHERE p.organization_id = :org AND up.depth < 1000
+    )
+    SELECT up.start AS start_id, o.* FROM up JOIN objective o ON o.id = up.id
+    WHERE up.depth > 0 ORDER BY up.start, up.depth
+    """
+)
+_DESCENDANTS = text(
+    """
+    WITH RECURSIVE down(start, id, depth) AS (
+        SELECT o.id, o.id, 0 FROM objective o WHERE o.id = ANY(:ids) AND o.organization_id = :org
+        UNION ALL
+        SELECT down.start, c.id, down.depth + 1
+        FROM objective c JOIN down ON c.parent_id = down.id
+        WHERE c.organization_id = :org AND down.depth < :max_depth
+    )
+    SELECT down.start AS start_id, down.depth AS depth, o.* FROM down
+    JOIN objective o ON o.id = down.id
+    WHERE down.depth > 0 ORDER BY down.start, down.depth, o.id
+    """
+)
+
+
+class Loaders:
+    def __init__(self, db: Database, principal: Principal) -> None:
+        self.db = db
+        self.p = principal
+        org = principal.organization_id
+        self._org = org
+        self.organization = self._by_id(ORGANIZATION, org_column=ORGANIZATION.c.id)
+        self.user = self._by_id(USER)
+        self.team = self._by_id(TEAM)
+        self.cycle = self._by_id(CYCLE)
+        # Raw: no visibility check. Roll-ups, statuses and access checks read these;
+        # what is shown to the caller goes through `objective` below.
+        self.objective_raw = self._by_id(OBJECTIVE)
+        self.key_result_raw = self._by_id(KEY_RESULT)
+        self.check_in = self._by_id(CHECK_IN)
+        self.comment = self._by_id(COMMENT)
+        self.key_results_of = self._grouped(KEY_RESULT, KEY_RESULT.c.objective_id, KEY_RESULT.c.id)
+        self.children_raw = self._grouped(OBJECTIVE, OBJECTIVE.c.parent_id, OBJECTIVE.c.id)
+        self.team_children = self._grouped(TEAM, TEAM.c.parent_id, TEAM.c.id)
+        self.check_ins_of = self._grouped(CHECK_IN, CHECK_IN.c.key_result_id, CHECK_IN.c.id)
+        self.members_of = DataLoader(self._load_members)
+        self.ancestors_of = DataLoader(self._load_ancestors)
+        self.descendants_of = DataLoader(self._load_descendants)
+        vis = visible_objectives(principal, OBJECTIVE)
+        self.children_page = self._pages(
+            OBJECTIVE, OBJECTIVE.c.parent_id, OBJECTIVE.c.id, descending=False, where=vis
+        )
+        self.children_count = self._counts(OBJECTIVE, OBJECTIVE.c.parent_id, where=vis)
+        self.check_ins_page = self._pages(
+            CHECK_IN, CHECK_IN.c.key_result_id, CHECK_IN.c.id, descending=True
+        )
+        self.check_ins_count = self._counts(CHECK_IN, CHECK_IN.c.key_result_id)
+        self.objective_comments_page = self._pages(
+            COMMENT, COMMENT.c.objective_id, COMMENT.c.id, descending=False
+        )
+        self.objective_comments_count = self._counts(COMMENT, COMMENT.c.objective_id)
+        self.teams_of_user = DataLoader(self._load_teams_of_user)
+        self.event = self._by_id(EVENT)
+        self._visible = vis
+        self._team_pages: dict[int | None, DataLoader] = {}
+        self._team_counts: dict[int | None, DataLoader] = {}
+
+    def team_objectives_page(self, cycle_id: int | None) -> DataLoader[PageKey, list[Any]]:
+        if cycle_id not in self._team_pages:
+            self._team_pages[cycle_id] = self._pages(
+                OBJECTIVE,
+                OBJECTIVE.c.team_id,
+                OBJECTIVE.c.id,
+                descending=False,
+                where=self._team_filter(cycle_id),
+            )
+        return self._team_pages[cycle_id]
+
+    def team_objectives_count(self, cycle_id: int | None) -> DataLoader[int, int]:
+        if cycle_id not in self._team_counts:
+            self._team_counts[cycle_id] = self._counts(
+                OBJECTIVE, OBJECTIVE.c.team_id, where=self._team_filter(cycle_id)
+            )
+        return self._team_counts[cycle_id]
+
+    def _team_filter(self, cycle_id: int | None) -> Any:
+        if cycle_id is None:
+            return self._visible
+        return and_(self._visible, OBJECTIVE.c.cycle_id == cycle_id)
+
+    async def _load_teams_of_user(self, keys: list[int]) -> list[list[Any]]:
+        stmt = (
+            select(TEAM, MEMBERSHIP.c.user_id)
+            .join(MEMBERSHIP, MEMBERSHIP.c.team_id == TEAM.c.id)
+            .where(MEMBERSHIP.c.user_id.in_(keys), TEAM.c.organization_id == self._org)
+            .order_by(TEAM.c.name, TEAM.c.id)
+        )
+        groups: dict[int, list[Any]] = defaultdict(list)
+        for r in await self._rows(stmt):
+            groups[r.user_id].append(r)
+        return [groups.get(k, []) for k in keys]
+
+    # --- visibility-aware reads -------------------------------------------------
+
+    def sees(self, row: Any) -> bool:
+        return can_see_objective(self.p, row.visibility, row.team_id, row.owner_id)
+
+    async def objective(self, pk: int) -> Any | None:
+        row = await self.objective_raw.load(pk)
+        return row if row is not None and self.sees(row) else None
+
+    async def key_result(self, pk: int) -> Any | None:
+        row = await self.key_result_raw.load(pk)
+        if row is None or await self.objective(row.objective_id) is None:
+            return None
+        return row
+
+    # --- loader factories ------------------------------------------------------
+
+    async def _rows(self, stmt: Any) -> Sequence[Any]:
+        async with self.db.connect() as conn:
+            return (await conn.execute(stmt)).all()
+
+    def _by_id(self, table: Table, org_column: Any = None) -> DataLoader[int, Any]:
+        org_col = org_column if org_column is not None else table.c.organization_id
+
+        async def load(keys: list[int]) -> list[Any]:
+            stmt = select(table).where(table.c.id.in_(keys), org_col == self._org)
+            found = {r.id: r for r in await self._rows(stmt)}
+            return [found.get(k) for k in keys]
+
+        return DataLoader(load)
+
+    def _grouped(self, table: Table, key_col: Any, order: Any) -> DataLoader[int, list[Any]]:
+        async def load(keys: list[int]) -> list[list[Any]]:
+            stmt = (
+                select(table)
+                .where(key_col.in_(keys), table.c.organization_id == self._org)
+                .order_by(order)
+            )
+            groups: dict[int, list[Any]] = defaultdict(list)
+            for r in await self._rows(stmt):
+                groups[getattr(r, key_col.name)].append(r)
+            return [groups.get(k, []) for k in keys]
+
+        return DataLoader(load)
+
+    def _pages(
+        self, table: Table, key_col: Any, order_col: Any, *, descending: bool, where: Any = None
+    ) -> DataLoader[PageKey, list[Any]]:
+        """One query per distinct (first, after) for any number of parents."""
+
+        async def load(keys: list[PageKey]) -> list[list[Any]]:
+            by_window: dict[tuple[int, int | None], list[int]] = defaultdict(list)
+            for parent, first, after in keys:
+                by_window[(first, after)].append(parent)
+            pages: dict[PageKey, list[Any]] = defaultdict(list)
+            for (first, after), parents in by_window.items():
+                order = order_col.desc() if descending else order_col.asc()
+                rn = func.row_number().over(partition_by=key_col, order_by=order).label("_rn")
+                inner = select(table, rn).where(
+                    key_col.in_(parents), table.c.organization_id == self._org
+                )
+                if where is not None:
+                    inner = inner.where(where)
+                if after is not None:
+                    inner = inner.where(order_col < after if descending else order_col > after)
+                sub = inner.subquery()
+                stmt = (
+                    select(sub)
+                    .where(sub.c._rn <= first + 1)
+                    .order_by(sub.c[key_col.name], sub.c._rn)
+                )
+                for r in await self._rows(stmt):
+                    pages[(getattr(r, key_col.name), first, after)].append(r)
+            return [pages.get(k, []) for k in keys]
+
+        return DataLoader(load)
+
+    def _counts(self, table: Table, key_col: Any, where: Any = None) -> DataLoader[int, int]:
+        async def load(keys: list[int]) -> list[int]:
+            stmt = (
+                select(key_col, func.count())
+                .where(key_col.in_(keys), table.c.organization_id == self._org)
+                .group_by(key_col)
+            )
+            if where is not None:
+                stmt = stmt.where(where)
+            found = dict((r[0], r[1]) for r in await self._rows(stmt))
+            return [found.get(k, 0) for k in keys]
+
+        return DataLoader(load)
+
+    async def _load_members(self, keys: list[int]) -> list[list[Any]]:
+        stmt = (
+            select(USER, MEMBERSHIP.c.team_id)
+            .join(MEMBERSHIP, MEMBERSHIP.c.user_id == USER.c.id)
+            .where(MEMBERSHIP.c.team_id.in_(keys), USER.c.organization_id == self._org)
+            .order_by(USER.c.name, USER.c.id)
+        )
+        groups: dict[int, list[Any]] = defaultdict(list)
+        for r in await self._rows(stmt):
+            groups[r.team_id].append(r)
+        return [groups.get(k, []) for k in keys]
+
+    async def _load_ancestors(self, keys: list[int]) -> list[list[Any]]:
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(_ANCESTORS, {"ids": keys, "org": self._org})).all()
+        groups: dict[int, list[Any]] = defaultdict(list)
+        for r in rows:
+            groups[r.start_id].append(r)
+        return [groups.get(k, []) for k in keys]
+
+    async def _load_descendants(self, keys: list[tuple[int, int]]) -> list[list[Any]]:
+        by_depth: dict[int, list[int]] = defaultdict(list)
+        for pk, depth in keys:
+            by_depth[depth].append(pk)
+        groups: dict[tuple[int, int], list[Any]] = defaultdict(list)
+        async with self.db.connect() as conn:
+            for depth, ids in by_depth.items():
+                rows = await conn.execute(
+                    _DESCENDANTS, {"ids": ids, "org": self._org, "max_depth": depth}
+                )
+                for r in rows:
+                    groups[(r.start_id, depth)].append(r)
+        return [groups.get(k, []) for k in keys]
+
+    def clear(self, loader: DataLoader, key: Any) -> None:
+        loader.clear(key)
+
+
+LoaderFactory = Callable[[Database, Principal], Loaders]

@@ -1,0 +1,474 @@
+"""The Mutation root. Each resolver decodes its input, runs one use case in one
+transaction, and shapes the payload; a `Rejected` becomes `userErrors` after the
+rollback, so a rejected mutation changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import date
+from typing import Any, TypeVar
+
+import strawberry
+from sqlalchemy.ext.asyncio import AsyncSession
+from strawberry import ID, UNSET
+
+from schema import ids
+from schema.context import Info
+from schema.enums import CycleStatus, KeyResultType, Measure, Role, Visibility
+from schema.types import CheckIn, Comment, Cycle, KeyResult, Objective, Team, User, UserError
+from service.errors import ErrorCode, Rejected
+from service.usecases import comments, cycles, key_results, objectives, organizations
+
+R = TypeVar("R")
+
+
+def gid(value: ID | None, type_name: str, field: str) -> int | None:
+    if value is None or value is UNSET:
+        return None
+    try:
+        return ids.decode_as(value, type_name)
+    except ids.BadId as exc:
+        raise Rejected(ErrorCode.INVALID, f"{field}: {exc}", [field]) from None
+
+
+def required_gid(value: ID, type_name: str, field: str) -> int:
+    pk = gid(value, type_name, field)
+    assert pk is not None
+    return pk
+
+
+async def run(info: Info, work: Callable[[AsyncSession], Awaitable[R]]) -> R:
+    result = await info.context.db.transaction(work)
+    info.context.authenticate_as(info.context.principal)  # fresh loaders see the change
+    return result
+
+
+def changes_of(inp: Any, mapping: dict[str, str]) -> dict[str, Any]:
+    """Only the fields the caller sent (null included), under the use case's names."""
+    out = {}
+    for attr, key in mapping.items():
+        value = getattr(inp, attr)
+        if value is not UNSET:
+            out[key] = value.value if hasattr(value, "value") else value
+    return out
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+@strawberry.input
+class CreateTeamInput:
+    name: str
+    parent_id: ID | None = None
+
+
+@strawberry.input
+class AddTeamMemberInput:
+    team_id: ID
+    user_id: ID
+
+
+@strawberry.input
+class CreateUserInput:
+    name: str
+    email: str
+    role: Role = Role.MEMBER
+
+
+@strawberry.input
+class CreateCycleInput:
+    name: str
+    starts_on: date
+    ends_on: date
+
+
+@strawberry.input
+class SetCycleStatusInput:
+    cycle_id: ID
+    status: CycleStatus
+
+
+@strawberry.input
+class CreateObjectiveInput:
+    cycle_id: ID
+    title: str
+    description: str | None = None
+    team_id: ID | None = None
+    owner_id: ID | None = strawberry.field(
+        default=None, description="Defaults to the caller for a personal objective."
+    )
+    parent_id: ID | None = None
+    weight: float = 1.0
+    visibility: Visibility = Visibility.PUBLIC
+
+
+@strawberry.input
+class UpdateObjectiveInput:
+    objective_id: ID
+    expected_version: int | None = None
+    title: str | None = UNSET
+    description: str | None = UNSET
+    owner_id: ID | None = UNSET
+    weight: float | None = UNSET
+    visibility: Visibility | None = UNSET
+
+
+@strawberry.input
+class AlignObjectiveInput:
+    objective_id: ID
+    parent_id: ID | None = strawberry.field(default=None, description="null unaligns.")
+
+
+@strawberry.input
+class ArchiveObjectiveInput:
+    objective_id: ID
+
+
+@strawberry.input
+class CreateKeyResultInput:
+    objective_id: ID
+    title: str
+    type: KeyResultType
+    measure: Measure = Measure.NUMBER
+    unit: str | None = None
+    start_value: float | None = strawberry.field(
+        default=None, description="Required but for MILESTONE (0)."
+    )
+    target_value: float | None = strawberry.field(
+        default=None, description="Required but for MILESTONE (1)."
+    )
+    weight: float = 1.0
+    owner_id: ID | None = None
+
+
+@strawberry.input
+class UpdateKeyResultInput:
+    key_result_id: ID
+    expected_version: int | None = None
+    title: str | None = UNSET
+    owner_id: ID | None = UNSET
+    measure: Measure | None = UNSET
+    unit: str | None = UNSET
+    start_value: float | None = UNSET
+    target_value: float | None = UNSET
+    weight: float | None = UNSET
+
+
+@strawberry.input
+class CheckInInput:
+    key_result_id: ID
+    value: float
+    confidence: float | None = None
+    note: str | None = None
+    idempotency_key: str | None = strawberry.field(
+        default=None, description="The same key again returns the first check-in."
+    )
+
+
+@strawberry.input
+class ScoreKeyResultInput:
+    key_result_id: ID
+    score: float
+    reason: str | None = None
+
+
+@strawberry.input
+class ReflectInput:
+    objective_id: ID
+    went_well: str | None = UNSET
+    challenges: str | None = UNSET
+    lessons: str | None = UNSET
+
+
+@strawberry.input
+class AddCommentInput:
+    subject_id: ID = strawberry.field(description="An objective or a key result.")
+    body: str
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+
+@strawberry.type
+class TeamPayload:
+    team: Team | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class UserPayload:
+    user: User | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class CyclePayload:
+    cycle: Cycle | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class ObjectivePayload:
+    objective: Objective | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class KeyResultPayload:
+    key_result: KeyResult | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class CheckInPayload:
+    check_in: CheckIn | None = None
+    key_result: KeyResult | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class CommentPayload:
+    comment: Comment | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+def _refused(payload: type, exc: Rejected) -> Any:
+    return payload(user_errors=[UserError.of(exc)])
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def create_team(self, info: Info, input: CreateTeamInput) -> TeamPayload:
+        p = info.context.principal
+        try:
+            parent = gid(input.parent_id, "Team", "parentId")
+            row = await run(info, lambda s: organizations.create_team(s, p, input.name, parent))
+        except Rejected as exc:
+            return _refused(TeamPayload, exc)
+        return TeamPayload(team=Team.of(row))
+
+    @strawberry.mutation
+    async def add_team_member(self, info: Info, input: AddTeamMemberInput) -> TeamPayload:
+        p = info.context.principal
+        try:
+            team = required_gid(input.team_id, "Team", "teamId")
+            user = required_gid(input.user_id, "User", "userId")
+            row = await run(info, lambda s: organizations.add_team_member(s, p, team, user))
+        except Rejected as exc:
+            return _refused(TeamPayload, exc)
+        return TeamPayload(team=Team.of(row))
+
+    @strawberry.mutation
+    async def create_user(self, info: Info, input: CreateUserInput) -> UserPayload:
+        p = info.context.principal
+        try:
+            row = await run(
+                info,
+                lambda s: organizations.create_user(
+                    s, p, input.name, input.email, input.role.value
+                ),
+            )
+        except Rejected as exc:
+            return _refused(UserPayload, exc)
+        return UserPayload(user=User.of(row))
+
+    @strawberry.mutation
+    async def create_cycle(self, info: Info, input: CreateCycleInput) -> CyclePayload:
+        p = info.context.principal
+        try:
+            row = await run(
+                info,
+                lambda s: cycles.create_cycle(s, p, input.name, input.starts_on, input.ends_on),
+            )
+        except Rejected as exc:
+            return _refused(CyclePayload, exc)
+        return CyclePayload(cycle=Cycle.of(row))
+
+    @strawberry.mutation
+    async def set_cycle_status(self, info: Info, input: SetCycleStatusInput) -> CyclePayload:
+        p = info.context.principal
+        try:
+            cycle = required_gid(input.cycle_id, "Cycle", "cycleId")
+            row = await run(
+                info, lambda s: cycles.set_cycle_status(s, p, cycle, str(input.status.value))
+            )
+        except Rejected as exc:
+            return _refused(CyclePayload, exc)
+        return CyclePayload(cycle=Cycle.of(row))
+
+    @strawberry.mutation
+    async def create_objective(self, info: Info, input: CreateObjectiveInput) -> ObjectivePayload:
+        p = info.context.principal
+        try:
+            args = dict(
+                cycle_id=required_gid(input.cycle_id, "Cycle", "cycleId"),
+                team_id=gid(input.team_id, "Team", "teamId"),
+                owner_id=gid(input.owner_id, "User", "ownerId"),
+                parent_id=gid(input.parent_id, "Objective", "parentId"),
+                title=input.title,
+                description=input.description,
+                weight=input.weight,
+                visibility=input.visibility.value,
+            )
+            row = await run(info, lambda s: objectives.create_objective(s, p, **args))
+        except Rejected as exc:
+            return _refused(ObjectivePayload, exc)
+        return ObjectivePayload(objective=Objective.of(row))
+
+    @strawberry.mutation
+    async def update_objective(self, info: Info, input: UpdateObjectiveInput) -> ObjectivePayload:
+        p = info.context.principal
+        try:
+            pk = required_gid(input.objective_id, "Objective", "objectiveId")
+            changes = changes_of(
+                input,
+                {
+                    "title": "title",
+                    "description": "description",
+                    "weight": "weight",
+                    "visibility": "visibility",
+                },
+            )
+            if input.owner_id is not UNSET:
+                changes["owner_id"] = gid(input.owner_id, "User", "ownerId")
+            row = await run(
+                info,
+                lambda s: objectives.update_objective(s, p, pk, input.expected_version, changes),
+            )
+        except Rejected as exc:
+            return _refused(ObjectivePayload, exc)
+        return ObjectivePayload(objective=Objective.of(row))
+
+    @strawberry.mutation
+    async def align_objective(self, info: Info, input: AlignObjectiveInput) -> ObjectivePayload:
+        p = info.context.principal
+        try:
+            pk = required_gid(input.objective_id, "Objective", "objectiveId")
+            parent = gid(input.parent_id, "Objective", "parentId")
+            row = await run(info, lambda s: objectives.align_objective(s, p, pk, parent))
+        except Rejected as exc:
+            return _refused(ObjectivePayload, exc)
+        return ObjectivePayload(objective=Objective.of(row))
+
+    @strawberry.mutation
+    async def archive_objective(self, info: Info, input: ArchiveObjectiveInput) -> ObjectivePayload:
+        p = info.context.principal
+        try:
+            pk = required_gid(input.objective_id, "Objective", "objectiveId")
+            row = await run(info, lambda s: objectives.archive_objective(s, p, pk))
+        except Rejected as exc:
+            return _refused(ObjectivePayload, exc)
+        return ObjectivePayload(objective=Objective.of(row))
+
+    @strawberry.mutation
+    async def create_key_result(self, info: Info, input: CreateKeyResultInput) -> KeyResultPayload:
+        p = info.context.principal
+        try:
+            args = dict(
+                objective_id=required_gid(input.objective_id, "Objective", "objectiveId"),
+                owner_id=gid(input.owner_id, "User", "ownerId"),
+                title=input.title,
+                type=str(input.type.value),
+                measure=input.measure.value,
+                unit=input.unit,
+                start_value=input.start_value,
+                target_value=input.target_value,
+                weight=input.weight,
+            )
+            row = await run(info, lambda s: key_results.create_key_result(s, p, **args))
+        except Rejected as exc:
+            return _refused(KeyResultPayload, exc)
+        return KeyResultPayload(key_result=KeyResult.of(row))
+
+    @strawberry.mutation
+    async def update_key_result(self, info: Info, input: UpdateKeyResultInput) -> KeyResultPayload:
+        p = info.context.principal
+        try:
+            pk = required_gid(input.key_result_id, "KeyResult", "keyResultId")
+            changes = changes_of(
+                input,
+                {
+                    "title": "title",
+                    "measure": "measure",
+                    "unit": "unit",
+                    "start_value": "start_value",
+                    "target_value": "target_value",
+                    "weight": "weight",
+                },
+            )
+            if input.owner_id is not UNSET:
+                changes["owner_id"] = gid(input.owner_id, "User", "ownerId")
+            row = await run(
+                info,
+                lambda s: key_results.update_key_result(s, p, pk, input.expected_version, changes),
+            )
+        except Rejected as exc:
+            return _refused(KeyResultPayload, exc)
+        return KeyResultPayload(key_result=KeyResult.of(row))
+
+    @strawberry.mutation
+    async def check_in(self, info: Info, input: CheckInInput) -> CheckInPayload:
+        p = info.context.principal
+        try:
+            pk = required_gid(input.key_result_id, "KeyResult", "keyResultId")
+            row, kr = await run(
+                info,
+                lambda s: key_results.check_in(
+                    s,
+                    p,
+                    key_result_id=pk,
+                    value=input.value,
+                    confidence=input.confidence,
+                    note=input.note,
+                    idempotency_key=input.idempotency_key,
+                ),
+            )
+        except Rejected as exc:
+            return _refused(CheckInPayload, exc)
+        return CheckInPayload(check_in=CheckIn.of(row), key_result=KeyResult.of(kr))
+
+    @strawberry.mutation
+    async def score_key_result(self, info: Info, input: ScoreKeyResultInput) -> KeyResultPayload:
+        p = info.context.principal
+        try:
+            pk = required_gid(input.key_result_id, "KeyResult", "keyResultId")
+            row = await run(
+                info, lambda s: key_results.score_key_result(s, p, pk, input.score, input.reason)
+            )
+        except Rejected as exc:
+            return _refused(KeyResultPayload, exc)
+        return KeyResultPayload(key_result=KeyResult.of(row))
+
+    @strawberry.mutation
+    async def reflect_on_objective(self, info: Info, input: ReflectInput) -> ObjectivePayload:
+        p = info.context.principal
+        try:
+            pk = required_gid(input.objective_id, "Objective", "objectiveId")
+            changes = changes_of(
+                input, {"went_well": "went_well", "challenges": "challenges", "lessons": "lessons"}
+            )
+            row = await run(info, lambda s: objectives.reflect_on_objective(s, p, pk, changes))
+        except Rejected as exc:
+            return _refused(ObjectivePayload, exc)
+        return ObjectivePayload(objective=Objective.of(row))
+
+    @strawberry.mutation
+    async def add_comment(self, info: Info, input: AddCommentInput) -> CommentPayload:
+        p = info.context.principal
+        try:
+            try:
+                kind, pk = ids.decode(input.subject_id)
+            except ids.BadId as exc:
+                raise Rejected(ErrorCode.INVALID, f"subjectId: {exc}", ["subjectId"]) from None
+            if kind not in ("Objective", "KeyResult"):
+                raise Rejected(
+                    ErrorCode.INVALID,
+                    "subjectId: comments go on an objective or a key result",
+                    ["subjectId"],
+                )
+            subject = {"objective_id" if kind == "Objective" else "key_result_id": pk}
+            row = await run(info, lambda s: comments.add_comment(s, p, body=input.body, **subject))
+        except Rejected as exc:
+            return _refused(CommentPayload, exc)
+        return CommentPayload(comment=Comment.of(row))

@@ -1,0 +1,292 @@
+"""The Query root: node lookups, lists with keyset pagination, the change feed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from sqlalchemy import DateTime as SADateTime
+from sqlalchemy import Select, and_, case, cast, func, literal, select
+from strawberry import ID
+
+from schema import ids
+from schema.context import Info
+from schema.enums import CycleStatus, ProgressStatus, Role
+from schema.loaders import CYCLE, EVENT, KEY_RESULT, OBJECTIVE, TEAM
+from schema.types import (
+    CheckIn,
+    Comment,
+    Connection,
+    Cycle,
+    Event,
+    KeyResult,
+    Node,
+    Objective,
+    Organization,
+    Team,
+    User,
+    Viewer,
+    connection,
+    page_window,
+)
+from service.access import visible_objectives
+from service.rules import ProgressStatus as Status
+
+TOLERANCE = 1e-9
+
+
+def bad_input(message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})
+
+
+def decode_filter_id(gid: ID | None, type_name: str, field: str) -> int | None:
+    if gid is None:
+        return None
+    try:
+        return ids.decode_as(gid, type_name)
+    except ids.BadId as exc:
+        raise bad_input(f"{field}: {exc}") from None
+
+
+async def resolve_node(info: Info, type_name: str, pk: int) -> Node | None:
+    """Any entity by type and key, or None when it is absent or hidden."""
+    loaders = info.context.loaders
+    if type_name == "Organization":
+        row = await loaders.organization.load(pk)
+        return Organization.of(row) if row else None
+    if type_name == "User":
+        row = await loaders.user.load(pk)
+        return User.of(row) if row else None
+    if type_name == "Team":
+        row = await loaders.team.load(pk)
+        return Team.of(row) if row else None
+    if type_name == "Cycle":
+        row = await loaders.cycle.load(pk)
+        return Cycle.of(row) if row else None
+    if type_name == "Objective":
+        row = await loaders.objective(pk)
+        return Objective.of(row) if row else None
+    if type_name == "KeyResult":
+        row = await loaders.key_result(pk)
+        return KeyResult.of(row) if row else None
+    if type_name == "CheckIn":
+        row = await loaders.check_in.load(pk)
+        if row is None or await loaders.key_result(row.key_result_id) is None:
+            return None
+        return CheckIn.of(row)
+    if type_name == "Comment":
+        row = await loaders.comment.load(pk)
+        if row is None:
+            return None
+        if row.objective_id is not None and await loaders.objective(row.objective_id) is None:
+            return None
+        if row.key_result_id is not None and await loaders.key_result(row.key_result_id) is None:
+            return None
+        return Comment.of(row)
+    if type_name == "Event":
+        row = await loaders.event.load(pk)
+        return Event.of(row) if row else None
+    return None
+
+
+async def node_by_id(info: Info, gid: str) -> Node | None:
+    try:
+        type_name, pk = ids.decode(gid)
+    except ids.BadId:
+        return None  # an id that names nothing names nothing we have
+    return await resolve_node(info, type_name, pk)
+
+
+def status_sql(now: Any, thresholds: tuple[float, float]) -> Any:
+    """The status rule in SQL, over objective joined with cycle, for filtering."""
+    start = cast(CYCLE.c.starts_on, SADateTime(timezone=False)).op("AT TIME ZONE")(literal("UTC"))
+    end = cast(CYCLE.c.ends_on + 1, SADateTime(timezone=False)).op("AT TIME ZONE")(literal("UTC"))
+    elapsed = func.extract("epoch", literal(now) - start) / func.extract("epoch", end - start)
+    expected = func.least(func.greatest(elapsed, 0.0), 1.0)
+    gap = expected - OBJECTIVE.c.progress
+    on_track, at_risk = thresholds
+    return case(
+        (OBJECTIVE.c.progress >= 1, literal(Status.ACHIEVED.value)),
+        (OBJECTIVE.c.has_check_in.is_(False), literal(Status.NOT_STARTED.value)),
+        (gap <= on_track + TOLERANCE, literal(Status.ON_TRACK.value)),
+        (gap <= at_risk + TOLERANCE, literal(Status.AT_RISK.value)),
+        else_=literal(Status.OFF_TRACK.value),
+    )
+
+
+@strawberry.input
+class ObjectiveFilter:
+    cycle_id: ID | None = None
+    team_id: ID | None = None
+    owner_id: ID | None = None
+    parent_id: ID | None = None
+    roots_only: bool | None = None
+    status: list[ProgressStatus] | None = None
+    search: str | None = None
+    include_archived: bool | None = strawberry.field(
+        default=None, description="Archived objectives are left out unless this is true."
+    )
+
+
+def _objective_query(info: Info, f: ObjectiveFilter | None) -> Select:
+    p = info.context.principal
+    stmt = (
+        select(OBJECTIVE)
+        .join(CYCLE, CYCLE.c.id == OBJECTIVE.c.cycle_id)
+        .where(OBJECTIVE.c.organization_id == p.organization_id, visible_objectives(p, OBJECTIVE))
+    )
+    f = f or ObjectiveFilter()
+    for gid, type_name, name, column in (
+        (f.cycle_id, "Cycle", "cycleId", OBJECTIVE.c.cycle_id),
+        (f.team_id, "Team", "teamId", OBJECTIVE.c.team_id),
+        (f.owner_id, "User", "ownerId", OBJECTIVE.c.owner_id),
+        (f.parent_id, "Objective", "parentId", OBJECTIVE.c.parent_id),
+    ):
+        pk = decode_filter_id(gid, type_name, name)
+        if pk is not None:
+            stmt = stmt.where(column == pk)
+    if f.roots_only:
+        stmt = stmt.where(OBJECTIVE.c.parent_id.is_(None))
+    if not f.include_archived:
+        stmt = stmt.where(OBJECTIVE.c.archived_at.is_(None))
+    if f.search:
+        term = f.search.strip()
+        if len(term) > 200:
+            raise bad_input("search is longer than 200 characters")
+        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        stmt = stmt.where(OBJECTIVE.c.title.ilike(f"%{escaped}%", escape="\\"))
+    if f.status is not None:
+        wanted = [str(s.value) for s in f.status]
+        stmt = stmt.where(status_sql(info.context.now, (p.on_track_gap, p.at_risk_gap)).in_(wanted))
+    return stmt
+
+
+async def _fetch(info: Info, stmt: Select) -> list[Any]:
+    async with info.context.db.connect() as conn:
+        return list((await conn.execute(stmt)).all())
+
+
+async def _count(info: Info, stmt: Select) -> int:
+    async with info.context.db.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def node(self, info: Info, id: ID) -> Node | None:
+        return await node_by_id(info, id)
+
+    @strawberry.field
+    async def nodes(self, info: Info, ids: list[ID]) -> list[Node | None]:
+        if len(ids) > info.context.settings.max_page_size:
+            raise bad_input(f"at most {info.context.settings.max_page_size} ids at once")
+        import asyncio
+
+        return list(await asyncio.gather(*(node_by_id(info, gid) for gid in ids)))
+
+    @strawberry.field(description="Who is calling, and their organization.")
+    async def viewer(self, info: Info) -> Viewer:
+        p = info.context.principal
+        loaders = info.context.loaders
+        org = await loaders.organization.load(p.organization_id)
+        user = await loaders.user.load(p.user_id) if p.user_id is not None else None
+        return Viewer(
+            user=User.of(user) if user else None,
+            organization=Organization.of(org),
+            role=Role(p.role),
+        )
+
+    @strawberry.field
+    async def teams(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Team]:
+        first_, position = page_window(info, first, after)
+        base = select(TEAM).where(TEAM.c.organization_id == info.context.principal.organization_id)
+        page = base.order_by(TEAM.c.id).limit(first_ + 1)
+        if position is not None:
+            page = page.where(TEAM.c.id > position)
+        rows = await _fetch(info, page)
+        return connection(rows, first_, position, Team.of, lambda: _count(info, base))
+
+    @strawberry.field
+    async def cycles(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        status: CycleStatus | None = None,
+    ) -> Connection[Cycle]:
+        first_, position = page_window(info, first, after)
+        base = select(CYCLE).where(
+            CYCLE.c.organization_id == info.context.principal.organization_id
+        )
+        if status is not None:
+            base = base.where(CYCLE.c.status == str(status.value))
+        page = base.order_by(CYCLE.c.id).limit(first_ + 1)
+        if position is not None:
+            page = page.where(CYCLE.c.id > position)
+        rows = await _fetch(info, page)
+        return connection(rows, first_, position, Cycle.of, lambda: _count(info, base))
+
+    @strawberry.field
+    async def objectives(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        filter: ObjectiveFilter | None = None,
+    ) -> Connection[Objective]:
+        first_, position = page_window(info, first, after)
+        base = _objective_query(info, filter)
+        page = base.order_by(OBJECTIVE.c.id).limit(first_ + 1)
+        if position is not None:
+            page = page.where(OBJECTIVE.c.id > position)
+        rows = await _fetch(info, page)
+        return connection(rows, first_, position, Objective.of, lambda: _count(info, base))
+
+    @strawberry.field(
+        description="The change feed, for polling: events after a cursor, in commit order."
+    )
+    async def events(
+        self, info: Info, after: str | None = None, first: int | None = None
+    ) -> Connection[Event]:
+        first_, position = page_window(info, first, after)
+        p = info.context.principal
+        base = select(EVENT).where(EVENT.c.organization_id == p.organization_id)
+        if not p.is_admin:
+            base = base.where(_event_visible(p))
+        page = base.order_by(EVENT.c.seq).limit(first_ + 1)
+        if position is not None:
+            page = page.where(EVENT.c.seq > position)
+        rows = await _fetch(info, page)
+        return connection(
+            rows, first_, position, Event.of, lambda: _count(info, base), position=lambda r: r.seq
+        )
+
+
+def _event_visible(p: Any) -> Any:
+    """Events whose subject the caller may not see are left out of the feed (changes to
+    hidden objectives inside a visible event are dropped when the event is shaped)."""
+    hidden_objective = (
+        select(literal(1))
+        .select_from(OBJECTIVE)
+        .where(
+            EVENT.c.subject_type == "Objective",
+            OBJECTIVE.c.id == EVENT.c.subject_id,
+            ~visible_objectives(p, OBJECTIVE),
+        )
+        .exists()
+    )
+    hidden_key_result = (
+        select(literal(1))
+        .select_from(KEY_RESULT.join(OBJECTIVE, OBJECTIVE.c.id == KEY_RESULT.c.objective_id))
+        .where(
+            EVENT.c.subject_type == "KeyResult",
+            KEY_RESULT.c.id == EVENT.c.subject_id,
+            ~visible_objectives(p, OBJECTIVE),
+        )
+        .exists()
+    )
+    return and_(~hidden_objective, ~hidden_key_result)

@@ -1,0 +1,153 @@
+"""The FastAPI application: GraphQL at /graphql, health, readiness and metrics.
+
+This is the one module that knows both the core and the GraphQL face."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.requests import HTTPConnection, Request
+from strawberry.fastapi import GraphQLRouter
+
+from schema.api import build_schema
+from schema.context import Context
+from service import migrate
+from service.auth import authenticate, bearer
+from service.db import Database, count_statements
+from service.errors import Unauthenticated
+from service.settings import Settings
+
+log = logging.getLogger("okr")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.requests = 0
+        self.errors_401 = 0
+        self.seconds = 0.0
+
+    def render(self, db: Database) -> str:
+        pool = db.engine.pool
+        checked_out = getattr(pool, "checkedout", lambda: 0)()
+        return (
+            "# TYPE okr_http_requests_total counter\n"
+            f"okr_http_requests_total {self.requests}\n"
+            "# TYPE okr_http_unauthenticated_total counter\n"
+            f"okr_http_unauthenticated_total {self.errors_401}\n"
+            "# TYPE okr_http_request_seconds_total counter\n"
+            f"okr_http_request_seconds_total {self.seconds:.6f}\n"
+            "# TYPE okr_db_connections_checked_out gauge\n"
+            f"okr_db_connections_checked_out {checked_out}\n"
+        )
+
+
+class StatementCounter:
+    """ASGI middleware: counts each request's SQL statements and reports them in the
+    `x-sql-statements` header (benchmarks and tests read it)."""
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        holder = count_statements()
+        started = time.perf_counter()
+
+        async def counted_send(message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-sql-statements", str(holder.n).encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted_send)
+        finally:
+            self.metrics.requests += 1
+            self.metrics.seconds += time.perf_counter() - started
+
+
+def create_app(settings: Settings, database_url: str) -> FastAPI:
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.db = Database(database_url, pool_size=settings.pool_size)
+        try:
+            yield
+        finally:
+            await app.state.db.dispose()
+
+    app = FastAPI(
+        title="okr-service", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.settings = settings
+    secret = settings.resolved_jwt_secret()
+
+    async def get_context(connection: HTTPConnection) -> Context:
+        db: Database = connection.app.state.db
+        ctx = Context(db, settings, request_id=uuid.uuid4().hex[:16])
+        if connection.scope["type"] != "http":
+            return ctx  # WebSockets authenticate on connection_init
+        request = Request(connection.scope)
+        if request.method == "GET" and "query" not in request.query_params:
+            return ctx  # the GraphiQL page itself
+        token = bearer(connection.headers.get("authorization"))
+        async with db.connect() as conn:
+            ctx.authenticate_as(await authenticate(conn, token, secret))
+        return ctx
+
+    graphql = GraphQLRouter(
+        build_schema(settings),
+        context_getter=get_context,
+        graphql_ide="graphiql",
+    )
+    app.include_router(graphql, prefix="/graphql")
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
+        metrics.errors_401 += 1
+        return JSONResponse(
+            {
+                "data": None,
+                "errors": [{"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}],
+            },
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        db: Database = app.state.db
+        try:
+            async with db.connect() as conn:
+                current = await conn.run_sync(migrate.revision_of)
+        except Exception as exc:  # the database is unreachable: not ready
+            log.warning("readiness check failed: %s", exc)
+            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+        head = migrate.head_revision()
+        if current != head:
+            return JSONResponse({"status": "unavailable", "migration": current, "head": head}, 503)
+        return JSONResponse({"status": "ok", "migration": current})
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(
+            metrics.render(app.state.db), media_type="text/plain; version=0.0.4"
+        )
+
+    app.add_middleware(StatementCounter, metrics=metrics)
+    return app

@@ -1,0 +1,278 @@
+"""The `okr` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from service import migrate
+from service.auth import issue_token
+from service.db import Database, resolve_url
+from service.errors import Rejected
+from service.settings import Settings, get_settings
+
+T = TypeVar("T")
+
+
+def _run(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
+    async def main() -> T:
+        db = Database(url, pool_size=2)
+        try:
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def _prepare(settings: Settings) -> str:
+    url = resolve_url(settings)
+    migrate.upgrade(url)
+    return url
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from service import demo
+    from service.app import create_app
+
+    url = _prepare(settings)
+    if args.demo:
+
+        async def seed(db: Database) -> tuple[int, int] | None:
+            if not await demo.is_empty(db):
+                return None
+            return await demo.seed(db)
+
+        created = _run(url, seed)
+        secret = settings.resolved_jwt_secret()
+
+        async def admin(db: Database):
+            from service.usecases import organizations
+
+            async with db.sessions() as s:
+                org = await organizations.organization_by_slug(s, demo.SLUG)
+                user = await organizations.user_by_email(s, org.id, demo.ADMIN_EMAIL)
+                return org.id, user.id
+
+        try:
+            org_id, user_id = _run(url, admin)
+        except Rejected:
+            print(
+                "the database holds data but no demo organization; no demo token printed",
+                file=sys.stderr,
+            )
+        else:
+            token = issue_token(secret, user_id, org_id, settings.jwt_ttl_days)
+            shown = "localhost" if args.host in ("0.0.0.0", "::") else args.host
+            print(("Seeded" if created else "Found") + " the demo organization 'northwind'.")
+            print(f"GraphiQL: http://{shown}:{args.port}/graphql")
+            print(f"Admin token (Dana Okafor, ADMIN):\n{token}", flush=True)
+    app = create_app(settings, url)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        ws="websockets-sansio" if _has_sansio() else "auto",
+    )
+    return 0
+
+
+def _has_sansio() -> bool:
+    try:
+        import websockets.sync  # noqa: F401  (websockets >= 13 ships the sans-I/O core)
+    except ImportError:
+        return False
+    return True
+
+
+def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
+    url = _prepare(settings)
+    print(f"migrated to {migrate.head_revision()}")
+    del url
+    return 0
+
+
+def cmd_org_create(args: argparse.Namespace, settings: Settings) -> int:
+    from service.usecases import organizations
+
+    url = _prepare(settings)
+    org, admin = _run(
+        url,
+        lambda db: db.transaction(
+            lambda s: organizations.create_organization(
+                s, args.name, args.admin_email, args.admin_name, args.slug
+            )
+        ),
+    )
+    print(f"organization {org.slug!r} (admin {admin.email})", file=sys.stderr)
+    print(issue_token(settings.resolved_jwt_secret(), admin.id, org.id, settings.jwt_ttl_days))
+    return 0
+
+
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from service.usecases import organizations
+
+    url = _prepare(settings)
+
+    async def find(db: Database):
+        async with db.sessions() as s:
+            org = await organizations.organization_by_slug(s, args.org)
+            user = await organizations.user_by_email(s, org.id, args.email)
+            return org.id, user.id
+
+    org_id, user_id = _run(url, find)
+    print(issue_token(settings.resolved_jwt_secret(), user_id, org_id, settings.jwt_ttl_days))
+    return 0
+
+
+def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
+    from service.usecases import organizations
+
+    url = _prepare(settings)
+
+    async def create(db: Database):
+        async def work(s):
+            org = await organizations.organization_by_slug(s, args.org)
+            return await organizations.create_api_key(s, org.id, args.name)
+
+        return await db.transaction(work)
+
+    _row, key = _run(url, create)
+    print("Store this key now; it is not shown again.", file=sys.stderr)
+    print(key)
+    return 0
+
+
+def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from service.usecases import organizations
+
+    url = _prepare(settings)
+
+    async def revoke(db: Database):
+        async def work(s):
+            org = await organizations.organization_by_slug(s, args.org)
+            return await organizations.revoke_api_key(s, org.id, args.name)
+
+        return await db.transaction(work)
+
+    print(f"revoked {_run(url, revoke)} key(s)")
+    return 0
+
+
+def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from schema.api import sdl
+
+    text = sdl(settings)
+    if args.output:
+        with open(args.output, "w") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_verify(_args: argparse.Namespace, settings: Settings) -> int:
+    from service.verify import verify, verify_event_sequences
+
+    url = _prepare(settings)
+
+    async def check(db: Database):
+        async with db.connect() as conn:
+            checked, mismatches = await verify(conn)
+            gaps = await verify_event_sequences(conn)
+            return checked, mismatches, gaps
+
+    checked, mismatches, gaps = _run(url, check)
+    for m in mismatches:
+        print(m)
+    for g in gaps:
+        print(g)
+    if mismatches or gaps:
+        print(
+            f"{len(mismatches)} stored numbers and {len(gaps)} event sequences differ "
+            f"({checked} rows checked)"
+        )
+        return 1
+    print(
+        f"ok: {checked} key results and objectives match a fresh recomputation; "
+        "event sequences have no gaps"
+    )
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="okr", description="A headless GraphQL service for OKRs")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve GraphQL (applies migrations first)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--demo", action="store_true", help="seed the demo organization when the database is empty"
+    )
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(func=cmd_serve)
+
+    sub.add_parser("migrate", help="apply migrations to head").set_defaults(func=cmd_migrate)
+
+    org = sub.add_parser("org", help="organizations").add_subparsers(
+        dest="org_command", required=True
+    )
+    create = org.add_parser("create", help="a new organization with one admin; prints a token")
+    create.add_argument("name")
+    create.add_argument("--admin-email", required=True)
+    create.add_argument("--admin-name")
+    create.add_argument("--slug")
+    create.set_defaults(func=cmd_org_create)
+
+    token = sub.add_parser("token", help="print a token for an existing user")
+    token.add_argument("--org", required=True, help="organization slug")
+    token.add_argument("--email", required=True)
+    token.set_defaults(func=cmd_token)
+
+    apikey = sub.add_parser("apikey", help="service API keys").add_subparsers(
+        dest="apikey_command", required=True
+    )
+    ak_create = apikey.add_parser("create", help="print a new SERVICE key, once")
+    ak_create.add_argument("--org", required=True)
+    ak_create.add_argument("--name", required=True)
+    ak_create.set_defaults(func=cmd_apikey_create)
+    ak_revoke = apikey.add_parser("revoke", help="revoke the keys of that name")
+    ak_revoke.add_argument("--org", required=True)
+    ak_revoke.add_argument("--name", required=True)
+    ak_revoke.set_defaults(func=cmd_apikey_revoke)
+
+    export = sub.add_parser("export-schema", help="print the GraphQL SDL")
+    export.add_argument("--output", "-o")
+    export.set_defaults(func=cmd_export_schema)
+
+    sub.add_parser("verify", help="recompute every roll-up; exit 1 on any difference").set_defaults(
+        func=cmd_verify
+    )
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        settings = get_settings()
+    except Exception as exc:  # settings refused (e.g. unsafe production config)
+        print(f"okr: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return args.func(args, settings)
+    except Rejected as exc:
+        print(f"okr: {exc.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

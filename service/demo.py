@@ -1,0 +1,259 @@
+"""The demo organization: an operations department in the middle of its quarter.
+
+Everything goes through the use cases (so roll-ups and events are exact), then the
+check-ins are dated across the weeks behind us so the tree has a history."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from sqlalchemy import func, select, text
+
+from service.auth import Principal
+from service.db import Database
+from service.models import Organization
+from service.usecases import cycles, key_results, objectives, organizations
+
+SLUG = "northwind"
+ADMIN_EMAIL = "dana@northwind.example"
+
+
+def quarter_of(today: date) -> tuple[str, date, date]:
+    q = (today.month - 1) // 3
+    start = date(today.year, 3 * q + 1, 1)
+    end = date(today.year + (q == 3), (3 * q + 3) % 12 + 1, 1) - timedelta(days=1)
+    return f"Q{q + 1} {today.year}", start, end
+
+
+async def is_empty(db: Database) -> bool:
+    async with db.connect() as conn:
+        return (await conn.execute(select(func.count()).select_from(Organization))).scalar() == 0
+
+
+async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
+    """Create the demo organization; returns (organization id, admin user id)."""
+    today = today or datetime.now(UTC).date()
+    org, admin = await db.transaction(
+        lambda s: organizations.create_organization(
+            s, "Northwind Distribution", ADMIN_EMAIL, "Dana Okafor", SLUG
+        )
+    )
+    p = Principal(organization_id=org.id, role="ADMIN", user_id=admin.id)
+
+    async def tx(fn):
+        return await db.transaction(fn)
+
+    people = {}
+    for key, name, email, role in [
+        ("sam", "Sam Lindqvist", "sam@northwind.example", "MEMBER"),
+        ("priya", "Priya Raman", "priya@northwind.example", "MEMBER"),
+        ("lee", "Lee Moreau", "lee@northwind.example", "MEMBER"),
+        ("finance", "Finance Office", "finance@northwind.example", "VIEWER"),
+    ]:
+        people[key] = await tx(
+            lambda s, n=name, e=email, r=role: organizations.create_user(s, p, n, e, r)
+        )
+    ops = await tx(lambda s: organizations.create_team(s, p, "Operations", None))
+    teams = {"ops": ops}
+    for key, name in [
+        ("warehouse", "Warehouse"),
+        ("transport", "Transport"),
+        ("procurement", "Procurement"),
+    ]:
+        teams[key] = await tx(lambda s, n=name: organizations.create_team(s, p, n, ops.id))
+    for team, person in [
+        ("ops", admin),
+        ("warehouse", people["sam"]),
+        ("transport", people["priya"]),
+        ("procurement", people["lee"]),
+    ]:
+        await tx(lambda s, t=teams[team].id, u=person.id: organizations.add_team_member(s, p, t, u))
+
+    name, starts_on, ends_on = quarter_of(today)
+    cycle = await tx(lambda s: cycles.create_cycle(s, p, name, starts_on, ends_on))
+    await tx(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
+
+    async def objective(title, team, owner, parent=None, description=None):
+        return await tx(
+            lambda s: objectives.create_objective(
+                s,
+                p,
+                cycle_id=cycle.id,
+                title=title,
+                team_id=teams[team].id,
+                owner_id=owner.id,
+                parent_id=parent.id if parent else None,
+                description=description,
+            )
+        )
+
+    async def key_result(
+        obj, title, kind, start=None, target=None, measure="NUMBER", unit=None, owner=None
+    ):
+        return await tx(
+            lambda s: key_results.create_key_result(
+                s,
+                p,
+                objective_id=obj.id,
+                title=title,
+                type=kind,
+                measure=measure,
+                unit=unit,
+                start_value=start,
+                target_value=target,
+                owner_id=owner.id if owner else None,
+            )
+        )
+
+    costs = await objective(
+        "Reduce distribution costs by 15%",
+        "ops",
+        admin,
+        description="Cost per order is 4.20 today; the board asked for 15% off by quarter end "
+        "without losing on-time dispatch.",
+    )
+    plan = [
+        (
+            await key_result(
+                costs,
+                "Cost per order from 4.20 to 3.57",
+                "DECREASE",
+                4.20,
+                3.57,
+                "CURRENCY",
+                "EUR",
+                admin,
+            ),
+            [4.18, 4.12, 4.07, 4.01, 3.96, 3.92, 3.89],
+        ),
+        (
+            await key_result(
+                costs,
+                "On-time dispatch at or above 98%",
+                "STAY_ABOVE",
+                96.5,
+                98.0,
+                "PERCENT",
+                "%",
+                admin,
+            ),
+            [97.2, 97.8, 98.1, 98.4, 98.3, 98.6],
+        ),
+        (
+            await key_result(
+                costs, "New packaging supplier signed", "MILESTONE", owner=people["lee"]
+            ),
+            [0.0],
+        ),
+    ]
+    warehouse = await objective(
+        "Cut pick-and-pack cost per order", "warehouse", people["sam"], costs
+    )
+    plan += [
+        (
+            await key_result(
+                warehouse,
+                "Pick rate from 90 to 120 lines per hour",
+                "INCREASE",
+                90,
+                120,
+                unit="lines/h",
+                owner=people["sam"],
+            ),
+            [92, 96, 99, 103, 106, 108],
+        ),
+        (
+            await key_result(
+                warehouse,
+                "Packaging waste per order from 180 g to 120 g",
+                "DECREASE",
+                180,
+                120,
+                unit="g",
+                owner=people["sam"],
+            ),
+            [178, 171, 166, 160],
+        ),
+    ]
+    transport = await objective("Consolidate outbound freight", "transport", people["priya"], costs)
+    plan += [
+        (
+            await key_result(
+                transport,
+                "Average truck fill from 68% to 85%",
+                "INCREASE",
+                68,
+                85,
+                "PERCENT",
+                "%",
+                people["priya"],
+            ),
+            [70, 72, 75, 76, 79],
+        ),
+    ]
+    # Nobody has checked in on this one: it shows as stale.
+    await key_result(
+        transport,
+        "Express shipments at or below 5% of orders",
+        "STAY_BELOW",
+        7.5,
+        5.0,
+        "PERCENT",
+        "%",
+        people["priya"],
+    )
+    procurement = await objective(
+        "Renegotiate packaging contracts", "procurement", people["lee"], costs
+    )
+    plan += [
+        (
+            await key_result(
+                procurement,
+                "Packaging cost per order from 0.42 to 0.34",
+                "DECREASE",
+                0.42,
+                0.34,
+                "CURRENCY",
+                "EUR",
+                people["lee"],
+            ),
+            [0.41, 0.40, 0.38],
+        ),
+    ]
+
+    start = datetime.combine(starts_on, datetime.min.time(), tzinfo=UTC)
+    now = datetime.now(UTC)
+    for kr, values in plan:
+        for i, value in enumerate(values):
+            at = max(
+                start + timedelta(hours=12), now - timedelta(days=2 + 7 * (len(values) - 1 - i))
+            )
+            check_in, _ = await tx(
+                lambda s, k=kr.id, v=value: key_results.check_in(
+                    s, p, key_result_id=k, value=v, confidence=0.7
+                )
+            )
+            await tx(lambda s, c=check_in.id, t=at: _date_check_in(s, c, t))
+    await tx(lambda s: _date_definitions(s, org.id, start))
+    return org.id, admin.id
+
+
+async def _date_check_in(session, check_in_id: int, at: datetime) -> None:
+    await session.execute(
+        text("UPDATE check_in SET created_at = :t WHERE id = :id"), {"t": at, "id": check_in_id}
+    )
+    await session.execute(
+        text("UPDATE key_result SET last_check_in_at = :t WHERE last_check_in_id = :id"),
+        {"t": at, "id": check_in_id},
+    )
+
+
+async def _date_definitions(session, org: int, at: datetime) -> None:
+    for table in ("objective", "key_result"):
+        await session.execute(
+            text(
+                f"UPDATE {table} SET created_at = :t, updated_at = :t "
+                "WHERE organization_id = :org"
+            ),
+            {"t": at + timedelta(hours=9), "org": org},
+        )
