@@ -252,8 +252,7 @@ async def _date_definitions(session, org: int, at: datetime) -> None:
     for table in ("objective", "key_result"):
         await session.execute(
             text(
-                f"UPDATE {table} SET created_at = :t, updated_at = :t "
-                "WHERE organization_id = :org"
+                f"UPDATE {table} SET created_at = :t, updated_at = :t WHERE organization_id = :org"
             ),
             {"t": at + timedelta(hours=9), "org": org},
         )

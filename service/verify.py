@@ -43,8 +43,10 @@ class Mismatch:
     computed: object
 
     def __str__(self) -> str:
-        return (f"{self.subject} {self.id}: {self.what} stored {self.stored!r}, "
-                f"computed {self.computed!r}")
+        return (
+            f"{self.subject} {self.id}: {self.what} stored {self.stored!r}, "
+            f"computed {self.computed!r}"
+        )
 
 
 def _differs(a: float | None, b: float | None) -> bool:

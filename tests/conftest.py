@@ -129,8 +129,13 @@ class Org:
     def token(self, user_id: int) -> str:
         return issue_token(JWT_SECRET, user_id, self.id)
 
-    async def call(self, query: str, variables: dict | None = None, token: str | None = None,
-                   expect_errors: bool = False) -> dict:
+    async def call(
+        self,
+        query: str,
+        variables: dict | None = None,
+        token: str | None = None,
+        expect_errors: bool = False,
+    ) -> dict:
         response = await self.client.post(
             "/graphql",
             json={"query": query, "variables": variables or {}},
@@ -146,8 +151,9 @@ class Org:
 @pytest.fixture
 async def org(client: httpx.AsyncClient, db: Database) -> Org:
     created, admin = await db.transaction(
-        lambda s: organizations.create_organization(s, "Acme Logistics", "admin@acme.example",
-                                                    "Ada Admin")
+        lambda s: organizations.create_organization(
+            s, "Acme Logistics", "admin@acme.example", "Ada Admin"
+        )
     )
     return Org(client, db, created.id, admin.id)
 

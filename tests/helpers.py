@@ -9,18 +9,22 @@ from tests.conftest import Org
 PAYLOAD_ERRORS = "userErrors { code field message }"
 
 
-async def mutate(org: Org, name: str, input: dict[str, Any], selection: str,
-                 token: str | None = None) -> dict[str, Any]:
+async def mutate(
+    org: Org, name: str, input: dict[str, Any], selection: str, token: str | None = None
+) -> dict[str, Any]:
     type_name = {"checkIn": "CheckInInput", "reflectOnObjective": "ReflectInput"}.get(
         name, name[0].upper() + name[1:] + "Input"
     )
-    query = f"mutation($input: {type_name}!) {{ {name}(input: $input) {{ {selection} " \
-            f"{PAYLOAD_ERRORS} }} }}"
+    query = (
+        f"mutation($input: {type_name}!) {{ {name}(input: $input) {{ {selection} "
+        f"{PAYLOAD_ERRORS} }} }}"
+    )
     return (await org.call(query, {"input": input}, token=token))[name]
 
 
-async def ok(org: Org, name: str, input: dict[str, Any], selection: str,
-             token: str | None = None) -> dict[str, Any]:
+async def ok(
+    org: Org, name: str, input: dict[str, Any], selection: str, token: str | None = None
+) -> dict[str, Any]:
     payload = await mutate(org, name, input, selection, token)
     assert payload["userErrors"] == [], payload["userErrors"]
     return payload
@@ -37,10 +41,12 @@ async def team(org: Org, name: str, parent: str | None = None) -> str:
     return p["team"]["id"]
 
 
-async def active_cycle(org: Org, starts_on: str = "2026-10-01", ends_on: str = "2026-12-31",
-                       status: str = "ACTIVE") -> str:
-    p = await ok(org, "createCycle", {"name": "Q4", "startsOn": starts_on, "endsOn": ends_on},
-                 "cycle { id }")
+async def active_cycle(
+    org: Org, starts_on: str = "2026-10-01", ends_on: str = "2026-12-31", status: str = "ACTIVE"
+) -> str:
+    p = await ok(
+        org, "createCycle", {"name": "Q4", "startsOn": starts_on, "endsOn": ends_on}, "cycle { id }"
+    )
     cycle = p["cycle"]["id"]
     for step in ("ACTIVE", "REVIEW", "CLOSED"):
         if status == "PLANNING":
@@ -53,27 +59,55 @@ async def active_cycle(org: Org, starts_on: str = "2026-10-01", ends_on: str = "
 
 async def objective(org: Org, cycle: str, title: str, **extra: Any) -> str:
     token = extra.pop("token", None)
-    p = await ok(org, "createObjective", {"cycleId": cycle, "title": title, **extra},
-                 "objective { id }", token=token)
+    p = await ok(
+        org,
+        "createObjective",
+        {"cycleId": cycle, "title": title, **extra},
+        "objective { id }",
+        token=token,
+    )
     return p["objective"]["id"]
 
 
-async def key_result(org: Org, objective_id: str, title: str = "KR", type: str = "INCREASE",
-                     start: float | None = 0, target: float | None = 100,
-                     **extra: Any) -> str:
-    p = await ok(org, "createKeyResult",
-                 {"objectiveId": objective_id, "title": title, "type": type,
-                  "startValue": start, "targetValue": target, **extra}, "keyResult { id }")
+async def key_result(
+    org: Org,
+    objective_id: str,
+    title: str = "KR",
+    type: str = "INCREASE",
+    start: float | None = 0,
+    target: float | None = 100,
+    **extra: Any,
+) -> str:
+    p = await ok(
+        org,
+        "createKeyResult",
+        {
+            "objectiveId": objective_id,
+            "title": title,
+            "type": type,
+            "startValue": start,
+            "targetValue": target,
+            **extra,
+        },
+        "keyResult { id }",
+    )
     return p["keyResult"]["id"]
 
 
 async def check_in(org: Org, kr: str, value: float, **extra: Any) -> dict[str, Any]:
     token = extra.pop("token", None)
-    return await ok(org, "checkIn", {"keyResultId": kr, "value": value, **extra},
-                    "checkIn { id value progress } keyResult { progress }", token=token)
+    return await ok(
+        org,
+        "checkIn",
+        {"keyResultId": kr, "value": value, **extra},
+        "checkIn { id value progress } keyResult { progress }",
+        token=token,
+    )
 
 
 async def progress(org: Org, node_id: str) -> float:
-    q = "query($id: ID!) { node(id: $id) { ... on Objective { progress } " \
+    q = (
+        "query($id: ID!) { node(id: $id) { ... on Objective { progress } "
         "... on KeyResult { progress } } }"
+    )
     return (await org.call(q, {"id": node_id}))["node"]["progress"]

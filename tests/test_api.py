@@ -45,8 +45,11 @@ async def test_progress_rolls_up_with_weights_and_archiving(org: Org):
 
     view = (await org.call(OBJECTIVE_VIEW, {"id": root}))["node"]
     shares = {c["node"]["id"]: (c["weight"], c["share"]) for c in view["contributions"]}
-    assert shares == {kr1: (1.0, pytest.approx(1 / 6)), kr2: (3.0, pytest.approx(3 / 6)),
-                      child: (2.0, pytest.approx(2 / 6))}
+    assert shares == {
+        kr1: (1.0, pytest.approx(1 / 6)),
+        kr2: (3.0, pytest.approx(3 / 6)),
+        child: (2.0, pytest.approx(2 / 6)),
+    }
 
     await h.ok(org, "archiveObjective", {"objectiveId": child}, "objective { archivedAt }")
     assert await h.progress(org, root) == pytest.approx(2.0 / 4)
@@ -84,8 +87,10 @@ async def test_idempotent_check_in_writes_once(org: Org):
     first = await h.check_in(org, kr, 10, idempotencyKey="logistics-2026-11-24")
     again = await h.check_in(org, kr, 99, idempotencyKey="logistics-2026-11-24")
     assert again["checkIn"] == first["checkIn"]
-    q = "query($id: ID!) { node(id: $id) { ... on KeyResult { currentValue " \
+    q = (
+        "query($id: ID!) { node(id: $id) { ... on KeyResult { currentValue "
         "checkIns { totalCount } } } }"
+    )
     node = (await org.call(q, {"id": kr}))["node"]
     assert node == {"currentValue": 10.0, "checkIns": {"totalCount": 1}}
     events = (await org.call("{ events(first: 100) { edges { node { kind } } } }"))["events"]
@@ -96,23 +101,34 @@ async def test_idempotent_check_in_writes_once(org: Org):
 async def test_expected_version_conflict(org: Org):
     cycle = await h.active_cycle(org)
     obj = await h.objective(org, cycle, "Original")
-    p = await h.ok(org, "updateObjective",
-                   {"objectiveId": obj, "expectedVersion": 1, "title": "Renamed"},
-                   "objective { title version }")
+    p = await h.ok(
+        org,
+        "updateObjective",
+        {"objectiveId": obj, "expectedVersion": 1, "title": "Renamed"},
+        "objective { title version }",
+    )
     assert p["objective"] == {"title": "Renamed", "version": 2}
-    stale = await h.mutate(org, "updateObjective",
-                           {"objectiveId": obj, "expectedVersion": 1, "title": "Lost"},
-                           "objective { title }")
+    stale = await h.mutate(
+        org,
+        "updateObjective",
+        {"objectiveId": obj, "expectedVersion": 1, "title": "Lost"},
+        "objective { title }",
+    )
     assert stale["objective"] is None
     assert stale["userErrors"][0]["code"] == "CONFLICT"
     assert stale["userErrors"][0]["field"] == ["expectedVersion"]
     q = "query($id: ID!) { node(id: $id) { ... on Objective { title version } } }"
     assert (await org.call(q, {"id": obj}))["node"] == {"title": "Renamed", "version": 2}
     # Leaving out a field keeps it; sending null for a nullable one clears it.
-    await h.ok(org, "updateObjective", {"objectiveId": obj, "description": "Why"},
-               "objective { id }")
-    p = await h.ok(org, "updateObjective", {"objectiveId": obj, "description": None},
-                   "objective { title description }")
+    await h.ok(
+        org, "updateObjective", {"objectiveId": obj, "description": "Why"}, "objective { id }"
+    )
+    p = await h.ok(
+        org,
+        "updateObjective",
+        {"objectiveId": obj, "description": None},
+        "objective { title description }",
+    )
     assert p["objective"] == {"title": "Renamed", "description": None}
 
 
@@ -125,30 +141,41 @@ async def test_cycle_lifecycle_review_scores_and_closed(org: Org):
     assert early["userErrors"][0]["code"] == "INVALID"
 
     await h.ok(org, "setCycleStatus", {"cycleId": cycle, "status": "ACTIVE"}, "cycle { id }")
-    back = await h.mutate(org, "setCycleStatus", {"cycleId": cycle, "status": "PLANNING"},
-                          "cycle { id }")
+    back = await h.mutate(
+        org, "setCycleStatus", {"cycleId": cycle, "status": "PLANNING"}, "cycle { id }"
+    )
     assert back["userErrors"][0]["code"] == "INVALID"
     await h.check_in(org, kr1, 8)
     await h.check_in(org, kr2, 6)
-    too_soon = await h.mutate(org, "scoreKeyResult", {"keyResultId": kr1, "score": 0.5},
-                              "keyResult { id }")
+    too_soon = await h.mutate(
+        org, "scoreKeyResult", {"keyResultId": kr1, "score": 0.5}, "keyResult { id }"
+    )
     assert too_soon["userErrors"][0]["code"] == "INVALID"
 
     await h.ok(org, "setCycleStatus", {"cycleId": cycle, "status": "REVIEW"}, "cycle { status }")
     view = (await org.call(OBJECTIVE_VIEW, {"id": obj}))["node"]
     assert [k["score"] for k in view["keyResults"]] == [pytest.approx(0.8), pytest.approx(0.4)]
     assert view["score"] == pytest.approx(0.6)
-    p = await h.ok(org, "scoreKeyResult", {"keyResultId": kr2, "score": 0.7,
-                                           "reason": "the waste audit came late"},
-                   "keyResult { score scoreReason }")
+    p = await h.ok(
+        org,
+        "scoreKeyResult",
+        {"keyResultId": kr2, "score": 0.7, "reason": "the waste audit came late"},
+        "keyResult { score scoreReason }",
+    )
     assert p["keyResult"] == {"score": 0.7, "scoreReason": "the waste audit came late"}
     assert (await org.call(OBJECTIVE_VIEW, {"id": obj}))["node"]["score"] == pytest.approx(0.75)
     await h.check_in(org, kr1, 9)  # late numbers are still taken in REVIEW
-    p = await h.ok(org, "reflectOnObjective",
-                   {"objectiveId": obj, "wentWell": "Cross-dock pilot", "lessons": "Start early"},
-                   "objective { reflection { wentWell challenges lessons } }")
-    assert p["objective"]["reflection"] == {"wentWell": "Cross-dock pilot", "challenges": None,
-                                            "lessons": "Start early"}
+    p = await h.ok(
+        org,
+        "reflectOnObjective",
+        {"objectiveId": obj, "wentWell": "Cross-dock pilot", "lessons": "Start early"},
+        "objective { reflection { wentWell challenges lessons } }",
+    )
+    assert p["objective"]["reflection"] == {
+        "wentWell": "Cross-dock pilot",
+        "challenges": None,
+        "lessons": "Start early",
+    }
 
     await h.ok(org, "setCycleStatus", {"cycleId": cycle, "status": "CLOSED"}, "cycle { id }")
     for name, inp in [
@@ -174,14 +201,14 @@ async def test_alignment_loops_and_realignment(org: Org):
     b = await h.objective(org, cycle, "B", parentId=a)
     c = await h.objective(org, cycle, "C", parentId=b)
     for parent in (c, b, a):
-        p = await h.mutate(org, "alignObjective", {"objectiveId": a, "parentId": parent},
-                           "objective { id }")
+        p = await h.mutate(
+            org, "alignObjective", {"objectiveId": a, "parentId": parent}, "objective { id }"
+        )
         assert p["userErrors"][0]["code"] == "ALIGNMENT_LOOP"
         assert p["userErrors"][0]["field"] == ["parentId"]
     other = await h.active_cycle(org, "2027-01-01", "2027-03-31")
     d = await h.objective(org, other, "D")
-    p = await h.mutate(org, "alignObjective", {"objectiveId": d, "parentId": a},
-                       "objective { id }")
+    p = await h.mutate(org, "alignObjective", {"objectiveId": d, "parentId": a}, "objective { id }")
     assert p["userErrors"][0]["code"] == "INVALID"
 
     kr = await h.key_result(org, c)
@@ -194,12 +221,13 @@ async def test_alignment_loops_and_realignment(org: Org):
     q = """query($id: ID!) { node(id: $id) { ... on Objective {
         ancestors { title } descendants { title } parent { title } } } }"""
     assert (await org.call(q, {"id": c}))["node"] == {
-        "ancestors": [{"title": "E"}], "descendants": [], "parent": {"title": "E"}}
+        "ancestors": [{"title": "E"}],
+        "descendants": [],
+        "parent": {"title": "E"},
+    }
     await h.ok(org, "alignObjective", {"objectiveId": c, "parentId": b}, "objective { id }")
-    assert (await org.call(q, {"id": a}))["node"]["descendants"] == [{"title": "B"},
-                                                                    {"title": "C"}]
-    assert (await org.call(q, {"id": c}))["node"]["ancestors"] == [{"title": "B"},
-                                                                  {"title": "A"}]
+    assert (await org.call(q, {"id": a}))["node"]["descendants"] == [{"title": "B"}, {"title": "C"}]
+    assert (await org.call(q, {"id": c}))["node"]["ancestors"] == [{"title": "B"}, {"title": "A"}]
     await h.ok(org, "alignObjective", {"objectiveId": c, "parentId": None}, "objective { id }")
     assert await h.progress(org, a) == 0.0
     await assert_verified(org)
@@ -208,47 +236,132 @@ async def test_alignment_loops_and_realignment(org: Org):
 @pytest.mark.parametrize(
     ("name", "make_input", "code", "field"),
     [
-        ("createObjective", lambda ids: {"cycleId": ids["cycle"], "title": "  "},
-         "INVALID", ["title"]),
-        ("createObjective", lambda ids: {"cycleId": ids["cycle"], "title": "x" * 301},
-         "INVALID", ["title"]),
-        ("createObjective", lambda ids: {"cycleId": ids["cycle"], "title": "t", "weight": -1},
-         "INVALID", ["weight"]),
-        ("createObjective", lambda ids: {"cycleId": "not-an-id", "title": "t"},
-         "INVALID", ["cycleId"]),
-        ("createObjective", lambda ids: {"cycleId": ids["objective"], "title": "t"},
-         "INVALID", ["cycleId"]),
-        ("createObjective", lambda ids: {"cycleId": ids["missing_cycle"], "title": "t"},
-         "NOT_FOUND", ["cycleId"]),
-        ("createKeyResult", lambda ids: {"objectiveId": ids["objective"], "title": "t",
-                                         "type": "INCREASE", "startValue": 5,
-                                         "targetValue": 1}, "INVALID", ["targetValue"]),
-        ("createKeyResult", lambda ids: {"objectiveId": ids["objective"], "title": "t",
-                                         "type": "DECREASE", "startValue": 1,
-                                         "targetValue": 5}, "INVALID", ["targetValue"]),
-        ("createKeyResult", lambda ids: {"objectiveId": ids["objective"], "title": "t",
-                                         "type": "INCREASE", "targetValue": 5},
-         "INVALID", ["startValue"]),
-        ("checkIn", lambda ids: {"keyResultId": ids["kr"], "value": 5, "confidence": 1.5},
-         "INVALID", ["confidence"]),
-        ("checkIn", lambda ids: {"keyResultId": ids["milestone"], "value": 0.5},
-         "INVALID", ["value"]),
-        ("checkIn", lambda ids: {"keyResultId": ids["kr"], "value": 1, "note": "n" * 5001},
-         "INVALID", ["note"]),
-        ("createCycle", lambda ids: {"name": "Q", "startsOn": "2026-12-31",
-                                     "endsOn": "2026-10-01"}, "INVALID", ["endsOn"]),
-        ("createUser", lambda ids: {"name": "Ada", "email": "admin@acme.example"},
-         "CONFLICT", ["email"]),
+        (
+            "createObjective",
+            lambda ids: {"cycleId": ids["cycle"], "title": "  "},
+            "INVALID",
+            ["title"],
+        ),
+        (
+            "createObjective",
+            lambda ids: {"cycleId": ids["cycle"], "title": "x" * 301},
+            "INVALID",
+            ["title"],
+        ),
+        (
+            "createObjective",
+            lambda ids: {"cycleId": ids["cycle"], "title": "t", "weight": -1},
+            "INVALID",
+            ["weight"],
+        ),
+        (
+            "createObjective",
+            lambda ids: {"cycleId": "not-an-id", "title": "t"},
+            "INVALID",
+            ["cycleId"],
+        ),
+        (
+            "createObjective",
+            lambda ids: {"cycleId": ids["objective"], "title": "t"},
+            "INVALID",
+            ["cycleId"],
+        ),
+        (
+            "createObjective",
+            lambda ids: {"cycleId": ids["missing_cycle"], "title": "t"},
+            "NOT_FOUND",
+            ["cycleId"],
+        ),
+        (
+            "createKeyResult",
+            lambda ids: {
+                "objectiveId": ids["objective"],
+                "title": "t",
+                "type": "INCREASE",
+                "startValue": 5,
+                "targetValue": 1,
+            },
+            "INVALID",
+            ["targetValue"],
+        ),
+        (
+            "createKeyResult",
+            lambda ids: {
+                "objectiveId": ids["objective"],
+                "title": "t",
+                "type": "DECREASE",
+                "startValue": 1,
+                "targetValue": 5,
+            },
+            "INVALID",
+            ["targetValue"],
+        ),
+        (
+            "createKeyResult",
+            lambda ids: {
+                "objectiveId": ids["objective"],
+                "title": "t",
+                "type": "INCREASE",
+                "targetValue": 5,
+            },
+            "INVALID",
+            ["startValue"],
+        ),
+        (
+            "checkIn",
+            lambda ids: {"keyResultId": ids["kr"], "value": 5, "confidence": 1.5},
+            "INVALID",
+            ["confidence"],
+        ),
+        (
+            "checkIn",
+            lambda ids: {"keyResultId": ids["milestone"], "value": 0.5},
+            "INVALID",
+            ["value"],
+        ),
+        (
+            "checkIn",
+            lambda ids: {"keyResultId": ids["kr"], "value": 1, "note": "n" * 5001},
+            "INVALID",
+            ["note"],
+        ),
+        (
+            "createCycle",
+            lambda ids: {"name": "Q", "startsOn": "2026-12-31", "endsOn": "2026-10-01"},
+            "INVALID",
+            ["endsOn"],
+        ),
+        (
+            "createUser",
+            lambda ids: {"name": "Ada", "email": "admin@acme.example"},
+            "CONFLICT",
+            ["email"],
+        ),
         ("createUser", lambda ids: {"name": "Ada", "email": "no-at-sign"}, "INVALID", ["email"]),
-        ("createTeam", lambda ids: {"name": "T", "parentId": ids["missing_team"]},
-         "NOT_FOUND", ["parentId"]),
-        ("addComment", lambda ids: {"subjectId": ids["cycle"], "body": "hi"},
-         "INVALID", ["subjectId"]),
-        ("addComment", lambda ids: {"subjectId": ids["objective"], "body": ""},
-         "INVALID", ["body"]),
-        ("alignObjective", lambda ids: {"objectiveId": ids["objective"],
-                                        "parentId": ids["objective"]},
-         "ALIGNMENT_LOOP", ["parentId"]),
+        (
+            "createTeam",
+            lambda ids: {"name": "T", "parentId": ids["missing_team"]},
+            "NOT_FOUND",
+            ["parentId"],
+        ),
+        (
+            "addComment",
+            lambda ids: {"subjectId": ids["cycle"], "body": "hi"},
+            "INVALID",
+            ["subjectId"],
+        ),
+        (
+            "addComment",
+            lambda ids: {"subjectId": ids["objective"], "body": ""},
+            "INVALID",
+            ["body"],
+        ),
+        (
+            "alignObjective",
+            lambda ids: {"objectiveId": ids["objective"], "parentId": ids["objective"]},
+            "ALIGNMENT_LOOP",
+            ["parentId"],
+        ),
     ],
 )
 async def test_rejected_input_changes_nothing(org: Org, name, make_input, code, field):
@@ -285,17 +398,26 @@ async def test_forbidden_by_role(org: Org):
         (viewer_token, "checkIn", {"keyResultId": kr, "value": 1}),
         (member_token, "checkIn", {"keyResultId": kr, "value": 1}),
         (member_token, "createTeam", {"name": "t"}),
-        (member_token, "createCycle", {"name": "c", "startsOn": "2026-01-01",
-                                       "endsOn": "2026-02-01"}),
+        (
+            member_token,
+            "createCycle",
+            {"name": "c", "startsOn": "2026-01-01", "endsOn": "2026-02-01"},
+        ),
         (member_token, "updateObjective", {"objectiveId": obj, "title": "mine now"}),
     ]:
         payload = await h.mutate(org, name, inp, "__typename", token=token)
         assert [e["code"] for e in payload["userErrors"]] == ["FORBIDDEN"], (name, payload)
     # A member's own personal objective is theirs to run.
     mine = await h.objective(org, cycle, "Mine", token=member_token)
-    my_kr = (await h.ok(org, "createKeyResult", {"objectiveId": mine, "title": "k",
-                                                 "type": "MILESTONE"},
-                        "keyResult { id }", token=member_token))["keyResult"]["id"]
+    my_kr = (
+        await h.ok(
+            org,
+            "createKeyResult",
+            {"objectiveId": mine, "title": "k", "type": "MILESTONE"},
+            "keyResult { id }",
+            token=member_token,
+        )
+    )["keyResult"]["id"]
     await h.check_in(org, my_kr, 1, token=member_token)
 
 
@@ -317,22 +439,30 @@ async def test_private_objective_is_absent_for_others(org: Org):
     assert view["contributions"] == []  # ... and never shows it
     listed = await org.call("{ objectives { edges { node { title } } } }", token=token)
     assert [e["node"]["title"] for e in listed["objectives"]["edges"]] == ["Public root"]
-    payload = await h.mutate(org, "checkIn", {"keyResultId": kr, "value": 1}, "__typename",
-                             token=token)
+    payload = await h.mutate(
+        org, "checkIn", {"keyResultId": kr, "value": 1}, "__typename", token=token
+    )
     assert payload["userErrors"][0]["code"] == "NOT_FOUND"
 
 
 async def test_authentication(client, org: Org):
-    for headers in ({}, {"Authorization": "Bearer nonsense"}, {"Authorization": "Basic x"},
-                    {"Authorization": f"Bearer {org.token(424242)}"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer nonsense"},
+        {"Authorization": "Basic x"},
+        {"Authorization": f"Bearer {org.token(424242)}"},
+    ):
         r = await client.post("/graphql", json={"query": "{ viewer { role } }"}, headers=headers)
         assert r.status_code == 401
         assert r.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     page = await client.get("/graphql", headers={"Accept": "text/html"})
     assert page.status_code == 200 and "graphiql" in page.text.lower()
     viewer = await org.call("{ viewer { role user { email } organization { slug } } }")
-    assert viewer["viewer"] == {"role": "ADMIN", "user": {"email": "admin@acme.example"},
-                                "organization": {"slug": "acme-logistics"}}
+    assert viewer["viewer"] == {
+        "role": "ADMIN",
+        "user": {"email": "admin@acme.example"},
+        "organization": {"slug": "acme-logistics"},
+    }
 
 
 async def test_page_size_limit_and_pagination(org: Org):
@@ -342,8 +472,10 @@ async def test_page_size_limit_and_pagination(org: Org):
     body = await org.call("{ objectives(first: 101) { totalCount } }", expect_errors=True)
     assert body["data"] is None
     assert "first must be between 0 and 100" in body["errors"][0]["message"]
-    q = "query($after: String) { objectives(first: 2, after: $after) { totalCount " \
+    q = (
+        "query($after: String) { objectives(first: 2, after: $after) { totalCount "
         "pageInfo { hasNextPage endCursor } edges { node { title } } } }"
+    )
     seen, after = [], None
     while True:
         page = (await org.call(q, {"after": after}))["objectives"]
@@ -366,13 +498,23 @@ async def test_node_nodes_and_events_feed(org: Org):
     kr = await h.key_result(org, obj)
     ci = (await h.check_in(org, kr, 40, note="first count"))["checkIn"]["id"]
     q = "query($ids: [ID!]!) { nodes(ids: $ids) { __typename id } }"
-    nodes = (await org.call(q, {"ids": [cycle, team, obj, kr, ci, "garbage",
-                                        "T2JqZWN0aXZlOjk5OTk5"]}))["nodes"]
+    nodes = (
+        await org.call(q, {"ids": [cycle, team, obj, kr, ci, "garbage", "T2JqZWN0aXZlOjk5OTk5"]})
+    )["nodes"]
     assert [n and n["__typename"] for n in nodes] == [
-        "Cycle", "Team", "Objective", "KeyResult", "CheckIn", None, None]
+        "Cycle",
+        "Team",
+        "Objective",
+        "KeyResult",
+        "CheckIn",
+        None,
+        None,
+    ]
 
-    feed = (await org.call("{ events(first: 100) { edges { cursor node { sequence kind "
-                           "changes { node { id } previousProgress progress status } } } } }"))
+    feed = await org.call(
+        "{ events(first: 100) { edges { cursor node { sequence kind "
+        "changes { node { id } previousProgress progress status } } } } }"
+    )
     edges = feed["events"]["edges"]
     assert [e["node"]["sequence"] for e in edges] == list(range(1, len(edges) + 1))
     last = edges[-1]["node"]
@@ -393,11 +535,15 @@ async def test_forecast_and_stale(org: Org):
     await h.check_in(org, kr, 10)
     await h.check_in(org, kr, 20)
     async with org.db.engine.begin() as conn:  # date the check-ins inside the cycle
-        await conn.execute(text(
-            "UPDATE check_in SET created_at = timestamptz '2020-01-01' + (id - "
-            "(SELECT min(id) FROM check_in)) * interval '10 days'"))
-        await conn.execute(text("UPDATE key_result SET created_at = '2020-01-01', "
-                                "last_check_in_at = '2020-01-11'"))
+        await conn.execute(
+            text(
+                "UPDATE check_in SET created_at = timestamptz '2020-01-01' + (id - "
+                "(SELECT min(id) FROM check_in)) * interval '10 days'"
+            )
+        )
+        await conn.execute(
+            text("UPDATE key_result SET created_at = '2020-01-01', last_check_in_at = '2020-01-11'")
+        )
     node = (await org.call(q, {"id": kr}))["node"]
     # 10 on day 0, 20 on day 10: one a day, read at the end of day 91 (April 1st).
     assert node["forecast"]["value"] == pytest.approx(101.0)
