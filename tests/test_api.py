@@ -550,3 +550,37 @@ async def test_forecast_and_stale(org: Org):
     assert node["stale"] is True  # silence is never green
     obj_q = "query($id: ID!) { node(id: $id) { ... on Objective { stale } } }"
     assert (await org.call(obj_q, {"id": obj}))["node"]["stale"] is True
+
+
+async def test_unexpected_errors_are_masked_with_a_request_id(org: Org, monkeypatch, caplog):
+    cycle = await h.active_cycle(org)
+    obj = await h.objective(org, cycle, "O")
+
+    async def broken(*_args, **_kwargs):
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr("service.usecases.comments.add_comment", broken)
+    body = await org.call(
+        'mutation($id: ID!) { addComment(input: {subjectId: $id, body: "hi"}) { __typename } }',
+        {"id": obj},
+        expect_errors=True,
+    )
+    error = body["errors"][0]
+    assert error["message"] == "Internal server error"
+    assert error["extensions"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert error["extensions"]["requestId"]
+    assert "secret internals" not in str(body)
+    assert "secret internals" in caplog.text  # the stack goes to the log
+
+
+async def test_query_limits_are_checked_before_resolvers(org: Org):
+    deep = (
+        "{ viewer { user { teams { children { children { children { children { children "
+        "{ children { children { children { children { children { id } } } } } } } } } "
+        "} } } } }"
+    )
+    body = await org.call(deep, expect_errors=True)
+    assert "exceeds maximum operation depth" in body["errors"][0]["message"]
+    aliases = "{ " + " ".join(f"a{i}: viewer {{ role }}" for i in range(31)) + " }"
+    body = await org.call(aliases, expect_errors=True)
+    assert "aliases" in body["errors"][0]["message"].lower()
