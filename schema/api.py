@@ -19,6 +19,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from schema.mutations import Mutation
 from schema.queries import Query
+from schema.subscriptions import Subscription
 from schema.types import ALL_TYPES
 from service.errors import Unauthenticated
 from service.settings import Settings
@@ -76,6 +77,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
+        subscription=Subscription,
         types=ALL_TYPES,
         extensions=extensions,
         config=StrawberryConfig(auto_camel_case=True),

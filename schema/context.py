@@ -30,6 +30,8 @@ class Context(BaseContext):
         self.request_id = request_id or uuid.uuid4().hex[:16]
         self.now = datetime.now(UTC)
         self._loaders: Loaders | None = None
+        self.connection_params: dict | None = None  # a WebSocket's connection_init payload
+        self.hub = None  # the replica's EventHub, for subscriptions
 
     @property
     def principal(self) -> Principal:
@@ -47,11 +49,10 @@ class Context(BaseContext):
             self._loaders = Loaders(self.db, self.principal)
         return self._loaders
 
-    def fresh(self) -> Context:
-        """A copy with new loaders and clock (a subscription, per event)."""
-        ctx = Context(self.db, self.settings, self._principal, self.request_id)
-        ctx.request = self.request
-        return ctx
+    def refresh(self) -> None:
+        """New loaders and clock: a subscription calls this for every event."""
+        self._loaders = None
+        self.now = datetime.now(UTC)
 
 
 Info = _Info[Context, None]

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.requests import HTTPConnection, Request
+from strawberry import UNSET
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.fastapi import GraphQLRouter
 
 from schema.api import build_schema
@@ -21,6 +23,7 @@ from service import migrate
 from service.auth import authenticate, bearer
 from service.db import Database, count_statements
 from service.errors import Unauthenticated
+from service.fanout import EventHub
 from service.settings import Settings
 
 log = logging.getLogger("okr")
@@ -82,9 +85,16 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(database_url, pool_size=settings.pool_size)
+        app.state.hub = EventHub(
+            app.state.db, queue_size=settings.subscriber_queue_size,
+            poll_seconds=settings.event_poll_seconds,
+            health_seconds=settings.listener_health_seconds,
+        )
+        await app.state.hub.start()
         try:
             yield
         finally:
+            await app.state.hub.stop()
             await app.state.db.dispose()
 
     app = FastAPI(
@@ -96,6 +106,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def get_context(connection: HTTPConnection) -> Context:
         db: Database = connection.app.state.db
         ctx = Context(db, settings, request_id=uuid.uuid4().hex[:16])
+        ctx.hub = getattr(connection.app.state, "hub", None)
         if connection.scope["type"] != "http":
             return ctx  # WebSockets authenticate on connection_init
         request = Request(connection.scope)
@@ -106,10 +117,30 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             ctx.authenticate_as(await authenticate(conn, token, secret))
         return ctx
 
-    graphql = GraphQLRouter(
+    class Router(GraphQLRouter):
+        async def on_ws_connect(self, context: Context):
+            """The token comes in connection_init's payload, or on the upgrade."""
+            params = context.connection_params or {}
+            header = params.get("Authorization") or params.get("authorization")
+            if header is None and isinstance(params.get("token"), str):
+                header = f"Bearer {params['token']}"
+            if header is None:
+                header = context.request.headers.get("authorization")
+            try:
+                async with context.db.connect() as conn:
+                    context.authenticate_as(await authenticate(conn, bearer(header), secret))
+            except Unauthenticated as exc:
+                raise ConnectionRejectionError(
+                    {"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}
+                ) from None
+            return UNSET
+
+    graphql = Router(
         build_schema(settings),
         context_getter=get_context,
         graphql_ide="graphiql",
+        keep_alive=True,
+        keep_alive_interval=15,
     )
     app.include_router(graphql, prefix="/graphql")
 

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     jwt_ttl_days: int = 30
     pool_size: int = 10
 
+    # Subscriptions: a subscriber whose queue fills is closed with its cursor.
+    subscriber_queue_size: int = 1000
+    event_poll_seconds: float = 5.0
+    listener_health_seconds: float = 2.0
+
     # Limits, checked before any resolver runs.
     max_page_size: int = 100
     default_page_size: int = 20

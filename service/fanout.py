@@ -1,0 +1,305 @@
+"""Fan-out of the outbox to subscribers on this replica.
+
+The event row is the truth. A NOTIFY sent inside each writing transaction (delivered
+on commit, carrying only "organization:sequence") wakes the replicas; each replica
+then reads the new rows once per organization and offers them to its subscribers.
+
+- One dedicated listener connection per replica, never one from the pool. A lost
+  connection is noticed (termination listener, and a health check every few seconds),
+  replaced, and every organization with subscribers is caught up from the last
+  sequence seen. A slow poll covers any notification that went missing.
+- Every subscriber has a bounded queue and its own position (the last sequence it was
+  handed). A subscriber whose queue is full is marked as behind and closed with its
+  cursor; it never silently misses an event.
+- Replay: a new subscriber registers first, then reads what it missed from the table;
+  rows that arrive live while it replays are skipped by sequence, so nothing is lost
+  and nothing comes twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from service.db import Database
+from service.events import CHANNEL
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+_AFTER = text(
+    "SELECT * FROM event WHERE organization_id = :org AND seq > :after ORDER BY seq LIMIT :n"
+)
+_BOUNDS = text(
+    "SELECT o.event_seq AS top, (SELECT min(seq) FROM event e WHERE e.organization_id = o.id) "
+    "AS oldest FROM organization o WHERE o.id = :org"
+)
+
+
+class SubscriberBehind(Exception):
+    """The subscriber fell behind; it may resume from `position`."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(f"fell behind at sequence {position}")
+        self.position = position
+
+
+class CursorOutOfRange(Exception):
+    pass
+
+
+def listener_params(url: str) -> dict[str, Any]:
+    """asyncpg.connect() arguments for a SQLAlchemy URL (sockets given as ?host=)."""
+    u = make_url(url)
+    params: dict[str, Any] = {
+        "user": u.username,
+        "password": u.password,
+        "database": u.database,
+        "host": u.host or u.query.get("host"),
+        "port": u.port,
+        "server_settings": {"application_name": "okr-listener"},
+    }
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class Subscriber:
+    def __init__(self, hub: EventHub, organization_id: int, position: int, maxsize: int):
+        self.hub = hub
+        self.organization_id = organization_id
+        self.position = position  # the last sequence handed to the consumer
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.behind = False
+        self.closed = False
+
+    def offer(self, row: Any) -> None:
+        if self.behind or self.closed:
+            return
+        try:
+            self.queue.put_nowait(row)
+        except asyncio.QueueFull:
+            self.behind = True  # closed with its cursor when it next reads
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(None)
+        if self.queue.full():  # make room for the end marker
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+
+    async def rows(self) -> AsyncIterator[Any]:
+        """Missed rows from the table, then live ones, in sequence order."""
+        try:
+            while True:
+                batch = await self.hub.read_after(self.organization_id, self.position)
+                for row in batch:
+                    self.position = row.seq
+                    yield row
+                if len(batch) < BATCH:
+                    break
+            while True:
+                if self.behind:
+                    raise SubscriberBehind(self.position)
+                row = await self.queue.get()
+                if row is None:
+                    return
+                if row.seq <= self.position:
+                    continue  # already replayed
+                self.position = row.seq
+                yield row
+        finally:
+            self.hub.unsubscribe(self)
+
+
+class EventHub:
+    def __init__(self, db: Database, *, queue_size: int = 1000, poll_seconds: float = 5.0,
+                 health_seconds: float = 2.0) -> None:
+        self.db = db
+        self.queue_size = queue_size
+        self.poll_seconds = poll_seconds
+        self.health_seconds = health_seconds
+        self.subscribers: dict[int, set[Subscriber]] = defaultdict(set)
+        self.last_seen: dict[int, int] = {}
+        self.locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.listener: asyncpg.Connection | None = None
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._running: set[int] = set()
+        self._again: set[int] = set()
+        self._supervisor: asyncio.Task | None = None
+        self._stopping = False
+        self.reconnects = 0
+
+    # --- lifecycle --------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._connect()
+        self._supervisor = asyncio.create_task(self._supervise(), name="okr-event-hub")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for subs in list(self.subscribers.values()):
+            for sub in list(subs):
+                sub.close()
+        if self._supervisor:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        for task in list(self._tasks):
+            task.cancel()
+        if self.listener is not None and not self.listener.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.listener.close(), 2)
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(**listener_params(self.db.url), timeout=10)
+        conn.add_termination_listener(self._on_lost)
+        await conn.add_listener(CHANNEL, self._on_notify)
+        self.listener = conn
+        log.info("listening for events on %r", CHANNEL)
+
+    def _on_lost(self, _conn: asyncpg.Connection) -> None:
+        log.warning("event listener connection lost")
+        self._wake.set()
+
+    async def _healthy(self) -> bool:
+        conn = self.listener
+        if conn is None or conn.is_closed():
+            return False
+        try:
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), self.health_seconds)
+        except (Exception, asyncio.TimeoutError):
+            return False
+        return True
+
+    async def _supervise(self) -> None:
+        since_poll = 0.0
+        while not self._stopping:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.health_seconds)
+            self._wake.clear()
+            since_poll += self.health_seconds
+            try:
+                if not await self._healthy():
+                    await self._reconnect()
+                    since_poll = self.poll_seconds  # catch up at once
+                if since_poll >= self.poll_seconds:
+                    since_poll = 0.0
+                    for org in list(self.subscribers):
+                        self._schedule(org)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("event hub supervision failed; retrying")
+                await asyncio.sleep(0.5)
+
+    async def _reconnect(self) -> None:
+        old, self.listener = self.listener, None
+        if old is not None and not old.is_closed():
+            old.terminate()
+        delay = 0.1
+        while not self._stopping:
+            try:
+                await self._connect()
+                self.reconnects += 1
+                return
+            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                log.warning("event listener reconnect failed (%s); retrying in %.1fs", exc,
+                            delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # --- notifications and fetching ------------------------------------------------
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        try:
+            org_text, _, seq_text = payload.partition(":")
+            org, seq = int(org_text), int(seq_text)
+        except ValueError:
+            log.warning("ignoring malformed notification %r", payload)
+            return
+        if self.subscribers.get(org) and seq > self.last_seen.get(org, 0):
+            self._schedule(org)
+
+    def _schedule(self, org: int) -> None:
+        """One fetch at a time per organization; notifications that arrive while one
+        runs are folded into a single further round."""
+        if org in self._running:
+            self._again.add(org)
+            return
+        self._running.add(org)
+        task = asyncio.create_task(self._fetch_rounds(org))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _fetch_rounds(self, org: int) -> None:
+        try:
+            while True:
+                self._again.discard(org)
+                await self._fetch(org)
+                if org not in self._again:
+                    return
+        except Exception:
+            log.exception("fetching events of organization %s failed; the poll retries", org)
+        finally:
+            self._running.discard(org)
+
+    async def _fetch(self, org: int) -> None:
+        async with self.locks[org]:
+            while self.subscribers.get(org):
+                rows = await self.read_after(org, self.last_seen.get(org, 0))
+                for row in rows:
+                    for sub in list(self.subscribers.get(org, ())):
+                        sub.offer(row)
+                    self.last_seen[org] = row.seq
+                if len(rows) < BATCH:
+                    return
+
+    async def read_after(self, org: int, after: int) -> list[Any]:
+        async with self.db.connect() as conn:
+            return list((await conn.execute(_AFTER, {"org": org, "after": after, "n": BATCH})))
+
+    # --- subscribing -----------------------------------------------------------------
+
+    async def subscribe(self, organization_id: int, after: int | None) -> Subscriber:
+        """Register first, then replay: see the module's docstring."""
+        async with self.db.connect() as conn:
+            bounds = (await conn.execute(_BOUNDS, {"org": organization_id})).one()
+        top, oldest = bounds.top, bounds.oldest
+        if after is not None:
+            if after > top:
+                raise CursorOutOfRange(f"the cursor is ahead of the feed (which is at {top})")
+            if oldest is not None and after < oldest - 1:
+                raise CursorOutOfRange("the cursor is older than the events kept; "
+                                       "reload and subscribe without `after`")
+        async with self.locks[organization_id]:
+            if not self.subscribers.get(organization_id):
+                # Nobody here followed this organization: start from what is committed.
+                self.last_seen[organization_id] = max(self.last_seen.get(organization_id, 0),
+                                                      top)
+            sub = Subscriber(self, organization_id, top if after is None else after,
+                             self.queue_size)
+            self.subscribers[organization_id].add(sub)
+        if self.last_seen[organization_id] < top:
+            self._schedule(organization_id)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        subs = self.subscribers.get(sub.organization_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                self.subscribers.pop(sub.organization_id, None)
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(s) for s in self.subscribers.values())

@@ -1,0 +1,309 @@
+"""Subscriptions with a real WebSocket client (gql) against real `okr serve` processes
+sharing one database: across replicas, replay from a cursor, a killed listener
+connection, scopes, and a subscriber that stops reading."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import date
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from gql import Client, GraphQLRequest
+from gql.transport.exceptions import TransportQueryError, TransportServerError
+from gql.transport.websockets import WebsocketsTransport
+from sqlalchemy import text
+
+from schema.ids import encode
+from service.db import Database
+from service.usecases import cycles, key_results, objectives, organizations
+from tests.conftest import JWT_SECRET, Org
+
+PROGRESS = """
+subscription($after: String, $teamId: ID, $objectiveId: ID) {
+  progressChanged(after: $after, teamId: $teamId, objectiveId: $objectiveId) {
+    cursor occurredAt actor { name } checkIn { value note }
+    changes { node { id __typename } previousProgress progress status }
+  }
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Replica:
+    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
+        self.proc = proc
+        self.port = port
+        self.http = f"http://127.0.0.1:{port}/graphql"
+        self.ws = f"ws://127.0.0.1:{port}/graphql"
+
+
+@pytest.fixture
+async def replicas(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
+    started: list[Replica] = []
+
+    async def start(**settings: str) -> Replica:
+        port = free_port()
+        env = {**os.environ, "OKR_DATABASE_URL": database_url, "OKR_JWT_SECRET": JWT_SECRET,
+               "OKR_DATA_DIR": str(tmp_path), "OKR_EVENT_POLL_SECONDS": "2",
+               "OKR_LISTENER_HEALTH_SECONDS": "0.5", **settings}
+        proc = await asyncio.create_subprocess_exec(
+            bin_okr, "serve", "--port", str(port), "--log-level", "warning", env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        replica = Replica(proc, port)
+        started.append(replica)
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        return replica
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("okr serve did not come up")
+
+    yield start
+    for replica in started:
+        if replica.proc.returncode is None:
+            replica.proc.terminate()
+            try:
+                await asyncio.wait_for(replica.proc.wait(), 10)
+            except TimeoutError:
+                replica.proc.kill()
+
+
+class Tree:
+    def __init__(self, org: Org, db: Database) -> None:
+        self.org, self.db = org, db
+
+    async def build(self) -> Tree:
+        p = self.org.admin
+        tx = self.db.transaction
+        cycle = await tx(lambda s: cycles.create_cycle(s, p, "Q", date(2026, 1, 1),
+                                                        date(2027, 12, 31)))
+        await tx(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
+        self.team_x = await tx(lambda s: organizations.create_team(s, p, "X", None))
+        self.team_y = await tx(lambda s: organizations.create_team(s, p, "Y", None))
+        self.root = await tx(lambda s: objectives.create_objective(
+            s, p, cycle_id=cycle.id, title="Root"))
+        self.obj_x = await tx(lambda s: objectives.create_objective(
+            s, p, cycle_id=cycle.id, title="X's", team_id=self.team_x.id,
+            parent_id=self.root.id))
+        self.obj_y = await tx(lambda s: objectives.create_objective(
+            s, p, cycle_id=cycle.id, title="Y's", team_id=self.team_y.id))
+        self.kr_x = await tx(lambda s: key_results.create_key_result(
+            s, p, objective_id=self.obj_x.id, title="kx", type="INCREASE", start_value=0,
+            target_value=100))
+        self.kr_y = await tx(lambda s: key_results.create_key_result(
+            s, p, objective_id=self.obj_y.id, title="ky", type="INCREASE", start_value=0,
+            target_value=100))
+        return self
+
+    def gid(self, type_name: str, row: Any) -> str:
+        return encode(type_name, row.id)
+
+
+async def check_in(replica: Replica, token: str, kr_gid: str, value: float,
+                   note: str | None = None) -> None:
+    q = "mutation($i: CheckInInput!) { checkIn(input: $i) { userErrors { message } } }"
+    async with httpx.AsyncClient(timeout=30) as http:
+        r = await http.post(replica.http, headers={"Authorization": f"Bearer {token}"},
+                            json={"query": q, "variables": {"i": {
+                                "keyResultId": kr_gid, "value": value, "note": note}}})
+    assert r.json()["data"]["checkIn"]["userErrors"] == [], r.text
+
+
+def transport(replica: Replica, token: str, subprotocol: str | None = None) -> WebsocketsTransport:
+    return WebsocketsTransport(
+        url=replica.ws, init_payload={"Authorization": f"Bearer {token}"},
+        subprotocols=[subprotocol] if subprotocol else None)
+
+
+async def collect(session, variables: dict, n: int, queue: asyncio.Queue) -> None:
+    request = GraphQLRequest(PROGRESS, variable_values=variables)
+    async for result in session.subscribe(request):
+        await queue.put(result["progressChanged"])
+
+
+async def next_event(queue: asyncio.Queue, timeout: float = 15) -> dict:
+    return await asyncio.wait_for(queue.get(), timeout)
+
+
+@pytest.fixture
+async def tree(org: Org, db: Database) -> Tree:
+    return await Tree(org, db).build()
+
+
+@pytest.mark.parametrize("subprotocol", ["graphql-transport-ws", "graphql-ws"])
+async def test_a_check_in_on_one_replica_reaches_a_subscriber_on_another(
+        replicas, tree: Tree, org: Org, subprotocol: str):
+    first, second = await replicas(), await replicas()
+    events: asyncio.Queue = asyncio.Queue()
+    async with Client(transport=transport(first, org.admin_token, subprotocol)) as session:
+        task = asyncio.create_task(collect(session, {}, 1, events))
+        await asyncio.sleep(0.5)  # let the subscription register
+        await check_in(second, org.admin_token, tree.gid("KeyResult", tree.kr_x), 40, "hello")
+        event = await next_event(events)
+        task.cancel()
+    assert event["checkIn"] == {"value": 40.0, "note": "hello"}
+    assert event["actor"] == {"name": "Ada Admin"}
+    changes = [(c["node"]["id"], c["previousProgress"], c["progress"]) for c in event["changes"]]
+    assert changes == [
+        (tree.gid("KeyResult", tree.kr_x), 0.0, pytest.approx(0.4)),
+        (tree.gid("Objective", tree.obj_x), 0.0, pytest.approx(0.4)),
+        (tree.gid("Objective", tree.root), 0.0, pytest.approx(0.4)),
+    ]
+
+
+async def test_reconnecting_with_the_last_cursor_replays_exactly_what_was_missed(
+        replicas, tree: Tree, org: Org):
+    server = await replicas()
+    kr = tree.gid("KeyResult", tree.kr_x)
+    events: asyncio.Queue = asyncio.Queue()
+    async with Client(transport=transport(server, org.admin_token)) as session:
+        task = asyncio.create_task(collect(session, {}, 1, events))
+        await asyncio.sleep(0.5)
+        await check_in(server, org.admin_token, kr, 10)
+        cursor = (await next_event(events))["cursor"]
+        task.cancel()
+    for value in (20, 30, 40):  # while nobody listens
+        await check_in(server, org.admin_token, kr, value)
+    async with Client(transport=transport(server, org.admin_token)) as session:
+        task = asyncio.create_task(collect(session, {"after": cursor}, 4, events))
+        replayed = [await next_event(events) for _ in range(3)]
+        assert [e["checkIn"]["value"] for e in replayed] == [20, 30, 40]
+        await check_in(server, org.admin_token, kr, 50)  # then live, none twice
+        live = await next_event(events)
+        assert live["checkIn"]["value"] == 50
+        await asyncio.sleep(0.5)
+        assert events.empty()
+        task.cancel()
+
+
+async def test_events_survive_a_killed_listener_connection(replicas, tree: Tree, org: Org,
+                                                           db: Database):
+    server = await replicas()
+    kr = tree.gid("KeyResult", tree.kr_x)
+    events: asyncio.Queue = asyncio.Queue()
+    async with Client(transport=transport(server, org.admin_token)) as session:
+        task = asyncio.create_task(collect(session, {}, 3, events))
+        await asyncio.sleep(0.5)
+        async with db.engine.begin() as conn:
+            killed = (await conn.execute(text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'okr-listener' AND datname = current_database()"
+            ))).scalar()
+        assert killed == 1
+        for value in (11, 22, 33):  # committed while the listener is gone
+            await check_in(server, org.admin_token, kr, value)
+        got = [await next_event(events, 20) for _ in range(3)]
+        task.cancel()
+    assert [e["checkIn"]["value"] for e in got] == [11, 22, 33]
+
+
+async def test_a_team_scoped_subscriber_sees_nothing_of_another_team(replicas, tree: Tree,
+                                                                     org: Org):
+    server = await replicas()
+    events: asyncio.Queue = asyncio.Queue()
+    async with Client(transport=transport(server, org.admin_token)) as session:
+        task = asyncio.create_task(
+            collect(session, {"teamId": tree.gid("Team", tree.team_x)}, 1, events))
+        await asyncio.sleep(0.5)
+        await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_y), 70)
+        await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 5)
+        event = await next_event(events)
+        task.cancel()
+    assert event["checkIn"]["value"] == 5
+    assert events.empty()
+
+
+async def test_a_subscriber_that_stops_reading_is_closed_with_its_cursor(
+        replicas, tree: Tree, org: Org):
+    server = await replicas(OKR_SUBSCRIBER_QUEUE_SIZE="3")
+    kr = tree.gid("KeyResult", tree.kr_x)
+    note = "n" * 4000
+    # A raw client with tiny socket buffers that reads one event and then stops.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", server.port))
+    async with websockets.connect(server.ws, sock=sock, subprotocols=["graphql-transport-ws"],
+                                  max_queue=1, max_size=2**20) as ws:
+        await ws.send(json.dumps({"type": "connection_init",
+                                  "payload": {"Authorization": f"Bearer {org.admin_token}"}}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": PROGRESS, "variables": {}}}))
+        await asyncio.sleep(0.5)
+        await check_in(server, org.admin_token, kr, 1, note)
+        first = json.loads(await ws.recv())
+        cursor = first["payload"]["data"]["progressChanged"]["cursor"]
+        sent = 200
+        for i in range(sent):  # the subscriber does not read meanwhile
+            await check_in(server, org.admin_token, kr, i + 2, note)
+        closing = None
+        received = [cursor]
+        while closing is None:  # now read what was buffered, up to the error
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            if message["type"] == "error":
+                closing = message["payload"][0]
+            elif message["type"] == "next":
+                if "errors" in message["payload"]:
+                    closing = message["payload"]["errors"][0]
+                else:
+                    received.append(message["payload"]["data"]["progressChanged"]["cursor"])
+    assert closing["extensions"]["code"] == "SUBSCRIBER_BEHIND"
+    resume = closing["extensions"]["cursor"]
+    assert resume == received[-1]
+    assert len(received) < sent + 1  # it really was cut off
+    events: asyncio.Queue = asyncio.Queue()
+    async with Client(transport=transport(server, org.admin_token)) as session:
+        task = asyncio.create_task(collect(session, {"after": resume}, 1, events))
+        rest = [await next_event(events) for _ in range(sent + 1 - len(received))]
+        task.cancel()
+    values = [e["checkIn"]["value"] for e in rest]
+    assert values[-1] == sent + 1  # everything up to the last check-in, nothing lost
+    assert values == sorted(set(values))  # in order, none twice
+    assert len(received) + len(values) == sent + 1
+
+
+async def test_unauthenticated_connections_are_refused(replicas, tree: Tree):
+    server = await replicas()
+    with pytest.raises((TransportServerError, TransportQueryError, websockets.ConnectionClosed,
+                        Exception)):
+        async with Client(transport=transport(server, "not-a-token")) as session:
+            await session.execute(GraphQLRequest("{ viewer { role } }"))
+    async with websockets.connect(server.ws, subprotocols=["graphql-transport-ws"]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await asyncio.wait_for(ws.recv(), 5)
+    assert closed.value.rcvd.code == 4403
+
+
+async def test_a_bad_cursor_is_a_clear_error(replicas, tree: Tree, org: Org):
+    server = await replicas()
+    async with Client(transport=transport(server, org.admin_token)) as session:
+        for after, words in (("garbage", "not a valid cursor"), (encode_cursor(10**6),
+                                                                  "ahead of the feed")):
+            with pytest.raises(TransportQueryError) as error:
+                async for _ in session.subscribe(
+                        GraphQLRequest(PROGRESS, variable_values={"after": after})):
+                    pass
+            assert words in str(error.value)
+
+
+def encode_cursor(seq: int) -> str:
+    from schema.ids import cursor
+
+    return cursor(seq)
