@@ -58,7 +58,10 @@ def cursor(position: int) -> str:
 
 
 def uncursor(value: str) -> int:
-    prefix, _, raw = _unb64(value).partition(":")
+    try:
+        prefix, _, raw = _unb64(value).partition(":")
+    except BadId:
+        raise BadId("not a valid cursor") from None
     if prefix != "c" or not raw.isdigit() or len(raw) > 18:
         raise BadId("not a valid cursor")
     return int(raw)

@@ -102,14 +102,21 @@ class Subscription:
         "replayed first, in commit order, none missed and none twice, then live ones follow."
     )
     async def progress_changed(
-        self, info: Info, objective_id: ID | None = None, team_id: ID | None = None,
-        cycle_id: ID | None = None, after: str | None = None,
+        self,
+        info: Info,
+        objective_id: ID | None = None,
+        team_id: ID | None = None,
+        cycle_id: ID | None = None,
+        after: str | None = None,
     ) -> AsyncGenerator[ProgressEvent, None]:
         objective = decode_filter_id(objective_id, "Objective", "objectiveId")
         team = decode_filter_id(team_id, "Team", "teamId")
         cycle = decode_filter_id(cycle_id, "Cycle", "cycleId")
-        for type_name, pk, name in (("Objective", objective, "objectiveId"),
-                                    ("Team", team, "teamId"), ("Cycle", cycle, "cycleId")):
+        for type_name, pk, name in (
+            ("Objective", objective, "objectiveId"),
+            ("Team", team, "teamId"),
+            ("Cycle", cycle, "cycleId"),
+        ):
             if pk is not None and await resolve_node(info, type_name, pk) is None:
                 raise GraphQLError(f"{name}: not found", extensions={"code": "NOT_FOUND"})
         async for row in _events(info, after):
@@ -117,8 +124,9 @@ class Subscription:
                 continue
             if not await _visible(info, row):
                 continue
-            yield ProgressEvent(row=row, cursor=ids.cursor(row.seq),
-                                occurred_at=row.occurred_at.astimezone(UTC))
+            yield ProgressEvent(
+                row=row, cursor=ids.cursor(row.seq), occurred_at=row.occurred_at.astimezone(UTC)
+            )
 
     @strawberry.subscription(
         description="Every committed change of the organization (or of the given kinds), "
@@ -126,7 +134,10 @@ class Subscription:
         "sync."
     )
     async def changes(
-        self, info: Info, after: str | None = None, kinds: list[EventKind] | None = None,
+        self,
+        info: Info,
+        after: str | None = None,
+        kinds: list[EventKind] | None = None,
     ) -> AsyncGenerator[Event, None]:
         wanted = {str(k.value) for k in kinds} if kinds else None
         async for row in _events(info, after):

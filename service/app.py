@@ -86,7 +86,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(database_url, pool_size=settings.pool_size)
         app.state.hub = EventHub(
-            app.state.db, queue_size=settings.subscriber_queue_size,
+            app.state.db,
+            queue_size=settings.subscriber_queue_size,
             poll_seconds=settings.event_poll_seconds,
             health_seconds=settings.listener_health_seconds,
         )

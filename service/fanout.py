@@ -86,6 +86,11 @@ class Subscriber:
             self.queue.put_nowait(row)
         except asyncio.QueueFull:
             self.behind = True  # closed with its cursor when it next reads
+            log.info(
+                "a subscriber of organization %s fell behind at %s",
+                self.organization_id,
+                self.position,
+            )
 
     def close(self) -> None:
         self.closed = True
@@ -121,8 +126,14 @@ class Subscriber:
 
 
 class EventHub:
-    def __init__(self, db: Database, *, queue_size: int = 1000, poll_seconds: float = 5.0,
-                 health_seconds: float = 2.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        queue_size: int = 1000,
+        poll_seconds: float = 5.0,
+        health_seconds: float = 2.0,
+    ) -> None:
         self.db = db
         self.queue_size = queue_size
         self.poll_seconds = poll_seconds
@@ -177,7 +188,7 @@ class EventHub:
             return False
         try:
             await asyncio.wait_for(conn.fetchval("SELECT 1"), self.health_seconds)
-        except (Exception, asyncio.TimeoutError):
+        except (TimeoutError, Exception):
             return False
         return True
 
@@ -212,9 +223,8 @@ class EventHub:
                 await self._connect()
                 self.reconnects += 1
                 return
-            except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
-                log.warning("event listener reconnect failed (%s); retrying in %.1fs", exc,
-                            delay)
+            except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
+                log.warning("event listener reconnect failed (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
@@ -266,7 +276,7 @@ class EventHub:
 
     async def read_after(self, org: int, after: int) -> list[Any]:
         async with self.db.connect() as conn:
-            return list((await conn.execute(_AFTER, {"org": org, "after": after, "n": BATCH})))
+            return list(await conn.execute(_AFTER, {"org": org, "after": after, "n": BATCH}))
 
     # --- subscribing -----------------------------------------------------------------
 
@@ -279,15 +289,16 @@ class EventHub:
             if after > top:
                 raise CursorOutOfRange(f"the cursor is ahead of the feed (which is at {top})")
             if oldest is not None and after < oldest - 1:
-                raise CursorOutOfRange("the cursor is older than the events kept; "
-                                       "reload and subscribe without `after`")
+                raise CursorOutOfRange(
+                    "the cursor is older than the events kept; reload and subscribe without `after`"
+                )
         async with self.locks[organization_id]:
             if not self.subscribers.get(organization_id):
                 # Nobody here followed this organization: start from what is committed.
-                self.last_seen[organization_id] = max(self.last_seen.get(organization_id, 0),
-                                                      top)
-            sub = Subscriber(self, organization_id, top if after is None else after,
-                             self.queue_size)
+                self.last_seen[organization_id] = max(self.last_seen.get(organization_id, 0), top)
+            sub = Subscriber(
+                self, organization_id, top if after is None else after, self.queue_size
+            )
             self.subscribers[organization_id].add(sub)
         if self.last_seen[organization_id] < top:
             self._schedule(organization_id)

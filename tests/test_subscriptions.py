@@ -36,6 +36,9 @@ subscription($after: String, $teamId: ID, $objectiveId: ID) {
 """
 
 
+LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -56,12 +59,27 @@ async def replicas(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
 
     async def start(**settings: str) -> Replica:
         port = free_port()
-        env = {**os.environ, "OKR_DATABASE_URL": database_url, "OKR_JWT_SECRET": JWT_SECRET,
-               "OKR_DATA_DIR": str(tmp_path), "OKR_EVENT_POLL_SECONDS": "2",
-               "OKR_LISTENER_HEALTH_SECONDS": "0.5", **settings}
+        env = {
+            **os.environ,
+            "OKR_DATABASE_URL": database_url,
+            "OKR_JWT_SECRET": JWT_SECRET,
+            "OKR_DATA_DIR": str(tmp_path),
+            "OKR_EVENT_POLL_SECONDS": "2",
+            "OKR_LISTENER_HEALTH_SECONDS": "0.5",
+            **settings,
+        }
         proc = await asyncio.create_subprocess_exec(
-            bin_okr, "serve", "--port", str(port), "--log-level", "warning", env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            bin_okr,
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=LOG,
+            stderr=subprocess.STDOUT,
+        )
         replica = Replica(proc, port)
         started.append(replica)
         async with httpx.AsyncClient() as http:
@@ -91,44 +109,75 @@ class Tree:
     async def build(self) -> Tree:
         p = self.org.admin
         tx = self.db.transaction
-        cycle = await tx(lambda s: cycles.create_cycle(s, p, "Q", date(2026, 1, 1),
-                                                        date(2027, 12, 31)))
+        cycle = await tx(
+            lambda s: cycles.create_cycle(s, p, "Q", date(2026, 1, 1), date(2027, 12, 31))
+        )
         await tx(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
         self.team_x = await tx(lambda s: organizations.create_team(s, p, "X", None))
         self.team_y = await tx(lambda s: organizations.create_team(s, p, "Y", None))
-        self.root = await tx(lambda s: objectives.create_objective(
-            s, p, cycle_id=cycle.id, title="Root"))
-        self.obj_x = await tx(lambda s: objectives.create_objective(
-            s, p, cycle_id=cycle.id, title="X's", team_id=self.team_x.id,
-            parent_id=self.root.id))
-        self.obj_y = await tx(lambda s: objectives.create_objective(
-            s, p, cycle_id=cycle.id, title="Y's", team_id=self.team_y.id))
-        self.kr_x = await tx(lambda s: key_results.create_key_result(
-            s, p, objective_id=self.obj_x.id, title="kx", type="INCREASE", start_value=0,
-            target_value=100))
-        self.kr_y = await tx(lambda s: key_results.create_key_result(
-            s, p, objective_id=self.obj_y.id, title="ky", type="INCREASE", start_value=0,
-            target_value=100))
+        self.root = await tx(
+            lambda s: objectives.create_objective(s, p, cycle_id=cycle.id, title="Root")
+        )
+        self.obj_x = await tx(
+            lambda s: objectives.create_objective(
+                s, p, cycle_id=cycle.id, title="X's", team_id=self.team_x.id, parent_id=self.root.id
+            )
+        )
+        self.obj_y = await tx(
+            lambda s: objectives.create_objective(
+                s, p, cycle_id=cycle.id, title="Y's", team_id=self.team_y.id
+            )
+        )
+        self.kr_x = await tx(
+            lambda s: key_results.create_key_result(
+                s,
+                p,
+                objective_id=self.obj_x.id,
+                title="kx",
+                type="INCREASE",
+                start_value=0,
+                target_value=100,
+            )
+        )
+        self.kr_y = await tx(
+            lambda s: key_results.create_key_result(
+                s,
+                p,
+                objective_id=self.obj_y.id,
+                title="ky",
+                type="INCREASE",
+                start_value=0,
+                target_value=100,
+            )
+        )
         return self
 
     def gid(self, type_name: str, row: Any) -> str:
         return encode(type_name, row.id)
 
 
-async def check_in(replica: Replica, token: str, kr_gid: str, value: float,
-                   note: str | None = None) -> None:
+async def check_in(
+    replica: Replica, token: str, kr_gid: str, value: float, note: str | None = None
+) -> None:
     q = "mutation($i: CheckInInput!) { checkIn(input: $i) { userErrors { message } } }"
     async with httpx.AsyncClient(timeout=30) as http:
-        r = await http.post(replica.http, headers={"Authorization": f"Bearer {token}"},
-                            json={"query": q, "variables": {"i": {
-                                "keyResultId": kr_gid, "value": value, "note": note}}})
+        r = await http.post(
+            replica.http,
+            headers={"Authorization": f"Bearer {token}"},
+            json={
+                "query": q,
+                "variables": {"i": {"keyResultId": kr_gid, "value": value, "note": note}},
+            },
+        )
     assert r.json()["data"]["checkIn"]["userErrors"] == [], r.text
 
 
 def transport(replica: Replica, token: str, subprotocol: str | None = None) -> WebsocketsTransport:
     return WebsocketsTransport(
-        url=replica.ws, init_payload={"Authorization": f"Bearer {token}"},
-        subprotocols=[subprotocol] if subprotocol else None)
+        url=replica.ws,
+        init_payload={"Authorization": f"Bearer {token}"},
+        subprotocols=[subprotocol] if subprotocol else None,
+    )
 
 
 async def collect(session, variables: dict, n: int, queue: asyncio.Queue) -> None:
@@ -137,8 +186,8 @@ async def collect(session, variables: dict, n: int, queue: asyncio.Queue) -> Non
         await queue.put(result["progressChanged"])
 
 
-async def next_event(queue: asyncio.Queue, timeout: float = 15) -> dict:
-    return await asyncio.wait_for(queue.get(), timeout)
+async def next_event(queue: asyncio.Queue, wait: float = 15) -> dict:
+    return await asyncio.wait_for(queue.get(), wait)
 
 
 @pytest.fixture
@@ -148,7 +197,8 @@ async def tree(org: Org, db: Database) -> Tree:
 
 @pytest.mark.parametrize("subprotocol", ["graphql-transport-ws", "graphql-ws"])
 async def test_a_check_in_on_one_replica_reaches_a_subscriber_on_another(
-        replicas, tree: Tree, org: Org, subprotocol: str):
+    replicas, tree: Tree, org: Org, subprotocol: str
+):
     first, second = await replicas(), await replicas()
     events: asyncio.Queue = asyncio.Queue()
     async with Client(transport=transport(first, org.admin_token, subprotocol)) as session:
@@ -168,7 +218,8 @@ async def test_a_check_in_on_one_replica_reaches_a_subscriber_on_another(
 
 
 async def test_reconnecting_with_the_last_cursor_replays_exactly_what_was_missed(
-        replicas, tree: Tree, org: Org):
+    replicas, tree: Tree, org: Org
+):
     server = await replicas()
     kr = tree.gid("KeyResult", tree.kr_x)
     events: asyncio.Queue = asyncio.Queue()
@@ -192,8 +243,9 @@ async def test_reconnecting_with_the_last_cursor_replays_exactly_what_was_missed
         task.cancel()
 
 
-async def test_events_survive_a_killed_listener_connection(replicas, tree: Tree, org: Org,
-                                                           db: Database):
+async def test_events_survive_a_killed_listener_connection(
+    replicas, tree: Tree, org: Org, db: Database
+):
     server = await replicas()
     kr = tree.gid("KeyResult", tree.kr_x)
     events: asyncio.Queue = asyncio.Queue()
@@ -201,10 +253,14 @@ async def test_events_survive_a_killed_listener_connection(replicas, tree: Tree,
         task = asyncio.create_task(collect(session, {}, 3, events))
         await asyncio.sleep(0.5)
         async with db.engine.begin() as conn:
-            killed = (await conn.execute(text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'okr-listener' AND datname = current_database()"
-            ))).scalar()
+            killed = (
+                await conn.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = 'okr-listener' AND datname = current_database()"
+                    )
+                )
+            ).scalar()
         assert killed == 1
         for value in (11, 22, 33):  # committed while the listener is gone
             await check_in(server, org.admin_token, kr, value)
@@ -213,13 +269,15 @@ async def test_events_survive_a_killed_listener_connection(replicas, tree: Tree,
     assert [e["checkIn"]["value"] for e in got] == [11, 22, 33]
 
 
-async def test_a_team_scoped_subscriber_sees_nothing_of_another_team(replicas, tree: Tree,
-                                                                     org: Org):
+async def test_a_team_scoped_subscriber_sees_nothing_of_another_team(
+    replicas, tree: Tree, org: Org
+):
     server = await replicas()
     events: asyncio.Queue = asyncio.Queue()
     async with Client(transport=transport(server, org.admin_token)) as session:
         task = asyncio.create_task(
-            collect(session, {"teamId": tree.gid("Team", tree.team_x)}, 1, events))
+            collect(session, {"teamId": tree.gid("Team", tree.team_x)}, 1, events)
+        )
         await asyncio.sleep(0.5)
         await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_y), 70)
         await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 5)
@@ -230,26 +288,35 @@ async def test_a_team_scoped_subscriber_sees_nothing_of_another_team(replicas, t
 
 
 async def test_a_subscriber_that_stops_reading_is_closed_with_its_cursor(
-        replicas, tree: Tree, org: Org):
+    replicas, tree: Tree, org: Org
+):
     server = await replicas(OKR_SUBSCRIBER_QUEUE_SIZE="3")
     kr = tree.gid("KeyResult", tree.kr_x)
-    note = "n" * 4000
-    # A raw client with tiny socket buffers that reads one event and then stops.
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", server.port))
-    async with websockets.connect(server.ws, sock=sock, subprotocols=["graphql-transport-ws"],
-                                  max_queue=1, max_size=2**20) as ws:
-        await ws.send(json.dumps({"type": "connection_init",
-                                  "payload": {"Authorization": f"Bearer {org.admin_token}"}}))
+    note = os.urandom(2000).hex()  # incompressible
+    # A raw client, without compression, that reads one event and then stops; the
+    # socket buffers fill and the server's queue for it overflows.
+    async with websockets.connect(
+        server.ws, subprotocols=["graphql-transport-ws"], compression=None, max_size=2**22
+    ) as ws:
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "connection_init",
+                    "payload": {"Authorization": f"Bearer {org.admin_token}"},
+                }
+            )
+        )
         assert json.loads(await ws.recv())["type"] == "connection_ack"
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-            "query": PROGRESS, "variables": {}}}))
+        await ws.send(
+            json.dumps(
+                {"id": "1", "type": "subscribe", "payload": {"query": BULKY, "variables": {}}}
+            )
+        )
         await asyncio.sleep(0.5)
         await check_in(server, org.admin_token, kr, 1, note)
         first = json.loads(await ws.recv())
         cursor = first["payload"]["data"]["progressChanged"]["cursor"]
-        sent = 200
+        sent = 120
         for i in range(sent):  # the subscriber does not read meanwhile
             await check_in(server, org.admin_token, kr, i + 2, note)
         closing = None
@@ -280,8 +347,9 @@ async def test_a_subscriber_that_stops_reading_is_closed_with_its_cursor(
 
 async def test_unauthenticated_connections_are_refused(replicas, tree: Tree):
     server = await replicas()
-    with pytest.raises((TransportServerError, TransportQueryError, websockets.ConnectionClosed,
-                        Exception)):
+    with pytest.raises(
+        (TransportServerError, TransportQueryError, websockets.ConnectionClosed, Exception)
+    ):
         async with Client(transport=transport(server, "not-a-token")) as session:
             await session.execute(GraphQLRequest("{ viewer { role } }"))
     async with websockets.connect(server.ws, subprotocols=["graphql-transport-ws"]) as ws:
@@ -294,13 +362,24 @@ async def test_unauthenticated_connections_are_refused(replicas, tree: Tree):
 async def test_a_bad_cursor_is_a_clear_error(replicas, tree: Tree, org: Org):
     server = await replicas()
     async with Client(transport=transport(server, org.admin_token)) as session:
-        for after, words in (("garbage", "not a valid cursor"), (encode_cursor(10**6),
-                                                                  "ahead of the feed")):
+        for after, words in (
+            ("garbage", "not a valid cursor"),
+            (encode_cursor(10**6), "ahead of the feed"),
+        ):
             with pytest.raises(TransportQueryError) as error:
                 async for _ in session.subscribe(
-                        GraphQLRequest(PROGRESS, variable_values={"after": after})):
+                    GraphQLRequest(PROGRESS, variable_values={"after": after})
+                ):
                     pass
             assert words in str(error.value)
+
+
+# Each event about 100 kB, so that a reader that stops fills the socket buffers soon.
+BULKY = (
+    "subscription { progressChanged { cursor "
+    + " ".join(f"n{i}: checkIn {{ note }}" for i in range(25))
+    + " } }"
+)
 
 
 def encode_cursor(seq: int) -> str:
