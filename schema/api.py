@@ -9,7 +9,6 @@ from functools import partial
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
-    AddValidationRules,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
@@ -19,6 +18,7 @@ from strawberry.schema.config import StrawberryConfig
 
 from schema.mutations import Mutation
 from schema.queries import Query
+from schema.sharing import SharedStreams, SharingSchema
 from schema.subscriptions import Subscription
 from schema.types import ALL_TYPES
 from service.errors import Unauthenticated
@@ -73,8 +73,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
     ]
-    _ = AddValidationRules
-    return strawberry.Schema(
+    schema = SharingSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
@@ -82,6 +81,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         extensions=extensions,
         config=StrawberryConfig(auto_camel_case=True),
     )
+    schema.shared = SharedStreams(settings.subscriber_queue_size)
+    return schema
 
 
 def sdl(settings: Settings | None = None) -> str:

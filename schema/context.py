@@ -32,6 +32,7 @@ class Context(BaseContext):
         self._loaders: Loaders | None = None
         self.connection_params: dict | None = None  # a WebSocket's connection_init payload
         self.hub = None  # the replica's EventHub, for subscriptions
+        self.last_event_seq: int | None = None  # the event a subscription yielded last
 
     @property
     def principal(self) -> Principal:
@@ -48,6 +49,14 @@ class Context(BaseContext):
         if self._loaders is None:
             self._loaders = Loaders(self.db, self.principal)
         return self._loaders
+
+    def fork(self) -> Context:
+        """A context of its own (same caller and connection) for a shared stream."""
+        ctx = Context(self.db, self.settings, self._principal, self.request_id)
+        ctx.hub = self.hub
+        ctx.request = self.request
+        ctx.connection_params = self.connection_params
+        return ctx
 
     def refresh(self) -> None:
         """New loaders and clock: a subscription calls this for every event."""

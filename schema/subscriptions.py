@@ -82,6 +82,7 @@ async def _events(info: Info, after: str | None) -> AsyncGenerator[Any, None]:
     try:
         async for row in rows:
             info.context.refresh()  # cached values go stale between events
+            info.context.last_event_seq = row.seq  # for streams shared by many subscribers
             yield row
     except SubscriberBehind as exc:
         raise GraphQLError(

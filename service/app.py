@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import orjson
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.requests import HTTPConnection, Request
@@ -35,10 +36,16 @@ class Metrics:
         self.errors_401 = 0
         self.seconds = 0.0
 
-    def render(self, db: Database) -> str:
+    def render(self, db: Database, hub: EventHub | None) -> str:
         pool = db.engine.pool
         checked_out = getattr(pool, "checkedout", lambda: 0)()
+        subscribers = hub.subscriber_count if hub else 0
+        reconnects = hub.reconnects if hub else 0
         return (
+            "# TYPE okr_subscribers gauge\n"
+            f"okr_subscribers {subscribers}\n"
+            "# TYPE okr_event_listener_reconnects_total counter\n"
+            f"okr_event_listener_reconnects_total {reconnects}\n"
             "# TYPE okr_http_requests_total counter\n"
             f"okr_http_requests_total {self.requests}\n"
             "# TYPE okr_http_unauthenticated_total counter\n"
@@ -119,6 +126,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         return ctx
 
     class Router(GraphQLRouter):
+        def encode_json(self, data: object) -> str:
+            return orjson.dumps(data).decode()
+
         async def on_ws_connect(self, context: Context):
             """The token comes in connection_init's payload, or on the upgrade."""
             params = context.connection_params or {}

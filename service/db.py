@@ -107,7 +107,7 @@ class Database:
             self.url,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
+            pool_pre_ping=False,  # a dropped connection is invalidated on error instead
             echo=echo,
         )
         event.listen(self.engine.sync_engine, "before_cursor_execute", _on_execute)

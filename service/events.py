@@ -2,7 +2,7 @@
 last statement: the organization's row is bumped and locked until commit, so the
 per-organization sequence has no gaps and follows commit order. The NOTIFY in the
 same statement is delivered on commit and only wakes the replicas; the row is the
-truth."""
+truth. `occurred_at` is the clock at this last statement, a hair before the commit."""
 
 from __future__ import annotations
 
@@ -45,9 +45,9 @@ _RECORD = text(
         UPDATE organization SET event_seq = event_seq + 1 WHERE id = :org RETURNING event_seq
     ), e AS (
         INSERT INTO event (organization_id, seq, kind, actor_user_id, actor_api_key_id,
-                           subject_type, subject_id, check_in_id, payload)
+                           subject_type, subject_id, check_in_id, payload, occurred_at)
         SELECT :org, s.event_seq, :kind, :user_id, :api_key_id, :subject_type, :subject_id,
-               :check_in_id, CAST(:payload AS jsonb)
+               :check_in_id, CAST(:payload AS jsonb), clock_timestamp()
         FROM s
         RETURNING seq
     )

@@ -1,0 +1,216 @@
+"""Shared subscription streams: subscribers that send the same subscription (same
+document and variables, no `after`) with the same access are served by one stream,
+executed once per event; each gets the same result through its own bounded queue.
+
+A live progress screen is usually one of many showing the same thing; without this,
+every event would be resolved once per screen. A subscriber with `after` replays
+from its own cursor and gets a stream of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.types.execution import ExecutionResult
+
+from schema import ids
+
+log = logging.getLogger(__name__)
+
+_AFTER_VARIABLE = re.compile(r"\bafter\s*:\s*\$(\w+)")
+_AFTER_LITERAL = re.compile(r"\bafter\s*:\s*\"")
+_SUBSCRIPTION = re.compile(r"^\s*subscription\b", re.MULTILINE)
+_END = object()
+
+
+def share_key(
+    query: str | None, variables: dict[str, Any] | None, operation_name: str | None, context: Any
+) -> tuple | None:
+    """The key under which this operation may share a stream, or None."""
+    if not query or not _SUBSCRIPTION.search(query) or query.count("subscription") != 1:
+        return None
+    variables = variables or {}
+    if _AFTER_LITERAL.search(query):
+        return None
+    if any(variables.get(name) is not None for name in _AFTER_VARIABLE.findall(query)):
+        return None
+    principal = getattr(context, "_principal", None)
+    if principal is None:
+        return None
+    who = (
+        principal.organization_id,
+        principal.role,
+        principal.user_id,
+        principal.api_key_id,
+        tuple(sorted(principal.team_ids)),
+    )
+    try:
+        frozen = json.dumps(variables, sort_keys=True)
+    except TypeError:
+        return None
+    return (query, frozen, operation_name, who)
+
+
+class _Member:
+    def __init__(self, group: _Group, maxsize: int) -> None:
+        self.group = group
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self.behind = False
+        self.last_seq: int | None = None
+
+    def offer(self, item: Any) -> None:
+        if self.behind:
+            return
+        try:
+            self.queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.behind = True
+
+    def end(self) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(_END)
+        if self.queue.full():
+            self.behind = True  # it learns on its next read
+
+    async def results(self) -> AsyncGenerator[Any, None]:
+        try:
+            while True:
+                if self.behind and self.queue.empty():
+                    yield _behind(
+                        self.last_seq if self.last_seq is not None else self.group.start_seq
+                    )
+                    return
+                item = await self.queue.get()
+                if item is _END:
+                    return
+                result, seq = item
+                yield result
+                if seq is not None:
+                    self.last_seq = seq
+        finally:
+            self.group.leave(self)
+
+
+def _behind(seq: int | None) -> ExecutionResult:
+    return ExecutionResult(
+        data=None,
+        errors=[
+            GraphQLError(
+                "this subscription fell behind and was closed; subscribe again with `after` set "
+                "to the cursor in this error's extensions",
+                extensions={
+                    "code": "SUBSCRIBER_BEHIND",
+                    "cursor": ids.cursor(seq) if seq is not None else None,
+                },
+            )
+        ],
+    )
+
+
+class _Group:
+    def __init__(
+        self, registry: SharedStreams, key: tuple, source: AsyncIterator[Any], context: Any
+    ) -> None:
+        self.registry = registry
+        self.key = key
+        self.source = source
+        self.context = context
+        self.members: set[_Member] = set()
+        self.start_seq: int | None = None
+        self.task = asyncio.create_task(self._pump(), name="okr-shared-subscription")
+
+    async def _pump(self) -> None:
+        try:
+            async for result in self.source:
+                seq = getattr(self.context, "last_event_seq", None)
+                for member in list(self.members):
+                    member.offer((result, seq))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("a shared subscription stream failed")
+        finally:
+            self.registry.groups.pop(self.key, None)
+            for member in list(self.members):
+                member.end()
+            with contextlib.suppress(Exception):
+                await self.source.aclose()  # type: ignore[attr-defined]
+
+    def join(self, maxsize: int) -> _Member:
+        member = _Member(self, maxsize)
+        self.members.add(member)
+        return member
+
+    def leave(self, member: _Member) -> None:
+        self.members.discard(member)
+        if not self.members:
+            self.registry.groups.pop(self.key, None)
+            self.task.cancel()
+
+
+class SharedStreams:
+    def __init__(self, queue_size: int) -> None:
+        self.queue_size = queue_size
+        self.groups: dict[tuple, _Group] = {}
+
+    def member_stream(self, key: tuple, source_factory, context: Any):
+        async def start() -> AsyncGenerator[Any, None]:
+            group = self.groups.get(key)
+            if group is None:
+                group = _Group(self, key, await source_factory(), context)
+                self.groups[key] = group
+            async for result in group.join(self.queue_size).results():
+                yield result
+
+        return start()
+
+
+class SharingSchema(strawberry.Schema):
+    """A schema whose identical subscriptions share one stream (see the module doc)."""
+
+    shared: SharedStreams
+
+    async def stream(
+        self,
+        query,
+        variable_values=None,
+        context_value=None,
+        root_value=None,
+        operation_name=None,
+        operation_extensions=None,
+        allowed_operation_types=None,
+    ):
+        key = share_key(query, variable_values, operation_name, context_value)
+        if key is None:
+            return await super().stream(
+                query,
+                variable_values,
+                context_value,
+                root_value,
+                operation_name,
+                operation_extensions,
+                allowed_operation_types,
+            )
+
+        own = context_value.fork()  # the seq it records is this stream's alone
+
+        async def source():
+            return await super(SharingSchema, self).stream(
+                query,
+                variable_values,
+                own,
+                root_value,
+                operation_name,
+                operation_extensions,
+                allowed_operation_types,
+            )
+
+        return self.shared.member_stream(key, source, own)
