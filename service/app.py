@@ -188,7 +188,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     @app.get("/metrics")
     async def prometheus() -> PlainTextResponse:
         return PlainTextResponse(
-            metrics.render(app.state.db), media_type="text/plain; version=0.0.4"
+            metrics.render(app.state.db, getattr(app.state, "hub", None)),
+            media_type="text/plain; version=0.0.4",
         )
 
     app.add_middleware(StatementCounter, metrics=metrics)

@@ -179,6 +179,8 @@ class EventHub:
         log.info("listening for events on %r", CHANNEL)
 
     def _on_lost(self, _conn: asyncpg.Connection) -> None:
+        if self._stopping:
+            return
         log.warning("event listener connection lost")
         self._wake.set()
 

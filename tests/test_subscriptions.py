@@ -386,3 +386,50 @@ def encode_cursor(seq: int) -> str:
     from schema.ids import cursor
 
     return cursor(seq)
+
+
+async def test_shutdown_closes_subscriptions_cleanly(replicas, tree: Tree, org: Org):
+    server = await replicas()
+    events: asyncio.Queue = asyncio.Queue()
+    async with Client(transport=transport(server, org.admin_token)) as session:
+        task = asyncio.create_task(collect(session, {}, 1, events))
+        await asyncio.sleep(0.5)
+        server.proc.terminate()
+        assert await asyncio.wait_for(server.proc.wait(), 20) == 0
+        with pytest.raises(Exception):  # noqa: B017 - the stream ends with the server
+            await asyncio.wait_for(task, 20)
+
+
+async def test_identical_subscribers_share_a_stream_and_a_slow_one_hurts_nobody(
+    replicas, tree: Tree, org: Org
+):
+    server = await replicas(OKR_SUBSCRIBER_QUEUE_SIZE="3")
+    kr = tree.gid("KeyResult", tree.kr_x)
+    note = os.urandom(2000).hex()
+    async with websockets.connect(
+        server.ws, subprotocols=["graphql-transport-ws"], compression=None, max_size=2**22
+    ) as slow:
+        await slow.send(
+            json.dumps(
+                {
+                    "type": "connection_init",
+                    "payload": {"Authorization": f"Bearer {org.admin_token}"},
+                }
+            )
+        )
+        await slow.recv()
+        await slow.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": BULKY}}))
+        fast: asyncio.Queue = asyncio.Queue()
+        async with Client(transport=transport(server, org.admin_token)) as session:
+
+            async def read_fast():
+                async for result in session.subscribe(GraphQLRequest(BULKY)):
+                    await fast.put(result["progressChanged"]["cursor"])
+
+            task = asyncio.create_task(read_fast())
+            await asyncio.sleep(0.5)
+            for i in range(60):
+                await check_in(server, org.admin_token, kr, i, note)
+            cursors = [await next_event(fast, 30) for _ in range(60)]
+            task.cancel()
+    assert len(set(cursors)) == 60  # the reader that kept up got every event
