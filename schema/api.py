@@ -9,6 +9,7 @@ from functools import partial
 import strawberry
 from graphql import GraphQLError
 from strawberry.extensions import (
+    DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
@@ -16,6 +17,7 @@ from strawberry.extensions import (
 )
 from strawberry.schema.config import StrawberryConfig
 
+from schema.limits import cost_limit
 from schema.mutations import Mutation
 from schema.queries import Query
 from schema.sharing import SharedStreams, SharingSchema
@@ -73,15 +75,22 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
     ]
+    if not settings.introspection_enabled:
+        extensions.append(DisableIntrospection)
+    # Last: it validates the document with every rule the others added.
+    extensions.append(
+        cost_limit(settings.max_query_cost, settings.max_page_size, settings.default_page_size)
+    )
     schema = SharingSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=ALL_TYPES,
         extensions=extensions,
-        config=StrawberryConfig(auto_camel_case=True),
+        config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=True),
     )
     schema.shared = SharedStreams(settings.subscriber_queue_size)
+    schema.max_per_connection = settings.max_subscriptions_per_connection
     return schema
 
 

@@ -21,7 +21,7 @@ from strawberry.fastapi import GraphQLRouter
 from schema.api import build_schema
 from schema.context import Context
 from service import migrate
-from service.auth import authenticate, bearer
+from service.auth import Authenticator, bearer
 from service.db import Database, count_statements
 from service.errors import Unauthenticated
 from service.fanout import EventHub
@@ -109,7 +109,12 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         title="okr-service", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
     )
     app.state.settings = settings
-    secret = settings.resolved_jwt_secret()
+
+    def authenticator(application) -> Authenticator:
+        state = application.state
+        if getattr(state, "authenticator", None) is None or state.authenticator.db is not state.db:
+            state.authenticator = Authenticator(settings, state.db)
+        return state.authenticator
 
     async def get_context(connection: HTTPConnection) -> Context:
         db: Database = connection.app.state.db
@@ -121,8 +126,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         if request.method == "GET" and "query" not in request.query_params:
             return ctx  # the GraphiQL page itself
         token = bearer(connection.headers.get("authorization"))
-        async with db.connect() as conn:
-            ctx.authenticate_as(await authenticate(conn, token, secret))
+        ctx.authenticate_as(await authenticator(connection.app).authenticate(token))
         return ctx
 
     class Router(GraphQLRouter):
@@ -138,8 +142,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             if header is None:
                 header = context.request.headers.get("authorization")
             try:
-                async with context.db.connect() as conn:
-                    context.authenticate_as(await authenticate(conn, bearer(header), secret))
+                auth = authenticator(context.request.app)
+                context.authenticate_as(await auth.authenticate(bearer(header)))
             except Unauthenticated as exc:
                 raise ConnectionRejectionError(
                     {"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}
@@ -149,7 +153,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     graphql = Router(
         build_schema(settings),
         context_getter=get_context,
-        graphql_ide="graphiql",
+        graphql_ide="graphiql" if settings.graphiql_enabled else None,
         keep_alive=True,
         keep_alive_interval=15,
     )

@@ -6,6 +6,7 @@ status bounds and cadence), loaded with one statement per request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -84,6 +85,7 @@ _API_KEY = text(
 
 
 async def authenticate(conn: AsyncConnection, token: str, secret: str) -> Principal:
+    """Our own tokens: API keys and HS256 JWTs."""
     if token.startswith(API_KEY_PREFIX):
         row = (await conn.execute(_API_KEY, {"hash": hash_api_key(token)})).one_or_none()
         if row is None:
@@ -103,6 +105,10 @@ async def authenticate(conn: AsyncConnection, token: str, secret: str) -> Princi
         user_id, org_id = int(claims["sub"]), int(claims["org"])
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise Unauthenticated(f"invalid token: {exc}") from None
+    return await user_principal(conn, user_id, org_id)
+
+
+async def user_principal(conn: AsyncConnection, user_id: int, org_id: int) -> Principal:
     row = (await conn.execute(_USER, {"user_id": user_id, "org_id": org_id})).one_or_none()
     if row is None:
         raise Unauthenticated("the token names no user of this organization")
@@ -115,3 +121,90 @@ async def authenticate(conn: AsyncConnection, token: str, secret: str) -> Princi
         at_risk_gap=row.at_risk_gap,
         check_in_cadence_days=row.check_in_cadence_days,
     )
+
+
+class Authenticator:
+    """Every kind of bearer token the service takes: API keys, its own HS256 JWTs, and
+    (when configured) RS256/ES256 JWTs of the company's identity provider, verified
+    against a public key or a JWKS document, with issuer, audience and expiry."""
+
+    def __init__(self, settings, db) -> None:
+        self.settings = settings
+        self.db = db
+        self.secret = settings.resolved_jwt_secret()
+        self._jwks = (
+            jwt.PyJWKClient(settings.jwks_url, cache_keys=True) if settings.jwks_url else None
+        )
+        self._public_key = _load_key(settings.jwt_public_key) if settings.jwt_public_key else None
+
+    async def authenticate(self, token: str) -> Principal:
+        alg = None
+        if not token.startswith(API_KEY_PREFIX):
+            try:
+                alg = jwt.get_unverified_header(token).get("alg")
+            except jwt.PyJWTError as exc:
+                raise Unauthenticated(f"invalid token: {exc}") from None
+        if alg in (None, "HS256") or not self.settings.external_tokens:
+            async with self.db.connect() as conn:
+                return await authenticate(conn, token, self.secret)
+        if alg not in self.settings.jwt_algorithms:
+            raise Unauthenticated(f"tokens signed with {alg} are not accepted")
+        return await self._external(token, alg)
+
+    async def _external(self, token: str, alg: str) -> Principal:
+        s = self.settings
+        try:
+            if self._jwks is not None:
+                key = (await asyncio.to_thread(self._jwks.get_signing_key_from_jwt, token)).key
+            else:
+                key = self._public_key
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=s.jwt_audience,
+                issuer=s.jwt_issuer,
+                options={
+                    "require": ["exp", "sub"],
+                    "verify_aud": s.jwt_audience is not None,
+                    "verify_iss": s.jwt_issuer is not None,
+                },
+            )
+        except (jwt.PyJWTError, OSError, ValueError) as exc:
+            raise Unauthenticated(f"invalid token: {exc}") from None
+        slug = claims.get(s.jwt_org_claim) or s.jwt_default_org
+        email = claims.get("email") or (claims["sub"] if "@" in str(claims["sub"]) else None)
+        if not slug or not email:
+            raise Unauthenticated("the token names no organization or no email")
+        email = str(email).strip().lower()
+        async with self.db.connect() as conn:
+            found = (await conn.execute(_BY_EMAIL, {"slug": slug, "email": email})).one_or_none()
+            if found is not None and found.user_id is not None:
+                return await user_principal(conn, found.user_id, found.org_id)
+        if found is None:
+            raise Unauthenticated("the token names an unknown organization")
+        if not s.jwt_create_users:
+            raise Unauthenticated("the token names no user of this organization")
+        from service.usecases.organizations import create_user_from_identity
+
+        user = await self.db.transaction(
+            lambda session: create_user_from_identity(
+                session, found.org_id, email, str(claims.get("name") or email.split("@")[0])
+            )
+        )
+        async with self.db.connect() as conn:
+            return await user_principal(conn, user.id, found.org_id)
+
+
+_BY_EMAIL = text(
+    "SELECT o.id AS org_id, u.id AS user_id FROM organization o "
+    "LEFT JOIN app_user u ON u.organization_id = o.id AND u.email = :email "
+    "WHERE o.slug = :slug"
+)
+
+
+def _load_key(value: str) -> str:
+    if "-----BEGIN" in value:
+        return value
+    with open(value) as f:
+        return f.read()

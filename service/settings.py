@@ -39,6 +39,23 @@ class Settings(BaseSettings):
     max_query_depth: int = 12
     max_query_tokens: int = 2000
     max_aliases: int = 30
+    max_query_cost: int = 25_000
+    max_body_bytes: int = 1_000_000
+    max_subscriptions_per_connection: int = 20
+
+    # None: on in development, off in production.
+    graphiql: bool | None = None
+    introspection: bool | None = None
+
+    # Tokens from a company's identity provider (RS256/ES256), beside our own HS256.
+    jwt_public_key: str | None = None  # a PEM key, or the path of one
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_algorithms: list[str] = ["RS256", "ES256"]
+    jwt_org_claim: str = "org"  # names the organization by slug
+    jwt_default_org: str | None = None  # the slug used when the claim is absent
+    jwt_create_users: bool = False  # unknown users: refused, or created as MEMBER
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
@@ -50,6 +67,18 @@ class Settings(BaseSettings):
                     "OKR_JWT_SECRET of at least 32 characters is required in production"
                 )
         return self
+
+    @property
+    def graphiql_enabled(self) -> bool:
+        return self.graphiql if self.graphiql is not None else self.env != "production"
+
+    @property
+    def introspection_enabled(self) -> bool:
+        return self.introspection if self.introspection is not None else self.env != "production"
+
+    @property
+    def external_tokens(self) -> bool:
+        return bool(self.jwt_public_key or self.jwks_url)
 
     @property
     def embedded(self) -> bool:

@@ -204,3 +204,29 @@ async def revoke_api_key(session: AsyncSession, organization_id: int, name: str)
             {"name": name},
         )
     return len(ids)
+
+
+async def create_user_from_identity(
+    session: AsyncSession, organization_id: int, email: str, name: str
+) -> User:
+    """A user first seen in an identity provider's token (when that is allowed)."""
+    email = _email(email)
+    name = required_text(name, "name", MAX_NAME)
+    existing = await session.scalar(
+        select(User).where(User.organization_id == organization_id, User.email == email)
+    )
+    if existing is not None:
+        return existing
+    row = User(organization_id=organization_id, name=name, email=email, role="MEMBER")
+    session.add(row)
+    await session.flush()
+    await events.record(
+        session,
+        None,
+        organization_id,
+        EventKind.USER_CREATED,
+        "User",
+        row.id,
+        {"email": email, "role": "MEMBER", "source": "identity provider"},
+    )
+    return row

@@ -1,0 +1,211 @@
+"""Limits checked before any resolver runs: `first` on every connection, and a query
+cost in the style of GitHub's and Shopify's (returned in `extensions.cost`).
+
+Cost: every object a query can return counts 1, multiplied by the page sizes of the
+connections around it; a plain list counts as LIST_GUESS items, `nodes(ids:)` as its
+ids. Scalars are free. Depth, tokens and aliases are limited by Strawberry's own
+extensions beside this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLError,
+    GraphQLList,
+    GraphQLNonNull,
+    InlineFragmentNode,
+    OperationDefinitionNode,
+    SelectionSetNode,
+    VariableNode,
+    get_named_type,
+    is_abstract_type,
+    is_composite_type,
+    validate,
+    value_from_ast_untyped,
+)
+from strawberry.extensions import SchemaExtension
+
+LIST_GUESS = 10
+
+
+class LimitExceeded(Exception):
+    pass
+
+
+def _unwrap(t: Any) -> tuple[Any, bool]:
+    is_list = False
+    while isinstance(t, (GraphQLNonNull, GraphQLList)):
+        if isinstance(t, GraphQLList):
+            is_list = True
+        t = t.of_type
+    return t, is_list
+
+
+class CostWalker:
+    def __init__(
+        self,
+        schema: Any,
+        fragments: dict[str, FragmentDefinitionNode],
+        variables: dict[str, Any],
+        max_page: int,
+        default_page: int,
+    ) -> None:
+        self.schema = schema
+        self.fragments = fragments
+        self.variables = variables
+        self.max_page = max_page
+        self.default_page = default_page
+
+    def _arg(self, node: FieldNode, name: str) -> Any:
+        for arg in node.arguments or ():
+            if arg.name.value == name:
+                if isinstance(arg.value, VariableNode):
+                    return self.variables.get(arg.value.name.value)
+                return value_from_ast_untyped(arg.value, self.variables)
+        return None
+
+    def _fields(
+        self,
+        selection_set: SelectionSetNode | None,
+        parent: Any,
+        seen: frozenset[str] = frozenset(),
+    ) -> Iterator[tuple[FieldNode, Any]]:
+        for sel in selection_set.selections if selection_set else ():
+            if isinstance(sel, FieldNode):
+                yield sel, parent
+            elif isinstance(sel, InlineFragmentNode):
+                cond = (
+                    self.schema.get_type(sel.type_condition.name.value)
+                    if sel.type_condition
+                    else parent
+                )
+                yield from self._fields(sel.selection_set, cond, seen)
+            elif isinstance(sel, FragmentSpreadNode):
+                name = sel.name.value
+                fragment = self.fragments.get(name)
+                if fragment is None or name in seen:
+                    continue
+                cond = self.schema.get_type(fragment.type_condition.name.value)
+                yield from self._fields(fragment.selection_set, cond, seen | {name})
+
+    def cost(self, selection_set: SelectionSetNode | None, parent: Any, multiplier: int) -> int:
+        total = 0
+        for node, owner in self._fields(selection_set, parent):
+            name = node.name.value
+            if name.startswith("__"):
+                continue
+            fields = getattr(owner, "fields", None)
+            if fields is None or name not in fields:
+                # An interface or union: count against the first type with the field.
+                fields = {}
+                for t in self.schema.get_possible_types(owner) if is_abstract_type(owner) else ():
+                    if name in t.fields:
+                        fields = t.fields
+                        break
+                if name not in fields:
+                    continue
+            field_type, is_list = _unwrap(fields[name].type)
+            if not is_composite_type(get_named_type(field_type)):
+                continue
+            inner = multiplier
+            type_name = getattr(field_type, "name", "")
+            if type_name.endswith("Connection"):
+                first = self._arg(node, "first")
+                if first is None:
+                    first = self.default_page
+                if not isinstance(first, int) or first < 0 or first > self.max_page:
+                    raise LimitExceeded(f"first must be between 0 and {self.max_page}")
+                total += multiplier
+                inner = multiplier * max(first, 1)
+            elif getattr(owner, "name", "").endswith("Connection"):
+                inner = multiplier  # edges, pageInfo: counted by the connection's page size
+            elif is_list:
+                ids = self._arg(node, "ids")
+                size = len(ids) if isinstance(ids, list) else LIST_GUESS
+                inner = multiplier * max(size, 1)
+                total += inner
+            else:
+                total += multiplier
+            total += self.cost(node.selection_set, field_type, inner)
+        return total
+
+
+def query_cost(
+    schema: Any,
+    document: Any,
+    operation_name: str | None,
+    variables: dict[str, Any] | None,
+    max_page: int,
+    default_page: int,
+) -> int:
+    fragments = {
+        d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
+    }
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name:
+        operations = [o for o in operations if o.name and o.name.value == operation_name]
+    if not operations:
+        return 0
+    op = operations[0]
+    root = {
+        "query": schema.query_type,
+        "mutation": schema.mutation_type,
+        "subscription": schema.subscription_type,
+    }[op.operation.value]
+    walker = CostWalker(schema, fragments, variables or {}, max_page, default_page)
+    return max(1, walker.cost(op.selection_set, root, 1))
+
+
+def cost_limit(max_cost: int, max_page: int, default_page: int) -> type[SchemaExtension]:
+    class QueryCost(SchemaExtension):
+        """Validates the document itself, then adds the limits' errors, so that
+        nothing executes when any is exceeded."""
+
+        cost: int | None = None
+
+        def on_validate(self) -> Iterator[None]:
+            ctx = self.execution_context
+            if ctx.graphql_document is not None and ctx.pre_execution_errors is None:
+                errors = list(
+                    validate(ctx.schema._schema, ctx.graphql_document, ctx.validation_rules)
+                )
+                if not errors:
+                    try:
+                        self.cost = query_cost(
+                            ctx.schema._schema,
+                            ctx.graphql_document,
+                            ctx.operation_name,
+                            ctx.variables,
+                            max_page,
+                            default_page,
+                        )
+                    except LimitExceeded as exc:
+                        errors.append(GraphQLError(str(exc), extensions={"code": "BAD_USER_INPUT"}))
+                    else:
+                        if self.cost > max_cost:
+                            errors.append(
+                                GraphQLError(
+                                    f"query cost {self.cost} exceeds the maximum of {max_cost}; "
+                                    "ask for smaller pages or fewer fields",
+                                    extensions={
+                                        "code": "QUERY_TOO_COSTLY",
+                                        "cost": self.cost,
+                                        "maximumCost": max_cost,
+                                    },
+                                )
+                            )
+                ctx.pre_execution_errors = errors
+            yield
+
+        def get_results(self) -> dict[str, Any]:
+            if self.cost is None:
+                return {}
+            return {"cost": {"requestedQueryCost": self.cost, "maximumAvailable": max_cost}}
+
+    return QueryCost
