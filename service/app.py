@@ -57,18 +57,77 @@ class Metrics:
         )
 
 
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _reply(send, status: int, body: dict) -> None:
+    data = orjson.dumps(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": data})
+
+
 class StatementCounter:
     """ASGI middleware: counts each request's SQL statements and reports them in the
     `x-sql-statements` header (benchmarks and tests read it)."""
 
-    def __init__(self, app, metrics: Metrics) -> None:
+    def __init__(self, app, metrics: Metrics, max_body: int) -> None:
         self.app = app
         self.metrics = metrics
+        self.max_body = max_body
+
+    def _too_large(self, scope) -> bool:
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    return int(value) > self.max_body
+                except ValueError:
+                    return True
+        return False
+
+    def _limited(self, receive):
+        """Bodies sent without a length are cut off at the limit too."""
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    raise BodyTooLarge()
+            return message
+
+        return limited
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        if self._too_large(scope):
+            await _reply(
+                send,
+                413,
+                {
+                    "errors": [
+                        {
+                            "message": f"the request body is larger than {self.max_body} bytes",
+                            "extensions": {"code": "PAYLOAD_TOO_LARGE"},
+                        }
+                    ]
+                },
+            )
+            return
+        receive = self._limited(receive)
         holder = count_statements()
         started = time.perf_counter()
 
@@ -196,5 +255,19 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             media_type="text/plain; version=0.0.4",
         )
 
-    app.add_middleware(StatementCounter, metrics=metrics)
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
+        return JSONResponse(
+            {
+                "errors": [
+                    {
+                        "message": f"the request body is larger than {settings.max_body_bytes} bytes",
+                        "extensions": {"code": "PAYLOAD_TOO_LARGE"},
+                    }
+                ]
+            },
+            status_code=413,
+        )
+
+    app.add_middleware(StatementCounter, metrics=metrics, max_body=settings.max_body_bytes)
     return app

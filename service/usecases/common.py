@@ -30,8 +30,14 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def _no_nul(value: str, field: str) -> None:
+    if "\x00" in value:
+        raise invalid(f"{field} must not contain NUL characters", field)
+
+
 def required_text(value: str | None, field: str, max_len: int) -> str:
     cleaned = (value or "").strip()
+    _no_nul(cleaned, field)
     if not cleaned:
         raise invalid(f"{field} must not be empty", field)
     if len(cleaned) > max_len:
@@ -43,6 +49,7 @@ def optional_text(value: str | None, field: str, max_len: int) -> str | None:
     if value is None:
         return None
     cleaned = value.strip()
+    _no_nul(cleaned, field)
     if len(cleaned) > max_len:
         raise invalid(f"{field} is longer than {max_len} characters", field)
     return cleaned or None
