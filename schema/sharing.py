@@ -19,7 +19,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.types.execution import ExecutionResult
+from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from schema import ids
 
@@ -174,9 +174,11 @@ class SharedStreams:
 
 
 class SharingSchema(strawberry.Schema):
-    """A schema whose identical subscriptions share one stream (see the module doc)."""
+    """A schema whose identical subscriptions share one stream (see the module doc), and
+    which allows a connection `max_per_connection` subscriptions at once."""
 
     shared: SharedStreams
+    max_per_connection: int = 20
 
     async def stream(
         self,
@@ -187,6 +189,61 @@ class SharingSchema(strawberry.Schema):
         operation_name=None,
         operation_extensions=None,
         allowed_operation_types=None,
+    ):
+        args = (
+            query,
+            variable_values,
+            context_value,
+            root_value,
+            operation_name,
+            operation_extensions,
+            allowed_operation_types,
+        )
+        if query and _SUBSCRIPTION.search(query) and context_value is not None:
+            return self._counted(context_value, args)
+        return await super().stream(*args)
+
+    def _counted(self, context: Any, args: tuple) -> AsyncGenerator[Any, None]:
+        async def counted() -> AsyncGenerator[Any, None]:
+            active = getattr(context, "active_subscriptions", 0)
+            if active >= self.max_per_connection:
+                yield PreExecutionError(
+                    data=None,
+                    errors=[
+                        GraphQLError(
+                            f"at most {self.max_per_connection} subscriptions at once "
+                            "per connection",
+                            extensions={"code": "TOO_MANY_SUBSCRIPTIONS"},
+                        )
+                    ],
+                )
+                return
+            context.active_subscriptions = active + 1
+            source = None
+            try:
+                source = await self._shared_or_own(*args)
+                if isinstance(source, ExecutionResult):  # refused before it started
+                    yield source
+                    return
+                async for item in source:
+                    yield item
+            finally:
+                context.active_subscriptions -= 1
+                if source is not None and hasattr(source, "aclose"):
+                    with contextlib.suppress(Exception):
+                        await source.aclose()
+
+        return counted()
+
+    async def _shared_or_own(
+        self,
+        query,
+        variable_values,
+        context_value,
+        root_value,
+        operation_name,
+        operation_extensions,
+        allowed_operation_types,
     ):
         key = share_key(query, variable_values, operation_name, context_value)
         if key is None:
@@ -199,7 +256,6 @@ class SharingSchema(strawberry.Schema):
                 operation_extensions,
                 allowed_operation_types,
             )
-
         own = context_value.fork()  # the seq it records is this stream's alone
 
         async def source():

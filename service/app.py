@@ -261,7 +261,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             {
                 "errors": [
                     {
-                        "message": f"the request body is larger than {settings.max_body_bytes} bytes",
+                        "message": "the request body is larger than "
+                        f"{settings.max_body_bytes} bytes",
                         "extensions": {"code": "PAYLOAD_TOO_LARGE"},
                     }
                 ]
