@@ -211,6 +211,18 @@ def cmd_verify(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_bench_seed(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from bench.seed import seed
+
+    url = _prepare(settings)
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    counts = asyncio.run(seed(dsn, args.scale, args.slug))
+    print(json.dumps(counts))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="okr", description="A headless GraphQL service for OKRs")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -256,6 +268,13 @@ def parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export-schema", help="print the GraphQL SDL")
     export.add_argument("--output", "-o")
     export.set_defaults(func=cmd_export_schema)
+
+    bench = sub.add_parser("bench", help="benchmark data").add_subparsers(
+        dest="bench_command", required=True)
+    bench_seed = bench.add_parser("seed", help="an organization at scale, loaded with COPY")
+    bench_seed.add_argument("--scale", type=int, default=1)
+    bench_seed.add_argument("--slug")
+    bench_seed.set_defaults(func=cmd_bench_seed)
 
     sub.add_parser("verify", help="recompute every roll-up; exit 1 on any difference").set_defaults(
         func=cmd_verify
