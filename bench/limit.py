@@ -62,9 +62,16 @@ RETURNING (SELECT count(*) FROM o)
 
 async def _json(send, body: object, status: int = 200) -> None:
     data = orjson.dumps(body)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(data)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(data)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": data})
 
 
@@ -74,8 +81,9 @@ async def app(scope, receive, send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                _pool = await asyncpg.create_pool(os.environ["OKR_BENCH_LIMIT_DSN"],
-                                                  min_size=4, max_size=16)
+                _pool = await asyncpg.create_pool(
+                    os.environ["OKR_BENCH_LIMIT_DSN"], min_size=4, max_size=16
+                )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await _pool.close()
@@ -93,13 +101,24 @@ async def app(scope, receive, send) -> None:
             out: dict[int, dict] = {}
             krs: dict[int, list] = defaultdict(list)
             for r in rows:
-                out.setdefault(r["id"], {"id": r["id"], "title": r["title"],
-                                         "progress": r["progress"], "owner": r["owner"]})
+                out.setdefault(
+                    r["id"],
+                    {
+                        "id": r["id"],
+                        "title": r["title"],
+                        "progress": r["progress"],
+                        "owner": r["owner"],
+                    },
+                )
                 if r["kr_id"] is not None:
-                    krs[r["id"]].append({"title": r["kr_title"], "progress": r["kr_progress"],
-                                         "currentValue": r["current_value"],
-                                         "lastCheckIn": {"value": r["last_value"],
-                                                         "createdAt": r["last_at"]}})
+                    krs[r["id"]].append(
+                        {
+                            "title": r["kr_title"],
+                            "progress": r["kr_progress"],
+                            "currentValue": r["current_value"],
+                            "lastCheckIn": {"value": r["last_value"], "createdAt": r["last_at"]},
+                        }
+                    )
             await _json(send, [{**o, "keyResults": krs[i]} for i, o in out.items()])
         elif path == "/q2":
             rows = await conn.fetch(Q2, args["org"], args["cycle"])

@@ -45,8 +45,9 @@ M1 = """mutation($input: CheckInInput!) { checkIn(input: $input) {
 
 
 class Target:
-    def __init__(self, org: int, cycle: int, team: int, kr: int, leaf_krs: list[int],
-                 token: str) -> None:
+    def __init__(
+        self, org: int, cycle: int, team: int, kr: int, leaf_krs: list[int], token: str
+    ) -> None:
         self.org, self.cycle, self.team, self.kr = org, cycle, team, kr
         self.leaf_krs, self.token = leaf_krs, token
 
@@ -58,14 +59,20 @@ async def pick(dsn: str, org: int, cycle: int, admin: int) -> Target:
             "SELECT team_id FROM objective WHERE organization_id = $1 AND cycle_id = $2 "
             "AND team_id IN (SELECT id FROM team WHERE organization_id = $1 AND parent_id IN "
             "(SELECT id FROM team WHERE parent_id IS NOT NULL)) "
-            "GROUP BY team_id ORDER BY count(*) DESC LIMIT 1", org, cycle)
-        kr = await conn.fetchval("SELECT min(id) FROM key_result WHERE organization_id = $1",
-                                 org)
-        leaves = [r["id"] for r in await conn.fetch(
-            "SELECT k.id FROM key_result k JOIN objective o ON o.id = k.objective_id "
-            "WHERE o.organization_id = $1 AND NOT EXISTS "
-            "(SELECT 1 FROM objective c WHERE c.parent_id = o.id) AND k.type = 'INCREASE'",
-            org)]
+            "GROUP BY team_id ORDER BY count(*) DESC LIMIT 1",
+            org,
+            cycle,
+        )
+        kr = await conn.fetchval("SELECT min(id) FROM key_result WHERE organization_id = $1", org)
+        leaves = [
+            r["id"]
+            for r in await conn.fetch(
+                "SELECT k.id FROM key_result k JOIN objective o ON o.id = k.objective_id "
+                "WHERE o.organization_id = $1 AND NOT EXISTS "
+                "(SELECT 1 FROM objective c WHERE c.parent_id = o.id) AND k.type = 'INCREASE'",
+                org,
+            )
+        ]
     finally:
         await conn.close()
     return Target(org, cycle, team, kr, leaves, issue_token(JWT, admin, org))
@@ -73,15 +80,23 @@ async def pick(dsn: str, org: int, cycle: int, admin: int) -> Target:
 
 def okr_request(op: str, t: Target, rng: random.Random) -> dict:
     if op == "Q1":
-        return {"query": Q1, "variables": {"team": encode("Team", t.team),
-                                           "cycle": encode("Cycle", t.cycle)}}
+        return {
+            "query": Q1,
+            "variables": {"team": encode("Team", t.team), "cycle": encode("Cycle", t.cycle)},
+        }
     if op == "Q2":
         return {"query": Q2, "variables": {"cycle": encode("Cycle", t.cycle)}}
     if op == "Q3":
         return {"query": Q3, "variables": {"kr": encode("KeyResult", t.kr)}}
-    return {"query": M1, "variables": {"input": {
-        "keyResultId": encode("KeyResult", rng.choice(t.leaf_krs)),
-        "value": round(rng.uniform(0, 100), 2)}}}
+    return {
+        "query": M1,
+        "variables": {
+            "input": {
+                "keyResultId": encode("KeyResult", rng.choice(t.leaf_krs)),
+                "value": round(rng.uniform(0, 100), 2),
+            }
+        },
+    }
 
 
 def limit_path(op: str, t: Target, rng: random.Random) -> str:
@@ -94,8 +109,9 @@ def limit_path(op: str, t: Target, rng: random.Random) -> str:
     return f"/m1?org={t.org}&kr={rng.choice(t.leaf_krs)}&value={rng.randint(0, 100)}"
 
 
-async def drive(base: str, op: str, t: Target, seconds: float, concurrency: int,
-                server_pid: int, limit: bool) -> dict:
+async def drive(
+    base: str, op: str, t: Target, seconds: float, concurrency: int, server_pid: int, limit: bool
+) -> dict:
     latencies: list[float] = []
     statements: list[int] = []
     errors = 0
@@ -114,8 +130,7 @@ async def drive(base: str, op: str, t: Target, seconds: float, concurrency: int,
                 if limit:
                     r = await http.post(limit_path(op, t, rng))
                 else:
-                    r = await http.post("/graphql", json=okr_request(op, t, rng),
-                                        headers=headers)
+                    r = await http.post("/graphql", json=okr_request(op, t, rng), headers=headers)
                 latencies.append((time.perf_counter() - started) * 1000)
                 if r.status_code != 200 or (not limit and "errors" in r.json()):
                     errors += 1
@@ -138,8 +153,9 @@ async def drive(base: str, op: str, t: Target, seconds: float, concurrency: int,
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
         "sql_statements_per_request": round(sum(statements) / max(len(statements), 1), 2),
-        "server_cpu_share": round(((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system))
-                                  / elapsed, 2),
+        "server_cpu_share": round(
+            ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed, 2
+        ),
         "server_peak_rss_mb": round(peak / 2**20, 1),
     }
 
@@ -169,33 +185,58 @@ def main() -> None:
     asyncio.run(database.create())
     dsn = database.dsn(database.name)
     counts = asyncio.run(seed(dsn, args.scale))
-    target = asyncio.run(pick(dsn, counts["organization_id"], counts["cycle_id"],
-                              counts["admin_user_id"]))
+    target = asyncio.run(
+        pick(dsn, counts["organization_id"], counts["cycle_id"], counts["admin_user_id"])
+    )
     okr = ServerProcess(database.url, OKR_POOL_SIZE="16")
     limit_port = free_port()
     limit = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "bench.limit:app", "--port", str(limit_port),
-         "--log-level", "warning"], env={**os.environ, "OKR_BENCH_LIMIT_DSN": dsn},
-        stdin=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.limit:app",
+            "--port",
+            str(limit_port),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "OKR_BENCH_LIMIT_DSN": dsn},
+        stdin=subprocess.DEVNULL,
+    )
     results = {}
     try:
         okr.wait_ready()
         time.sleep(1)
         verified = None
         for op in args.ops:
-            service = asyncio.run(drive(okr.base, op, target, args.seconds, args.concurrency,
-                                        okr.proc.pid, limit=False))
+            service = asyncio.run(
+                drive(
+                    okr.base, op, target, args.seconds, args.concurrency, okr.proc.pid, limit=False
+                )
+            )
             if op == "M1":  # before the limit's own writes, which keep no roll-up
                 verified = asyncio.run(verify_clean(database.url))
-            bare = asyncio.run(drive(f"http://127.0.0.1:{limit_port}", op, target,
-                                     args.seconds, args.concurrency, limit.pid, limit=True))
+            bare = asyncio.run(
+                drive(
+                    f"http://127.0.0.1:{limit_port}",
+                    op,
+                    target,
+                    args.seconds,
+                    args.concurrency,
+                    limit.pid,
+                    limit=True,
+                )
+            )
             results[op] = {
                 "service": service,
                 "limit": bare,
-                "rps_ratio_to_limit": round(service["rps"] / bare["rps"], 2) if bare["rps"]
+                "rps_ratio_to_limit": round(service["rps"] / bare["rps"], 2)
+                if bare["rps"]
                 else None,
                 "p50_ratio_to_limit": round(service["p50_ms"] / bare["p50_ms"], 2)
-                if bare["p50_ms"] else None,
+                if bare["p50_ms"]
+                else None,
             }
             print(op, json.dumps(results[op]), flush=True)
     finally:
@@ -204,10 +245,17 @@ def main() -> None:
         limit.wait(15)
         asyncio.run(database.drop())
         database.close()
-    report = {"benchmark": "load", "date": datetime.now().isoformat(timespec="seconds"),
-              "cpus": psutil.cpu_count(), "scale": args.scale, "seed": counts,
-              "concurrency": args.concurrency, "seconds_per_operation": args.seconds,
-              "verify_clean_after_M1": verified, "results": results}
+    report = {
+        "benchmark": "load",
+        "date": datetime.now().isoformat(timespec="seconds"),
+        "cpus": psutil.cpu_count(),
+        "scale": args.scale,
+        "seed": counts,
+        "concurrency": args.concurrency,
+        "seconds_per_operation": args.seconds,
+        "verify_clean_after_M1": verified,
+        "results": results,
+    }
     target_file = Path(__file__).parent / "results" / "load.json"
     target_file.parent.mkdir(exist_ok=True)
     target_file.write_text(json.dumps(report, indent=2) + "\n")

@@ -24,7 +24,7 @@ CHECK_INS_PER_KEY_RESULT = 25
 
 
 async def _next_id(conn: asyncpg.Connection, table: str) -> int:
-    return (await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {table}")) + 1  # noqa: S608
+    return (await conn.fetchval(f"SELECT coalesce(max(id), 0) FROM {table}")) + 1
 
 
 async def seed(dsn: str, scale: int = 1, slug: str | None = None) -> dict:
@@ -35,12 +35,15 @@ async def seed(dsn: str, scale: int = 1, slug: str | None = None) -> dict:
         async with conn.transaction():
             org_id = await conn.fetchval(
                 "INSERT INTO organization (name, slug) VALUES ($1, $2) RETURNING id",
-                f"Bench scale {scale}", slug or f"bench-{scale}-{int(time.time())}")
+                f"Bench scale {scale}",
+                slug or f"bench-{scale}-{int(time.time())}",
+            )
             counts = await _load(conn, org_id, scale, rng)
             for table in ("app_user", "team", "cycle", "objective", "key_result", "check_in"):
                 await conn.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608
-                    f"(SELECT max(id) FROM {table}))")
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "
+                    f"(SELECT max(id) FROM {table}))"
+                )
         await conn.execute("ANALYZE")
     finally:
         await conn.close()
@@ -55,7 +58,11 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
     starts_on, ends_on = today - timedelta(days=45), today + timedelta(days=45)
     cycle_id = await conn.fetchval(
         "INSERT INTO cycle (organization_id, name, starts_on, ends_on, status) "
-        "VALUES ($1, 'Bench quarter', $2, $3, 'ACTIVE') RETURNING id", org, starts_on, ends_on)
+        "VALUES ($1, 'Bench quarter', $2, $3, 'ACTIVE') RETURNING id",
+        org,
+        starts_on,
+        ends_on,
+    )
 
     # Teams: a tree three levels deep, `scale` copies side by side.
     team_rows, teams_by_level = [], defaultdict(list)
@@ -76,8 +83,9 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
                     next_team += 1
                     team_rows.append((squad, org, f"Squad {squad}", team))
                     teams_by_level[2].append(squad)
-    await conn.copy_records_to_table("team", records=team_rows,
-                                     columns=["id", "organization_id", "name", "parent_id"])
+    await conn.copy_records_to_table(
+        "team", records=team_rows, columns=["id", "organization_id", "name", "parent_id"]
+    )
 
     # Users: an admin and two members per team, each a member of their team.
     next_user = await _next_id(conn, "app_user")
@@ -87,16 +95,19 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
     next_user += 1
     for team_id, *_ in team_rows:
         for k in range(2):
-            user_rows.append((next_user, org, f"Member {next_user}",
-                              f"m{next_user}@bench.example", "MEMBER"))
+            user_rows.append(
+                (next_user, org, f"Member {next_user}", f"m{next_user}@bench.example", "MEMBER")
+            )
             members.append((org, team_id, next_user))
             owner_of_team.setdefault(team_id, next_user)
             next_user += 1
             del k
-    await conn.copy_records_to_table("app_user", records=user_rows,
-                                     columns=["id", "organization_id", "name", "email", "role"])
-    await conn.copy_records_to_table("team_membership", records=members,
-                                     columns=["organization_id", "team_id", "user_id"])
+    await conn.copy_records_to_table(
+        "app_user", records=user_rows, columns=["id", "organization_id", "name", "email", "role"]
+    )
+    await conn.copy_records_to_table(
+        "team_membership", records=members, columns=["organization_id", "team_id", "user_id"]
+    )
 
     # Objectives: four levels, each aligned to one of the level above.
     next_obj = await _next_id(conn, "objective")
@@ -108,8 +119,15 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
         for _ in range(count * scale):
             team = rng.choice(team_pool[level])
             parent = rng.choice(by_level[level - 1]) if level else None
-            objectives.append({"id": next_obj, "team": team, "owner": owner_of_team[team],
-                               "parent": parent, "weight": rng.choice((1.0, 1.0, 2.0))})
+            objectives.append(
+                {
+                    "id": next_obj,
+                    "team": team,
+                    "owner": owner_of_team[team],
+                    "parent": parent,
+                    "weight": rng.choice((1.0, 1.0, 2.0)),
+                }
+            )
             ids.append(next_obj)
             next_obj += 1
         by_level.append(ids)
@@ -123,11 +141,17 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
     created = datetime.combine(starts_on, datetime.min.time(), tzinfo=UTC)
     for obj in objectives:
         for k in range(KEY_RESULTS_PER_OBJECTIVE):
-            kind = (KeyResultType.INCREASE, KeyResultType.DECREASE, KeyResultType.INCREASE,
-                    KeyResultType.STAY_ABOVE)[k]
-            start, target = {KeyResultType.INCREASE: (0.0, 100.0),
-                             KeyResultType.DECREASE: (4.2, 3.57),
-                             KeyResultType.STAY_ABOVE: (96.0, 98.0)}[kind]
+            kind = (
+                KeyResultType.INCREASE,
+                KeyResultType.DECREASE,
+                KeyResultType.INCREASE,
+                KeyResultType.STAY_ABOVE,
+            )[k]
+            start, target = {
+                KeyResultType.INCREASE: (0.0, 100.0),
+                KeyResultType.DECREASE: (4.2, 3.57),
+                KeyResultType.STAY_ABOVE: (96.0, 98.0),
+            }[kind]
             pace = rng.uniform(0.2, 1.1)
             last_value, last_id, last_at = start, None, None
             for n in range(CHECK_INS_PER_KEY_RESULT):
@@ -136,17 +160,40 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
                 if kind is KeyResultType.STAY_ABOVE:
                     value = round(rng.uniform(96.5, 99.0), 2)
                 else:
-                    value = round(start + (target - start) * share + rng.uniform(-0.02, 0.02)
-                                  * abs(target - start), 4)
+                    value = round(
+                        start
+                        + (target - start) * share
+                        + rng.uniform(-0.02, 0.02) * abs(target - start),
+                        4,
+                    )
                 progress = rules.key_result_progress(kind, start, target, value)
-                ci_rows.append((next_ci, org, next_kr, value, 0.7, None, obj["owner"], progress,
-                                at))
+                ci_rows.append(
+                    (next_ci, org, next_kr, value, 0.7, None, obj["owner"], progress, at)
+                )
                 last_value, last_id, last_at = value, next_ci, at
                 next_ci += 1
             progress = rules.key_result_progress(kind, start, target, last_value)
-            kr_rows.append((next_kr, org, obj["id"], f"Key result {next_kr}", obj["owner"],
-                            str(kind), "NUMBER", start, target, last_value, 1.0, progress, 0.7,
-                            last_id, last_at, created, created))
+            kr_rows.append(
+                (
+                    next_kr,
+                    org,
+                    obj["id"],
+                    f"Key result {next_kr}",
+                    obj["owner"],
+                    str(kind),
+                    "NUMBER",
+                    start,
+                    target,
+                    last_value,
+                    1.0,
+                    progress,
+                    0.7,
+                    last_id,
+                    last_at,
+                    created,
+                    created,
+                )
+            )
             parts[obj["id"]].append(Part(1.0, progress, False, True, None))
             next_kr += 1
 
@@ -161,29 +208,90 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
             if obj["parent"] is not None:
                 parts[obj["parent"]].append(Part(obj["weight"], progress, False, checked, None))
     obj_rows = [
-        (o["id"], org, cycle_id, f"Objective {o['id']}", o["team"], o["owner"], o["parent"],
-         o["weight"], "PUBLIC", values[o["id"]][0], values[o["id"]][1], created, created)
+        (
+            o["id"],
+            org,
+            cycle_id,
+            f"Objective {o['id']}",
+            o["team"],
+            o["owner"],
+            o["parent"],
+            o["weight"],
+            "PUBLIC",
+            values[o["id"]][0],
+            values[o["id"]][1],
+            created,
+            created,
+        )
         for o in objectives
     ]
     # Parents before children, for the foreign key.
     await conn.copy_records_to_table(
-        "objective", records=obj_rows,
-        columns=["id", "organization_id", "cycle_id", "title", "team_id", "owner_id",
-                 "parent_id", "weight", "visibility", "progress", "has_check_in", "created_at",
-                 "updated_at"])
+        "objective",
+        records=obj_rows,
+        columns=[
+            "id",
+            "organization_id",
+            "cycle_id",
+            "title",
+            "team_id",
+            "owner_id",
+            "parent_id",
+            "weight",
+            "visibility",
+            "progress",
+            "has_check_in",
+            "created_at",
+            "updated_at",
+        ],
+    )
     await conn.copy_records_to_table(
-        "key_result", records=kr_rows,
-        columns=["id", "organization_id", "objective_id", "title", "owner_id", "type",
-                 "measure", "start_value", "target_value", "current_value", "weight",
-                 "progress", "confidence", "last_check_in_id", "last_check_in_at",
-                 "created_at", "updated_at"])
+        "key_result",
+        records=kr_rows,
+        columns=[
+            "id",
+            "organization_id",
+            "objective_id",
+            "title",
+            "owner_id",
+            "type",
+            "measure",
+            "start_value",
+            "target_value",
+            "current_value",
+            "weight",
+            "progress",
+            "confidence",
+            "last_check_in_id",
+            "last_check_in_at",
+            "created_at",
+            "updated_at",
+        ],
+    )
     await conn.copy_records_to_table(
-        "check_in", records=ci_rows,
-        columns=["id", "organization_id", "key_result_id", "value", "confidence", "note",
-                 "author_id", "progress", "created_at"])
-    return {"teams": len(team_rows), "users": len(user_rows), "objectives": len(obj_rows),
-            "key_results": len(kr_rows), "check_ins": len(ci_rows), "admin_user_id": admin_id,
-            "cycle_id": cycle_id}
+        "check_in",
+        records=ci_rows,
+        columns=[
+            "id",
+            "organization_id",
+            "key_result_id",
+            "value",
+            "confidence",
+            "note",
+            "author_id",
+            "progress",
+            "created_at",
+        ],
+    )
+    return {
+        "teams": len(team_rows),
+        "users": len(user_rows),
+        "objectives": len(obj_rows),
+        "key_results": len(kr_rows),
+        "check_ins": len(ci_rows),
+        "admin_user_id": admin_id,
+        "cycle_id": cycle_id,
+    }
 
 
 def today() -> date:

@@ -31,6 +31,9 @@ class Principal:
     on_track_gap: float = 0.10
     at_risk_gap: float = 0.25
     check_in_cadence_days: int = 7
+    # The organization's outbox position when the request was authenticated: every
+    # committed write moves it, so it keys the response cache.
+    event_seq: int = 0
 
     @property
     def is_admin(self) -> bool:
@@ -70,6 +73,7 @@ def bearer(header: str | None) -> str:
 _USER = text(
     """
     SELECT u.id, u.role, o.id AS org_id, o.on_track_gap, o.at_risk_gap, o.check_in_cadence_days,
+           o.event_seq,
            ARRAY(SELECT m.team_id FROM team_membership m WHERE m.user_id = u.id) AS team_ids
     FROM app_user u JOIN organization o ON o.id = u.organization_id
     WHERE u.id = :user_id AND u.organization_id = :org_id
@@ -77,7 +81,8 @@ _USER = text(
 )
 _API_KEY = text(
     """
-    SELECT k.id, o.id AS org_id, o.on_track_gap, o.at_risk_gap, o.check_in_cadence_days
+    SELECT k.id, o.id AS org_id, o.on_track_gap, o.at_risk_gap, o.check_in_cadence_days,
+           o.event_seq
     FROM api_key k JOIN organization o ON o.id = k.organization_id
     WHERE k.key_hash = :hash AND k.revoked_at IS NULL
     """
@@ -97,6 +102,7 @@ async def authenticate(conn: AsyncConnection, token: str, secret: str) -> Princi
             on_track_gap=row.on_track_gap,
             at_risk_gap=row.at_risk_gap,
             check_in_cadence_days=row.check_in_cadence_days,
+            event_seq=row.event_seq,
         )
     try:
         claims = jwt.decode(
@@ -120,6 +126,7 @@ async def user_principal(conn: AsyncConnection, user_id: int, org_id: int) -> Pr
         on_track_gap=row.on_track_gap,
         at_risk_gap=row.at_risk_gap,
         check_in_cadence_days=row.check_in_cadence_days,
+        event_seq=row.event_seq,
     )
 
 

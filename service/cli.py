@@ -270,7 +270,8 @@ def parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_export_schema)
 
     bench = sub.add_parser("bench", help="benchmark data").add_subparsers(
-        dest="bench_command", required=True)
+        dest="bench_command", required=True
+    )
     bench_seed = bench.add_parser("seed", help="an organization at scale, loaded with COPY")
     bench_seed.add_argument("--scale", type=int, default=1)
     bench_seed.add_argument("--slug")

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     max_subscriptions_per_connection: int = 20
 
+    # Query results are cached per caller until the organization's next write, and at
+    # most this long (0 turns the cache off).
+    response_cache_seconds: float = 1.0
+    response_cache_size: int = 2000
+
     # None: on in development, off in production.
     graphiql: bool | None = None
     introspection: bool | None = None

@@ -23,9 +23,21 @@ EXAMPLES = 1500
 def _ids() -> list[str]:
     from schema.ids import encode
 
-    real = [encode(t, i) for t in ("Objective", "KeyResult", "Team", "Cycle", "User",
-                                   "CheckIn", "Comment", "Event", "Organization")
-            for i in range(1, 12)]
+    real = [
+        encode(t, i)
+        for t in (
+            "Objective",
+            "KeyResult",
+            "Team",
+            "Cycle",
+            "User",
+            "CheckIn",
+            "Comment",
+            "Event",
+            "Organization",
+        )
+        for i in range(1, 12)
+    ]
     return [*real, "garbage", "", "T2JqZWN0aXZlOi0x", "VXNlcjo5OTk5OTk5OTk5OTk5OTk5OTk5"]
 
 
@@ -41,8 +53,13 @@ def generate(count: int) -> list[str]:
     """Draw `count` operations (the same ones on every run)."""
     drawn: list[str] = []
 
-    @settings(max_examples=count, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=count,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(operation=OPERATIONS)
     def collect(operation: str) -> None:
         drawn.append(operation)
@@ -60,8 +77,9 @@ async def test_generated_operations_never_fail_internally(client, db: Database):
     assert len(operations) >= 1000
     failures = []
     for operation in operations:
-        r = await client.post("/graphql", json={"query": operation},
-                              headers={"Authorization": f"Bearer {token}"})
+        r = await client.post(
+            "/graphql", json={"query": operation}, headers={"Authorization": f"Bearer {token}"}
+        )
         if r.status_code not in (200, 400) or "INTERNAL_SERVER_ERROR" in r.text:
             failures.append((operation, r.status_code, r.text[:300]))
     assert failures == [], failures[:3]

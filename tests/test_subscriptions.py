@@ -436,14 +436,17 @@ async def test_identical_subscribers_share_a_stream_and_a_slow_one_hurts_nobody(
     assert len(set(cursors)) == 60  # the reader that kept up got every event
 
 
-async def test_subscriptions_respect_visibility_and_tenants(replicas, tree: Tree, org: Org,
-                                                           db: Database, client):
+async def test_subscriptions_respect_visibility_and_tenants(
+    replicas, tree: Tree, org: Org, db: Database, client
+):
     server = await replicas()
     p = org.admin
-    hidden = await db.transaction(lambda s: objectives.update_objective(
-        s, p, tree.obj_x.id, None, {"visibility": "TEAM"}))
-    outsider = await db.transaction(lambda s: organizations.create_user(
-        s, p, "Outsider", "outsider@acme.example", "MEMBER"))
+    hidden = await db.transaction(
+        lambda s: objectives.update_objective(s, p, tree.obj_x.id, None, {"visibility": "TEAM"})
+    )
+    outsider = await db.transaction(
+        lambda s: organizations.create_user(s, p, "Outsider", "outsider@acme.example", "MEMBER")
+    )
     token = org.token(outsider.id)
     events: asyncio.Queue = asyncio.Queue()
     async with Client(transport=transport(server, token)) as session:
@@ -457,13 +460,17 @@ async def test_subscriptions_respect_visibility_and_tenants(replicas, tree: Tree
     assert events.empty()
     assert hidden.visibility == "TEAM"
     other_org, other_admin = await db.transaction(
-        lambda s: organizations.create_organization(s, "Rival", "boss@rival.example"))
+        lambda s: organizations.create_organization(s, "Rival", "boss@rival.example")
+    )
     async with Client(transport=transport(server, org.admin_token)) as session:
-        for variables in ({"objectiveId": encode("Objective", 10**6)},
-                          {"teamId": encode("Team", 10**6)}):
+        for variables in (
+            {"objectiveId": encode("Objective", 10**6)},
+            {"teamId": encode("Team", 10**6)},
+        ):
             with pytest.raises(TransportQueryError) as error:
-                async for _ in session.subscribe(GraphQLRequest(PROGRESS,
-                                                                variable_values=variables)):
+                async for _ in session.subscribe(
+                    GraphQLRequest(PROGRESS, variable_values=variables)
+                ):
                     pass
             assert "not found" in str(error.value)
     rival_token = issue_token(JWT_SECRET, other_admin.id, other_org.id)
@@ -479,12 +486,19 @@ async def test_subscriptions_respect_visibility_and_tenants(replicas, tree: Tree
 async def test_subscriptions_per_connection_are_limited(replicas, tree: Tree, org: Org):
     server = await replicas(OKR_MAX_SUBSCRIPTIONS_PER_CONNECTION="2")
     async with websockets.connect(server.ws, subprotocols=["graphql-transport-ws"]) as ws:
-        await ws.send(json.dumps({"type": "connection_init",
-                                  "payload": {"Authorization": f"Bearer {org.admin_token}"}}))
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "connection_init",
+                    "payload": {"Authorization": f"Bearer {org.admin_token}"},
+                }
+            )
+        )
         await ws.recv()
         for n in range(3):
-            await ws.send(json.dumps({"id": str(n), "type": "subscribe",
-                                      "payload": {"query": PROGRESS}}))
+            await ws.send(
+                json.dumps({"id": str(n), "type": "subscribe", "payload": {"query": PROGRESS}})
+            )
         message = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert message["id"] == "2" and message["type"] == "error"
     assert message["payload"][0]["extensions"]["code"] == "TOO_MANY_SUBSCRIPTIONS"
