@@ -18,6 +18,7 @@ from strawberry.extensions import (
 )
 from strawberry.schema.config import StrawberryConfig
 
+from schema.caching import ResultCache, result_cache
 from schema.limits import cost_limit
 from schema.mutations import Mutation
 from schema.queries import Query
@@ -79,9 +80,12 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
-    # Last: it validates the document with every rule the others added.
+    # It validates the document with every rule the others added.
     extensions.append(
         cost_limit(settings.max_query_cost, settings.max_page_size, settings.default_page_size)
+    )
+    extensions.append(
+        result_cache(ResultCache(settings.response_cache_seconds, settings.response_cache_size))
     )
     schema = SharingSchema(
         query=Query,
