@@ -11,10 +11,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 from strawberry.extensions import SchemaExtension
@@ -27,6 +28,7 @@ class ResultCache:
         self.entries: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
         self.hits = 0
         self.misses = 0
+        self.in_flight: dict[tuple, asyncio.Future] = {}
 
     def get(self, key: tuple) -> Any | None:
         found = self.entries.get(key)
@@ -51,21 +53,30 @@ class ResultCache:
 
 def result_cache(cache: ResultCache) -> type[SchemaExtension]:
     class CachedResults(SchemaExtension):
-        def on_execute(self) -> Iterator[None]:
+        async def on_execute(self) -> AsyncIterator[None]:
             ctx = self.execution_context
             key = self._key()
+            computing: asyncio.Future | None = None
             if key is not None:
                 hit = cache.get(key)
+                if hit is None and key in cache.in_flight:
+                    # Single flight: the same answer is being computed; wait for it.
+                    hit = await asyncio.shield(cache.in_flight[key])
                 if hit is not None:
                     ctx.result = hit
-            yield
-            if (
-                key is not None
-                and ctx.result is not None
-                and not ctx.result.errors
-                and cache.get(key) is None
-            ):
-                cache.put(key, ctx.result)
+                else:
+                    computing = asyncio.get_running_loop().create_future()
+                    cache.in_flight[key] = computing
+            try:
+                yield
+            finally:
+                if computing is not None:
+                    result = ctx.result
+                    good = result is not None and not result.errors
+                    if good:
+                        cache.put(key, result)
+                    computing.set_result(result if good else None)
+                    cache.in_flight.pop(key, None)
 
         def _key(self) -> tuple | None:
             ctx = self.execution_context

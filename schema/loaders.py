@@ -66,6 +66,9 @@ class Loaders:
         self.p = principal
         org = principal.organization_id
         self._org = org
+        # Rows already loaded in this request, by table and id: fields that need only
+        # these (status, expected progress) then resolve without awaiting.
+        self.known: dict[str, dict[int, Any]] = {}
         self.organization = self._by_id(ORGANIZATION, org_column=ORGANIZATION.c.id)
         self.user = self._by_id(USER)
         self.team = self._by_id(TEAM)
@@ -137,6 +140,15 @@ class Loaders:
             groups[r.user_id].append(r)
         return [groups.get(k, []) for k in keys]
 
+    def known_cycle(self, pk: int) -> Any | None:
+        return self.known["cycle"].get(pk)
+
+    async def prime_cycles(self, rows: list[Any]) -> None:
+        """Load the cycles of these objectives at once, before their fields resolve."""
+        wanted = {r.cycle_id for r in rows} - set(self.known["cycle"])
+        if wanted:
+            await self.cycle.load_many(list(wanted))
+
     # --- visibility-aware reads -------------------------------------------------
 
     def sees(self, row: Any) -> bool:
@@ -160,10 +172,12 @@ class Loaders:
 
     def _by_id(self, table: Table, org_column: Any = None) -> DataLoader[int, Any]:
         org_col = org_column if org_column is not None else table.c.organization_id
+        seen = self.known.setdefault(table.name, {})
 
         async def load(keys: list[int]) -> list[Any]:
             stmt = select(table).where(table.c.id.in_(keys), org_col == self._org)
             found = {r.id: r for r in await self._rows(stmt)}
+            seen.update(found)
             return [found.get(k) for k in keys]
 
         return DataLoader(load)

@@ -244,6 +244,7 @@ class Query:
         if position is not None:
             page = page.where(OBJECTIVE.c.id > position)
         rows = await _fetch(info, page)
+        await info.context.loaders.prime_cycles(rows)
         return connection(rows, first_, position, Objective.of, lambda: _count(info, base))
 
     @strawberry.field(

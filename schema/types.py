@@ -141,6 +141,19 @@ def _stale(info: Info, kr: Any, cycle: Any, cadence: int) -> bool:
     return rules.is_stale(rules.CycleStatus(cycle.status), last, cadence, info.context.now)
 
 
+def _with_cycle(info: Info, cycle_id: int, compute: Callable[[Any], Any]) -> Any:
+    """`compute(cycle)` at once when the cycle is loaded already, else after loading it
+    (a resolver that need not await stays cheap: no task per field)."""
+    cycle = info.context.loaders.known_cycle(cycle_id)
+    if cycle is not None:
+        return compute(cycle)
+
+    async def later() -> Any:
+        return compute(await info.context.loaders.cycle.load(cycle_id))
+
+    return later()
+
+
 # --- the organization and its people --------------------------------------------------------
 
 
@@ -245,6 +258,7 @@ class Team(Node):
         first_, position = page_window(info, first, after)
         loaders = info.context.loaders
         rows = await loaders.team_objectives_page(cycle_pk).load((self.row.id, first_, position))
+        await loaders.prime_cycles(rows)
         team_id = self.row.id
         return connection(
             rows,
@@ -365,6 +379,7 @@ class Objective(Node):
         first_, position = page_window(info, first, after)
         loaders = info.context.loaders
         rows = await loaders.children_page.load((self.row.id, first_, position))
+        await loaders.prime_cycles(rows)
         pk = self.row.id
         return connection(
             rows, first_, position, Objective.of, lambda: loaders.children_count.load(pk)
@@ -374,6 +389,7 @@ class Objective(Node):
     async def ancestors(self, info: Info) -> list[Objective]:
         loaders = info.context.loaders
         rows = await loaders.ancestors_of.load(self.row.id)
+        await loaders.prime_cycles(rows)
         return [Objective.of(r) for r in rows if loaders.sees(r)]
 
     @strawberry.field(description="The whole subtree, parents before children.")
@@ -385,6 +401,7 @@ class Objective(Node):
         loaders = info.context.loaders
         depth = min(max_depth if max_depth is not None else 1000, 1000)
         rows = await loaders.descendants_of.load((self.row.id, depth))
+        await loaders.prime_cycles(rows)
         return [Objective.of(r) for r in rows if loaders.sees(r)]
 
     @strawberry.field
@@ -394,14 +411,20 @@ class Objective(Node):
         ]
 
     @strawberry.field
-    async def expected_progress(self, info: Info) -> float:
-        cycle = await info.context.loaders.cycle.load(self.row.cycle_id)
-        return rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now)
+    def expected_progress(self, info: Info) -> float:
+        return _with_cycle(
+            info,
+            self.row.cycle_id,
+            lambda cycle: rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now),
+        )
 
     @strawberry.field
-    async def status(self, info: Info) -> ProgressStatus:
-        cycle = await info.context.loaders.cycle.load(self.row.cycle_id)
-        return _status(info, self.row.progress, self.row.has_check_in, cycle)
+    def status(self, info: Info) -> ProgressStatus:
+        return _with_cycle(
+            info,
+            self.row.cycle_id,
+            lambda cycle: _status(info, self.row.progress, self.row.has_check_in, cycle),
+        )
 
     @strawberry.field(description="A key result of it has gone unchecked past the cadence.")
     async def stale(self, info: Info) -> bool:
@@ -468,6 +491,7 @@ class Forecast:
 @strawberry.type
 class KeyResult(Node):
     row: strawberry.Private[Any]
+    objective_row: strawberry.Private[Any]
     id: ID
     title: str
     type: KeyResultType
@@ -486,9 +510,10 @@ class KeyResult(Node):
     updated_at: datetime
 
     @classmethod
-    def of(cls, row: Any) -> KeyResult:
+    def of(cls, row: Any, objective: Any = None) -> KeyResult:
         return cls(
             row=row,
+            objective_row=objective,
             id=ID(ids.encode("KeyResult", row.id)),
             title=row.title,
             type=rules.KeyResultType(row.type),
@@ -524,15 +549,38 @@ class KeyResult(Node):
         row = await info.context.loaders.user.load(self.row.owner_id)
         return User.of(row) if row else None
 
-    @strawberry.field
-    async def expected_progress(self, info: Info) -> float:
-        _, cycle = await self._objective_and_cycle(info)
-        return rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now)
+    def _cycle_now(self, info: Info) -> Any | None:
+        if self.objective_row is None:
+            return None
+        return info.context.loaders.known_cycle(self.objective_row.cycle_id)
 
     @strawberry.field
-    async def status(self, info: Info) -> ProgressStatus:
-        _, cycle = await self._objective_and_cycle(info)
-        return _status(info, self.row.progress, self.row.last_check_in_id is not None, cycle)
+    def expected_progress(self, info: Info) -> float:
+        def compute(cycle: Any) -> float:
+            return rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now)
+
+        cycle = self._cycle_now(info)
+        if cycle is not None:
+            return compute(cycle)
+
+        async def later() -> float:
+            return compute((await self._objective_and_cycle(info))[1])
+
+        return later()
+
+    @strawberry.field
+    def status(self, info: Info) -> ProgressStatus:
+        def compute(cycle: Any) -> rules.ProgressStatus:
+            return _status(info, self.row.progress, self.row.last_check_in_id is not None, cycle)
+
+        cycle = self._cycle_now(info)
+        if cycle is not None:
+            return compute(cycle)
+
+        async def later() -> rules.ProgressStatus:
+            return compute((await self._objective_and_cycle(info))[1])
+
+        return later()
 
     @strawberry.field(description="No check-in within the cadence plus a grace day.")
     async def stale(self, info: Info) -> bool:
