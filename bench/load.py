@@ -179,6 +179,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--ops", nargs="+", default=["Q1", "Q2", "Q3", "M1"])
+    ap.add_argument("--cache-seconds", default="1.0",
+                    help="the server's OKR_RESPONSE_CACHE_SECONDS (0: no result cache)")
     args = ap.parse_args()
 
     database = BenchDatabase()
@@ -188,7 +190,8 @@ def main() -> None:
     target = asyncio.run(
         pick(dsn, counts["organization_id"], counts["cycle_id"], counts["admin_user_id"])
     )
-    okr = ServerProcess(database.url, OKR_POOL_SIZE="16")
+    okr = ServerProcess(database.url, OKR_POOL_SIZE="16",
+                        OKR_RESPONSE_CACHE_SECONDS=args.cache_seconds)
     limit_port = free_port()
     limit = subprocess.Popen(
         [
@@ -256,7 +259,8 @@ def main() -> None:
         "verify_clean_after_M1": verified,
         "results": results,
     }
-    target_file = Path(__file__).parent / "results" / "load.json"
+    name = "load.json" if float(args.cache_seconds) > 0 else "load-uncached.json"
+    target_file = Path(__file__).parent / "results" / name
     target_file.parent.mkdir(exist_ok=True)
     target_file.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

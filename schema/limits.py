@@ -163,7 +163,7 @@ def query_cost(
 
 
 def cost_limit(max_cost: int, max_page: int, default_page: int) -> type[SchemaExtension]:
-    checked: dict[tuple, tuple[list[GraphQLError], int | None]] = {}  # a bounded memo
+    checked: dict[tuple, list[GraphQLError]] = {}  # validation errors per document
 
     class QueryCost(SchemaExtension):
         """Validates the document itself, then adds the limits' errors, so that
@@ -174,54 +174,49 @@ def cost_limit(max_cost: int, max_page: int, default_page: int) -> type[SchemaEx
         def on_validate(self) -> Iterator[None]:
             ctx = self.execution_context
             if ctx.graphql_document is not None and ctx.pre_execution_errors is None:
-                key = None
-                if ctx.query:
-                    key = (
-                        ctx.query,
-                        ctx.operation_name,
-                        repr(sorted((ctx.variables or {}).items())),
+                # Validation depends on the document only: remember it per document.
+                key = (ctx.query, ctx.operation_name) if ctx.query else None
+                errors = checked.get(key) if key else None
+                if errors is None:
+                    errors = list(
+                        validate(ctx.schema._schema, ctx.graphql_document, ctx.validation_rules)
                     )
-                known = checked.get(key) if key else None
-                if known is None:
-                    known = self._check()
                     if key:
-                        checked[key] = known
+                        checked[key] = errors
                         while len(checked) > 1000:
                             checked.pop(next(iter(checked)))
-                errors, self.cost = known
-                ctx.pre_execution_errors = list(errors)
+                errors = list(errors)
+                if not errors:
+                    errors += self._limits()  # the cost depends on the variables too
+                ctx.pre_execution_errors = errors
             yield
 
-        def _check(self) -> tuple[list[GraphQLError], int | None]:
+        def _limits(self) -> list[GraphQLError]:
             ctx = self.execution_context
-            errors = list(validate(ctx.schema._schema, ctx.graphql_document, ctx.validation_rules))
-            cost = None
-            if not errors:
-                try:
-                    cost = query_cost(
-                        ctx.schema._schema,
-                        ctx.graphql_document,
-                        ctx.operation_name,
-                        ctx.variables,
-                        max_page,
-                        default_page,
+            try:
+                self.cost = query_cost(
+                    ctx.schema._schema,
+                    ctx.graphql_document,
+                    ctx.operation_name,
+                    ctx.variables,
+                    max_page,
+                    default_page,
+                )
+            except LimitExceeded as exc:
+                return [GraphQLError(str(exc), extensions={"code": "BAD_USER_INPUT"})]
+            if self.cost > max_cost:
+                return [
+                    GraphQLError(
+                        f"query cost {self.cost} exceeds the maximum of {max_cost}; "
+                        "ask for smaller pages or fewer fields",
+                        extensions={
+                            "code": "QUERY_TOO_COSTLY",
+                            "cost": self.cost,
+                            "maximumCost": max_cost,
+                        },
                     )
-                except LimitExceeded as exc:
-                    errors.append(GraphQLError(str(exc), extensions={"code": "BAD_USER_INPUT"}))
-                else:
-                    if cost > max_cost:
-                        errors.append(
-                            GraphQLError(
-                                f"query cost {cost} exceeds the maximum of {max_cost}; "
-                                "ask for smaller pages or fewer fields",
-                                extensions={
-                                    "code": "QUERY_TOO_COSTLY",
-                                    "cost": cost,
-                                    "maximumCost": max_cost,
-                                },
-                            )
-                        )
-            return errors, cost
+                ]
+            return []
 
         def get_results(self) -> dict[str, Any]:
             if self.cost is None:

@@ -35,6 +35,19 @@ _LOCK = text(
     "SELECT id FROM objective WHERE id = ANY(:ids) AND organization_id = :org "
     "ORDER BY id FOR UPDATE"
 )
+# Find and lock the chain in one statement; the caller checks it did not move meanwhile.
+_LOCK_ANCESTRY = text(
+    """
+    WITH RECURSIVE up(id, parent_id) AS (
+        SELECT id, parent_id FROM objective WHERE id = ANY(:ids) AND organization_id = :org
+        UNION
+        SELECT o.id, o.parent_id FROM objective o JOIN up ON o.id = up.parent_id
+        WHERE o.organization_id = :org
+    )
+    SELECT o.id, o.parent_id FROM objective o WHERE o.id IN (SELECT id FROM up)
+    ORDER BY o.id FOR UPDATE OF o
+    """
+)
 _OBJECTIVES = text(
     """
     SELECT o.id, o.parent_id, o.team_id, o.cycle_id, o.progress, o.has_check_in, o.score,
@@ -79,15 +92,19 @@ class RollUp:
 
 
 async def _lock_ancestry(session: AsyncSession, org: int, start: list[int]) -> list[int]:
-    locked: set[int] = set()
+    rows = (await session.execute(_LOCK_ANCESTRY, {"ids": start, "org": org})).all()
+    locked = {r.id for r in rows}
+    # The locked rows are read fresh: if a parent changed between the recursive scan and
+    # the lock (a concurrent re-alignment), the chain they form differs; lock again.
     while True:
+        parents = {r.parent_id for r in rows if r.parent_id is not None}
+        if parents <= locked:
+            return sorted(locked)
         ids = set((await session.execute(_ANCESTRY, {"ids": start, "org": org})).scalars())
-        missing = ids - locked
-        if not missing:
-            return sorted(ids)
-        # Lock everything again in id order (already held locks are no-ops).
-        await session.execute(_LOCK, {"ids": sorted(ids | locked), "org": org})
-        locked |= ids
+        rows = (
+            await session.execute(_LOCK_ANCESTRY, {"ids": sorted(ids | locked), "org": org})
+        ).all()
+        locked |= {r.id for r in rows}
 
 
 def status_of(

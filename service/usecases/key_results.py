@@ -255,8 +255,11 @@ async def check_in(
     )
     session.add(row)
     try:
-        async with session.begin_nested():
-            await session.flush()
+        if idempotency_key is None:
+            await session.flush()  # nothing unique to collide with
+        else:
+            async with session.begin_nested():
+                await session.flush()
     except IntegrityError:
         # The same key raced in through another transaction, which has committed.
         session.expunge(row)
