@@ -584,3 +584,20 @@ async def test_query_limits_are_checked_before_resolvers(org: Org):
     aliases = "{ " + " ".join(f"a{i}: viewer {{ role }}" for i in range(31)) + " }"
     body = await org.call(aliases, expect_errors=True)
     assert "aliases" in body["errors"][0]["message"].lower()
+
+
+async def test_query_results_are_cached_until_the_next_write(org: Org, client):
+    cycle = await h.active_cycle(org)
+    obj = await h.objective(org, cycle, "Cached")
+    kr = await h.key_result(org, obj)
+    query = {"query": "query($id: ID!) { node(id: $id) { ... on Objective { progress "
+                      "keyResults { progress } } } }", "variables": {"id": obj}}
+    headers = {"Authorization": f"Bearer {org.admin_token}"}
+    first = await client.post("/graphql", json=query, headers=headers)
+    again = await client.post("/graphql", json=query, headers=headers)
+    assert again.json() == first.json()
+    assert int(again.headers["x-sql-statements"]) == 1  # authentication only
+    await h.check_in(org, kr, 50)  # a write moves the organization's outbox position
+    after = await client.post("/graphql", json=query, headers=headers)
+    assert after.json()["data"]["node"]["progress"] == pytest.approx(0.5)
+    assert int(after.headers["x-sql-statements"]) > 1
