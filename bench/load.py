@@ -179,8 +179,11 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--ops", nargs="+", default=["Q1", "Q2", "Q3", "M1"])
-    ap.add_argument("--cache-seconds", default="1.0",
-                    help="the server's OKR_RESPONSE_CACHE_SECONDS (0: no result cache)")
+    ap.add_argument(
+        "--cache-seconds",
+        default="1.0",
+        help="the server's OKR_RESPONSE_CACHE_SECONDS (0: no result cache)",
+    )
     args = ap.parse_args()
 
     database = BenchDatabase()
@@ -190,8 +193,9 @@ def main() -> None:
     target = asyncio.run(
         pick(dsn, counts["organization_id"], counts["cycle_id"], counts["admin_user_id"])
     )
-    okr = ServerProcess(database.url, OKR_POOL_SIZE="16",
-                        OKR_RESPONSE_CACHE_SECONDS=args.cache_seconds)
+    okr = ServerProcess(
+        database.url, OKR_POOL_SIZE="16", OKR_RESPONSE_CACHE_SECONDS=args.cache_seconds
+    )
     limit_port = free_port()
     limit = subprocess.Popen(
         [

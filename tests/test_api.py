@@ -590,8 +590,11 @@ async def test_query_results_are_cached_until_the_next_write(org: Org, client):
     cycle = await h.active_cycle(org)
     obj = await h.objective(org, cycle, "Cached")
     kr = await h.key_result(org, obj)
-    query = {"query": "query($id: ID!) { node(id: $id) { ... on Objective { progress "
-                      "keyResults { progress } } } }", "variables": {"id": obj}}
+    query = {
+        "query": "query($id: ID!) { node(id: $id) { ... on Objective { progress "
+        "keyResults { progress } } } }",
+        "variables": {"id": obj},
+    }
     headers = {"Authorization": f"Bearer {org.admin_token}"}
     first = await client.post("/graphql", json=query, headers=headers)
     again = await client.post("/graphql", json=query, headers=headers)
