@@ -100,6 +100,20 @@ class Loaders:
         )
         self.objective_comments_count = self._counts(COMMENT, COMMENT.c.objective_id)
         self.teams_of_user = DataLoader(self._load_teams_of_user)
+        self.history_page = {
+            kind: self._pages(
+                EVENT,
+                EVENT.c.subject_id,
+                EVENT.c.seq,
+                descending=True,
+                where=EVENT.c.subject_type == kind,
+            )
+            for kind in ("Objective", "KeyResult")
+        }
+        self.history_count = {
+            kind: self._counts(EVENT, EVENT.c.subject_id, where=EVENT.c.subject_type == kind)
+            for kind in ("Objective", "KeyResult")
+        }
         self.event = self._by_id(EVENT)
         self._visible = vis
         self._team_pages: dict[int | None, DataLoader] = {}

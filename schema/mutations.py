@@ -17,7 +17,14 @@ from schema.context import Info
 from schema.enums import CycleStatus, KeyResultType, Measure, Role, Visibility
 from schema.types import CheckIn, Comment, Cycle, KeyResult, Objective, Team, User, UserError
 from service.errors import ErrorCode, Rejected
-from service.usecases import comments, cycles, key_results, objectives, organizations
+from service.usecases import (
+    comments,
+    cycles,
+    key_results,
+    objectives,
+    organizations,
+    reviews,
+)
 
 R = TypeVar("R")
 
@@ -186,6 +193,26 @@ class AddCommentInput:
     body: str
 
 
+@strawberry.input
+class CarryOverObjectiveInput:
+    objective_id: ID
+    to_cycle_id: ID
+    key_result_ids: list[ID] = strawberry.field(
+        default_factory=list,
+        description="The key results to carry; each starts from its last current value.",
+    )
+
+
+@strawberry.input
+class SetCheckInCadenceInput:
+    team_id: ID | None = strawberry.field(
+        default=None, description="null: the organization's cadence."
+    )
+    days: int | None = strawberry.field(
+        default=None, description="For a team, null falls back to the organization's."
+    )
+
+
 # --- payloads -------------------------------------------------------------------------------
 
 
@@ -229,6 +256,21 @@ class CheckInPayload:
 @strawberry.type
 class CommentPayload:
     comment: Comment | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class CarryOverPayload:
+    objective: Objective | None = None
+    carried_from: Objective | None = None
+    key_results: list[KeyResult] = strawberry.field(default_factory=list)
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class CheckInCadencePayload:
+    team: Team | None = None
+    days: int | None = None
     user_errors: list[UserError] = strawberry.field(default_factory=list)
 
 
@@ -472,3 +514,40 @@ class Mutation:
         except Rejected as exc:
             return _refused(CommentPayload, exc)
         return CommentPayload(comment=Comment.of(row))
+
+    @strawberry.mutation(
+        description="Copy an objective and chosen key results into a later "
+        "cycle; alignment is kept where the parent was carried over too."
+    )
+    async def carry_over_objective(
+        self, info: Info, input: CarryOverObjectiveInput
+    ) -> CarryOverPayload:
+        p = info.context.principal
+        try:
+            pk = required_gid(input.objective_id, "Objective", "objectiveId")
+            cycle = required_gid(input.to_cycle_id, "Cycle", "toCycleId")
+            krs = [required_gid(k, "KeyResult", "keyResultIds") for k in input.key_result_ids]
+            new, created = await run(
+                info, lambda s: reviews.carry_over_objective(s, p, pk, cycle, krs)
+            )
+        except Rejected as exc:
+            return _refused(CarryOverPayload, exc)
+        old = await info.context.loaders.objective(pk)
+        return CarryOverPayload(
+            objective=Objective.of(new),
+            carried_from=Objective.of(old) if old else None,
+            key_results=[KeyResult.of(k, new) for k in created],
+        )
+
+    @strawberry.mutation(description="The organization's check-in cadence, or a team's.")
+    async def set_check_in_cadence(
+        self, info: Info, input: SetCheckInCadenceInput
+    ) -> CheckInCadencePayload:
+        p = info.context.principal
+        try:
+            team = gid(input.team_id, "Team", "teamId")
+            await run(info, lambda s: reviews.set_check_in_cadence(s, p, team, input.days))
+        except Rejected as exc:
+            return _refused(CheckInCadencePayload, exc)
+        row = await info.context.loaders.team.load(team) if team else None
+        return CheckInCadencePayload(team=Team.of(row) if row else None, days=input.days)

@@ -248,6 +248,41 @@ class Query:
         return connection(rows, first_, position, Objective.of, lambda: _count(info, base))
 
     @strawberry.field(
+        description="Per team: objectives by status, mean progress and score, "
+        "stale key results, objectives aligned to nothing, check-in rhythm."
+    )
+    async def cycle_report(self, info: Info, cycle_id: ID) -> CycleReport | None:
+        from service.errors import Rejected
+        from service.reports import cycle_report
+
+        pk = decode_filter_id(cycle_id, "Cycle", "cycleId")
+        try:
+            async with info.context.db.connect() as conn:
+                report = await cycle_report(conn, info.context.principal, pk, info.context.now)
+        except Rejected:
+            return None
+        loaders = info.context.loaders
+        teams = []
+        for t in report.teams:
+            row = await loaders.team.load(t.team_id) if t.team_id else None
+            teams.append(
+                TeamCycleReport(
+                    team=Team.of(row) if row else None,
+                    objectives=t.objectives,
+                    by_status=[
+                        StatusCount(status=Status(k), count=v)
+                        for k, v in sorted(t.by_status.items())
+                    ],
+                    mean_progress=t.mean_progress,
+                    mean_score=t.mean_score,
+                    stale_key_results=t.stale_key_results,
+                    unaligned_objectives=t.unaligned_objectives,
+                    check_in_rhythm=t.check_in_rhythm,
+                )
+            )
+        return CycleReport(cycle=Cycle.of(report.cycle), teams=teams)
+
+    @strawberry.field(
         description="The change feed, for polling: events after a cursor, in commit order."
     )
     async def events(
@@ -265,6 +300,32 @@ class Query:
         return connection(
             rows, first_, position, Event.of, lambda: _count(info, base), position=lambda r: r.seq
         )
+
+
+@strawberry.type
+class StatusCount:
+    status: ProgressStatus
+    count: int
+
+
+@strawberry.type(description="One team's part of a cycle (team null: objectives of no team).")
+class TeamCycleReport:
+    team: Team | None
+    objectives: int
+    by_status: list[StatusCount]
+    mean_progress: float | None
+    mean_score: float | None
+    stale_key_results: int
+    unaligned_objectives: int = strawberry.field(description="Objectives aligned to nothing.")
+    check_in_rhythm: float | None = strawberry.field(
+        description="The share of key results checked in within their cadence."
+    )
+
+
+@strawberry.type
+class CycleReport:
+    cycle: Cycle
+    teams: list[TeamCycleReport]
 
 
 def _event_visible(p: Any) -> Any:

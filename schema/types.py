@@ -11,6 +11,7 @@ from typing import Any, Generic, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry import ID
+from strawberry.scalars import JSON
 
 from schema import ids
 from schema.context import Info
@@ -458,6 +459,19 @@ class Objective(Node):
             if node is not None  # counted in the roll-up, never shown
         ]
 
+    @strawberry.field(description="The objective of an earlier cycle this was carried over from.")
+    async def carried_from(self, info: Info) -> Objective | None:
+        if self.row.carried_from_id is None:
+            return None
+        row = await info.context.loaders.objective(self.row.carried_from_id)
+        return Objective.of(row) if row else None
+
+    @strawberry.field(description="Who changed what, newest first, from the event log.")
+    async def history(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Event]:
+        return await _history(info, "Objective", self.row.id, first, after)
+
     @strawberry.field
     def reflection(self) -> Reflection | None:
         r = self.row
@@ -614,6 +628,19 @@ class KeyResult(Node):
             rows, first_, position, CheckIn.of, lambda: loaders.check_ins_count.load(pk)
         )
 
+    @strawberry.field(description="The key result of an earlier cycle this continues.")
+    async def carried_from(self, info: Info) -> KeyResult | None:
+        if self.row.carried_from_id is None:
+            return None
+        row = await info.context.loaders.key_result(self.row.carried_from_id)
+        return KeyResult.of(row) if row else None
+
+    @strawberry.field(description="Who changed what, newest first, from the event log.")
+    async def history(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Event]:
+        return await _history(info, "KeyResult", self.row.id, first, after)
+
     @strawberry.field(
         description="Least squares through the check-ins, read at the cycle's "
         "end; null with fewer than two check-ins."
@@ -731,6 +758,14 @@ class Event(Node):
         row = await info.context.loaders.user.load(self.row.actor_user_id)
         return User.of(row) if row else None
 
+    @strawberry.field(description="For edits: the changed fields as they were.")
+    def before(self) -> JSON | None:
+        return self.row.payload.get("before")
+
+    @strawberry.field(description="For edits: the changed fields as they became.")
+    def after(self) -> JSON | None:
+        return self.row.payload.get("after")
+
     @strawberry.field(description="What the event is about (null when hidden or deleted).")
     async def subject(self, info: Info) -> Node | None:
         from schema.queries import resolve_node
@@ -747,6 +782,22 @@ class Event(Node):
     @strawberry.field(description="For progress: the key result and every objective up the chain.")
     async def changes(self, info: Info) -> list[ProgressChange]:
         return await progress_changes(info, self.row.payload.get("changes", []))
+
+
+async def _history(
+    info: Info, kind: str, pk: int, first: int | None, after: str | None
+) -> Connection[Event]:
+    first_, position = page_window(info, first, after)
+    loaders = info.context.loaders
+    rows = await loaders.history_page[kind].load((pk, first_, position))
+    return connection(
+        rows,
+        first_,
+        position,
+        Event.of,
+        lambda: loaders.history_count[kind].load(pk),
+        position=lambda r: r.seq,
+    )
 
 
 async def progress_changes(info: Info, changes: list[dict[str, Any]]) -> list[ProgressChange]:

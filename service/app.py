@@ -4,11 +4,16 @@ This is the one module that knows both the core and the GraphQL face."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import orjson
 from fastapi import FastAPI
@@ -23,8 +28,9 @@ from schema.context import Context
 from service import migrate
 from service.auth import Authenticator, bearer
 from service.db import Database, count_statements
-from service.errors import Unauthenticated
+from service.errors import Rejected, Unauthenticated
 from service.fanout import EventHub
+from service.reminders import run_forever as run_reminders
 from service.settings import Settings
 
 log = logging.getLogger("okr")
@@ -158,9 +164,16 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             health_seconds=settings.listener_health_seconds,
         )
         await app.state.hub.start()
+        reminders = None
+        if settings.check_in_reminder_seconds > 0:
+            reminders = asyncio.create_task(
+                run_reminders(app.state.db, settings.check_in_reminder_seconds)
+            )
         try:
             yield
         finally:
+            if reminders is not None:
+                reminders.cancel()
             await app.state.hub.stop()
             await app.state.db.dispose()
 
@@ -228,6 +241,35 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             },
             status_code=401,
             headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    @app.get("/export/cycles/{cycle_id}.csv")
+    async def export_cycle(cycle_id: str, request: Request) -> PlainTextResponse:
+        """The cycle report as a spreadsheet: one row per key result."""
+        from schema.ids import BadId, decode_as
+        from service.reports import CSV_COLUMNS, cycle_report
+
+        principal = await authenticator(request.app).authenticate(
+            bearer(request.headers.get("authorization"))
+        )
+        try:
+            pk = decode_as(cycle_id, "Cycle")
+        except BadId:
+            return PlainTextResponse("not a cycle id\n", status_code=404)
+        try:
+            async with request.app.state.db.connect() as conn:
+                report = await cycle_report(conn, principal, pk, datetime.now(UTC))
+        except Rejected:
+            return PlainTextResponse("cycle not found\n", status_code=404)
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(report.rows)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", report.cycle.name)
+        return PlainTextResponse(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{name}.csv"'},
         )
 
     @app.get("/healthz")

@@ -174,6 +174,7 @@ class Objective(SQLModel, table=True):
         Index("ix_objective_parent", "parent_id"),
         Index("ix_objective_team", "team_id", "cycle_id"),
         Index("ix_objective_owner", "owner_id"),
+        Index("ix_objective_carried_from", "carried_from_id"),
     )
     id: int | None = _pk()
     organization_id: int = _org()
@@ -197,6 +198,8 @@ class Objective(SQLModel, table=True):
     challenges: str | None = _text()
     lessons: str | None = _text()
     archived_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # The objective of an earlier cycle this one was carried over from.
+    carried_from_id: int | None = _ref("objective.id")
     version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     created_at: datetime | None = _created()
     updated_at: datetime | None = _created()
@@ -241,6 +244,10 @@ class KeyResult(SQLModel, table=True):
     )
     score: float | None = Field(default=None, sa_column=Column(Double))
     score_reason: str | None = _text()
+    carried_from_id: int | None = _ref("key_result.id")
+    # The silence a CHECK_IN_DUE event was last written for (its last check-in or
+    # creation): one reminder per overdue stretch.
+    due_notice_for: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     created_at: datetime | None = _created()
     updated_at: datetime | None = _created()
@@ -301,7 +308,10 @@ class Event(SQLModel, table=True):
     """The outbox: one row per committed change, in commit order per organization."""
 
     __tablename__ = "event"
-    __table_args__ = (UniqueConstraint("organization_id", "seq", name="uq_event_organization_seq"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "seq", name="uq_event_organization_seq"),
+        Index("ix_event_subject", "organization_id", "subject_type", "subject_id", "seq"),
+    )
     id: int | None = _pk()
     organization_id: int = _org()
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
     max_subscriptions_per_connection: int = 20
 
+    # How often a replica looks for overdue check-ins (0: never); one replica writes.
+    check_in_reminder_seconds: float = 300.0
+
     # Query results are cached per caller until the organization's next write, and at
     # most this long (0 turns the cache off).
     response_cache_seconds: float = 1.0

@@ -1,0 +1,173 @@
+"""Cycle reports: per team, objectives by status, mean progress and score, stale key
+results, objectives aligned to nothing, and the check-in rhythm. The same rows feed the
+GraphQL `cycleReport` and the CSV export."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service import models, rules
+from service.access import visible_objectives
+from service.auth import Principal
+from service.errors import not_found
+
+OBJ = models.Objective.__table__
+K = models.KeyResult.__table__
+C = models.Cycle.__table__
+T = models.Team.__table__
+U = models.User.__table__
+
+
+@dataclass
+class TeamReport:
+    team_id: int | None
+    team_name: str | None
+    objectives: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    progress: list[float] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    stale_key_results: int = 0
+    unaligned_objectives: int = 0
+    key_results: int = 0
+    in_rhythm: int = 0
+
+    @property
+    def mean_progress(self) -> float | None:
+        return sum(self.progress) / len(self.progress) if self.progress else None
+
+    @property
+    def mean_score(self) -> float | None:
+        return sum(self.scores) / len(self.scores) if self.scores else None
+
+    @property
+    def check_in_rhythm(self) -> float | None:
+        """The share of key results checked in within their cadence."""
+        return self.in_rhythm / self.key_results if self.key_results else None
+
+
+@dataclass
+class CycleReport:
+    cycle: Any
+    teams: list[TeamReport]
+    rows: list[dict[str, Any]]  # one per key result (or objective without any), for CSV
+
+
+async def cycle_report(
+    conn: AsyncConnection, p: Principal, cycle_id: int, now: datetime
+) -> CycleReport:
+    cycle = (
+        await conn.execute(
+            select(C).where(C.c.id == cycle_id, C.c.organization_id == p.organization_id)
+        )
+    ).one_or_none()
+    if cycle is None:
+        raise not_found("cycle", "cycleId")
+    objectives = (
+        await conn.execute(
+            select(
+                OBJ,
+                T.c.name.label("team_name"),
+                T.c.check_in_cadence_days.label("cadence"),
+                U.c.name.label("owner_name"),
+            )
+            .outerjoin(T, T.c.id == OBJ.c.team_id)
+            .outerjoin(U, U.c.id == OBJ.c.owner_id)
+            .where(
+                OBJ.c.cycle_id == cycle_id,
+                OBJ.c.organization_id == p.organization_id,
+                OBJ.c.archived_at.is_(None),
+                visible_objectives(p, OBJ),
+            )
+            .order_by(OBJ.c.id)
+        )
+    ).all()
+    ids = [o.id for o in objectives]
+    krs: dict[int, list[Any]] = defaultdict(list)
+    if ids:
+        for k in (
+            await conn.execute(select(K).where(K.c.objective_id.in_(ids)).order_by(K.c.id))
+        ).all():
+            krs[k.objective_id].append(k)
+    expected = rules.expected_progress(cycle.starts_on, cycle.ends_on, now)
+    status_of_cycle = rules.CycleStatus(cycle.status)
+    teams: dict[int | None, TeamReport] = {}
+    rows: list[dict[str, Any]] = []
+    for o in objectives:
+        team = teams.setdefault(o.team_id, TeamReport(o.team_id, o.team_name))
+        status = rules.progress_status(
+            o.progress, expected, o.has_check_in, p.on_track_gap, p.at_risk_gap
+        )
+        team.objectives += 1
+        team.by_status[str(status)] = team.by_status.get(str(status), 0) + 1
+        team.progress.append(o.progress)
+        if o.score is not None:
+            team.scores.append(o.score)
+        if o.parent_id is None:
+            team.unaligned_objectives += 1
+        cadence = o.cadence or p.check_in_cadence_days
+        for k in krs[o.id]:
+            last = k.last_check_in_at or k.created_at
+            stale = rules.is_stale(status_of_cycle, last, cadence, now)
+            team.key_results += 1
+            team.stale_key_results += stale
+            if k.last_check_in_at is not None and now - k.last_check_in_at <= timedelta(
+                days=cadence
+            ):
+                team.in_rhythm += 1
+            k_status = rules.progress_status(
+                k.progress, expected, k.last_check_in_id is not None, p.on_track_gap, p.at_risk_gap
+            )
+            rows.append(_row(o, status, k, k_status, stale))
+        if not krs[o.id]:
+            rows.append(_row(o, status, None, None, False))
+    ordered = sorted(teams.values(), key=lambda t: (t.team_name is None, t.team_name or ""))
+    return CycleReport(cycle, ordered, rows)
+
+
+def _row(o: Any, status: Any, k: Any, k_status: Any, stale: bool) -> dict[str, Any]:
+    return {
+        "team": o.team_name or "",
+        "objective": o.title,
+        "objective_owner": o.owner_name or "",
+        "objective_progress": round(o.progress, 4),
+        "objective_status": str(status),
+        "objective_score": "" if o.score is None else round(o.score, 4),
+        "key_result": k.title if k else "",
+        "type": k.type if k else "",
+        "start": k.start_value if k else "",
+        "target": k.target_value if k else "",
+        "current": k.current_value if k else "",
+        "unit": (k.unit or "") if k else "",
+        "progress": round(k.progress, 4) if k else "",
+        "status": str(k_status) if k_status else "",
+        "stale": ("yes" if stale else "no") if k else "",
+        "score": "" if k is None or k.score is None else round(k.score, 4),
+        "last_check_in": k.last_check_in_at.isoformat() if k and k.last_check_in_at else "",
+    }
+
+
+CSV_COLUMNS = [
+    "team",
+    "objective",
+    "objective_owner",
+    "objective_progress",
+    "objective_status",
+    "objective_score",
+    "key_result",
+    "type",
+    "start",
+    "target",
+    "current",
+    "unit",
+    "progress",
+    "status",
+    "stale",
+    "score",
+    "last_check_in",
+]

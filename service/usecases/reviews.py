@@ -1,0 +1,182 @@
+"""The end of a cycle and the next one: carrying an objective over, and the check-in
+cadence the reminders follow."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import events, rollup, rules
+from service.access import require_admin, require_edit_objective
+from service.auth import Principal
+from service.errors import ErrorCode, Rejected, invalid
+from service.events import EventKind
+from service.models import KeyResult, Objective, Organization, Team
+from service.rules import KeyResultType
+from service.usecases import common
+
+
+async def carry_over_objective(
+    session: AsyncSession,
+    p: Principal,
+    objective_id: int,
+    to_cycle_id: int,
+    key_result_ids: list[int],
+) -> tuple[Objective, list[KeyResult]]:
+    """Copy an objective and the chosen key results into a later cycle: each key result
+    starts from its last current value, with no check-ins; alignment is kept where the
+    parent (or a child) was carried over too."""
+    source, source_cycle = await common.objective(session, p, objective_id)
+    require_edit_objective(p, source.team_id, source.owner_id)
+    target = await common.cycle(session, p, to_cycle_id, "toCycleId")
+    common.writable(target)
+    if target.starts_on <= source_cycle.starts_on:
+        raise invalid("carry over into a later cycle", "toCycleId")
+    already = await session.scalar(
+        select(Objective.id).where(
+            Objective.carried_from_id == source.id,
+            Objective.cycle_id == target.id,
+            Objective.organization_id == p.organization_id,
+        )
+    )
+    if already is not None:
+        raise Rejected(
+            ErrorCode.CONFLICT,
+            "this objective was already carried over into that cycle",
+            ["objectiveId"],
+        )
+    krs = (
+        (
+            await session.execute(
+                select(KeyResult).where(KeyResult.objective_id == source.id).order_by(KeyResult.id)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    by_id = {k.id: k for k in krs}
+    chosen = list(dict.fromkeys(key_result_ids))
+    unknown = [k for k in chosen if k not in by_id]
+    if unknown:
+        raise invalid("keyResultIds must name key results of this objective", "keyResultIds")
+
+    parent_id = None
+    if source.parent_id is not None:
+        parent_id = await session.scalar(
+            select(Objective.id).where(
+                Objective.carried_from_id == source.parent_id,
+                Objective.cycle_id == target.id,
+                Objective.archived_at.is_(None),
+                Objective.organization_id == p.organization_id,
+            )
+        )
+    new = Objective(
+        organization_id=p.organization_id,
+        cycle_id=target.id,
+        title=source.title,
+        description=source.description,
+        team_id=source.team_id,
+        owner_id=source.owner_id,
+        parent_id=parent_id,
+        weight=source.weight,
+        visibility=source.visibility,
+        carried_from_id=source.id,
+    )
+    session.add(new)
+    await session.flush()
+    created: list[KeyResult] = []
+    mapping: dict[int, int] = {}
+    for kr_id in chosen:
+        old = by_id[kr_id]
+        kind = KeyResultType(old.type)
+        start = 0.0 if kind is KeyResultType.MILESTONE else old.current_value
+        problem = rules.definition_error(kind, start, old.target_value)
+        if problem:
+            raise invalid(
+                f"{old.title!r} cannot start from its last value {old.current_value:g}: {problem}",
+                "keyResultIds",
+            )
+        kr = KeyResult(
+            organization_id=p.organization_id,
+            objective_id=new.id,
+            title=old.title,
+            owner_id=old.owner_id,
+            type=old.type,
+            measure=old.measure,
+            unit=old.unit,
+            start_value=start,
+            target_value=old.target_value,
+            current_value=start,
+            weight=old.weight,
+            progress=rules.key_result_progress(kind, start, old.target_value, start),
+            carried_from_id=old.id,
+        )
+        session.add(kr)
+        created.append(kr)
+    await session.flush()
+    mapping = {k.carried_from_id: k.id for k in created}
+    # Children carried over before their parent: align them under it now.
+    children = select(Objective.id).where(Objective.parent_id == source.id)
+    await session.execute(
+        update(Objective)
+        .where(
+            Objective.cycle_id == target.id,
+            Objective.parent_id.is_(None),
+            Objective.carried_from_id.in_(children),
+            Objective.organization_id == p.organization_id,
+        )
+        .values(parent_id=new.id)
+    )
+    rolled = await rollup.recompute(
+        session,
+        p.organization_id,
+        [new.id],
+        thresholds=(p.on_track_gap, p.at_risk_gap),
+        now=common.now(),
+    )
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.OBJECTIVE_CARRIED_OVER,
+        "Objective",
+        new.id,
+        {
+            "from": source.id,
+            "to_cycle": target.id,
+            "key_results": {str(k): v for k, v in mapping.items()},
+            **rolled.payload(),
+        },
+    )
+    return new, created
+
+
+async def set_check_in_cadence(
+    session: AsyncSession, p: Principal, team_id: int | None, days: int | None
+) -> None:
+    """The organization's cadence (team None), or a team's override (days None clears)."""
+    require_admin(p)
+    if days is not None and not 1 <= days <= 366:
+        raise invalid("days must lie between 1 and 366", "days")
+    if team_id is None:
+        if days is None:
+            raise invalid("the organization's cadence needs a number of days", "days")
+        await session.execute(
+            update(Organization)
+            .where(Organization.id == p.organization_id)
+            .values(check_in_cadence_days=days)
+        )
+    else:
+        team = await common.team(session, p, team_id)
+        await session.execute(
+            update(Team).where(Team.id == team.id).values(check_in_cadence_days=days)
+        )
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.CHECK_IN_CADENCE_CHANGED,
+        "Team" if team_id else "Organization",
+        team_id or p.organization_id,
+        {"days": days, "team_ids": [team_id] if team_id else []},
+    )
