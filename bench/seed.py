@@ -168,7 +168,7 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
                     )
                 progress = rules.key_result_progress(kind, start, target, value)
                 ci_rows.append(
-                    (next_ci, org, next_kr, value, 0.7, None, obj["owner"], progress, at)
+                    (next_ci, org, next_kr, value, 0.7, None, obj["owner"], progress, at, at)
                 )
                 last_value, last_id, last_at = value, next_ci, at
                 next_ci += 1
@@ -281,6 +281,7 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
             "author_id",
             "progress",
             "created_at",
+            "measured_at",
         ],
     )
     return {

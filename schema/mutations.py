@@ -5,7 +5,7 @@ rollback, so a rejected mutation changes nothing."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 import strawberry
@@ -169,6 +169,10 @@ class CheckInInput:
     note: str | None = None
     idempotency_key: str | None = strawberry.field(
         default=None, description="The same key again returns the first check-in."
+    )
+    measured_at: datetime | None = strawberry.field(
+        default=None,
+        description="When the value was true: defaults to now; may be backdated inside the cycle.",
     )
 
 
@@ -464,6 +468,7 @@ class Mutation:
                     confidence=input.confidence,
                     note=input.note,
                     idempotency_key=input.idempotency_key,
+                    measured_at=input.measured_at,
                 ),
             )
         except Rejected as exc:

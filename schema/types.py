@@ -5,8 +5,9 @@ stored progress by the pure rules."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import date, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from datetime import UTC, date, datetime, timedelta
+from enum import Enum
+from typing import Annotated, Any, Generic, TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -29,6 +30,23 @@ from service import rules
 from service.errors import Rejected
 
 T = TypeVar("T")
+
+
+@strawberry.enum
+class HistoryInterval(Enum):
+    HOUR = "HOUR"
+    DAY = "DAY"
+    WEEK = "WEEK"
+
+
+STEPS = {"HOUR": timedelta(hours=1), "DAY": timedelta(days=1), "WEEK": timedelta(weeks=1)}
+MAX_POINTS = 400
+
+
+@strawberry.type
+class ProgressPoint:
+    at: datetime
+    progress: float
 
 
 # --- Relay -------------------------------------------------------------------------
@@ -324,7 +342,6 @@ class Objective(Node):
     description: str | None
     visibility: Visibility
     weight: float = strawberry.field(description="Its weight in the parent's roll-up.")
-    progress: float
     score: float | None
     version: int
     created_at: datetime
@@ -340,7 +357,6 @@ class Objective(Node):
             description=row.description,
             visibility=Visibility(row.visibility),
             weight=row.weight,
-            progress=row.progress,
             score=row.score,
             version=row.version,
             created_at=row.created_at,
@@ -459,6 +475,24 @@ class Objective(Node):
             if node is not None  # counted in the roll-up, never shown
         ]
 
+    @strawberry.field(
+        description="Stored progress; with asOf, as it stood then (from the check-ins' measuredAt)."
+    )
+    def progress(self, info: Info, as_of: datetime | None = None) -> float:
+        if as_of is None:
+            return self.row.progress
+        return _series_one(info, "Objective", self.row, as_of)
+
+    @strawberry.field(description="Progress at each instant from `from` to `to`, for charts.")
+    async def progress_history(
+        self,
+        info: Info,
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+        interval: HistoryInterval = HistoryInterval.DAY,
+    ) -> list[ProgressPoint]:
+        return await _series(info, "Objective", self.row, from_, to, interval)
+
     @strawberry.field(description="The objective of an earlier cycle this was carried over from.")
     async def carried_from(self, info: Info) -> Objective | None:
         if self.row.carried_from_id is None:
@@ -515,7 +549,6 @@ class KeyResult(Node):
     target_value: float
     current_value: float
     weight: float
-    progress: float
     confidence: float | None = strawberry.field(description="From the latest check-in.")
     score: float | None
     score_reason: str | None
@@ -537,7 +570,6 @@ class KeyResult(Node):
             target_value=row.target_value,
             current_value=row.current_value,
             weight=row.weight,
-            progress=row.progress,
             confidence=row.confidence,
             score=row.score,
             score_reason=row.score_reason,
@@ -628,6 +660,24 @@ class KeyResult(Node):
             rows, first_, position, CheckIn.of, lambda: loaders.check_ins_count.load(pk)
         )
 
+    @strawberry.field(
+        description="Stored progress; with asOf, as it stood then (from the check-ins' measuredAt)."
+    )
+    def progress(self, info: Info, as_of: datetime | None = None) -> float:
+        if as_of is None:
+            return self.row.progress
+        return _series_one(info, "KeyResult", self.row, as_of)
+
+    @strawberry.field(description="Progress at each instant from `from` to `to`, for charts.")
+    async def progress_history(
+        self,
+        info: Info,
+        from_: Annotated[datetime, strawberry.argument(name="from")],
+        to: datetime,
+        interval: HistoryInterval = HistoryInterval.DAY,
+    ) -> list[ProgressPoint]:
+        return await _series(info, "KeyResult", self.row, from_, to, interval)
+
     @strawberry.field(description="The key result of an earlier cycle this continues.")
     async def carried_from(self, info: Info) -> KeyResult | None:
         if self.row.carried_from_id is None:
@@ -649,7 +699,7 @@ class KeyResult(Node):
         _, cycle = await self._objective_and_cycle(info)
         start, end = rules.cycle_bounds(cycle.starts_on, cycle.ends_on)
         rows = await info.context.loaders.check_ins_of.load(self.row.id)
-        points = [(r.created_at, r.value) for r in rows if start <= r.created_at < end]
+        points = sorted((r.measured_at, r.value) for r in rows if start <= r.measured_at < end)
         p = info.context.principal
         got = rules.forecast(
             rules.KeyResultType(self.row.type),
@@ -673,6 +723,7 @@ class CheckIn(Node):
     confidence: float | None
     note: str | None
     progress: float
+    measured_at: datetime = strawberry.field(description="When the value was true.")
     created_at: datetime
 
     @classmethod
@@ -684,6 +735,7 @@ class CheckIn(Node):
             confidence=row.confidence,
             note=row.note,
             progress=row.progress,
+            measured_at=row.measured_at,
             created_at=row.created_at,
         )
 
@@ -782,6 +834,48 @@ class Event(Node):
     @strawberry.field(description="For progress: the key result and every objective up the chain.")
     async def changes(self, info: Info) -> list[ProgressChange]:
         return await progress_changes(info, self.row.payload.get("changes", []))
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+async def _series_values(info: Info, kind: str, row: Any, instants: list[datetime]) -> list[float]:
+    from service import history
+
+    org = info.context.principal.organization_id
+    async with info.context.db.connect() as conn:
+        if kind == "Objective":
+            return await history.objective_series(conn, org, row.id, instants)
+        return await history.key_result_series(conn, org, row, instants)
+
+
+def _series_one(info: Info, kind: str, row: Any, as_of: datetime) -> Awaitable[float]:
+    async def compute() -> float:
+        return (await _series_values(info, kind, row, [_aware(as_of)]))[0]
+
+    return compute()
+
+
+async def _series(
+    info: Info, kind: str, row: Any, start: datetime, end: datetime, interval: HistoryInterval
+) -> list[ProgressPoint]:
+    start, end = _aware(start), _aware(end)
+    step = STEPS[interval.value]
+    if end < start:
+        raise GraphQLError("`to` must not be before `from`", extensions={"code": "BAD_USER_INPUT"})
+    if (end - start) / step + 1 > MAX_POINTS:
+        raise GraphQLError(
+            f"at most {MAX_POINTS} points; widen the interval",
+            extensions={"code": "BAD_USER_INPUT"},
+        )
+    instants = []
+    t = start
+    while t <= end:
+        instants.append(t)
+        t += step
+    values = await _series_values(info, kind, row, instants)
+    return [ProgressPoint(at=t, progress=v) for t, v in zip(instants, values, strict=True)]
 
 
 async def _history(

@@ -240,7 +240,8 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
 
 async def _date_check_in(session, check_in_id: int, at: datetime) -> None:
     await session.execute(
-        text("UPDATE check_in SET created_at = :t WHERE id = :id"), {"t": at, "id": check_in_id}
+        text("UPDATE check_in SET created_at = :t, measured_at = :t WHERE id = :id"),
+        {"t": at, "id": check_in_id},
     )
     await session.execute(
         text("UPDATE key_result SET last_check_in_at = :t WHERE last_check_in_id = :id"),

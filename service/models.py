@@ -263,6 +263,7 @@ class CheckIn(SQLModel, table=True):
             "confidence IS NULL OR (confidence >= 0 AND confidence <= 1)", name="confidence"
         ),
         Index("ix_check_in_key_result", "key_result_id", "id"),
+        Index("ix_check_in_key_result_measured", "key_result_id", "measured_at", "id"),
     )
     id: int | None = _pk()
     organization_id: int = _org()
@@ -274,6 +275,9 @@ class CheckIn(SQLModel, table=True):
     api_key_id: int | None = _ref("api_key.id")
     progress: float = Field(sa_column=Column(Double, nullable=False))
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(128)))
+    # When the value was true (defaults to now; may be backdated inside the cycle). The
+    # key result's current value is the one measured last.
+    measured_at: datetime | None = _created()
     created_at: datetime | None = _created()
 
 

@@ -21,10 +21,10 @@ _KEY_RESULTS = text(
     """
     SELECT k.id, k.organization_id, k.objective_id, k.type, k.start_value, k.target_value,
            k.current_value, k.progress, k.weight, k.score, k.last_check_in_id,
-           (SELECT c.id FROM check_in c WHERE c.key_result_id = k.id ORDER BY c.id DESC LIMIT 1)
-               AS latest_id,
-           (SELECT c.value FROM check_in c WHERE c.key_result_id = k.id ORDER BY c.id DESC LIMIT 1)
-               AS latest_value
+           (SELECT c.id FROM check_in c WHERE c.key_result_id = k.id
+            ORDER BY c.measured_at DESC, c.id DESC LIMIT 1) AS latest_id,
+           (SELECT c.value FROM check_in c WHERE c.key_result_id = k.id
+            ORDER BY c.measured_at DESC, c.id DESC LIMIT 1) AS latest_value
     FROM key_result k
     """
 )

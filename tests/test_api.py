@@ -537,7 +537,7 @@ async def test_forecast_and_stale(org: Org):
     async with org.db.engine.begin() as conn:  # date the check-ins inside the cycle
         await conn.execute(
             text(
-                "UPDATE check_in SET created_at = timestamptz '2020-01-01' + (id - "
+                "UPDATE check_in SET measured_at = timestamptz '2020-01-01' + (id - "
                 "(SELECT min(id) FROM check_in)) * interval '10 days'"
             )
         )

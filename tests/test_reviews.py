@@ -203,3 +203,72 @@ async def test_check_in_reminders_once_per_overdue_stretch(org: Org):
         await other.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": REMINDER_LOCK})
     bad = await h.mutate(org, "setCheckInCadence", {"days": 0}, "days")
     assert bad["userErrors"][0]["code"] == "INVALID"
+
+
+async def test_backdated_values_progress_as_of_and_history(org: Org):
+    today = datetime.now(UTC).date()
+    start = today - timedelta(days=60)
+    cycle = await h.active_cycle(org, start.isoformat(), (today + timedelta(days=30)).isoformat())
+    root = await h.objective(org, cycle, "Root")
+    child = await h.objective(org, cycle, "Child", parentId=root)
+    kr = await h.key_result(org, root, "Own")
+    other = await h.key_result(org, child, "Child's")
+    async with org.db.engine.begin() as conn:  # defined at the cycle's start
+        await conn.execute(
+            text("UPDATE key_result SET created_at = :t"),
+            {"t": datetime.combine(start, datetime.min.time(), tzinfo=UTC)},
+        )
+        await conn.execute(
+            text("UPDATE objective SET created_at = :t"),
+            {"t": datetime.combine(start, datetime.min.time(), tzinfo=UTC)},
+        )
+
+    def day(n: int) -> str:
+        return datetime.combine(
+            start + timedelta(days=n), datetime.min.time(), tzinfo=UTC
+        ).isoformat()
+
+    await h.check_in(org, kr, 40, measuredAt=day(10))
+    await h.check_in(org, kr, 70, measuredAt=day(20))
+    late = await h.check_in(org, kr, 55, measuredAt=day(15))  # arrives last, measured earlier
+    assert late["keyResult"]["progress"] == pytest.approx(0.7)  # still the latest measured
+    await h.check_in(org, other, 100, measuredAt=day(30))
+    q = """query($id: ID!, $t: DateTime) { node(id: $id) {
+        ... on KeyResult { progress(asOf: $t) currentValue }
+        ... on Objective { progress(asOf: $t) } } }"""
+    expectations = [
+        (kr, day(5), 0.0),
+        (kr, day(12), 0.4),
+        (kr, day(17), 0.55),
+        (kr, None, 0.7),
+        (root, day(12), 0.2),
+        (root, day(31), (0.7 + 1) / 2),
+        (root, None, (0.7 + 1) / 2),
+    ]
+    for node, at, progress in expectations:
+        got = (await org.call(q, {"id": node, "t": at}))["node"]["progress"]
+        assert got == pytest.approx(progress), (node, at)
+    hq = """query($id: ID!, $from: DateTime!, $to: DateTime!) { node(id: $id) {
+        ... on KeyResult { progressHistory(from: $from, to: $to, interval: WEEK) {
+            at progress } } } }"""
+    series = (await org.call(hq, {"id": kr, "from": day(0), "to": day(21)}))["node"]
+    # days 0, 7, 14, 21: nothing yet, nothing yet, 40 (day 10), 70 (day 20)
+    assert [p["progress"] for p in series["progressHistory"]] == [
+        0.0,
+        0.0,
+        pytest.approx(0.4),
+        pytest.approx(0.7),
+    ]
+    too_many = await org.call(
+        hq.replace("WEEK", "HOUR"), {"id": kr, "from": day(0), "to": day(30)}, expect_errors=True
+    )
+    assert "at most 400 points" in too_many["errors"][0]["message"]
+    for bad in (day(100), day(-1)):
+        p = await h.mutate(
+            org, "checkIn", {"keyResultId": kr, "value": 1, "measuredAt": bad}, "__typename"
+        )
+        assert p["userErrors"][0]["field"] == ["measuredAt"]
+    async with org.db.connect() as conn:
+        from service.verify import verify
+
+        assert (await verify(conn))[1] == []

@@ -3,6 +3,7 @@ every ancestor in the same transaction."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -27,6 +28,7 @@ from service.usecases.common import (
 )
 
 MEASURES = ("NUMBER", "PERCENT", "CURRENCY")
+CLOCK_SKEW = timedelta(minutes=1)
 EDITABLE = ("title", "owner_id", "measure", "unit", "start_value", "target_value", "weight")
 
 
@@ -218,9 +220,17 @@ async def check_in(
     confidence: float | None = None,
     note: str | None = None,
     idempotency_key: str | None = None,
+    measured_at: datetime | None = None,
 ) -> tuple[CheckIn, KeyResult]:
-    """Record a value; the same idempotency key again returns the first check-in."""
+    """Record a value; the same idempotency key again returns the first check-in. A value
+    may be backdated (`measured_at`) inside the cycle; the key result's current value is
+    the one measured last."""
     value = common.finite(value, "value")
+    now = common.now()
+    if measured_at is not None and measured_at.tzinfo is None:
+        measured_at = measured_at.replace(tzinfo=UTC)
+    if measured_at is not None and measured_at > now + CLOCK_SKEW:
+        raise invalid("measuredAt must not lie in the future", "measuredAt")
     confidence = common.fraction(confidence, "confidence")
     note = optional_text(note, "note", MAX_NOTE)
     if idempotency_key is not None:
@@ -241,8 +251,13 @@ async def check_in(
     problem = rules.value_error(kind, value)
     if problem:
         raise invalid(problem, "value")
+    if measured_at is not None:
+        start, end = rules.cycle_bounds(cycle.starts_on, cycle.ends_on)
+        if not start <= measured_at < end:
+            raise invalid("measuredAt must lie inside the cycle", "measuredAt")
     progress = rules.key_result_progress(kind, kr.start_value, kr.target_value, value)
     row = CheckIn(
+        measured_at=measured_at or now,
         organization_id=p.organization_id,
         key_result_id=kr.id,
         value=value,
@@ -268,12 +283,19 @@ async def check_in(
             raise
         return earlier
     previous = kr.progress
-    kr.current_value = value
-    kr.progress = progress
-    kr.confidence = confidence
-    kr.last_check_in_id = row.id
-    kr.last_check_in_at = row.created_at or common.now()
-    kr.updated_at = common.now()
+    latest = await session.scalar(
+        select(CheckIn.id)
+        .where(CheckIn.key_result_id == kr.id)
+        .order_by(CheckIn.measured_at.desc(), CheckIn.id.desc())
+        .limit(1)
+    )
+    if latest == row.id:  # measured last: it is the current value
+        kr.current_value = value
+        kr.progress = progress
+        kr.confidence = confidence
+        kr.last_check_in_id = row.id
+    kr.last_check_in_at = now  # someone checked in now, whatever the value's date
+    kr.updated_at = now
     await session.flush()
     rolled = await rollup.recompute(
         session, p.organization_id, [objective.id], thresholds=_thresholds(p), now=common.now()
