@@ -43,7 +43,7 @@ GRACE = timedelta(days=1)
 
 
 def clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
-    return lo if x < lo else hi if x > hi else x
+    return lo if x <= lo else hi if x >= hi else x  # (and never -0.0)
 
 
 def is_finite(x: float | None) -> bool:
