@@ -272,3 +272,13 @@ async def test_backdated_values_progress_as_of_and_history(org: Org):
         from service.verify import verify
 
         assert (await verify(conn))[1] == []
+
+
+async def test_nothing_carries_into_a_closed_cycle(org: Org):
+    old = await h.active_cycle(org, "2026-01-01", "2026-03-31")
+    obj = await h.objective(org, old, "O")
+    closed = await h.active_cycle(org, "2026-04-01", "2026-06-30", status="CLOSED")
+    p = await h.mutate(
+        org, "carryOverObjective", {"objectiveId": obj, "toCycleId": closed}, "__typename"
+    )
+    assert [e["code"] for e in p["userErrors"]] == ["CYCLE_CLOSED"]
