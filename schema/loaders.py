@@ -4,12 +4,13 @@ Each batch runs on its own pooled connection; loaders never share a session."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Table, and_, func, select, text
-from strawberry.dataloader import DataLoader
+from strawberry.dataloader import DataLoader as _DataLoader
 
 from service import models
 from service.access import can_see_objective, visible_objectives
@@ -26,6 +27,16 @@ CYCLE = models.Cycle.__table__
 ORGANIZATION = models.Organization.__table__
 MEMBERSHIP = models.TeamMembership.__table__
 EVENT = models.Event.__table__
+
+
+class DataLoader(_DataLoader):
+    """Strawberry's DataLoader, but a field cancelled while it waits (GraphQL aborts the
+    siblings of a field that failed) no longer cancels the batch that other fields await
+    with it: each waiter gets its own shielded future."""
+
+    def load(self, key: Any) -> Any:
+        return asyncio.shield(super().load(key))
+
 
 # Page keys: (parent id, rows wanted, keyset position after which to start or None).
 PageKey = tuple[int, int, int | None]

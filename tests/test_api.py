@@ -604,3 +604,17 @@ async def test_query_results_are_cached_until_the_next_write(org: Org, client):
     after = await client.post("/graphql", json=query, headers=headers)
     assert after.json()["data"]["node"]["progress"] == pytest.approx(0.5)
     assert int(after.headers["x-sql-statements"]) > 1
+
+
+async def test_a_failing_field_does_not_break_its_siblings_loads(org: Org):
+    cycle = await h.active_cycle(org)
+    root = await h.objective(org, cycle, "Root")
+    await h.objective(org, cycle, "Child", parentId=root)
+    # teams fails (bad cursor) while the objectives' loaders are in flight: GraphQL
+    # abandons the siblings; the request must still end in a clean error.
+    body = await org.call(
+        '{ objectives { edges { node { descendants { title } ancestors { title } '
+        'keyResults { title } } } } teams(first: 0, after: "") { totalCount } }',
+        expect_errors=True)
+    assert body["data"] is None
+    assert "not a valid cursor" in body["errors"][0]["message"]
