@@ -613,8 +613,9 @@ async def test_a_failing_field_does_not_break_its_siblings_loads(org: Org):
     # teams fails (bad cursor) while the objectives' loaders are in flight: GraphQL
     # abandons the siblings; the request must still end in a clean error.
     body = await org.call(
-        '{ objectives { edges { node { descendants { title } ancestors { title } '
+        "{ objectives { edges { node { descendants { title } ancestors { title } "
         'keyResults { title } } } } teams(first: 0, after: "") { totalCount } }',
-        expect_errors=True)
+        expect_errors=True,
+    )
     assert body["data"] is None
     assert "not a valid cursor" in body["errors"][0]["message"]
