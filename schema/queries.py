@@ -158,7 +158,7 @@ def _objective_query(info: Info, f: ObjectiveFilter | None) -> Select:
         stmt = stmt.where(OBJECTIVE.c.title.ilike(f"%{escaped}%", escape="\\"))
     if f.status is not None:
         wanted = [str(s.value) for s in f.status]
-        stmt = stmt.where(status_sql(info.context.now, (p.on_track_gap, p.at_risk_gap)).in_(wanted))
+        stmt = stmt.where(status_sql(info.context.now, p.thresholds).in_(wanted))
     return stmt
 
 

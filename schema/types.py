@@ -144,7 +144,7 @@ class UserError:
 def _status(info: Info, progress: float, checked_in: bool, cycle: Any) -> rules.ProgressStatus:
     p = info.context.principal
     expected = rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now)
-    return rules.progress_status(progress, expected, checked_in, p.on_track_gap, p.at_risk_gap)
+    return rules.progress_status(progress, expected, checked_in, *p.thresholds)
 
 
 async def _cadence(info: Info, team_id: int | None) -> int:

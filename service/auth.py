@@ -36,6 +36,11 @@ class Principal:
     event_seq: int = 0
 
     @property
+    def thresholds(self) -> tuple[float, float]:
+        """The organization's status bounds: (on-track gap, at-risk gap)."""
+        return (self.on_track_gap, self.at_risk_gap)
+
+    @property
     def is_admin(self) -> bool:
         return self.role == "ADMIN"
 

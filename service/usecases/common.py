@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import rollup
 from service.access import can_see_objective
 from service.auth import Principal
 from service.errors import ErrorCode, Rejected, invalid, not_found
 from service.models import Cycle, KeyResult, Objective, Team, User
+from service.rollup import RollUp
 from service.rules import CycleStatus
 
 MAX_NAME = 200
@@ -155,6 +157,13 @@ async def lock_alignment(session: AsyncSession, organization_id: int) -> None:
     re-parentings cannot together close a loop that neither sees alone."""
     await session.execute(
         text("SELECT pg_advisory_xact_lock(:k)"), {"k": ALIGNMENT_LOCK + organization_id}
+    )
+
+
+async def roll_up(session: AsyncSession, p: Principal, objective_ids: list[int]) -> RollUp:
+    """Recompute these objectives and every ancestor, in the caller's transaction."""
+    return await rollup.recompute(
+        session, p.organization_id, objective_ids, thresholds=p.thresholds, now=now()
     )
 
 

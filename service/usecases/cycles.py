@@ -7,7 +7,7 @@ from datetime import date
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events, rollup, rules
+from service import events, rules
 from service.access import require_admin
 from service.auth import Principal
 from service.errors import ErrorCode, Rejected, invalid
@@ -82,13 +82,7 @@ async def set_cycle_status(
             .scalars()
             .all()
         )
-        rolled = await rollup.recompute(
-            session,
-            p.organization_id,
-            list(ids),
-            thresholds=(p.on_track_gap, p.at_risk_gap),
-            now=common.now(),
-        )
+        rolled = await common.roll_up(session, p, list(ids))
         payload["objective_ids"] = rolled.objective_ids
         payload["team_ids"] = rolled.team_ids
     await events.record(

@@ -32,10 +32,6 @@ CLOCK_SKEW = timedelta(minutes=1)
 EDITABLE = ("title", "owner_id", "measure", "unit", "start_value", "target_value", "weight")
 
 
-def _thresholds(p: Principal) -> tuple[float, float]:
-    return (p.on_track_gap, p.at_risk_gap)
-
-
 def _kind(value: str) -> KeyResultType:
     try:
         return KeyResultType(value)
@@ -64,7 +60,7 @@ def _definition(
 
 def _status(progress: float, checked_in: bool, cycle: Cycle, p: Principal) -> str:
     return rollup.status_of(
-        progress, checked_in, cycle.starts_on, cycle.ends_on, _thresholds(p), common.now()
+        progress, checked_in, cycle.starts_on, cycle.ends_on, p.thresholds, common.now()
     )
 
 
@@ -127,9 +123,7 @@ async def create_key_result(
     )
     session.add(row)
     await session.flush()
-    rolled = await rollup.recompute(
-        session, p.organization_id, [objective_id], thresholds=_thresholds(p), now=common.now()
-    )
+    rolled = await common.roll_up(session, p, [objective_id])
     await events.record(
         session,
         p,
@@ -196,9 +190,7 @@ async def update_key_result(
     kr.version += 1
     kr.updated_at = common.now()
     await session.flush()
-    rolled = await rollup.recompute(
-        session, p.organization_id, [kr.objective_id], thresholds=_thresholds(p), now=common.now()
-    )
+    rolled = await common.roll_up(session, p, [kr.objective_id])
     await events.record(
         session,
         p,
@@ -297,9 +289,7 @@ async def check_in(
     kr.last_check_in_at = now  # someone checked in now, whatever the value's date
     kr.updated_at = now
     await session.flush()
-    rolled = await rollup.recompute(
-        session, p.organization_id, [objective.id], thresholds=_thresholds(p), now=common.now()
-    )
+    rolled = await common.roll_up(session, p, [objective.id])
     await events.record(
         session,
         p,
@@ -347,9 +337,7 @@ async def score_key_result(
     kr.score_reason = optional_text(reason, "reason", MAX_NOTE)
     kr.updated_at = common.now()
     await session.flush()
-    rolled = await rollup.recompute(
-        session, p.organization_id, [kr.objective_id], thresholds=_thresholds(p), now=common.now()
-    )
+    rolled = await common.roll_up(session, p, [kr.objective_id])
     await events.record(
         session,
         p,

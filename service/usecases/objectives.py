@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events, rollup
+from service import events
 from service.access import require_create_objective, require_edit_objective
 from service.auth import Principal
 from service.errors import ErrorCode, Rejected, invalid
@@ -31,10 +31,6 @@ _SUBTREE = text(
     SELECT EXISTS (SELECT 1 FROM down WHERE id = :parent)
     """
 )
-
-
-def _thresholds(p: Principal) -> tuple[float, float]:
-    return (p.on_track_gap, p.at_risk_gap)
 
 
 def _overlap(a: Cycle, b: Cycle) -> bool:
@@ -100,9 +96,7 @@ async def create_objective(
     )
     session.add(row)
     await session.flush()
-    rolled = await rollup.recompute(
-        session, p.organization_id, [row.id], thresholds=_thresholds(p), now=common.now()
-    )
+    rolled = await common.roll_up(session, p, [row.id])
     await events.record(
         session,
         p,
@@ -173,9 +167,7 @@ async def update_objective(
         "cycle_ids": [row.cycle_id],
     }
     if "weight" in clean and row.parent_id is not None:
-        rolled = await rollup.recompute(
-            session, p.organization_id, [row.parent_id], thresholds=_thresholds(p), now=common.now()
-        )
+        rolled = await common.roll_up(session, p, [row.parent_id])
         payload.update(rolled.payload())
     await events.record(
         session, p, p.organization_id, EventKind.OBJECTIVE_UPDATED, "Objective", row.id, payload
@@ -206,13 +198,7 @@ async def align_objective(
     row.version += 1
     row.updated_at = common.now()
     await session.flush()
-    rolled = await rollup.recompute(
-        session,
-        p.organization_id,
-        [i for i in (old_parent, parent_id, row.id) if i],
-        thresholds=_thresholds(p),
-        now=common.now(),
-    )
+    rolled = await common.roll_up(session, p, [i for i in (old_parent, parent_id, row.id) if i])
     await events.record(
         session,
         p,
@@ -233,9 +219,7 @@ async def archive_objective(session: AsyncSession, p: Principal, objective_id: i
     row.version += 1
     row.updated_at = row.archived_at
     await session.flush()
-    rolled = await rollup.recompute(
-        session, p.organization_id, [row.id], thresholds=_thresholds(p), now=common.now()
-    )
+    rolled = await common.roll_up(session, p, [row.id])
     await events.record(
         session,
         p,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events, rollup, rules
+from service import events, rules
 from service.access import require_admin, require_edit_objective
 from service.auth import Principal
 from service.errors import ErrorCode, Rejected, invalid
@@ -127,13 +127,7 @@ async def carry_over_objective(
         )
         .values(parent_id=new.id)
     )
-    rolled = await rollup.recompute(
-        session,
-        p.organization_id,
-        [new.id],
-        thresholds=(p.on_track_gap, p.at_risk_gap),
-        now=common.now(),
-    )
+    rolled = await common.roll_up(session, p, [new.id])
     await events.record(
         session,
         p,
