@@ -29,6 +29,7 @@ from schema.types import (
     Viewer,
     connection,
     page_window,
+    user_of,
 )
 from service.access import visible_objectives
 from service.rules import ProgressStatus as Status
@@ -189,11 +190,9 @@ class Query:
     @strawberry.field(description="Who is calling, and their organization.")
     async def viewer(self, info: Info) -> Viewer:
         p = info.context.principal
-        loaders = info.context.loaders
-        org = await loaders.organization.load(p.organization_id)
-        user = await loaders.user.load(p.user_id) if p.user_id is not None else None
+        org = await info.context.loaders.organization.load(p.organization_id)
         return Viewer(
-            user=User.of(user) if user else None,
+            user=await user_of(info, p.user_id),
             organization=Organization.of(org),
             role=Role(p.role),
         )

@@ -15,7 +15,15 @@ from schema import ids
 from schema.context import Info
 from schema.enums import EventKind
 from schema.queries import decode_filter_id, resolve_node
-from schema.types import CheckIn, Event, ProgressChange, User, progress_changes
+from schema.types import (
+    CheckIn,
+    Event,
+    ProgressChange,
+    User,
+    check_in_of,
+    progress_changes,
+    user_of,
+)
 from service.fanout import CursorOutOfRange, EventHub, SubscriberBehind
 
 
@@ -27,17 +35,11 @@ class ProgressEvent:
 
     @strawberry.field
     async def actor(self, info: Info) -> User | None:
-        if self.row.actor_user_id is None:
-            return None
-        row = await info.context.loaders.user.load(self.row.actor_user_id)
-        return User.of(row) if row else None
+        return await user_of(info, self.row.actor_user_id)
 
     @strawberry.field(description="What caused it, where a check-in did.")
     async def check_in(self, info: Info) -> CheckIn | None:
-        if self.row.check_in_id is None:
-            return None
-        row = await info.context.loaders.check_in.load(self.row.check_in_id)
-        return CheckIn.of(row) if row else None
+        return await check_in_of(info, self.row.check_in_id)
 
     @strawberry.field(description="The key result and every objective up the chain.")
     async def changes(self, info: Info) -> list[ProgressChange]:

@@ -173,6 +173,21 @@ def _with_cycle(info: Info, cycle_id: int, compute: Callable[[Any], Any]) -> Any
     return later()
 
 
+async def user_of(info: Info, pk: int | None) -> User | None:
+    """A user by id through the request's loader (None for none, or one gone)."""
+    if pk is None:
+        return None
+    row = await info.context.loaders.user.load(pk)
+    return User.of(row) if row else None
+
+
+async def check_in_of(info: Info, pk: int | None) -> CheckIn | None:
+    if pk is None:
+        return None
+    row = await info.context.loaders.check_in.load(pk)
+    return CheckIn.of(row) if row else None
+
+
 # --- the organization and its people --------------------------------------------------------
 
 
@@ -377,10 +392,7 @@ class Objective(Node):
 
     @strawberry.field
     async def owner(self, info: Info) -> User | None:
-        if self.row.owner_id is None:
-            return None
-        row = await info.context.loaders.user.load(self.row.owner_id)
-        return User.of(row) if row else None
+        return await user_of(info, self.row.owner_id)
 
     @strawberry.field(description="Alignment: what this contributes to.")
     async def parent(self, info: Info) -> Objective | None:
@@ -590,43 +602,33 @@ class KeyResult(Node):
 
     @strawberry.field
     async def owner(self, info: Info) -> User | None:
-        if self.row.owner_id is None:
-            return None
-        row = await info.context.loaders.user.load(self.row.owner_id)
-        return User.of(row) if row else None
+        return await user_of(info, self.row.owner_id)
 
-    def _cycle_now(self, info: Info) -> Any | None:
-        if self.objective_row is None:
-            return None
-        return info.context.loaders.known_cycle(self.objective_row.cycle_id)
+    def _with_own_cycle(self, info: Info, compute: Callable[[Any], Any]) -> Any:
+        """`compute(cycle)` without awaiting when the objective (and so the cycle) is known."""
+        if self.objective_row is not None:
+            return _with_cycle(info, self.objective_row.cycle_id, compute)
+
+        async def later() -> Any:
+            return compute((await self._objective_and_cycle(info))[1])
+
+        return later()
 
     @strawberry.field
     def expected_progress(self, info: Info) -> float:
-        def compute(cycle: Any) -> float:
-            return rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now)
-
-        cycle = self._cycle_now(info)
-        if cycle is not None:
-            return compute(cycle)
-
-        async def later() -> float:
-            return compute((await self._objective_and_cycle(info))[1])
-
-        return later()
+        return self._with_own_cycle(
+            info,
+            lambda cycle: rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now),
+        )
 
     @strawberry.field
     def status(self, info: Info) -> ProgressStatus:
-        def compute(cycle: Any) -> rules.ProgressStatus:
-            return _status(info, self.row.progress, self.row.last_check_in_id is not None, cycle)
-
-        cycle = self._cycle_now(info)
-        if cycle is not None:
-            return compute(cycle)
-
-        async def later() -> rules.ProgressStatus:
-            return compute((await self._objective_and_cycle(info))[1])
-
-        return later()
+        return self._with_own_cycle(
+            info,
+            lambda cycle: _status(
+                info, self.row.progress, self.row.last_check_in_id is not None, cycle
+            ),
+        )
 
     @strawberry.field(description="No check-in within the cadence plus a grace day.")
     async def stale(self, info: Info) -> bool:
@@ -643,10 +645,7 @@ class KeyResult(Node):
 
     @strawberry.field
     async def last_check_in(self, info: Info) -> CheckIn | None:
-        if self.row.last_check_in_id is None:
-            return None
-        row = await info.context.loaders.check_in.load(self.row.last_check_in_id)
-        return CheckIn.of(row) if row else None
+        return await check_in_of(info, self.row.last_check_in_id)
 
     @strawberry.field(description="Newest first.")
     async def check_ins(
@@ -745,10 +744,7 @@ class CheckIn(Node):
 
     @strawberry.field
     async def author(self, info: Info) -> User | None:
-        if self.row.author_id is None:
-            return None
-        row = await info.context.loaders.user.load(self.row.author_id)
-        return User.of(row) if row else None
+        return await user_of(info, self.row.author_id)
 
 
 @strawberry.type
@@ -766,10 +762,7 @@ class Comment(Node):
 
     @strawberry.field
     async def author(self, info: Info) -> User | None:
-        if self.row.author_id is None:
-            return None
-        row = await info.context.loaders.user.load(self.row.author_id)
-        return User.of(row) if row else None
+        return await user_of(info, self.row.author_id)
 
 
 # --- the change feed ---------------------------------------------------------------------------
@@ -805,10 +798,7 @@ class Event(Node):
 
     @strawberry.field
     async def actor(self, info: Info) -> User | None:
-        if self.row.actor_user_id is None:
-            return None
-        row = await info.context.loaders.user.load(self.row.actor_user_id)
-        return User.of(row) if row else None
+        return await user_of(info, self.row.actor_user_id)
 
     @strawberry.field(description="For edits: the changed fields as they were.")
     def before(self) -> JSON | None:
@@ -826,10 +816,7 @@ class Event(Node):
 
     @strawberry.field
     async def check_in(self, info: Info) -> CheckIn | None:
-        if self.row.check_in_id is None:
-            return None
-        row = await info.context.loaders.check_in.load(self.row.check_in_id)
-        return CheckIn.of(row) if row else None
+        return await check_in_of(info, self.row.check_in_id)
 
     @strawberry.field(description="For progress: the key result and every objective up the chain.")
     async def changes(self, info: Info) -> list[ProgressChange]:
