@@ -168,6 +168,17 @@ async def _fetch(info: Info, stmt: Select) -> list[Any]:
         return list((await conn.execute(stmt)).all())
 
 
+async def _keyset_page(
+    info: Info, base: Select, column: Any, first: int, position: int | None
+) -> list[Any]:
+    """One page of `base` in `column` order after `position`, plus one row to tell whether
+    another page follows."""
+    page = base.order_by(column).limit(first + 1)
+    if position is not None:
+        page = page.where(column > position)
+    return await _fetch(info, page)
+
+
 async def _count(info: Info, stmt: Select) -> int:
     async with info.context.db.connect() as conn:
         return (await conn.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
@@ -203,10 +214,7 @@ class Query:
     ) -> Connection[Team]:
         first_, position = page_window(info, first, after)
         base = select(TEAM).where(TEAM.c.organization_id == info.context.principal.organization_id)
-        page = base.order_by(TEAM.c.id).limit(first_ + 1)
-        if position is not None:
-            page = page.where(TEAM.c.id > position)
-        rows = await _fetch(info, page)
+        rows = await _keyset_page(info, base, TEAM.c.id, first_, position)
         return connection(rows, first_, position, Team.of, lambda: _count(info, base))
 
     @strawberry.field
@@ -223,10 +231,7 @@ class Query:
         )
         if status is not None:
             base = base.where(CYCLE.c.status == str(status.value))
-        page = base.order_by(CYCLE.c.id).limit(first_ + 1)
-        if position is not None:
-            page = page.where(CYCLE.c.id > position)
-        rows = await _fetch(info, page)
+        rows = await _keyset_page(info, base, CYCLE.c.id, first_, position)
         return connection(rows, first_, position, Cycle.of, lambda: _count(info, base))
 
     @strawberry.field
@@ -239,10 +244,7 @@ class Query:
     ) -> Connection[Objective]:
         first_, position = page_window(info, first, after)
         base = _objective_query(info, filter)
-        page = base.order_by(OBJECTIVE.c.id).limit(first_ + 1)
-        if position is not None:
-            page = page.where(OBJECTIVE.c.id > position)
-        rows = await _fetch(info, page)
+        rows = await _keyset_page(info, base, OBJECTIVE.c.id, first_, position)
         await info.context.loaders.prime_cycles(rows)
         return connection(rows, first_, position, Objective.of, lambda: _count(info, base))
 
@@ -292,10 +294,7 @@ class Query:
         base = select(EVENT).where(EVENT.c.organization_id == p.organization_id)
         if not p.is_admin:
             base = base.where(_event_visible(p))
-        page = base.order_by(EVENT.c.seq).limit(first_ + 1)
-        if position is not None:
-            page = page.where(EVENT.c.seq > position)
-        rows = await _fetch(info, page)
+        rows = await _keyset_page(info, base, EVENT.c.seq, first_, position)
         return connection(
             rows, first_, position, Event.of, lambda: _count(info, base), position=lambda r: r.seq
         )
