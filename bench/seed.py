@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -293,7 +293,3 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
         "admin_user_id": admin_id,
         "cycle_id": cycle_id,
     }
-
-
-def today() -> date:
-    return datetime.now(UTC).date()

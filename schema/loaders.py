@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, and_, func, select, text
@@ -300,9 +300,3 @@ class Loaders:
                 for r in rows:
                     groups[(r.start_id, depth)].append(r)
         return [groups.get(k, []) for k in keys]
-
-    def clear(self, loader: DataLoader, key: Any) -> None:
-        loader.clear(key)
-
-
-LoaderFactory = Callable[[Database, Principal], Loaders]

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import rules
-from service.rules import CycleStatus, Part
+from service.rules import Part
 
 _ANCESTRY = text(
     """
@@ -30,10 +30,6 @@ _ANCESTRY = text(
     )
     SELECT id FROM up
     """
-)
-_LOCK = text(
-    "SELECT id FROM objective WHERE id = ANY(:ids) AND organization_id = :org "
-    "ORDER BY id FOR UPDATE"
 )
 # Find and lock the chain in one statement; the caller checks it did not move meanwhile.
 _LOCK_ANCESTRY = text(
@@ -193,7 +189,3 @@ async def recompute(
     result.team_ids = sorted({r.team_id for r in objectives.values() if r.team_id is not None})
     result.cycle_ids = sorted({r.cycle_id for r in objectives.values()})
     return result
-
-
-def cycle_accepts_writes(status: str) -> bool:
-    return status != CycleStatus.CLOSED

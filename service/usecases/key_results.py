@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import events, rollup, rules
 from service.access import require_check_in, require_edit_objective
 from service.auth import Principal
-from service.errors import ErrorCode, Rejected, invalid
+from service.errors import invalid
 from service.events import EventKind
 from service.models import CheckIn, Cycle, KeyResult, Objective
 from service.rules import CycleStatus, KeyResultType
@@ -355,18 +355,3 @@ async def score_key_result(
         },
     )
     return kr
-
-
-async def key_result_for(session: AsyncSession, p: Principal, key_result_id: int) -> KeyResult:
-    kr, _o, _c = await common.key_result(session, p, key_result_id)
-    return kr
-
-
-__all__ = [
-    "ErrorCode",
-    "Rejected",
-    "check_in",
-    "create_key_result",
-    "score_key_result",
-    "update_key_result",
-]
