@@ -24,12 +24,10 @@ import asyncpg
 import httpx
 import psutil
 
-from bench.common import BenchDatabase, ServerProcess, free_port, percentile
+from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, free_port, percentile
 from bench.seed import seed
 from schema.ids import encode
 from service.auth import issue_token
-
-JWT = "bench-secret-that-is-long-enough-for-hs256-0123456789"
 
 Q1 = """query($team: ID!, $cycle: ID!) { node(id: $team) { ... on Team {
   objectives(cycleId: $cycle, first: 50) { edges { node {
@@ -75,7 +73,7 @@ async def pick(dsn: str, org: int, cycle: int, admin: int) -> Target:
         ]
     finally:
         await conn.close()
-    return Target(org, cycle, team, kr, leaves, issue_token(JWT, admin, org))
+    return Target(org, cycle, team, kr, leaves, issue_token(JWT_SECRET, admin, org))
 
 
 def okr_request(op: str, t: Target, rng: random.Random) -> dict:

@@ -94,11 +94,7 @@ class Subscriber:
 
     def close(self) -> None:
         self.closed = True
-        with contextlib.suppress(asyncio.QueueFull):
-            self.queue.put_nowait(None)
-        if self.queue.full():  # make room for the end marker
-            with contextlib.suppress(asyncio.QueueEmpty):
-                self.queue.get_nowait()
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue has no waiting reader
             self.queue.put_nowait(None)
 
     async def rows(self) -> AsyncIterator[Any]:
@@ -114,6 +110,8 @@ class Subscriber:
             while True:
                 if self.behind:
                     raise SubscriberBehind(self.position)
+                if self.closed and self.queue.empty():
+                    return
                 row = await self.queue.get()
                 if row is None:
                     return

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 from tests.conftest import Org
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 PAYLOAD_ERRORS = "userErrors { code field message }"
 

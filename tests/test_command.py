@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import httpx
 import pytest
 
 from tests.conftest import JWT_SECRET
+from tests.helpers import free_port
 
 SDL_FILE = Path(__file__).parent.parent / "schema" / "schema.graphql"
 
@@ -37,12 +37,6 @@ async def okr(bin_okr: str, env: dict[str, str], *args: str) -> tuple[int, str, 
     )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     return proc.returncode, out.decode(), err.decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_export_schema_prints_the_sdl(bin_okr, database_url, tmp_path):

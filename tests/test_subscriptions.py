@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from datetime import date
@@ -21,11 +20,12 @@ from gql.transport.exceptions import TransportQueryError, TransportServerError
 from gql.transport.websockets import WebsocketsTransport
 from sqlalchemy import text
 
-from schema.ids import encode
+from schema.ids import cursor, encode
 from service.auth import issue_token
 from service.db import Database
 from service.usecases import cycles, key_results, objectives, organizations
 from tests.conftest import JWT_SECRET, Org
+from tests.helpers import free_port
 
 PROGRESS = """
 subscription($after: String, $teamId: ID, $objectiveId: ID) {
@@ -38,12 +38,6 @@ subscription($after: String, $teamId: ID, $objectiveId: ID) {
 
 
 LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Replica:
@@ -365,7 +359,7 @@ async def test_a_bad_cursor_is_a_clear_error(replicas, tree: Tree, org: Org):
     async with Client(transport=transport(server, org.admin_token)) as session:
         for after, words in (
             ("garbage", "not a valid cursor"),
-            (encode_cursor(10**6), "ahead of the feed"),
+            (cursor(10**6), "ahead of the feed"),
         ):
             with pytest.raises(TransportQueryError) as error:
                 async for _ in session.subscribe(
@@ -381,12 +375,6 @@ BULKY = (
     + " ".join(f"n{i}: checkIn {{ note }}" for i in range(25))
     + " } }"
 )
-
-
-def encode_cursor(seq: int) -> str:
-    from schema.ids import cursor
-
-    return cursor(seq)
 
 
 async def test_shutdown_closes_subscriptions_cleanly(replicas, tree: Tree, org: Org):
