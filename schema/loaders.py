@@ -94,7 +94,7 @@ class Loaders:
         self.children_raw = self._grouped(OBJECTIVE, OBJECTIVE.c.parent_id, OBJECTIVE.c.id)
         self.team_children = self._grouped(TEAM, TEAM.c.parent_id, TEAM.c.id)
         self.check_ins_of = self._grouped(CHECK_IN, CHECK_IN.c.key_result_id, CHECK_IN.c.id)
-        self.members_of = DataLoader(self._load_members)
+        self.members_of = self._through_membership(USER, MEMBERSHIP.c.user_id, MEMBERSHIP.c.team_id)
         self.ancestors_of = DataLoader(self._load_ancestors)
         self.descendants_of = DataLoader(self._load_descendants)
         vis = visible_objectives(principal, OBJECTIVE)
@@ -110,7 +110,9 @@ class Loaders:
             COMMENT, COMMENT.c.objective_id, COMMENT.c.id, descending=False
         )
         self.objective_comments_count = self._counts(COMMENT, COMMENT.c.objective_id)
-        self.teams_of_user = DataLoader(self._load_teams_of_user)
+        self.teams_of_user = self._through_membership(
+            TEAM, MEMBERSHIP.c.team_id, MEMBERSHIP.c.user_id
+        )
         self.history_page = {
             kind: self._pages(
                 EVENT,
@@ -153,17 +155,23 @@ class Loaders:
             return self._visible
         return and_(self._visible, OBJECTIVE.c.cycle_id == cycle_id)
 
-    async def _load_teams_of_user(self, keys: list[int]) -> list[list[Any]]:
-        stmt = (
-            select(TEAM, MEMBERSHIP.c.user_id)
-            .join(MEMBERSHIP, MEMBERSHIP.c.team_id == TEAM.c.id)
-            .where(MEMBERSHIP.c.user_id.in_(keys), TEAM.c.organization_id == self._org)
-            .order_by(TEAM.c.name, TEAM.c.id)
-        )
-        groups: dict[int, list[Any]] = defaultdict(list)
-        for r in await self._rows(stmt):
-            groups[r.user_id].append(r)
-        return [groups.get(k, []) for k in keys]
+    def _through_membership(self, table: Table, own: Any, other: Any) -> DataLoader:
+        """Rows of `table` (users or teams) joined to the membership on `own`, grouped
+        by the membership's `other` column (a team's members, a user's teams)."""
+
+        async def load(keys: list[int]) -> list[list[Any]]:
+            stmt = (
+                select(table, other)
+                .join(MEMBERSHIP, own == table.c.id)
+                .where(other.in_(keys), table.c.organization_id == self._org)
+                .order_by(table.c.name, table.c.id)
+            )
+            groups: dict[int, list[Any]] = defaultdict(list)
+            for r in await self._rows(stmt):
+                groups[getattr(r, other.name)].append(r)
+            return [groups.get(k, []) for k in keys]
+
+        return DataLoader(load)
 
     def known_cycle(self, pk: int) -> Any | None:
         return self.known["cycle"].get(pk)
@@ -266,18 +274,6 @@ class Loaders:
             return [found.get(k, 0) for k in keys]
 
         return DataLoader(load)
-
-    async def _load_members(self, keys: list[int]) -> list[list[Any]]:
-        stmt = (
-            select(USER, MEMBERSHIP.c.team_id)
-            .join(MEMBERSHIP, MEMBERSHIP.c.user_id == USER.c.id)
-            .where(MEMBERSHIP.c.team_id.in_(keys), USER.c.organization_id == self._org)
-            .order_by(USER.c.name, USER.c.id)
-        )
-        groups: dict[int, list[Any]] = defaultdict(list)
-        for r in await self._rows(stmt):
-            groups[r.team_id].append(r)
-        return [groups.get(k, []) for k in keys]
 
     async def _load_ancestors(self, keys: list[int]) -> list[list[Any]]:
         async with self.db.connect() as conn:

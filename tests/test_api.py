@@ -625,3 +625,17 @@ async def test_a_failing_field_does_not_break_its_siblings_loads(org: Org):
     assert body["data"]["node"] == {"descendants": [{"title": "Child"}]}
     assert body["data"]["nodes"] == [None]
     assert "not a valid cursor" in body["errors"][0]["message"]
+
+
+async def test_team_members_and_a_users_teams(org: Org):
+    team = await h.team(org, "Warehouse")
+    other = await h.team(org, "Transport")
+    sam = await h.user(org, "Sam Lindqvist")
+    for t in (team, other):
+        await h.ok(org, "addTeamMember", {"teamId": t, "userId": sam}, "team { id }")
+    q = """query($t: ID!, $u: ID!) {
+      team: node(id: $t) { ... on Team { members { name } } }
+      user: node(id: $u) { ... on User { teams { name } } } }"""
+    got = await org.call(q, {"t": team, "u": sam})
+    assert got["team"] == {"members": [{"name": "Sam Lindqvist"}]}
+    assert got["user"] == {"teams": [{"name": "Transport"}, {"name": "Warehouse"}]}
