@@ -12,7 +12,7 @@ import contextvars
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TypeVar
 
 from sqlalchemy import event
@@ -38,7 +38,6 @@ MAX_ATTEMPTS = 6
 @dataclass
 class StatementCount:
     n: int = 0
-    statements: list[str] = field(default_factory=list)
 
 
 # Set per request; data loaders run in child tasks that inherit the same holder.
@@ -58,7 +57,6 @@ def _on_execute(conn, cursor, statement, parameters, context, executemany) -> No
     holder = _statement_count.get()
     if holder is not None:
         holder.n += 1
-        holder.statements.append(statement)
 
 
 def to_async_url(url: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -40,7 +41,9 @@ def downgrade(url: str, revision: str = "base") -> None:
     _in_thread(command.downgrade, alembic_config(url), revision)
 
 
+@functools.cache
 def head_revision() -> str | None:
+    """The newest revision shipped (read once: the files do not change while running)."""
     return ScriptDirectory.from_config(alembic_config("postgresql://x/y")).get_current_head()
 
 
