@@ -26,6 +26,8 @@ from schema.sharing import SharedStreams, SharingSchema
 from schema.subscriptions import Subscription
 from schema.types import ALL_TYPES
 from service.errors import Unauthenticated
+from service.outage import MESSAGE as OUTAGE_MESSAGE
+from service.outage import SERVICE_UNAVAILABLE, is_unavailable, note_outage
 from service.settings import Settings
 
 log = logging.getLogger("okr.graphql")
@@ -55,6 +57,14 @@ class MaskUnexpectedErrors(SchemaExtension):
             )
         context = self.execution_context.context
         request_id = getattr(context, "request_id", None)
+        if is_unavailable(original):
+            note_outage(original, f"request {request_id}")
+            return GraphQLError(
+                OUTAGE_MESSAGE,
+                nodes=error.nodes,
+                path=error.path,
+                extensions={"code": SERVICE_UNAVAILABLE, "requestId": request_id},
+            )
         log.error(
             "unexpected error (request %s) at %s",
             request_id,

@@ -10,7 +10,6 @@ import io
 import logging
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -30,6 +29,15 @@ from service.auth import Authenticator, bearer
 from service.db import Database, count_statements
 from service.errors import Rejected, Unauthenticated
 from service.fanout import EventHub
+from service.outage import MESSAGE as OUTAGE_MESSAGE
+from service.outage import (
+    RETRY_AFTER_SECONDS,
+    SERVICE_UNAVAILABLE,
+    OutageGuard,
+    current_request_id,
+    is_unavailable,
+    note_outage,
+)
 from service.reminders import run_forever as run_reminders
 from service.settings import Settings
 
@@ -156,7 +164,13 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.db = Database(database_url, pool_size=settings.pool_size)
+        app.state.db = Database(
+            database_url,
+            pool_size=settings.pool_size,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            pool_timeout=settings.db_pool_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
         app.state.hub = EventHub(
             app.state.db,
             queue_size=settings.subscriber_queue_size,
@@ -190,7 +204,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     async def get_context(connection: HTTPConnection) -> Context:
         db: Database = connection.app.state.db
-        ctx = Context(db, settings, request_id=uuid.uuid4().hex[:16])
+        ctx = Context(db, settings, request_id=current_request_id())
         ctx.hub = getattr(connection.app.state, "hub", None)
         if connection.scope["type"] != "http":
             return ctx  # WebSockets authenticate on connection_init
@@ -204,6 +218,20 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     class Router(GraphQLRouter):
         def encode_json(self, data: object) -> str:
             return orjson.dumps(data).decode()
+
+        def create_response(self, response_data, sub_response):  # type: ignore[no-untyped-def]
+            """A result that failed because the database is out is a 503 with
+            Retry-After, so clients and proxies retry it rather than give up."""
+            response = super().create_response(response_data, sub_response)
+            results = response_data if isinstance(response_data, list) else [response_data]
+            if any(
+                (e.get("extensions") or {}).get("code") == SERVICE_UNAVAILABLE
+                for r in results
+                for e in (r.get("errors") or [])
+            ):
+                response.status_code = 503
+                response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
 
         async def on_ws_connect(self, context: Context):
             """The token comes in connection_init's payload, or on the upgrade."""
@@ -219,6 +247,13 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             except Unauthenticated as exc:
                 raise ConnectionRejectionError(
                     {"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}
+                ) from None
+            except Exception as exc:
+                if not is_unavailable(exc):
+                    raise
+                note_outage(exc, "websocket connection_init")
+                raise ConnectionRejectionError(
+                    {"message": OUTAGE_MESSAGE, "extensions": {"code": SERVICE_UNAVAILABLE}}
                 ) from None
             return UNSET
 
@@ -247,7 +282,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def export_cycle(cycle_id: str, request: Request) -> PlainTextResponse:
         """The cycle report as a spreadsheet: one row per key result."""
         from schema.ids import BadId, decode_as
-        from service.reports import CSV_COLUMNS, cycle_report
+        from service.reports import CSV_COLUMNS, csv_rows, cycle_report
 
         principal = await authenticator(request.app).authenticate(
             bearer(request.headers.get("authorization"))
@@ -264,7 +299,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(report.rows)
+        writer.writerows(csv_rows(report))
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", report.cycle.name)
         return PlainTextResponse(
             out.getvalue(),
@@ -280,11 +315,16 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def readyz() -> JSONResponse:
         db: Database = app.state.db
         try:
-            async with db.connect() as conn:
-                current = await conn.run_sync(migrate.revision_of)
-        except Exception as exc:  # the database is unreachable: not ready
-            log.warning("readiness check failed: %s", exc)
-            return JSONResponse({"status": "unavailable", "database": "unreachable"}, 503)
+            async with asyncio.timeout(settings.readiness_timeout_seconds):
+                async with db.connect() as conn:
+                    current = await conn.run_sync(migrate.revision_of)
+        except Exception as exc:  # unreachable, or not answering in time: not ready
+            note_outage(exc, "readiness check")
+            return JSONResponse(
+                {"status": "unavailable", "database": "unreachable"},
+                503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
         head = migrate.head_revision()
         if current != head:
             return JSONResponse({"status": "unavailable", "migration": current, "head": head}, 503)
@@ -313,4 +353,5 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         )
 
     app.add_middleware(StatementCounter, metrics=metrics, max_body=settings.max_body_bytes)
+    app.add_middleware(OutageGuard)  # outermost: whatever escapes becomes JSON
     return app

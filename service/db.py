@@ -13,7 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
@@ -99,14 +99,35 @@ def sqlstate(exc: BaseException) -> str | None:
 
 
 class Database:
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        connect_timeout: float = 10.0,
+        pool_timeout: float = 30.0,
+        statement_timeout: float | None = None,
+    ) -> None:
+        """`connect_timeout` bounds opening a connection, `pool_timeout` waiting for a
+        pooled one; `statement_timeout` (None: none) is set on the server for every
+        statement, and the client gives up two seconds after it, so a server that
+        accepts and never answers cannot hold a request (see service/outage.py)."""
         self.url = to_async_url(url)
+        connect_args: dict[str, Any] = {"timeout": connect_timeout}
+        if statement_timeout is not None:
+            connect_args["command_timeout"] = statement_timeout + 2.0
+            connect_args["server_settings"] = {
+                "statement_timeout": str(int(statement_timeout * 1000))
+            }
         self.engine: AsyncEngine = create_async_engine(
             self.url,
             pool_size=pool_size,
             max_overflow=pool_size,
+            pool_timeout=pool_timeout,
             pool_pre_ping=False,  # a dropped connection is invalidated on error instead
             echo=echo,
+            connect_args=connect_args,
         )
         event.listen(self.engine.sync_engine, "before_cursor_execute", _on_execute)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)

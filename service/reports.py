@@ -171,3 +171,20 @@ CSV_COLUMNS = [
     "score",
     "last_check_in",
 ]
+
+# A spreadsheet runs a cell that begins with one of these as a formula (OWASP, "CSV
+# injection"); a quote before it makes it text. Numbers are written as numbers.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """A cell's value as a spreadsheet should show it: text that a spreadsheet would
+    read as a formula is prefixed with a quote; everything else is unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def csv_rows(report: CycleReport) -> list[dict[str, Any]]:
+    """The report's rows, each cell safe to open in a spreadsheet."""
+    return [{k: spreadsheet_safe(v) for k, v in row.items()} for row in report.rows]

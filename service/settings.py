@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     jwt_secret: str | None = None
     jwt_ttl_days: int = 30
     pool_size: int = 10
+    # Outages (service/outage.py): no request waits on the database longer than these.
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    db_statement_timeout_seconds: float = Field(default=15.0, gt=0)
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
 
     # Subscriptions: a subscriber whose queue fills is closed with its cursor.
     subscriber_queue_size: int = 1000
