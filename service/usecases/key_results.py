@@ -214,8 +214,9 @@ def caller_of(p: Principal) -> str:
 
 def _replay(earlier: CheckIn, value: float, measured_at: datetime | None) -> None:
     """The same key again must mean the same check-in: same value, same instant."""
-    if measured_at is None:
-        same_instant = earlier.measured_at == earlier.created_at  # it, too, was "now"
+    if measured_at is None:  # "now": so must the first one have been
+        assert earlier.measured_at is not None and earlier.created_at is not None
+        same_instant = abs(earlier.measured_at - earlier.created_at) <= CLOCK_SKEW
     else:
         same_instant = earlier.measured_at == measured_at
     if earlier.value != value or not same_instant:

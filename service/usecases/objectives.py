@@ -198,6 +198,7 @@ async def align_objective(
     if parent_id == old_parent:
         return row
     if parent_id is not None:
+        common.weight(row.weight)  # one stored before weights were bounded: fix it first
         await _parent(session, p, parent_id, cycle, row.weight)
         loop = await session.scalar(
             _SUBTREE, {"id": row.id, "parent": parent_id, "org": p.organization_id}
