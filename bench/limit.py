@@ -38,8 +38,8 @@ WHERE organization_id = $1 AND key_result_id = $2 ORDER BY id DESC LIMIT 100
 """
 M1 = """
 WITH c AS (
-    INSERT INTO check_in (organization_id, key_result_id, value, progress)
-    VALUES ($1, $2, $3, 0.5) RETURNING id
+    INSERT INTO check_in (organization_id, key_result_id, value, progress, caller)
+    VALUES ($1, $2, $3, 0.5, 'bench') RETURNING id
 ), k AS (
     UPDATE key_result SET current_value = $3, last_check_in_id = (SELECT id FROM c),
            last_check_in_at = now()

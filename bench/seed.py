@@ -167,8 +167,21 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
                         4,
                     )
                 progress = rules.key_result_progress(kind, start, target, value)
+                caller = f"user:{obj['owner']}"
                 ci_rows.append(
-                    (next_ci, org, next_kr, value, 0.7, None, obj["owner"], progress, at, at)
+                    (
+                        next_ci,
+                        org,
+                        next_kr,
+                        value,
+                        0.7,
+                        None,
+                        obj["owner"],
+                        caller,
+                        progress,
+                        at,
+                        at,
+                    )
                 )
                 last_value, last_id, last_at = value, next_ci, at
                 next_ci += 1
@@ -279,6 +292,7 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
             "confidence",
             "note",
             "author_id",
+            "caller",
             "progress",
             "created_at",
             "measured_at",

@@ -1,8 +1,10 @@
 """Who may see and change what (DESIGN.md, "Access").
 
 ADMIN: everything in the organization. MEMBER: create objectives for their teams
-and for themselves, edit what they own and their teams' objectives, check in on
-those key results. VIEWER: read. SERVICE: read, and check in on any key result.
+and for themselves, edit what they own and their teams' objectives that they can
+see, check in on those key results. VIEWER: read. SERVICE: read, and check in on
+any key result it can see. Editing always requires seeing. A weight other than 1
+under a parent needs the right to edit that parent.
 Visibility PUBLIC: the organization; TEAM: that team's members and admins;
 PRIVATE: the owner and admins.
 """
@@ -39,12 +41,17 @@ def visible_objectives(p: Principal, table: Any) -> ColumnElement[bool]:
     return or_(*clauses) if clauses else false()
 
 
-def can_edit_objective(p: Principal, team_id: int | None, owner_id: int | None) -> bool:
+def can_edit_objective(
+    p: Principal, visibility: str, team_id: int | None, owner_id: int | None
+) -> bool:
+    """Editing requires seeing: a teammate may not edit a PRIVATE objective of another's."""
     if p.is_admin:
         return True
-    if p.role != "MEMBER":
+    if p.role != "MEMBER" or not can_see_objective(p, visibility, team_id, owner_id):
         return False
-    return owner_id == p.user_id or (team_id is not None and team_id in p.team_ids)
+    if p.user_id is not None and owner_id == p.user_id:
+        return True
+    return team_id is not None and team_id in p.team_ids
 
 
 def require_admin(p: Principal) -> None:
@@ -55,7 +62,7 @@ def require_admin(p: Principal) -> None:
 def require_create_objective(p: Principal, team_id: int | None, owner_id: int | None) -> None:
     if p.is_admin:
         return
-    if p.role != "MEMBER":
+    if p.role != "MEMBER" or p.user_id is None:
         raise forbidden(f"a {p.role} may not create objectives")
     if team_id is not None and team_id not in p.team_ids:
         raise forbidden("members create objectives for their own teams", "teamId")
@@ -63,17 +70,37 @@ def require_create_objective(p: Principal, team_id: int | None, owner_id: int | 
         raise forbidden("members create personal objectives for themselves only", "ownerId")
 
 
-def require_edit_objective(p: Principal, team_id: int | None, owner_id: int | None) -> None:
-    if not can_edit_objective(p, team_id, owner_id):
+def require_edit_objective(
+    p: Principal, visibility: str, team_id: int | None, owner_id: int | None
+) -> None:
+    if not can_edit_objective(p, visibility, team_id, owner_id):
         raise forbidden("you may not change this objective")
 
 
-def require_check_in(
-    p: Principal, team_id: int | None, objective_owner: int | None, key_result_owner: int | None
+def require_weight_under(
+    p: Principal, weight: float, visibility: str, team_id: int | None, owner_id: int | None
 ) -> None:
-    if p.role == "SERVICE" or can_edit_objective(p, team_id, objective_owner):
+    """Aligning under any visible objective is open, but a weight other than 1 under a
+    parent moves that parent's number: it needs the right to edit the parent."""
+    if weight != 1 and not can_edit_objective(p, visibility, team_id, owner_id):
+        raise forbidden(
+            "a weight other than 1 needs the right to edit the objective it counts towards",
+            "weight",
+        )
+
+
+def require_check_in(
+    p: Principal,
+    visibility: str,
+    team_id: int | None,
+    objective_owner: int | None,
+    key_result_owner: int | None,
+) -> None:
+    if not can_see_objective(p, visibility, team_id, objective_owner):
+        raise forbidden("you may not check in on this key result")
+    if p.role == "SERVICE" or can_edit_objective(p, visibility, team_id, objective_owner):
         return
-    if p.role == "MEMBER" and key_result_owner == p.user_id:
+    if p.role == "MEMBER" and p.user_id is not None and key_result_owner == p.user_id:
         return
     raise forbidden("you may not check in on this key result")
 

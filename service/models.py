@@ -253,12 +253,14 @@ class KeyResult(SQLModel, table=True):
     updated_at: datetime | None = _created()
 
 
+CHECK_IN_IDEMPOTENCY = "uq_check_in_key_result_caller_idempotency_key"
+
+
 class CheckIn(SQLModel, table=True):
     __tablename__ = "check_in"
     __table_args__ = (
-        UniqueConstraint(
-            "key_result_id", "idempotency_key", name="uq_check_in_key_result_idempotency_key"
-        ),
+        # Idempotency keys are the caller's own: one scope per key result and caller.
+        UniqueConstraint("key_result_id", "caller", "idempotency_key", name=CHECK_IN_IDEMPOTENCY),
         CheckConstraint(
             "confidence IS NULL OR (confidence >= 0 AND confidence <= 1)", name="confidence"
         ),
@@ -275,6 +277,9 @@ class CheckIn(SQLModel, table=True):
     api_key_id: int | None = _ref("api_key.id")
     progress: float = Field(sa_column=Column(Double, nullable=False))
     idempotency_key: str | None = Field(default=None, sa_column=Column(String(128)))
+    # Who checked in, as one non-null value ('user:12', 'key:3'), so a user and an API
+    # key never share an idempotency scope by both leaving a column NULL.
+    caller: str = Field(sa_column=Column(String(40), nullable=False))
     # When the value was true (defaults to now; may be backdated inside the cycle). The
     # key result's current value is the one measured last.
     measured_at: datetime | None = _created()

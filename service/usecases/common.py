@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import rollup
+from service import rollup, rules
 from service.access import can_see_objective
 from service.auth import Principal
 from service.errors import ErrorCode, Rejected, invalid, not_found
@@ -63,10 +63,29 @@ def finite(value: float, field: str) -> float:
     return float(value)
 
 
+def amount(value: float, field: str) -> float:
+    """A start, target or checked-in value: finite and within rules.MAX_MAGNITUDE."""
+    value = finite(value, field)
+    if abs(value) > rules.MAX_MAGNITUDE:
+        raise invalid(
+            f"{field} must lie between -{rules.MAX_MAGNITUDE:g} and {rules.MAX_MAGNITUDE:g}",
+            field,
+        )
+    return value
+
+
 def weight(value: float, field: str = "weight") -> float:
     value = finite(value, field)
-    if value < 0:
-        raise invalid(f"{field} must be zero or more", field)
+    if not 0 <= value <= rules.MAX_WEIGHT:
+        raise invalid(f"{field} must lie between 0 and {rules.MAX_WEIGHT:g}", field)
+    return value
+
+
+def cycle_date(value: date, field: str) -> date:
+    if not rules.EARLIEST_DATE <= value <= rules.LATEST_DATE:
+        raise invalid(
+            f"{field} must lie between {rules.EARLIEST_DATE} and {rules.LATEST_DATE}", field
+        )
     return value
 
 

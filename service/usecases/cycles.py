@@ -32,6 +32,8 @@ async def create_cycle(
 ) -> Cycle:
     require_admin(p)
     name = required_text(name, "name", MAX_NAME)
+    starts_on = common.cycle_date(starts_on, "startsOn")
+    ends_on = common.cycle_date(ends_on, "endsOn")
     if ends_on < starts_on:
         raise invalid("endsOn must not be before startsOn", "endsOn")
     row = Cycle(organization_id=p.organization_id, name=name, starts_on=starts_on, ends_on=ends_on)

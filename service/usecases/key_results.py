@@ -7,15 +7,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events, rollup, rules
 from service.access import require_check_in, require_edit_objective
 from service.auth import Principal
-from service.errors import invalid
+from service.errors import ErrorCode, Rejected, invalid
 from service.events import EventKind
-from service.models import CheckIn, Cycle, KeyResult, Objective
+from service.models import CHECK_IN_IDEMPOTENCY, CheckIn, Cycle, KeyResult, Objective
 from service.rules import CycleStatus, KeyResultType
 from service.usecases import common
 from service.usecases.common import (
@@ -43,15 +43,15 @@ def _definition(
     kind: KeyResultType, start: float | None, target: float | None
 ) -> tuple[float, float]:
     if kind is KeyResultType.MILESTONE:
-        start = 0.0 if start is None else common.finite(start, "startValue")
-        target = 1.0 if target is None else common.finite(target, "targetValue")
+        start = 0.0 if start is None else common.amount(start, "startValue")
+        target = 1.0 if target is None else common.amount(target, "targetValue")
     else:
         if start is None:
             raise invalid(f"a {kind} key result needs a startValue", "startValue")
         if target is None:
             raise invalid(f"a {kind} key result needs a targetValue", "targetValue")
-        start = common.finite(start, "startValue")
-        target = common.finite(target, "targetValue")
+        start = common.amount(start, "startValue")
+        target = common.amount(target, "targetValue")
     problem = rules.definition_error(kind, start, target)
     if problem:
         raise invalid(problem, "targetValue")
@@ -102,7 +102,7 @@ async def create_key_result(
     weight = common.weight(weight)
     objective, cycle = await common.objective(session, p, objective_id)
     common.writable(cycle)
-    require_edit_objective(p, objective.team_id, objective.owner_id)
+    require_edit_objective(p, objective.visibility, objective.team_id, objective.owner_id)
     if objective.archived_at is not None:
         raise invalid("the objective is archived", "objectiveId")
     if owner_id is not None:
@@ -141,7 +141,7 @@ async def _editable(
 ) -> tuple[KeyResult, Objective, Cycle]:
     kr, objective, cycle = await common.key_result(session, p, key_result_id, lock=True)
     common.writable(cycle)
-    require_edit_objective(p, objective.team_id, objective.owner_id)
+    require_edit_objective(p, objective.visibility, objective.team_id, objective.owner_id)
     return kr, objective, cycle
 
 
@@ -203,6 +203,31 @@ async def update_key_result(
     return kr
 
 
+def caller_of(p: Principal) -> str:
+    """Whose idempotency keys these are: a user's and an API key's never share a scope."""
+    if p.user_id is not None:
+        return f"user:{p.user_id}"
+    if p.api_key_id is not None:
+        return f"key:{p.api_key_id}"
+    return f"organization:{p.organization_id}"
+
+
+def _replay(earlier: CheckIn, value: float, measured_at: datetime | None) -> None:
+    """The same key again must mean the same check-in: same value, same instant."""
+    if measured_at is None:  # "now": so must the first one have been
+        assert earlier.measured_at is not None and earlier.created_at is not None
+        same_instant = abs(earlier.measured_at - earlier.created_at) <= CLOCK_SKEW
+    else:
+        same_instant = earlier.measured_at == measured_at
+    if earlier.value != value or not same_instant:
+        raise Rejected(
+            ErrorCode.CONFLICT,
+            "this idempotency key was already used for a check-in with a different value "
+            "or instant; use a new key for a new check-in",
+            ["idempotencyKey"],
+        )
+
+
 async def check_in(
     session: AsyncSession,
     p: Principal,
@@ -214,10 +239,14 @@ async def check_in(
     idempotency_key: str | None = None,
     measured_at: datetime | None = None,
 ) -> tuple[CheckIn, KeyResult]:
-    """Record a value; the same idempotency key again returns the first check-in. A value
-    may be backdated (`measured_at`) inside the cycle; the key result's current value is
-    the one measured last."""
-    value = common.finite(value, "value")
+    """Record a value. A value may be backdated (`measured_at`) inside the cycle; the key
+    result's current value is the one measured last.
+
+    Idempotency keys belong to one key result and one caller. Authorization comes first;
+    then the same key with the same value and instant returns the first check-in and
+    writes nothing, and with anything else it is a CONFLICT. Retries racing each other
+    queue on the key result's row lock, so the second finds the first's committed row."""
+    value = common.amount(value, "value")
     now = common.now()
     if measured_at is not None and measured_at.tzinfo is None:
         measured_at = measured_at.replace(tzinfo=UTC)
@@ -227,53 +256,60 @@ async def check_in(
     note = optional_text(note, "note", MAX_NOTE)
     if idempotency_key is not None:
         idempotency_key = required_text(idempotency_key, "idempotencyKey", MAX_IDEMPOTENCY_KEY)
-        earlier = await _earlier(session, p, key_result_id, idempotency_key)
-        if earlier is not None:
-            return earlier
 
     kr, objective, cycle = await common.key_result(session, p, key_result_id, lock=True)
-    require_check_in(p, objective.team_id, objective.owner_id, kr.owner_id)
+    require_check_in(p, objective.visibility, objective.team_id, objective.owner_id, kr.owner_id)
+    kind = KeyResultType(kr.type)
+    problem = rules.value_error(kind, value)
+    if problem:
+        raise invalid(problem, "value")
+    caller = caller_of(p)
+    if idempotency_key is not None:
+        earlier = await _earlier(session, p, kr.id, caller, idempotency_key)
+        if earlier is not None:
+            _replay(earlier, value, measured_at)
+            return earlier, kr
     common.writable(cycle)
     if not rules.accepts_check_ins(CycleStatus(cycle.status)):
         raise invalid(
             f"check-ins are taken while the cycle is ACTIVE or in REVIEW (it is {cycle.status})",
             "keyResultId",
         )
-    kind = KeyResultType(kr.type)
-    problem = rules.value_error(kind, value)
-    if problem:
-        raise invalid(problem, "value")
     if measured_at is not None:
         start, end = rules.cycle_bounds(cycle.starts_on, cycle.ends_on)
         if not start <= measured_at < end:
             raise invalid("measuredAt must lie inside the cycle", "measuredAt")
     progress = rules.key_result_progress(kind, kr.start_value, kr.target_value, value)
-    row = CheckIn(
-        measured_at=measured_at or now,
-        organization_id=p.organization_id,
-        key_result_id=kr.id,
-        value=value,
-        confidence=confidence,
-        note=note,
-        author_id=p.user_id,
-        api_key_id=p.api_key_id,
-        progress=progress,
-        idempotency_key=idempotency_key,
-    )
-    session.add(row)
-    try:
-        if idempotency_key is None:
-            await session.flush()  # nothing unique to collide with
-        else:
-            async with session.begin_nested():
-                await session.flush()
-    except IntegrityError:
-        # The same key raced in through another transaction, which has committed.
-        session.expunge(row)
-        earlier = await _earlier(session, p, key_result_id, idempotency_key)
+    # ON CONFLICT DO NOTHING: should a writer that does not take the key result's lock
+    # ever race us to the same key, its row wins and this transaction stays usable.
+    inserted = (
+        await session.scalars(
+            pg_insert(CheckIn)
+            .values(
+                organization_id=p.organization_id,
+                key_result_id=kr.id,
+                value=value,
+                confidence=confidence,
+                note=note,
+                author_id=p.user_id,
+                api_key_id=p.api_key_id,
+                caller=caller,
+                progress=progress,
+                idempotency_key=idempotency_key,
+                measured_at=measured_at or now,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(constraint=CHECK_IN_IDEMPOTENCY)
+            .returning(CheckIn)
+        )
+    ).one_or_none()
+    if inserted is None:
+        earlier = await _earlier(session, p, kr.id, caller, idempotency_key)
         if earlier is None:
-            raise
-        return earlier
+            raise AssertionError("a check-in conflicted with none")
+        _replay(earlier, value, measured_at)
+        return earlier, kr
+    row = inserted
     previous = kr.progress
     latest = await session.scalar(
         select(CheckIn.id)
@@ -304,21 +340,21 @@ async def check_in(
 
 
 async def _earlier(
-    session: AsyncSession, p: Principal, key_result_id: int, key: str | None
-) -> tuple[CheckIn, KeyResult] | None:
-    found = (
+    session: AsyncSession, p: Principal, key_result_id: int, caller: str, key: str | None
+) -> CheckIn | None:
+    """The caller's check-in under this key, read fresh (after the key result's lock)."""
+    return (
         await session.execute(
-            select(CheckIn).where(
+            select(CheckIn)
+            .where(
                 CheckIn.key_result_id == key_result_id,
+                CheckIn.caller == caller,
                 CheckIn.idempotency_key == key,
                 CheckIn.organization_id == p.organization_id,
             )
+            .execution_options(populate_existing=True)
         )
     ).scalar_one_or_none()
-    if found is None:
-        return None
-    kr, _objective, _cycle = await common.key_result(session, p, key_result_id)
-    return found, kr
 
 
 async def score_key_result(

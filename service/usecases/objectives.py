@@ -8,7 +8,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events
-from service.access import require_create_objective, require_edit_objective
+from service.access import (
+    require_create_objective,
+    require_edit_objective,
+    require_weight_under,
+)
 from service.auth import Principal
 from service.errors import ErrorCode, Rejected, invalid
 from service.events import EventKind
@@ -38,14 +42,17 @@ def _overlap(a: Cycle, b: Cycle) -> bool:
 
 
 async def _parent(
-    session: AsyncSession, p: Principal, parent_id: int, own_cycle: Cycle
+    session: AsyncSession, p: Principal, parent_id: int, own_cycle: Cycle, weight: float
 ) -> Objective:
+    """The parent to align under: any objective the caller sees, but a weight other
+    than 1 under it needs the right to edit it (it moves the parent's number)."""
     parent, parent_cycle = await common.objective(session, p, parent_id, "parentId")
     common.writable(parent_cycle)
     if parent.archived_at is not None:
         raise invalid("cannot align to an archived objective", "parentId")
     if not _overlap(own_cycle, parent_cycle):
         raise invalid("the parent objective's cycle must overlap this one's", "parentId")
+    require_weight_under(p, weight, parent.visibility, parent.team_id, parent.owner_id)
     return parent
 
 
@@ -76,13 +83,13 @@ async def create_objective(
     common.writable(cycle)
     if team_id is not None:
         await common.team(session, p, team_id)
-    if owner_id is None and team_id is None:
-        owner_id = p.user_id
+    if owner_id is None:
+        owner_id = p.user_id  # every objective has someone accountable: its creator
     if owner_id is not None:
         await common.user(session, p, owner_id, "ownerId")
     require_create_objective(p, team_id, owner_id)
     if parent_id is not None:
-        await _parent(session, p, parent_id, cycle)
+        await _parent(session, p, parent_id, cycle, weight)
     row = Objective(
         organization_id=p.organization_id,
         cycle_id=cycle_id,
@@ -114,7 +121,7 @@ async def _editable(
 ) -> tuple[Objective, Cycle]:
     row, cycle = await common.objective(session, p, objective_id, lock=True)
     common.writable(cycle)
-    require_edit_objective(p, row.team_id, row.owner_id)
+    require_edit_objective(p, row.visibility, row.team_id, row.owner_id)
     if review_only and cycle.status != CycleStatus.REVIEW:
         raise invalid(
             f"reflection happens while the cycle is in REVIEW (it is {cycle.status})", "objectiveId"
@@ -145,11 +152,18 @@ async def update_objective(
         clean["description"] = optional_text(changes["description"], "description", MAX_TEXT)
     if "weight" in changes:
         clean["weight"] = common.weight(changes["weight"])
+        if row.parent_id is not None and clean["weight"] != row.weight:
+            parent = await session.get(Objective, row.parent_id)  # same organization
+            assert parent is not None
+            require_weight_under(
+                p, clean["weight"], parent.visibility, parent.team_id, parent.owner_id
+            )
     if "visibility" in changes:
         clean["visibility"] = _visibility(changes["visibility"])
     if "owner_id" in changes:
-        if changes["owner_id"] is not None:
-            await common.user(session, p, changes["owner_id"], "ownerId")
+        if changes["owner_id"] is None:
+            raise invalid("every objective has an owner: name the new one", "ownerId")
+        await common.user(session, p, changes["owner_id"], "ownerId")
         clean["owner_id"] = changes["owner_id"]
     before = _snapshot(row, tuple(clean))
     if before == clean:
@@ -184,7 +198,8 @@ async def align_objective(
     if parent_id == old_parent:
         return row
     if parent_id is not None:
-        await _parent(session, p, parent_id, cycle)
+        common.weight(row.weight)  # one stored before weights were bounded: fix it first
+        await _parent(session, p, parent_id, cycle, row.weight)
         loop = await session.scalar(
             _SUBTREE, {"id": row.id, "parent": parent_id, "org": p.organization_id}
         )

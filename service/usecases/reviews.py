@@ -7,9 +7,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events, rules
-from service.access import require_admin, require_edit_objective
+from service.access import can_edit_objective, require_admin, require_edit_objective
 from service.auth import Principal
-from service.errors import ErrorCode, Rejected, invalid
+from service.errors import ErrorCode, Rejected, forbidden, invalid
 from service.events import EventKind
 from service.models import KeyResult, Objective, Organization, Team
 from service.rules import KeyResultType
@@ -27,7 +27,7 @@ async def carry_over_objective(
     starts from its last current value, with no check-ins; alignment is kept where the
     parent (or a child) was carried over too."""
     source, source_cycle = await common.objective(session, p, objective_id)
-    require_edit_objective(p, source.team_id, source.owner_id)
+    require_edit_objective(p, source.visibility, source.team_id, source.owner_id)
     target = await common.cycle(session, p, to_cycle_id, "toCycleId")
     common.writable(target)
     if target.starts_on <= source_cycle.starts_on:
@@ -70,6 +70,15 @@ async def carry_over_objective(
                 Objective.organization_id == p.organization_id,
             )
         )
+    if parent_id is not None and source.weight != 1:
+        parent = await session.get(Objective, parent_id)
+        assert parent is not None
+        if not can_edit_objective(p, parent.visibility, parent.team_id, parent.owner_id):
+            raise forbidden(
+                f"its weight {source.weight:g} would count towards an objective you may not "
+                "edit; an editor of that objective may carry it over",
+                "objectiveId",
+            )
     new = Objective(
         organization_id=p.organization_id,
         cycle_id=target.id,
