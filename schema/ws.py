@@ -32,6 +32,7 @@ from typing import Any, Protocol, cast
 
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -49,7 +50,10 @@ log = logging.getLogger(__name__)
 FORBIDDEN = 4403
 INIT_TIMEOUT = 4408
 TOO_MANY_INITS = 4429
+TRY_AGAIN_LATER = 1013
 TOO_BIG = 1009
+
+Refusal = dict[str, Any]  # a GraphQL error: {"message": ..., "extensions": {"code": ...}}
 
 
 class SocketView(Protocol):
@@ -57,7 +61,10 @@ class SocketView(Protocol):
 
     max_message_bytes: int
 
-    async def authenticate_token(self, context: Context, token: str) -> Principal: ...
+    async def authenticate_token(self, context: Context, token: str) -> Principal:
+        """The principal of `token`; raises Unauthenticated, or ConnectionRejectionError
+        with an error payload of its own (the database is out, say)."""
+        ...
 
 
 def token_of(params: object, headers: Mapping[str, str]) -> str:
@@ -92,13 +99,19 @@ def revocation(row: Any, p: Principal) -> str | None:
     return None
 
 
-def close_reason(text: str) -> str:
-    """A close frame's reason holds at most 123 bytes."""
-    return text.encode()[:120].decode(errors="ignore")
-
-
-def refusal(message: str) -> dict[str, Any]:
+def refusal(message: str) -> Refusal:
     return {"message": message, "extensions": {"code": "UNAUTHENTICATED"}}
+
+
+def close_code(refused: Refusal) -> int:
+    """4403 when the credential is refused; 1013 (try again later) otherwise."""
+    return FORBIDDEN if refused["extensions"]["code"] == "UNAUTHENTICATED" else TRY_AGAIN_LATER
+
+
+def close_reason(refused: Refusal | str) -> str:
+    """A close frame's reason holds at most 123 bytes."""
+    text = refused if isinstance(refused, str) else str(refused["message"])
+    return text.encode()[:120].decode(errors="ignore")
 
 
 class Guard:
@@ -116,13 +129,23 @@ class Guard:
         self.ended = asyncio.Event()
         self.reason = ""
 
-    async def admit(self, params: object) -> str | None:
+    async def _authenticate(self, token: str) -> Principal | Refusal:
+        try:
+            return await self.view.authenticate_token(self.context, token)
+        except Unauthenticated as exc:
+            return refusal(str(exc))
+        except ConnectionRejectionError as exc:
+            return cast(Refusal, exc.payload)
+
+    async def admit(self, params: object) -> Refusal | None:
         """Authenticate connection_init; returns why it is refused, or None."""
         try:
             token = token_of(params, self.context.request.headers)
-            principal = await self.view.authenticate_token(self.context, token)
         except Unauthenticated as exc:
-            return str(exc)
+            return refusal(str(exc))
+        principal = await self._authenticate(token)
+        if not isinstance(principal, Principal):
+            return principal
         self.token, self.principal = token, principal
         self.context.authenticate_as(principal)
         return None
@@ -155,19 +178,18 @@ class Guard:
         except Exception:  # the client may be gone already
             log.debug("closing a WebSocket failed", exc_info=True)
 
-    async def recheck(self) -> str | None:
+    async def recheck(self) -> Refusal | None:
         """Authenticate the socket's token again, for a new operation: returns why the
         operation is refused, or None (and the fresh principal is the context's)."""
         if self.ended.is_set():
-            return self.reason
+            return refusal(self.reason)
         if self.token is None:
-            return "authentication required"
-        try:
-            principal = await self.view.authenticate_token(self.context, self.token)
-        except Unauthenticated as exc:
-            return str(exc)
+            return refusal("authentication required")
+        principal = await self._authenticate(self.token)
+        if not isinstance(principal, Principal):
+            return principal
         if self.ended.is_set():  # revoked while we looked
-            return self.reason
+            return refusal(self.reason)
         self.principal = principal
         self.context.authenticate_as(principal)
         return None
@@ -198,7 +220,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             refused = await self.guard.admit(payload)
             if refused is not None:
                 self.connection_init_received = True
-                await self.websocket.close(code=FORBIDDEN, reason=close_reason(refused))
+                await self.websocket.close(close_code(refused), close_reason(refused))
                 return
         await super().handle_connection_init(message)
         if first and self.connection_acknowledged:
@@ -208,16 +230,15 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if self.connection_acknowledged:
             refused = await self.guard.recheck()
             if refused is not None:
-                await self.send_message(
-                    {"id": message["id"], "type": "error", "payload": [refusal(refused)]}
-                )
+                error = {"id": message["id"], "type": "error", "payload": [refused]}
+                await self.send_message(cast(Any, error))
                 return
         await super().handle_subscribe(message)
 
     async def end(self, reason: str) -> None:
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
-        await self.websocket.close(code=FORBIDDEN, reason=close_reason(reason))
+        await self.websocket.close(FORBIDDEN, close_reason(reason))
 
     async def shutdown(self) -> None:
         await self.guard.stop()
@@ -258,8 +279,8 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         if payload is None or isinstance(payload, dict):
             refused = await self.guard.admit(payload)
             if refused is not None:
-                await self.send_message({"type": "connection_error", "payload": refusal(refused)})
-                await self.websocket.close(FORBIDDEN, close_reason(refused))
+                await self.send_message({"type": "connection_error", "payload": refused})
+                await self.websocket.close(close_code(refused), close_reason(refused))
                 return
         await super().handle_connection_init(message)
         if self.connection_acknowledged:
@@ -269,9 +290,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
         if self.connection_acknowledged:
             refused = await self.guard.recheck()
             if refused is not None:
-                await self.send_message(
-                    {"type": "error", "id": message["id"], "payload": refusal(refused)}
-                )
+                await self.send_message({"type": "error", "id": message["id"], "payload": refused})
                 return
         await super().handle_start(message)
 
