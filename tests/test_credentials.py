@@ -529,3 +529,67 @@ async def test_item16_metrics_can_require_a_token(database_url: str, db: Databas
             assert r.headers["www-authenticate"] == "Bearer"
         r = await http.get("/metrics", headers={"Authorization": "Bearer m3trics-0k"})
         assert r.status_code == 200 and "okr_http_requests_total" in r.text
+
+
+async def test_item3_two_admins_deactivating_each_other_at_once_leave_one_admin(org: Org):
+    other = await user(org, "Otto Admin", "ADMIN")
+    tokens = {
+        encode("User", org.admin_id): org.admin_token,
+        other: org.token(decode_as(other, "User")),
+    }
+    deactivate = (
+        "mutation($i: DeactivateUserInput!) { deactivateUser(input: $i) "
+        f"{{ user {{ id }} {PAYLOAD_ERRORS} }} }}"
+    )
+
+    async def post(token: str, query: str, variables: dict | None = None) -> httpx.Response:
+        return await org.client.post(
+            "/graphql",
+            json={"query": query, "variables": variables or {}},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+
+    for _ in range(4):  # the race, a few times over
+        (a, token_a), (b, token_b) = tokens.items()
+        answers = await asyncio.gather(
+            post(token_a, deactivate, {"i": {"userId": b}}),
+            post(token_b, deactivate, {"i": {"userId": a}}),
+        )
+        alive = [
+            (await post(t, "{ viewer { role } }")).status_code == 200 for t in (token_a, token_b)
+        ]
+        assert alive.count(True) == 1, [r.text for r in answers]
+        loser = answers[alive.index(False)]
+        # Refused: by the use case (it was deactivated first), or already at the door.
+        assert (
+            loser.status_code == 401
+            or loser.json()["data"]["deactivateUser"]["userErrors"][0]["code"] == "FORBIDDEN"
+        ), loser.text
+        async with org.db.engine.begin() as conn:  # both back for another round
+            await conn.execute(text("UPDATE app_user SET active = true"))
+
+
+async def test_item3_concurrent_deactivations_are_serialized_by_the_admin_lock(
+    org: Org, db: Database
+):
+    """The same race one level down, made certain: the second deactivation starts while
+    the first is still open, and must not leave the organization without an admin."""
+    from service.auth import Principal
+    from service.errors import Rejected
+
+    other = await db.transaction(
+        lambda s: organizations.create_user(s, org.admin, "Olga", "olga@acme.example", "ADMIN")
+    )
+    olga = Principal(organization_id=org.id, role="ADMIN", user_id=other.id)
+    async with db.sessions() as first, first.begin():
+        await organizations.deactivate_user(first, org.admin, other.id)
+        second = asyncio.create_task(
+            db.transaction(lambda s: organizations.deactivate_user(s, olga, org.admin_id))
+        )
+        await asyncio.sleep(0.5)  # it runs as far as it can before the first commits
+    with pytest.raises(Rejected) as refused:
+        await second
+    assert refused.value.code == "FORBIDDEN"
+    async with db.connect() as conn:
+        active = await conn.execute(text("SELECT id FROM app_user WHERE active"))
+        assert active.scalars().all() == [org.admin_id]
