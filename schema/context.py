@@ -40,6 +40,10 @@ class Context(BaseContext):
             raise Unauthenticated("authentication required")
         return self._principal
 
+    @property
+    def is_authenticated(self) -> bool:
+        return self._principal is not None
+
     def authenticate_as(self, principal: Principal) -> None:
         self._principal = principal
         self._loaders = None

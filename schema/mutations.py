@@ -76,6 +76,17 @@ class AddTeamMemberInput:
 
 
 @strawberry.input
+class RemoveTeamMemberInput:
+    team_id: ID
+    user_id: ID
+
+
+@strawberry.input
+class DeactivateUserInput:
+    user_id: ID
+
+
+@strawberry.input
 class CreateUserInput:
     name: str
     email: str
@@ -304,6 +315,30 @@ class Mutation:
         except Rejected as exc:
             return _refused(TeamPayload, exc)
         return TeamPayload(team=Team.of(row))
+
+    @strawberry.mutation(description="ADMIN only.")
+    async def remove_team_member(self, info: Info, input: RemoveTeamMemberInput) -> TeamPayload:
+        p = info.context.principal
+        try:
+            team = required_gid(input.team_id, "Team", "teamId")
+            user = required_gid(input.user_id, "User", "userId")
+            row = await run(info, lambda s: organizations.remove_team_member(s, p, team, user))
+        except Rejected as exc:
+            return _refused(TeamPayload, exc)
+        return TeamPayload(team=Team.of(row))
+
+    @strawberry.mutation(
+        description="ADMIN only. The user's tokens stop working at once, over HTTP and on "
+        "open WebSockets; their history stays."
+    )
+    async def deactivate_user(self, info: Info, input: DeactivateUserInput) -> UserPayload:
+        p = info.context.principal
+        try:
+            user = required_gid(input.user_id, "User", "userId")
+            row = await run(info, lambda s: organizations.deactivate_user(s, p, user))
+        except Rejected as exc:
+            return _refused(UserPayload, exc)
+        return UserPayload(user=User.of(row))
 
     @strawberry.mutation
     async def create_user(self, info: Info, input: CreateUserInput) -> UserPayload:

@@ -221,6 +221,7 @@ class User(Node):
     name: str
     email: str
     role: Role
+    active: bool = strawberry.field(description="A deactivated user's tokens do not work.")
 
     @classmethod
     def of(cls, row: Any) -> User:
@@ -230,6 +231,7 @@ class User(Node):
             name=row.name,
             email=row.email,
             role=Role(row.role),
+            active=row.active,
         )
 
     @strawberry.field

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hmac
 import io
 import logging
 import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from fastapi import FastAPI
@@ -24,8 +25,9 @@ from strawberry.fastapi import GraphQLRouter
 
 from schema.api import build_schema
 from schema.context import Context
+from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, refusal
 from service import migrate
-from service.auth import Authenticator, bearer
+from service.auth import Authenticator, Principal, bearer
 from service.db import Database, count_statements
 from service.errors import Rejected, Unauthenticated
 from service.fanout import EventHub
@@ -216,6 +218,14 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         return ctx
 
     class Router(GraphQLRouter):
+        """WebSockets authenticate on connection_init and again for every operation, and
+        close when their credential ends (schema/ws.py)."""
+
+        graphql_transport_ws_handler_class = TransportWSHandler
+        graphql_ws_handler_class = LegacyWSHandler
+        websocket_adapter_class = BoundedWebSocket
+        max_message_bytes = settings.max_body_bytes
+
         def encode_json(self, data: object) -> str:
             return orjson.dumps(data).decode()
 
@@ -233,28 +243,21 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
             return response
 
-        async def on_ws_connect(self, context: Context):
-            """The token comes in connection_init's payload, or on the upgrade."""
-            params = context.connection_params or {}
-            header = params.get("Authorization") or params.get("authorization")
-            if header is None and isinstance(params.get("token"), str):
-                header = f"Bearer {params['token']}"
-            if header is None:
-                header = context.request.headers.get("authorization")
+        async def authenticate_token(self, context: Context, token: str) -> Principal:
             try:
-                auth = authenticator(context.request.app)
-                context.authenticate_as(await auth.authenticate(bearer(header)))
-            except Unauthenticated as exc:
-                raise ConnectionRejectionError(
-                    {"message": str(exc), "extensions": {"code": "UNAUTHENTICATED"}}
-                ) from None
+                return await authenticator(context.request.app).authenticate(token)
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise
-                note_outage(exc, "websocket connection_init")
+                note_outage(exc, "websocket authentication")
                 raise ConnectionRejectionError(
                     {"message": OUTAGE_MESSAGE, "extensions": {"code": SERVICE_UNAVAILABLE}}
                 ) from None
+
+        async def on_ws_connect(self, context: Context):
+            """The handlers have authenticated connection_init before this runs."""
+            if not context.is_authenticated:
+                raise ConnectionRejectionError(refusal("authentication required"))
             return UNSET
 
     graphql = Router(
@@ -263,6 +266,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         keep_alive=True,
         keep_alive_interval=15,
+        connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
     )
     app.include_router(graphql, prefix="/graphql")
 
@@ -331,7 +335,16 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         return JSONResponse({"status": "ok", "migration": current})
 
     @app.get("/metrics")
-    async def prometheus() -> PlainTextResponse:
+    async def prometheus(request: Request) -> PlainTextResponse:
+        if settings.metrics_token:  # OKR_METRICS_TOKEN: scrapers send it as a bearer token
+            given = request.headers.get("authorization", "")
+            expected = f"Bearer {settings.metrics_token}"
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                return PlainTextResponse(
+                    "a metrics token is required\n",
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
         return PlainTextResponse(
             metrics.render(app.state.db, getattr(app.state, "hub", None)),
             media_type="text/plain; version=0.0.4",

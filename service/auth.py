@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -34,6 +34,8 @@ class Principal:
     # The organization's outbox position when the request was authenticated: every
     # committed write moves it, so it keys the response cache.
     event_seq: int = 0
+    # A JWT's expiry (seconds since the epoch): an open WebSocket is closed then.
+    expires_at: float | None = None
 
     @property
     def thresholds(self) -> tuple[float, float]:
@@ -77,8 +79,8 @@ def bearer(header: str | None) -> str:
 
 _USER = text(
     """
-    SELECT u.id, u.role, o.id AS org_id, o.on_track_gap, o.at_risk_gap, o.check_in_cadence_days,
-           o.event_seq,
+    SELECT u.id, u.role, u.active, o.id AS org_id, o.on_track_gap, o.at_risk_gap,
+           o.check_in_cadence_days, o.event_seq,
            ARRAY(SELECT m.team_id FROM team_membership m WHERE m.user_id = u.id) AS team_ids
     FROM app_user u JOIN organization o ON o.id = u.organization_id
     WHERE u.id = :user_id AND u.organization_id = :org_id
@@ -86,12 +88,37 @@ _USER = text(
 )
 _API_KEY = text(
     """
-    SELECT k.id, o.id AS org_id, o.on_track_gap, o.at_risk_gap, o.check_in_cadence_days,
-           o.event_seq
+    SELECT k.id, (k.last_used_at < now() - interval '1 minute') IS NOT FALSE AS stale,
+           o.id AS org_id, o.on_track_gap, o.at_risk_gap, o.check_in_cadence_days, o.event_seq
     FROM api_key k JOIN organization o ON o.id = k.organization_id
     WHERE k.key_hash = :hash AND k.revoked_at IS NULL
     """
 )
+# At most one write a minute per key, whatever the traffic and the number of replicas.
+_KEY_USED = text(
+    "UPDATE api_key SET last_used_at = now() WHERE id = :id "
+    "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')"
+)
+_MAX_ID = 2**63 - 1  # ids are BIGINT
+
+
+def claim_id(claims: dict, name: str) -> int:
+    """An id claim as a positive BIGINT: ASCII digits or a JSON integer, nothing else."""
+    value = claims[name]
+    if isinstance(value, str) and 0 < len(value) <= 19 and value.isascii() and value.isdigit():
+        number = int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    else:
+        raise Unauthenticated(f"invalid token: the {name!r} claim is not an id")
+    if not 1 <= number <= _MAX_ID:
+        raise Unauthenticated(f"invalid token: the {name!r} claim is not an id")
+    return number
+
+
+def _expiry(claims: dict) -> float | None:
+    exp = claims.get("exp")
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 async def authenticate(conn: AsyncConnection, token: str, secret: str) -> Principal:
@@ -100,6 +127,9 @@ async def authenticate(conn: AsyncConnection, token: str, secret: str) -> Princi
         row = (await conn.execute(_API_KEY, {"hash": hash_api_key(token)})).one_or_none()
         if row is None:
             raise Unauthenticated("unknown or revoked API key")
+        if row.stale:
+            await conn.execute(_KEY_USED, {"id": row.id})
+            await conn.commit()
         return Principal(
             organization_id=row.org_id,
             role="SERVICE",
@@ -113,16 +143,19 @@ async def authenticate(conn: AsyncConnection, token: str, secret: str) -> Princi
         claims = jwt.decode(
             token, secret, algorithms=["HS256"], options={"require": ["sub", "org", "exp"]}
         )
-        user_id, org_id = int(claims["sub"]), int(claims["org"])
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise Unauthenticated(f"invalid token: {exc}") from None
-    return await user_principal(conn, user_id, org_id)
+    user_id, org_id = claim_id(claims, "sub"), claim_id(claims, "org")
+    principal = await user_principal(conn, user_id, org_id)
+    return replace(principal, expires_at=_expiry(claims))
 
 
 async def user_principal(conn: AsyncConnection, user_id: int, org_id: int) -> Principal:
     row = (await conn.execute(_USER, {"user_id": user_id, "org_id": org_id})).one_or_none()
     if row is None:
         raise Unauthenticated("the token names no user of this organization")
+    if not row.active:
+        raise Unauthenticated("this user has been deactivated")
     return Principal(
         organization_id=row.org_id,
         role=row.role,
@@ -192,7 +225,8 @@ class Authenticator:
         async with self.db.connect() as conn:
             found = (await conn.execute(_BY_EMAIL, {"slug": slug, "email": email})).one_or_none()
             if found is not None and found.user_id is not None:
-                return await user_principal(conn, found.user_id, found.org_id)
+                principal = await user_principal(conn, found.user_id, found.org_id)
+                return replace(principal, expires_at=_expiry(claims))
         if found is None:
             raise Unauthenticated("the token names an unknown organization")
         if not s.jwt_create_users:
@@ -205,7 +239,8 @@ class Authenticator:
             )
         )
         async with self.db.connect() as conn:
-            return await user_principal(conn, user.id, found.org_id)
+            principal = await user_principal(conn, user.id, found.org_id)
+        return replace(principal, expires_at=_expiry(claims))
 
 
 _BY_EMAIL = text(

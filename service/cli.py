@@ -8,12 +8,13 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC
 from typing import TypeVar
 
 from service import migrate
 from service.auth import issue_token
 from service.db import Database, resolve_url
-from service.errors import Rejected
+from service.errors import ErrorCode, Rejected
 from service.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -84,6 +85,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port,
         log_level=args.log_level,
         ws="websockets-sansio" if _has_sansio() else "auto",
+        ws_max_size=settings.max_body_bytes,  # as HTTP bodies; the app checks it too
     )
     return 0
 
@@ -129,6 +131,8 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         async with db.sessions() as s:
             org = await organizations.organization_by_slug(s, args.org)
             user = await organizations.user_by_email(s, org.id, args.email)
+            if not user.active:
+                raise Rejected(ErrorCode.FORBIDDEN, f"{user.email} has been deactivated")
             return org.id, user.id
 
     org_id, user_id = _run(url, find)
@@ -167,6 +171,36 @@ def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
         return await db.transaction(work)
 
     print(f"revoked {_run(url, revoke)} key(s)")
+    return 0
+
+
+def cmd_apikey_list(args: argparse.Namespace, settings: Settings) -> int:
+    from service.usecases import organizations
+
+    url = _prepare(settings)
+
+    async def keys(db: Database):
+        async with db.sessions() as s:
+            org = await organizations.organization_by_slug(s, args.org)
+            return await organizations.api_keys(s, org.id)
+
+    def when(value) -> str:
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else "-"
+
+    rows = [("NAME", "CREATED", "LAST USED", "REVOKED")]
+    rows += [
+        (
+            k.name,
+            when(k.created_at),
+            when(k.last_used_at) if k.last_used_at else "never",
+            when(k.revoked_at),
+        )
+        for k in _run(url, keys)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)]
+        print("  ".join([*cells, row[3]]))
     return 0
 
 
@@ -264,6 +298,11 @@ def parser() -> argparse.ArgumentParser:
     ak_revoke.add_argument("--org", required=True)
     ak_revoke.add_argument("--name", required=True)
     ak_revoke.set_defaults(func=cmd_apikey_revoke)
+    ak_list = apikey.add_parser(
+        "list", help="the organization's keys: name, created, last used, revoked"
+    )
+    ak_list.add_argument("--org", required=True)
+    ak_list.set_defaults(func=cmd_apikey_list)
 
     export = sub.add_parser("export-schema", help="print the GraphQL SDL")
     export.add_argument("--output", "-o")

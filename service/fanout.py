@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import asyncpg
@@ -121,6 +121,33 @@ class Subscriber:
                 yield row
         finally:
             self.hub.unsubscribe(self)
+
+
+class Watcher(Subscriber):
+    """Not a queue: a callback handed every live row of its organization, at once, in the
+    fetch that reads it. The WebSocket layer watches for revoked credentials with it."""
+
+    def __init__(
+        self, hub: EventHub, organization_id: int, position: int, callback: Callable[[Any], None]
+    ) -> None:
+        super().__init__(hub, organization_id, position, 1)
+        self.callback = callback
+
+    def offer(self, row: Any) -> None:
+        if self.closed or row.seq <= self.position:
+            return
+        self.position = row.seq
+        self.hand(row)
+
+    def hand(self, row: Any) -> None:
+        try:
+            self.callback(row)
+        except Exception:
+            log.exception("an event watcher failed")
+
+    def close(self) -> None:
+        self.closed = True
+        self.hub.unsubscribe(self)
 
 
 class EventHub:
@@ -304,6 +331,31 @@ class EventHub:
             self._schedule(organization_id)
         return sub
 
+    async def watch(
+        self, organization_id: int, since: int, callback: Callable[[Any], None]
+    ) -> Watcher:
+        """Hand `callback` every row of the organization after sequence `since` (rows the
+        hub already read are read again for it); `close()` the watcher to stop."""
+        async with self.locks[organization_id]:
+            followed = bool(self.subscribers.get(organization_id))
+            if not followed:
+                self.last_seen[organization_id] = max(self.last_seen.get(organization_id, 0), since)
+            seen = self.last_seen[organization_id]
+            watcher = Watcher(self, organization_id, max(since, seen), callback)
+            self.subscribers[organization_id].add(watcher)
+        if not followed:
+            self._schedule(organization_id)  # rows committed since `since` came unnoticed
+        position = since
+        while position < seen:  # handed out before this watcher joined
+            batch = await self.read_after(organization_id, position)
+            for row in batch:
+                if row.seq <= seen:
+                    watcher.hand(row)
+            if len(batch) < BATCH:
+                break
+            position = batch[-1].seq
+        return watcher
+
     def unsubscribe(self, sub: Subscriber) -> None:
         subs = self.subscribers.get(sub.organization_id)
         if subs is not None:
@@ -313,4 +365,6 @@ class EventHub:
 
     @property
     def subscriber_count(self) -> int:
-        return sum(len(s) for s in self.subscribers.values())
+        return sum(
+            not isinstance(sub, Watcher) for subs in self.subscribers.values() for sub in subs
+        )

@@ -110,6 +110,10 @@ class User(SQLModel, table=True):
     name: str = Field(sa_column=Column(String(200), nullable=False))
     email: str = Field(sa_column=Column(String(320), nullable=False))
     role: str = Field(sa_column=Column(String(16), nullable=False))
+    # A deactivated user keeps their history, and their tokens stop working at once.
+    active: bool = Field(
+        default=True, sa_column=Column(Boolean, nullable=False, server_default="true")
+    )
     created_at: datetime | None = _created()
 
 
@@ -311,6 +315,8 @@ class ApiKey(SQLModel, table=True):
     key_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
     created_at: datetime | None = _created()
     revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # Written at most once a minute per key (service/auth.py), not on every request.
+    last_used_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 class Event(SQLModel, table=True):

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     max_query_cost: int = 25_000
     max_body_bytes: int = 1_000_000
     max_subscriptions_per_connection: int = 20
+    # WebSockets: a socket that sends no connection_init within this long is closed
+    # (both subprotocols); a message larger than max_body_bytes closes it too.
+    ws_init_timeout_seconds: float = 10.0
+
+    # When set, GET /metrics requires `Authorization: Bearer <metrics_token>`.
+    metrics_token: str | None = None
 
     # How often a replica looks for overdue check-ins (0: never); one replica writes.
     check_in_reminder_seconds: float = 300.0

@@ -1,7 +1,7 @@
 """idempotency keys per key result and caller; objectives owned by their creator
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-11-25 16:50:00.000000
 
 Every check-in now records its caller as one non-null value ('user:12', 'key:3'), and
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

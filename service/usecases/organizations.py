@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events
 from service.access import require_admin
 from service.auth import Principal, new_api_key
-from service.errors import ErrorCode, Rejected, invalid, not_found
+from service.errors import ErrorCode, Rejected, forbidden, invalid, not_found
 from service.events import EventKind
 from service.models import ApiKey, Organization, Team, TeamMembership, User
 from service.usecases import common
@@ -142,6 +142,79 @@ async def add_team_member(session: AsyncSession, p: Principal, team_id: int, use
     return team
 
 
+async def remove_team_member(
+    session: AsyncSession, p: Principal, team_id: int, user_id: int
+) -> Team:
+    """The user no longer sees the team's TEAM objectives; their open WebSockets are
+    closed (the event tells every replica)."""
+    require_admin(p)
+    team = await common.team(session, p, team_id)
+    await common.user(session, p, user_id)
+    removed = await session.scalar(
+        delete(TeamMembership)
+        .where(TeamMembership.team_id == team_id, TeamMembership.user_id == user_id)
+        .returning(TeamMembership.user_id)
+    )
+    if removed is None:
+        raise not_found("a membership of this user in this team", "userId")
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.TEAM_MEMBER_REMOVED,
+        "Team",
+        team_id,
+        {"user_id": user_id, "team_ids": [team_id]},
+    )
+    return team
+
+
+async def deactivate_user(session: AsyncSession, p: Principal, user_id: int) -> User:
+    """Take access away from a person: their tokens stop working at once, over HTTP and
+    on open WebSockets (the event tells every replica). Their history stays."""
+    require_admin(p)
+    target = await common.user(session, p, user_id)
+    if target.id == p.user_id:
+        raise forbidden("an admin may not deactivate themselves", "userId")
+    # The organization's admins, locked: two admins deactivating each other at once
+    # must not leave the organization without one.
+    admins = set(
+        (
+            await session.execute(
+                select(User.id)
+                .where(
+                    User.organization_id == p.organization_id,
+                    User.role == "ADMIN",
+                    User.active.is_(True),
+                )
+                .order_by(User.id)
+                .with_for_update()
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if p.user_id not in admins:
+        raise forbidden("only an active organization admin may do this")
+    await session.refresh(target, with_for_update=True)
+    if not target.active:
+        return target  # already deactivated: nothing to write
+    if not admins - {target.id}:
+        raise Rejected(ErrorCode.CONFLICT, "the last admin may not be deactivated", ["userId"])
+    target.active = False
+    await session.flush()
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.USER_DEACTIVATED,
+        "User",
+        target.id,
+        {"email": target.email},
+    )
+    return target
+
+
 async def organization_by_slug(session: AsyncSession, slug: str) -> Organization:
     org = await session.scalar(select(Organization).where(Organization.slug == slug))
     if org is None:
@@ -172,6 +245,14 @@ async def create_api_key(
         session, None, organization_id, EventKind.API_KEY_CREATED, "ApiKey", row.id, {"name": name}
     )
     return row, key
+
+
+async def api_keys(session: AsyncSession, organization_id: int) -> list[ApiKey]:
+    """Every key of the organization, revoked ones included, oldest first."""
+    rows = await session.scalars(
+        select(ApiKey).where(ApiKey.organization_id == organization_id).order_by(ApiKey.id)
+    )
+    return list(rows)
 
 
 async def revoke_api_key(session: AsyncSession, organization_id: int, name: str) -> int:

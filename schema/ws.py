@@ -1,0 +1,326 @@
+"""WebSocket sessions: who is on a socket, and for how long.
+
+A socket authenticates once, on `connection_init`, but a credential can be taken away
+while the socket stays open. So, under both subprotocols:
+
+- every operation (`subscribe` in graphql-transport-ws, `start` in graphql-ws) is
+  authenticated again with the socket's token; a revoked, expired or deactivated
+  credential gets an error for that operation, which does not run, and a principal
+  that changed (teams added) is used from then on;
+- the socket is closed with 4403 and a reason when its JWT expires (a timer set by its
+  `exp`), and when its API key is revoked, its user deactivated or removed from a team.
+  Those changes are events of the outbox; every replica's EventHub reads them (a
+  `Watcher` per socket), so every replica closes its sockets within moments. A removed
+  membership closes the user's sockets ("credentials changed") rather than patching
+  their principal in place: visibility follows from the principal, subscriptions and
+  shared streams hold it, and reconnecting is the one place it is computed afresh;
+- a socket that sends no `connection_init` within `ws_init_timeout_seconds` is closed
+  (4408);
+- a message larger than `max_body_bytes` closes the socket (1009) before it is parsed,
+  whatever server runs the app (`okr serve` also sets uvicorn's `ws_max_size`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncGenerator, Mapping
+from json import JSONDecodeError
+from typing import Any, Protocol, cast
+
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
+
+from schema.context import Context
+from service.auth import Principal, bearer
+from service.errors import Unauthenticated
+from service.events import EventKind
+from service.fanout import EventHub, Watcher
+
+log = logging.getLogger(__name__)
+
+FORBIDDEN = 4403
+INIT_TIMEOUT = 4408
+TOO_MANY_INITS = 4429
+TRY_AGAIN_LATER = 1013
+TOO_BIG = 1009
+
+Refusal = dict[str, Any]  # a GraphQL error: {"message": ..., "extensions": {"code": ...}}
+
+
+class SocketView(Protocol):
+    """What the GraphQL router offers the handlers below."""
+
+    max_message_bytes: int
+
+    async def authenticate_token(self, context: Context, token: str) -> Principal:
+        """The principal of `token`; raises Unauthenticated, or ConnectionRejectionError
+        with an error payload of its own (the database is out, say)."""
+        ...
+
+
+def token_of(params: object, headers: Mapping[str, str]) -> str:
+    """The bearer token: `Authorization` (or `token`) in connection_init's payload, else
+    the upgrade request's header. Anything but a string is refused."""
+    if params is not None and not isinstance(params, dict):
+        raise Unauthenticated("the connection_init payload must be an object")
+    params = params or {}
+    header = params.get("Authorization", params.get("authorization"))
+    if header is None and "token" in params:
+        if not isinstance(params["token"], str):
+            raise Unauthenticated("token must be a string")
+        header = f"Bearer {params['token']}"
+    if header is None:
+        header = headers.get("authorization")
+    if header is not None and not isinstance(header, str):
+        raise Unauthenticated("Authorization must be a string: 'Bearer <token>'")
+    return bearer(header)
+
+
+def revocation(row: Any, p: Principal) -> str | None:
+    """Why the event `row` ends a socket of principal `p`, or None."""
+    if row.kind == EventKind.API_KEY_REVOKED:
+        if p.api_key_id is not None and row.subject_id == p.api_key_id:
+            return "the API key was revoked"
+    elif row.kind == EventKind.USER_DEACTIVATED:
+        if p.user_id is not None and row.subject_id == p.user_id:
+            return "the user was deactivated"
+    elif row.kind == EventKind.TEAM_MEMBER_REMOVED:
+        if p.user_id is not None and (row.payload or {}).get("user_id") == p.user_id:
+            return "credentials changed (a team membership was removed); reconnect"
+    return None
+
+
+def refusal(message: str) -> Refusal:
+    return {"message": message, "extensions": {"code": "UNAUTHENTICATED"}}
+
+
+def close_code(refused: Refusal) -> int:
+    """4403 when the credential is refused; 1013 (try again later) otherwise."""
+    return FORBIDDEN if refused["extensions"]["code"] == "UNAUTHENTICATED" else TRY_AGAIN_LATER
+
+
+def close_reason(refused: Refusal | str) -> str:
+    """A close frame's reason holds at most 123 bytes."""
+    text = refused if isinstance(refused, str) else str(refused["message"])
+    return text.encode()[:120].decode(errors="ignore")
+
+
+class Guard:
+    """One socket's credential: authenticated on connection_init, again for every
+    operation, watched for revocation, and timed to its expiry."""
+
+    def __init__(self, view: Any, context: Context, end: Any) -> None:
+        self.view = cast(SocketView, view)
+        self.context = context
+        self.end = end  # coroutine function(reason): close the socket
+        self.token: str | None = None
+        self.principal: Principal | None = None
+        self.watcher: Watcher | None = None
+        self.task: asyncio.Task | None = None
+        self.ended = asyncio.Event()
+        self.reason = ""
+
+    async def _authenticate(self, token: str) -> Principal | Refusal:
+        try:
+            return await self.view.authenticate_token(self.context, token)
+        except Unauthenticated as exc:
+            return refusal(str(exc))
+        except ConnectionRejectionError as exc:
+            return cast(Refusal, exc.payload)
+
+    async def admit(self, params: object) -> Refusal | None:
+        """Authenticate connection_init; returns why it is refused, or None."""
+        try:
+            token = token_of(params, self.context.request.headers)
+        except Unauthenticated as exc:
+            return refusal(str(exc))
+        principal = await self._authenticate(token)
+        if not isinstance(principal, Principal):
+            return principal
+        self.token, self.principal = token, principal
+        self.context.authenticate_as(principal)
+        return None
+
+    async def start(self) -> None:
+        """After connection_ack: watch the organization's events, and the clock."""
+        p = self.principal
+        assert p is not None
+        hub: EventHub | None = self.context.hub
+        if hub is not None:
+            self.watcher = await hub.watch(p.organization_id, p.event_seq, self._notice)
+        self.task = asyncio.create_task(self._close_when_over(), name="okr-ws-guard")
+
+    def _notice(self, row: Any) -> None:
+        reason = revocation(row, self.principal) if self.principal else None
+        if reason and not self.ended.is_set():
+            self.reason = reason
+            self.ended.set()
+
+    async def _close_when_over(self) -> None:
+        p = self.principal
+        left = None if p is None or p.expires_at is None else max(0.0, p.expires_at - time.time())
+        try:
+            await asyncio.wait_for(self.ended.wait(), left)
+        except TimeoutError:
+            self.reason = "the token expired"
+            self.ended.set()
+        try:
+            await self.end(self.reason)
+        except Exception:  # the client may be gone already
+            log.debug("closing a WebSocket failed", exc_info=True)
+
+    async def recheck(self) -> Refusal | None:
+        """Authenticate the socket's token again, for a new operation: returns why the
+        operation is refused, or None (and the fresh principal is the context's)."""
+        if self.ended.is_set():
+            return refusal(self.reason)
+        if self.token is None:
+            return refusal("authentication required")
+        principal = await self._authenticate(self.token)
+        if not isinstance(principal, Principal):
+            return principal
+        if self.ended.is_set():  # revoked while we looked
+            return refusal(self.reason)
+        self.principal = principal
+        self.context.authenticate_as(principal)
+        return None
+
+    async def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """graphql-transport-ws with the guard above (Strawberry's own init timeout runs
+    with `connection_init_wait_timeout`, which the router takes from the settings)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = Guard(self.view, self.context, self.end)
+
+    async def handle_connection_init(self, message: Any) -> None:
+        if self.connection_init_timeout_task:
+            self.connection_init_timeout_task.cancel()
+        payload = message.get("payload", {})
+        first = not self.connection_init_received and not self.connection_timed_out
+        if first and isinstance(payload, dict):
+            refused = await self.guard.admit(payload)
+            if refused is not None:
+                self.connection_init_received = True
+                await self.websocket.close(close_code(refused), close_reason(refused))
+                return
+        await super().handle_connection_init(message)
+        if first and self.connection_acknowledged:
+            await self.guard.start()
+
+    async def handle_subscribe(self, message: Any) -> None:
+        if self.connection_acknowledged:
+            refused = await self.guard.recheck()
+            if refused is not None:
+                error = {"id": message["id"], "type": "error", "payload": [refused]}
+                await self.send_message(cast(Any, error))
+                return
+        await super().handle_subscribe(message)
+
+    async def end(self, reason: str) -> None:
+        for operation_id in list(self.operations):
+            await self.cleanup_operation(operation_id)
+        await self.websocket.close(FORBIDDEN, close_reason(reason))
+
+    async def shutdown(self) -> None:
+        await self.guard.stop()
+        await super().shutdown()
+
+
+class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+    """The legacy graphql-ws protocol with the guard above, an init timeout (the same
+    setting), and one connection_init per socket."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = Guard(self.view, self.context, self.end)
+        self.init_received = False
+
+    async def handle(self) -> None:
+        deadline = asyncio.create_task(self._init_deadline())
+        try:
+            await super().handle()
+        finally:
+            deadline.cancel()
+            with contextlib.suppress(BaseException):
+                await deadline
+            await self.guard.stop()
+
+    async def _init_deadline(self) -> None:
+        await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
+        if not self.init_received:
+            with contextlib.suppress(Exception):
+                await self.websocket.close(INIT_TIMEOUT, "Connection initialisation timeout")
+
+    async def handle_connection_init(self, message: Any) -> None:
+        if self.init_received:
+            await self.websocket.close(TOO_MANY_INITS, "Too many initialisation requests")
+            return
+        self.init_received = True
+        payload = message.get("payload")
+        if payload is None or isinstance(payload, dict):
+            refused = await self.guard.admit(payload)
+            if refused is not None:
+                await self.send_message({"type": "connection_error", "payload": refused})
+                await self.websocket.close(close_code(refused), close_reason(refused))
+                return
+        await super().handle_connection_init(message)
+        if self.connection_acknowledged:
+            await self.guard.start()
+
+    async def handle_start(self, message: Any) -> None:
+        if self.connection_acknowledged:
+            refused = await self.guard.recheck()
+            if refused is not None:
+                await self.send_message({"type": "error", "id": message["id"], "payload": refused})
+                return
+        await super().handle_start(message)
+
+    async def end(self, reason: str) -> None:
+        await self.cleanup()
+        await self.websocket.close(FORBIDDEN, close_reason(reason))
+
+
+class BoundedWebSocket(ASGIWebSocketAdapter):
+    """Strawberry's ASGI adapter, refusing a message larger than the view's
+    `max_message_bytes` before parsing it."""
+
+    async def iter_json(
+        self, *, ignore_parsing_errors: bool = False
+    ) -> AsyncGenerator[object, None]:
+        limit = cast(SocketView, self.view).max_message_bytes
+        try:
+            while self.ws.application_state != WebSocketState.DISCONNECTED:
+                text = await self.ws.receive_text()
+                if len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit):
+                    await self.close(TOO_BIG, f"a message may be at most {limit} bytes")
+                    return
+                try:
+                    message = self.view.decode_json(text)
+                except JSONDecodeError as exc:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from exc
+                    continue
+                yield message
+        except KeyError as exc:
+            raise NonTextMessageReceived from exc
+        except WebSocketDisconnect:
+            pass
