@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from functools import partial
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
@@ -37,10 +38,17 @@ class MaskUnexpectedErrors(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
+        self._mask(self.execution_context.result)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        """Each result a subscription streams is masked before it is sent, like a query's."""
+        self._mask(result)
+        yield
+
+    def _mask(self, result: Any) -> None:
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = [self._shape(e) for e in errors]  # type: ignore[union-attr]
+            result.errors = [self._shape(e) for e in errors]
 
     def _shape(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
@@ -97,6 +105,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     )
     schema.shared = SharedStreams(settings.subscriber_queue_size)
     schema.max_per_connection = settings.max_subscriptions_per_connection
+    schema.max_tokens = settings.max_query_tokens
     return schema
 
 

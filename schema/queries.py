@@ -316,4 +316,3 @@ class TeamCycleReport:
 class CycleReport:
     cycle: Cycle
     teams: list[TeamCycleReport]
-

@@ -28,11 +28,12 @@ from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, tr
 from service import models
 from service.auth import Principal
 
-OBJECTIVE = models.Objective.__table__
-KEY_RESULT = models.KeyResult.__table__
-CHECK_IN = models.CheckIn.__table__
-COMMENT = models.Comment.__table__
-EVENT = models.Event.__table__
+_TABLES = models.metadata.tables
+OBJECTIVE = _TABLES["objective"]
+KEY_RESULT = _TABLES["key_result"]
+CHECK_IN = _TABLES["check_in"]
+COMMENT = _TABLES["comment"]
+EVENT = _TABLES["event"]
 
 ORG_WIDE_SUBJECTS = ("Organization", "Cycle", "Team", "User")
 OBJECTIVE_SUBJECTS = ("Objective", "KeyResult", "CheckIn", "Comment")
@@ -78,9 +79,7 @@ def visible_events(p: Principal, event: Any = EVENT) -> ColumnElement[bool]:
     seen = visible_objectives(p, OBJECTIVE)
     org = event.c.organization_id
     subject = event.c.subject_id
-    objective = exists().where(
-        OBJECTIVE.c.id == subject, OBJECTIVE.c.organization_id == org, seen
-    )
+    objective = exists().where(OBJECTIVE.c.id == subject, OBJECTIVE.c.organization_id == org, seen)
     key_result = exists(
         select(1)
         .select_from(KEY_RESULT.join(OBJECTIVE, OBJECTIVE.c.id == KEY_RESULT.c.objective_id))
