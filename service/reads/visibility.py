@@ -73,36 +73,39 @@ def visible_objectives(p: Principal, table: Any = OBJECTIVE) -> ColumnElement[bo
 
 
 def visible_events(p: Principal, event: Any = EVENT) -> ColumnElement[bool]:
-    """The event rule as a SQL predicate over `event` (see the module doc)."""
+    """The event rule as a SQL predicate over `event` (see the module doc). The tables it
+    looks into are aliased, so it correlates with the outer query's event table only,
+    whatever else that query joins."""
     if p.is_admin:
         return true()
-    seen = visible_objectives(p, OBJECTIVE)
+    o = OBJECTIVE.alias("seen_objective")
+    k = KEY_RESULT.alias("seen_key_result")
+    c = CHECK_IN.alias("seen_check_in")
+    m = COMMENT.alias("seen_comment")
+    seen = visible_objectives(p, o)
     org = event.c.organization_id
     subject = event.c.subject_id
-    objective = exists().where(OBJECTIVE.c.id == subject, OBJECTIVE.c.organization_id == org, seen)
+    objective = exists(
+        select(1).select_from(o).where(o.c.id == subject, o.c.organization_id == org, seen)
+    )
     key_result = exists(
         select(1)
-        .select_from(KEY_RESULT.join(OBJECTIVE, OBJECTIVE.c.id == KEY_RESULT.c.objective_id))
-        .where(KEY_RESULT.c.id == subject, KEY_RESULT.c.organization_id == org, seen)
+        .select_from(k.join(o, o.c.id == k.c.objective_id))
+        .where(k.c.id == subject, k.c.organization_id == org, seen)
     )
     check_in = exists(
         select(1)
-        .select_from(
-            CHECK_IN.join(KEY_RESULT, KEY_RESULT.c.id == CHECK_IN.c.key_result_id).join(
-                OBJECTIVE, OBJECTIVE.c.id == KEY_RESULT.c.objective_id
-            )
-        )
-        .where(CHECK_IN.c.id == subject, CHECK_IN.c.organization_id == org, seen)
+        .select_from(c.join(k, k.c.id == c.c.key_result_id).join(o, o.c.id == k.c.objective_id))
+        .where(c.c.id == subject, c.c.organization_id == org, seen)
     )
     comment = exists(
         select(1)
         .select_from(
-            COMMENT.outerjoin(KEY_RESULT, KEY_RESULT.c.id == COMMENT.c.key_result_id).join(
-                OBJECTIVE,
-                OBJECTIVE.c.id == func.coalesce(COMMENT.c.objective_id, KEY_RESULT.c.objective_id),
+            m.outerjoin(k, k.c.id == m.c.key_result_id).join(
+                o, o.c.id == func.coalesce(m.c.objective_id, k.c.objective_id)
             )
         )
-        .where(COMMENT.c.id == subject, COMMENT.c.organization_id == org, seen)
+        .where(m.c.id == subject, m.c.organization_id == org, seen)
     )
     kind = event.c.subject_type
     return or_(
