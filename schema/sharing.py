@@ -15,7 +15,6 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator
-from functools import lru_cache
 from typing import Any
 
 import strawberry
@@ -40,12 +39,12 @@ log = logging.getLogger(__name__)
 _END = object()
 
 
-@lru_cache(maxsize=256)
 def _parsed(query: str, max_tokens: int | None) -> DocumentNode | None:
-    """The document, or None when it does not parse (execution then reports why)."""
+    """The document, or None when it does not parse (execution then reports why). Not
+    cached: a cache keyed by query text would hold whatever large texts clients send."""
     try:
         return parse(query, max_tokens=max_tokens)
-    except GraphQLError:
+    except (GraphQLError, RecursionError):
         return None
 
 
@@ -112,14 +111,17 @@ def share_key(
     operation_name: str | None,
     context: Any,
     max_tokens: int | None = None,
+    document: DocumentNode | None = None,
 ) -> tuple | None:
     """The key under which this operation may share a stream, or None. Decided from the
-    parsed document and the coerced arguments, so an `after` from a literal, a variable
-    or a variable's default all make the stream the subscriber's own."""
-    found = subscription_operation(query, operation_name, max_tokens)
-    if found is None:
-        return None
-    document, _ = found
+    parsed document (`document`, or `query` parsed here) and the coerced arguments, so an
+    `after` from a literal, a variable or a variable's default all make the stream the
+    subscriber's own."""
+    if document is None:
+        found = subscription_operation(query, operation_name, max_tokens)
+        if found is None:
+            return None
+        document = found[0]
     arguments = root_arguments(schema, document, variables, operation_name)
     if arguments is None or arguments.get("after") is not None:
         return None
@@ -283,10 +285,12 @@ class SharingSchema(strawberry.Schema):
         )
         subscription = subscription_operation(query, operation_name, self.max_tokens)
         if subscription is not None and context_value is not None:
-            return self._counted(context_value, args)
+            return self._counted(context_value, args, subscription[0])
         return await super().stream(*args)
 
-    def _counted(self, context: Any, args: tuple) -> AsyncGenerator[Any, None]:
+    def _counted(
+        self, context: Any, args: tuple, document: DocumentNode
+    ) -> AsyncGenerator[Any, None]:
         async def counted() -> AsyncGenerator[Any, None]:
             active = getattr(context, "active_subscriptions", 0)
             if active >= self.max_per_connection:
@@ -304,7 +308,7 @@ class SharingSchema(strawberry.Schema):
             context.active_subscriptions = active + 1
             source = None
             try:
-                source = await self._shared_or_own(*args)
+                source = await self._shared_or_own(document, *args)
                 if isinstance(source, ExecutionResult):  # refused before it started
                     yield source
                     return
@@ -320,6 +324,7 @@ class SharingSchema(strawberry.Schema):
 
     async def _shared_or_own(
         self,
+        document,
         query,
         variable_values,
         context_value,
@@ -335,6 +340,7 @@ class SharingSchema(strawberry.Schema):
             operation_name,
             context_value,
             self.max_tokens,
+            document,
         )
         if key is None:
             return await super().stream(
