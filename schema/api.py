@@ -9,6 +9,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
@@ -18,6 +19,7 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from schema.caching import ResultCache, result_cache
 from schema.limits import cost_limit
@@ -30,6 +32,10 @@ from service.errors import Unauthenticated
 from service.settings import Settings
 
 log = logging.getLogger("okr.graphql")
+
+# What Strawberry raises about the request itself (no query, no such operation, a query
+# sent where only subscriptions run): the caller's to fix, so shown as it is.
+_REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
 
 
 class MaskUnexpectedErrors(SchemaExtension):
@@ -52,7 +58,7 @@ class MaskUnexpectedErrors(SchemaExtension):
 
     def _shape(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
-        if original is None or isinstance(original, GraphQLError):
+        if original is None or isinstance(original, (GraphQLError, *_REQUEST_ERRORS)):
             return error
         if isinstance(original, Unauthenticated):
             return GraphQLError(
