@@ -258,6 +258,39 @@ async def test_item2_the_world_writes_every_subject_type_and_the_rule_names_each
     assert written <= named, f"decide who may read {written - named}"
 
 
+def test_item2_every_subject_type_the_outbox_writes_has_a_reader_rule():
+    """Every `events.record(...)` in the service names a subject type the rule decides on
+    (a new one would otherwise be admin-only without anyone having chosen so)."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "service"
+    written: dict[str, str] = {}
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "record"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "events"
+            ):
+                keyword = [k.value for k in node.keywords if k.arg == "subject_type"]
+                subject = node.args[4] if len(node.args) > 4 else (keyword or [None])[0]
+                assert subject is not None, f"{path}:{node.lineno} names no subject type"
+                literals = [
+                    n.value
+                    for n in ast.walk(subject)
+                    if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                ]
+                assert literals, f"{path}:{node.lineno}: the subject type is not a literal"
+                for name in literals:
+                    written[name] = f"{path.name}:{node.lineno}"
+    assert {"Objective", "KeyResult", "Comment", "ApiKey", "Team", "User"} <= set(written)
+    named = set(ORG_WIDE_SUBJECTS) | set(OBJECTIVE_SUBJECTS) | set(ADMIN_ONLY_SUBJECTS)
+    unknown = {name: where for name, where in written.items() if name not in named}
+    assert not unknown, f"decide in service/reads/visibility.py who may read {unknown}"
+
+
 @pytest.mark.parametrize("caller", CALLERS)
 async def test_item2_the_feed_and_its_total_count_follow_the_one_rule(world: World, caller: str):
     listed, total = await feed(world.org, world.tokens[caller])
