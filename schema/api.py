@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from functools import partial
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
@@ -17,6 +19,7 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from schema.caching import ResultCache, result_cache
 from schema.limits import cost_limit
@@ -32,6 +35,10 @@ from service.settings import Settings
 
 log = logging.getLogger("okr.graphql")
 
+# What Strawberry raises about the request itself (no query, no such operation, a query
+# sent where only subscriptions run): the caller's to fix, so shown as it is.
+_REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
+
 
 class MaskUnexpectedErrors(SchemaExtension):
     """What the caller can act on passes through; anything else becomes "Internal server
@@ -39,14 +46,21 @@ class MaskUnexpectedErrors(SchemaExtension):
 
     def on_operation(self) -> Iterator[None]:
         yield
-        result = self.execution_context.result
+        self._mask(self.execution_context.result)
+
+    def on_stream_result(self, result: Any) -> Iterator[None]:
+        """Each result a subscription streams is masked before it is sent, like a query's."""
+        self._mask(result)
+        yield
+
+    def _mask(self, result: Any) -> None:
         errors = getattr(result, "errors", None)
         if errors:
-            result.errors = [self._shape(e) for e in errors]  # type: ignore[union-attr]
+            result.errors = [self._shape(e) for e in errors]
 
     def _shape(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
-        if original is None or isinstance(original, GraphQLError):
+        if original is None or isinstance(original, (GraphQLError, *_REQUEST_ERRORS)):
             return error
         if isinstance(original, Unauthenticated):
             return GraphQLError(
@@ -107,6 +121,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     )
     schema.shared = SharedStreams(settings.subscriber_queue_size)
     schema.max_per_connection = settings.max_subscriptions_per_connection
+    schema.max_tokens = settings.max_query_tokens
     return schema
 
 

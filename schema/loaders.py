@@ -13,9 +13,9 @@ from sqlalchemy import Table, and_, func, select, text
 from strawberry.dataloader import DataLoader as _DataLoader
 
 from service import models
-from service.access import can_see_objective, visible_objectives
 from service.auth import Principal
 from service.db import Database
+from service.reads.visibility import can_see_objective, visible_events, visible_objectives
 
 OBJECTIVE = models.Objective.__table__
 KEY_RESULT = models.KeyResult.__table__
@@ -84,12 +84,13 @@ class Loaders:
         self.user = self._by_id(USER)
         self.team = self._by_id(TEAM)
         self.cycle = self._by_id(CYCLE)
-        # Raw: no visibility check. Roll-ups, statuses and access checks read these;
-        # what is shown to the caller goes through `objective` below.
+        # Raw: no visibility check. Roll-ups, statuses and cycles read these; a row that
+        # is shown to the caller goes through the checked reads below (`objective`,
+        # `key_result`, `check_in`, `comment`, `event`), never through these.
         self.objective_raw = self._by_id(OBJECTIVE)
         self.key_result_raw = self._by_id(KEY_RESULT)
-        self.check_in = self._by_id(CHECK_IN)
-        self.comment = self._by_id(COMMENT)
+        self.check_in_raw = self._by_id(CHECK_IN)
+        self.comment_raw = self._by_id(COMMENT)
         self.key_results_of = self._grouped(KEY_RESULT, KEY_RESULT.c.objective_id, KEY_RESULT.c.id)
         self.children_raw = self._grouped(OBJECTIVE, OBJECTIVE.c.parent_id, OBJECTIVE.c.id)
         self.team_children = self._grouped(TEAM, TEAM.c.parent_id, TEAM.c.id)
@@ -98,6 +99,7 @@ class Loaders:
         self.ancestors_of = DataLoader(self._load_ancestors)
         self.descendants_of = DataLoader(self._load_descendants)
         vis = visible_objectives(principal, OBJECTIVE)
+        shown_events = visible_events(principal, EVENT)
         self.children_page = self._pages(
             OBJECTIVE, OBJECTIVE.c.parent_id, OBJECTIVE.c.id, descending=False, where=vis
         )
@@ -119,15 +121,18 @@ class Loaders:
                 EVENT.c.subject_id,
                 EVENT.c.seq,
                 descending=True,
-                where=EVENT.c.subject_type == kind,
+                where=and_(EVENT.c.subject_type == kind, shown_events),
             )
             for kind in ("Objective", "KeyResult")
         }
         self.history_count = {
-            kind: self._counts(EVENT, EVENT.c.subject_id, where=EVENT.c.subject_type == kind)
+            kind: self._counts(
+                EVENT, EVENT.c.subject_id, where=and_(EVENT.c.subject_type == kind, shown_events)
+            )
             for kind in ("Objective", "KeyResult")
         }
-        self.event = self._by_id(EVENT)
+        # Events the caller may see (service/reads/visibility.py), by id.
+        self.event_shown = self._by_id(EVENT, where=shown_events)
         self._visible = vis
         self._team_pages: dict[int | None, DataLoader] = {}
         self._team_counts: dict[int | None, DataLoader] = {}
@@ -197,18 +202,42 @@ class Loaders:
             return None
         return row
 
+    async def check_in(self, pk: int) -> Any | None:
+        row = await self.check_in_raw.load(pk)
+        if row is None or await self.key_result(row.key_result_id) is None:
+            return None
+        return row
+
+    async def comment(self, pk: int) -> Any | None:
+        row = await self.comment_raw.load(pk)
+        if row is None:
+            return None
+        if row.objective_id is not None and await self.objective(row.objective_id) is None:
+            return None
+        if row.key_result_id is not None and await self.key_result(row.key_result_id) is None:
+            return None
+        return row
+
+    async def event(self, pk: int) -> Any | None:
+        """An event whose subject the caller may see (the same rule as the feed)."""
+        return await self.event_shown.load(pk)
+
     # --- loader factories ------------------------------------------------------
 
     async def _rows(self, stmt: Any) -> Sequence[Any]:
         async with self.db.connect() as conn:
             return (await conn.execute(stmt)).all()
 
-    def _by_id(self, table: Table, org_column: Any = None) -> DataLoader[int, Any]:
+    def _by_id(
+        self, table: Table, org_column: Any = None, where: Any = None
+    ) -> DataLoader[int, Any]:
         org_col = org_column if org_column is not None else table.c.organization_id
-        seen = self.known.setdefault(table.name, {})
+        seen = self.known.setdefault(table.name, {}) if where is None else {}
 
         async def load(keys: list[int]) -> list[Any]:
             stmt = select(table).where(table.c.id.in_(keys), org_col == self._org)
+            if where is not None:
+                stmt = stmt.where(where)
             found = {r.id: r for r in await self._rows(stmt)}
             seen.update(found)
             return [found.get(k) for k in keys]

@@ -7,13 +7,13 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from sqlalchemy import DateTime as SADateTime
-from sqlalchemy import Select, and_, case, cast, func, literal, select
+from sqlalchemy import Select, case, cast, func, literal, select
 from strawberry import ID
 
 from schema import ids
 from schema.context import Info
 from schema.enums import CycleStatus, ProgressStatus, Role
-from schema.loaders import CYCLE, EVENT, KEY_RESULT, OBJECTIVE, TEAM
+from schema.loaders import CYCLE, EVENT, OBJECTIVE, TEAM
 from schema.types import (
     CheckIn,
     Comment,
@@ -31,7 +31,7 @@ from schema.types import (
     page_window,
     user_of,
 )
-from service.access import visible_objectives
+from service.reads.visibility import visible_events, visible_objectives
 from service.rules import ProgressStatus as Status
 
 TOLERANCE = 1e-9
@@ -72,21 +72,13 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Node | None:
         row = await loaders.key_result(pk)
         return KeyResult.of(row) if row else None
     if type_name == "CheckIn":
-        row = await loaders.check_in.load(pk)
-        if row is None or await loaders.key_result(row.key_result_id) is None:
-            return None
-        return CheckIn.of(row)
+        row = await loaders.check_in(pk)
+        return CheckIn.of(row) if row else None
     if type_name == "Comment":
-        row = await loaders.comment.load(pk)
-        if row is None:
-            return None
-        if row.objective_id is not None and await loaders.objective(row.objective_id) is None:
-            return None
-        if row.key_result_id is not None and await loaders.key_result(row.key_result_id) is None:
-            return None
-        return Comment.of(row)
+        row = await loaders.comment(pk)
+        return Comment.of(row) if row else None
     if type_name == "Event":
-        row = await loaders.event.load(pk)
+        row = await loaders.event(pk)
         return Event.of(row) if row else None
     return None
 
@@ -291,9 +283,9 @@ class Query:
     ) -> Connection[Event]:
         first_, position = page_window(info, first, after)
         p = info.context.principal
-        base = select(EVENT).where(EVENT.c.organization_id == p.organization_id)
-        if not p.is_admin:
-            base = base.where(_event_visible(p))
+        base = select(EVENT).where(
+            EVENT.c.organization_id == p.organization_id, visible_events(p, EVENT)
+        )
         rows = await _keyset_page(info, base, EVENT.c.seq, first_, position)
         return connection(
             rows, first_, position, Event.of, lambda: _count(info, base), position=lambda r: r.seq
@@ -324,29 +316,3 @@ class TeamCycleReport:
 class CycleReport:
     cycle: Cycle
     teams: list[TeamCycleReport]
-
-
-def _event_visible(p: Any) -> Any:
-    """Events whose subject the caller may not see are left out of the feed (changes to
-    hidden objectives inside a visible event are dropped when the event is shaped)."""
-    hidden_objective = (
-        select(literal(1))
-        .select_from(OBJECTIVE)
-        .where(
-            EVENT.c.subject_type == "Objective",
-            OBJECTIVE.c.id == EVENT.c.subject_id,
-            ~visible_objectives(p, OBJECTIVE),
-        )
-        .exists()
-    )
-    hidden_key_result = (
-        select(literal(1))
-        .select_from(KEY_RESULT.join(OBJECTIVE, OBJECTIVE.c.id == KEY_RESULT.c.objective_id))
-        .where(
-            EVENT.c.subject_type == "KeyResult",
-            KEY_RESULT.c.id == EVENT.c.subject_id,
-            ~visible_objectives(p, OBJECTIVE),
-        )
-        .exists()
-    )
-    return and_(~hidden_objective, ~hidden_key_result)

@@ -1,6 +1,7 @@
 """Shared subscription streams: subscribers that send the same subscription (same
-document and variables, no `after`) with the same access are served by one stream,
-executed once per event; each gets the same result through its own bounded queue.
+document and variables, and no `after` once the variables are coerced with their
+defaults) with the same access are served by one stream, executed once per event; each
+gets the same result through its own bounded queue.
 
 A live progress screen is usually one of many showing the same thing; without this,
 every event would be resolved once per screen. A subscriber with `after` replays
@@ -13,34 +14,116 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import (
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
+    get_operation_ast,
+    parse,
+)
+from graphql.execution import Executor
+from graphql.execution.collect_fields import collect_fields
+from graphql.execution.values import get_argument_values
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from schema import ids
 
 log = logging.getLogger(__name__)
 
-_AFTER_VARIABLE = re.compile(r"\bafter\s*:\s*\$(\w+)")
-_AFTER_LITERAL = re.compile(r"\bafter\s*:\s*\"")
-_SUBSCRIPTION = re.compile(r"^\s*subscription\b", re.MULTILINE)
 _END = object()
 
 
+def _parsed(query: str, max_tokens: int | None) -> DocumentNode | None:
+    """The document, or None when it does not parse (execution then reports why). Not
+    cached: a cache keyed by query text would hold whatever large texts clients send."""
+    try:
+        return parse(query, max_tokens=max_tokens)
+    except (GraphQLError, RecursionError):
+        return None
+
+
+def subscription_operation(
+    query: str | None, operation_name: str | None, max_tokens: int | None = None
+) -> tuple[DocumentNode, OperationDefinitionNode] | None:
+    """The parsed document and its operation, when the operation to run is a
+    subscription; None for queries, mutations and anything that does not parse."""
+    if not query:
+        return None
+    document = _parsed(query, max_tokens)
+    if document is None:
+        return None
+    try:
+        operation = get_operation_ast(document, operation_name)
+    except GraphQLError:
+        return None
+    if operation is None or operation.operation != OperationType.SUBSCRIPTION:
+        return None
+    return document, operation
+
+
+def root_arguments(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+) -> dict[str, Any] | None:
+    """The subscription field's arguments as execution will see them: variables coerced
+    with their defaults, fragments and @skip/@include applied. None when execution would
+    refuse the operation (it then reports the error on a stream of its own)."""
+    root = schema.subscription_type
+    if root is None:
+        return None
+    try:
+        executor = Executor.build(
+            schema, document, raw_variable_values=variables or {}, operation_name=operation_name
+        )
+        if isinstance(executor, list):  # variables that do not coerce
+            return None
+        grouped = collect_fields(
+            schema, executor.fragments, executor.variable_values, root, executor.operation
+        ).grouped_field_set
+        if len(grouped) != 1:
+            return None
+        (details,) = grouped.values()
+        field = root.fields.get(details[0].node.name.value)
+        if field is None:
+            return None
+        return get_argument_values(
+            field,
+            details[0].node,
+            executor.variable_values,
+            details[0].fragment_variable_values,
+        )
+    except GraphQLError:
+        return None
+
+
 def share_key(
-    query: str | None, variables: dict[str, Any] | None, operation_name: str | None, context: Any
+    schema: GraphQLSchema,
+    query: str | None,
+    variables: dict[str, Any] | None,
+    operation_name: str | None,
+    context: Any,
+    max_tokens: int | None = None,
+    document: DocumentNode | None = None,
 ) -> tuple | None:
-    """The key under which this operation may share a stream, or None."""
-    if not query or not _SUBSCRIPTION.search(query) or query.count("subscription") != 1:
-        return None
-    variables = variables or {}
-    if _AFTER_LITERAL.search(query):
-        return None
-    if any(variables.get(name) is not None for name in _AFTER_VARIABLE.findall(query)):
+    """The key under which this operation may share a stream, or None. Decided from the
+    parsed document (`document`, or `query` parsed here) and the coerced arguments, so an
+    `after` from a literal, a variable or a variable's default all make the stream the
+    subscriber's own."""
+    if document is None:
+        found = subscription_operation(query, operation_name, max_tokens)
+        if found is None:
+            return None
+        document = found[0]
+    arguments = root_arguments(schema, document, variables, operation_name)
+    if arguments is None or arguments.get("after") is not None:
         return None
     principal = getattr(context, "_principal", None)
     if principal is None:
@@ -53,7 +136,7 @@ def share_key(
         tuple(sorted(principal.team_ids)),
     )
     try:
-        frozen = json.dumps(variables, sort_keys=True)
+        frozen = json.dumps(variables or {}, sort_keys=True)
     except TypeError:
         return None
     return (query, frozen, operation_name, who)
@@ -179,6 +262,7 @@ class SharingSchema(strawberry.Schema):
 
     shared: SharedStreams
     max_per_connection: int = 20
+    max_tokens: int | None = None  # the token limit, for the document parsed here
 
     async def stream(
         self,
@@ -199,11 +283,14 @@ class SharingSchema(strawberry.Schema):
             operation_extensions,
             allowed_operation_types,
         )
-        if query and _SUBSCRIPTION.search(query) and context_value is not None:
-            return self._counted(context_value, args)
+        subscription = subscription_operation(query, operation_name, self.max_tokens)
+        if subscription is not None and context_value is not None:
+            return self._counted(context_value, args, subscription[0])
         return await super().stream(*args)
 
-    def _counted(self, context: Any, args: tuple) -> AsyncGenerator[Any, None]:
+    def _counted(
+        self, context: Any, args: tuple, document: DocumentNode
+    ) -> AsyncGenerator[Any, None]:
         async def counted() -> AsyncGenerator[Any, None]:
             active = getattr(context, "active_subscriptions", 0)
             if active >= self.max_per_connection:
@@ -221,7 +308,7 @@ class SharingSchema(strawberry.Schema):
             context.active_subscriptions = active + 1
             source = None
             try:
-                source = await self._shared_or_own(*args)
+                source = await self._shared_or_own(document, *args)
                 if isinstance(source, ExecutionResult):  # refused before it started
                     yield source
                     return
@@ -237,6 +324,7 @@ class SharingSchema(strawberry.Schema):
 
     async def _shared_or_own(
         self,
+        document,
         query,
         variable_values,
         context_value,
@@ -245,7 +333,15 @@ class SharingSchema(strawberry.Schema):
         operation_extensions,
         allowed_operation_types,
     ):
-        key = share_key(query, variable_values, operation_name, context_value)
+        key = share_key(
+            self._schema,
+            query,
+            variable_values,
+            operation_name,
+            context_value,
+            self.max_tokens,
+            document,
+        )
         if key is None:
             return await super().stream(
                 query,

@@ -182,10 +182,18 @@ async def user_of(info: Info, pk: int | None) -> User | None:
 
 
 async def check_in_of(info: Info, pk: int | None) -> CheckIn | None:
+    """A check-in by id, or None when there is none or the caller may not see it."""
     if pk is None:
         return None
-    row = await info.context.loaders.check_in.load(pk)
+    row = await info.context.loaders.check_in(pk)
     return CheckIn.of(row) if row else None
+
+
+def _hidden(what: str) -> GraphQLError:
+    """For a non-null relation whose row the caller may not see: the parent becomes null,
+    and nothing of the row is shown. (Reached only if the parent itself was shown by a
+    path that skipped the visibility rule.)"""
+    return GraphQLError(f"{what}: not found", extensions={"code": "NOT_FOUND"})
 
 
 # --- the organization and its people --------------------------------------------------------
@@ -593,14 +601,17 @@ class KeyResult(Node):
         )
 
     async def _objective_and_cycle(self, info: Info) -> tuple[Any, Any]:
+        """The raw objective and its cycle, for computations that never show the row."""
         loaders = info.context.loaders
         objective = await loaders.objective_raw.load(self.row.objective_id)
         return objective, await loaders.cycle.load(objective.cycle_id)
 
     @strawberry.field
     async def objective(self, info: Info) -> Objective:
-        objective, _ = await self._objective_and_cycle(info)
-        return Objective.of(objective)
+        row = await info.context.loaders.objective(self.row.objective_id)
+        if row is None:
+            raise _hidden("objective")
+        return Objective.of(row)
 
     @strawberry.field
     async def owner(self, info: Info) -> User | None:
@@ -742,7 +753,10 @@ class CheckIn(Node):
 
     @strawberry.field
     async def key_result(self, info: Info) -> KeyResult:
-        return KeyResult.of(await info.context.loaders.key_result_raw.load(self.row.key_result_id))
+        row = await info.context.loaders.key_result(self.row.key_result_id)
+        if row is None:
+            raise _hidden("keyResult")
+        return KeyResult.of(row)
 
     @strawberry.field
     async def author(self, info: Info) -> User | None:

@@ -11,34 +11,9 @@ PRIVATE: the owner and admins.
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy import ColumnElement, and_, false, or_, true
-
 from service.auth import Principal
 from service.errors import forbidden
-
-
-def can_see_objective(
-    p: Principal, visibility: str, team_id: int | None, owner_id: int | None
-) -> bool:
-    if p.is_admin or visibility == "PUBLIC":
-        return True
-    if p.user_id is not None and owner_id == p.user_id:
-        return True
-    return visibility == "TEAM" and team_id is not None and team_id in p.team_ids
-
-
-def visible_objectives(p: Principal, table: Any) -> ColumnElement[bool]:
-    """The same rule as a SQL predicate over the objective table."""
-    if p.is_admin:
-        return true()
-    clauses = [table.c.visibility == "PUBLIC"]
-    if p.user_id is not None:
-        clauses.append(table.c.owner_id == p.user_id)
-    if p.team_ids:
-        clauses.append(and_(table.c.visibility == "TEAM", table.c.team_id.in_(p.team_ids)))
-    return or_(*clauses) if clauses else false()
+from service.reads.visibility import can_see_objective
 
 
 def can_edit_objective(

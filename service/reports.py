@@ -13,9 +13,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import models, rules
-from service.access import visible_objectives
 from service.auth import Principal
 from service.errors import not_found
+from service.reads.visibility import visible_objectives
 
 OBJ = models.Objective.__table__
 K = models.KeyResult.__table__

@@ -11,10 +11,10 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import rollup, rules
-from service.access import can_see_objective
 from service.auth import Principal
 from service.errors import ErrorCode, Rejected, invalid, not_found
 from service.models import Cycle, KeyResult, Objective, Team, User
+from service.reads.visibility import can_see_objective
 from service.rollup import RollUp
 from service.rules import CycleStatus
 
