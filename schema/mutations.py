@@ -17,6 +17,7 @@ from schema.context import Info
 from schema.enums import CycleStatus, KeyResultType, Measure, Role, Visibility
 from schema.types import CheckIn, Comment, Cycle, KeyResult, Objective, Team, User, UserError
 from service.errors import ErrorCode, Rejected
+from service.reads.visibility import can_see_objective
 from service.usecases import (
     comments,
     cycles,
@@ -48,6 +49,25 @@ async def run(info: Info, work: Callable[[AsyncSession], Awaitable[R]]) -> R:
     result = await info.context.db.transaction(work)
     info.context.authenticate_as(info.context.principal)  # fresh loaders see the change
     return result
+
+
+def shown_objective(info: Info, row: Any) -> Objective | None:
+    """The changed objective, as its caller may now see it: a write can take an objective
+    out of the caller's sight (made PRIVATE, given to another owner), and the payload
+    then holds null, never the hidden row."""
+    if row is None or not can_see_objective(
+        info.context.principal, row.visibility, row.team_id, row.owner_id
+    ):
+        return None
+    return Objective.of(row)
+
+
+async def shown_key_result(info: Info, row: Any) -> KeyResult | None:
+    """The key result, when the caller may still see its objective (see above)."""
+    if row is None:
+        return None
+    objective = await info.context.loaders.objective(row.objective_id)
+    return KeyResult.of(row, objective) if objective is not None else None
 
 
 def changes_of(inp: Any, mapping: dict[str, str]) -> dict[str, Any]:
@@ -113,7 +133,7 @@ class CreateObjectiveInput:
     description: str | None = None
     team_id: ID | None = None
     owner_id: ID | None = strawberry.field(
-        default=None, description="Defaults to the caller for a personal objective."
+        default=None, description="Defaults to the caller: every objective has an owner."
     )
     parent_id: ID | None = None
     weight: float = 1.0
@@ -179,7 +199,10 @@ class CheckInInput:
     confidence: float | None = None
     note: str | None = None
     idempotency_key: str | None = strawberry.field(
-        default=None, description="The same key again returns the first check-in."
+        default=None,
+        description="The caller's own key, per key result: the same key with the same value "
+        "and instant returns the first check-in; with another value or instant it is a "
+        "CONFLICT.",
     )
     measured_at: datetime | None = strawberry.field(
         default=None,
@@ -395,7 +418,7 @@ class Mutation:
             row = await run(info, lambda s: objectives.create_objective(s, p, **args))
         except Rejected as exc:
             return _refused(ObjectivePayload, exc)
-        return ObjectivePayload(objective=Objective.of(row))
+        return ObjectivePayload(objective=shown_objective(info, row))
 
     @strawberry.mutation
     async def update_objective(self, info: Info, input: UpdateObjectiveInput) -> ObjectivePayload:
@@ -419,7 +442,7 @@ class Mutation:
             )
         except Rejected as exc:
             return _refused(ObjectivePayload, exc)
-        return ObjectivePayload(objective=Objective.of(row))
+        return ObjectivePayload(objective=shown_objective(info, row))
 
     @strawberry.mutation
     async def align_objective(self, info: Info, input: AlignObjectiveInput) -> ObjectivePayload:
@@ -430,7 +453,7 @@ class Mutation:
             row = await run(info, lambda s: objectives.align_objective(s, p, pk, parent))
         except Rejected as exc:
             return _refused(ObjectivePayload, exc)
-        return ObjectivePayload(objective=Objective.of(row))
+        return ObjectivePayload(objective=shown_objective(info, row))
 
     @strawberry.mutation
     async def archive_objective(self, info: Info, input: ArchiveObjectiveInput) -> ObjectivePayload:
@@ -440,7 +463,7 @@ class Mutation:
             row = await run(info, lambda s: objectives.archive_objective(s, p, pk))
         except Rejected as exc:
             return _refused(ObjectivePayload, exc)
-        return ObjectivePayload(objective=Objective.of(row))
+        return ObjectivePayload(objective=shown_objective(info, row))
 
     @strawberry.mutation
     async def create_key_result(self, info: Info, input: CreateKeyResultInput) -> KeyResultPayload:
@@ -460,7 +483,7 @@ class Mutation:
             row = await run(info, lambda s: key_results.create_key_result(s, p, **args))
         except Rejected as exc:
             return _refused(KeyResultPayload, exc)
-        return KeyResultPayload(key_result=KeyResult.of(row))
+        return KeyResultPayload(key_result=await shown_key_result(info, row))
 
     @strawberry.mutation
     async def update_key_result(self, info: Info, input: UpdateKeyResultInput) -> KeyResultPayload:
@@ -486,7 +509,7 @@ class Mutation:
             )
         except Rejected as exc:
             return _refused(KeyResultPayload, exc)
-        return KeyResultPayload(key_result=KeyResult.of(row))
+        return KeyResultPayload(key_result=await shown_key_result(info, row))
 
     @strawberry.mutation
     async def check_in(self, info: Info, input: CheckInInput) -> CheckInPayload:
@@ -508,7 +531,10 @@ class Mutation:
             )
         except Rejected as exc:
             return _refused(CheckInPayload, exc)
-        return CheckInPayload(check_in=CheckIn.of(row), key_result=KeyResult.of(kr))
+        shown = await shown_key_result(info, kr)
+        return CheckInPayload(
+            check_in=CheckIn.of(row) if shown is not None else None, key_result=shown
+        )
 
     @strawberry.mutation
     async def score_key_result(self, info: Info, input: ScoreKeyResultInput) -> KeyResultPayload:
@@ -520,7 +546,7 @@ class Mutation:
             )
         except Rejected as exc:
             return _refused(KeyResultPayload, exc)
-        return KeyResultPayload(key_result=KeyResult.of(row))
+        return KeyResultPayload(key_result=await shown_key_result(info, row))
 
     @strawberry.mutation
     async def reflect_on_objective(self, info: Info, input: ReflectInput) -> ObjectivePayload:
@@ -533,7 +559,7 @@ class Mutation:
             row = await run(info, lambda s: objectives.reflect_on_objective(s, p, pk, changes))
         except Rejected as exc:
             return _refused(ObjectivePayload, exc)
-        return ObjectivePayload(objective=Objective.of(row))
+        return ObjectivePayload(objective=shown_objective(info, row))
 
     @strawberry.mutation
     async def add_comment(self, info: Info, input: AddCommentInput) -> CommentPayload:
@@ -573,10 +599,11 @@ class Mutation:
         except Rejected as exc:
             return _refused(CarryOverPayload, exc)
         old = await info.context.loaders.objective(pk)
+        shown = shown_objective(info, new)
         return CarryOverPayload(
-            objective=Objective.of(new),
-            carried_from=Objective.of(old) if old else None,
-            key_results=[KeyResult.of(k, new) for k in created],
+            objective=shown,
+            carried_from=shown_objective(info, old),
+            key_results=[KeyResult.of(k, new) for k in created] if shown is not None else [],
         )
 
     @strawberry.mutation(description="The organization's check-in cadence, or a team's.")

@@ -487,3 +487,28 @@ def test_item8_editing_requires_seeing():
     with pytest.raises(Rejected):
         require_check_in(service, "PRIVATE", None, 3, None)
     require_check_in(service, "PUBLIC", None, 3, None)
+
+
+async def test_a_payload_never_shows_what_the_write_took_out_of_sight(org: Org, db: Database):
+    """A member who makes their team's objective PRIVATE and gives it to a teammate may
+    not see it any more: the payload holds null, not the hidden row."""
+    cycle = await h.active_cycle(org)
+    team = await h.team(org, "Warehouse")
+    _mine_id, me = await member_of(org, "Mia Member", team)
+    other_id, _other = await member_of(org, "Otto Other", team)
+    o = await h.objective(org, cycle, "Dock turnaround", teamId=team, token=me)
+    payload = await h.ok(
+        org,
+        "updateObjective",
+        {"objectiveId": o, "visibility": "PRIVATE", "ownerId": other_id},
+        "objective { id title }",
+        me,
+    )
+    assert payload["objective"] is None
+    node = await org.call("query($id: ID!) { node(id: $id) { id } }", {"id": o}, token=me)
+    assert node["node"] is None
+    # The admin still sees it, with the change made.
+    seen = await org.call(
+        "query($id: ID!) { node(id: $id) { ... on Objective { visibility } } }", {"id": o}
+    )
+    assert seen["node"]["visibility"] == "PRIVATE"
