@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     max_query_cost: int = 25_000
     max_body_bytes: int = 1_000_000
     max_subscriptions_per_connection: int = 20
+    # Limits checked while a response is built (per event for subscriptions): objects
+    # in it, seconds spent, and bytes of its JSON. Past one, the request ends in an error.
+    max_response_objects: int = 50_000
+    execution_deadline_seconds: float = 10.0
+    max_response_bytes: int = 10_000_000
 
     # How often a replica looks for overdue check-ins (0: never); one replica writes.
     check_in_reminder_seconds: float = 300.0
