@@ -32,7 +32,7 @@ from types import CoroutineType
 from typing import Any
 
 import orjson
-from graphql import GraphQLError, OperationType
+from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 _SCALARS = (str, int, float, date, Enum)  # bool is an int, datetime a date
@@ -183,8 +183,8 @@ class Guarded:
             try:
                 step = coro.send(sent) if thrown is None else coro.throw(thrown)
             except StopIteration as done:
-                budget.count(done.value)
-                return done.value
+                value = done.value
+                break
             try:
                 sent, thrown = (yield step), None
             except GeneratorExit:
@@ -192,6 +192,8 @@ class Guarded:
                 raise
             except BaseException as exc:  # a cancellation, passed on as it came
                 sent, thrown = None, exc
+        budget.count(value)
+        return value
 
 
 async def _counted(budget: Budget, pending: Awaitable[Any]) -> Any:
@@ -205,16 +207,18 @@ def response_budget(max_objects: int, seconds: float, max_bytes: int) -> type[Sc
 
     class ResponseBudget(SchemaExtension):
         budget: Budget | None = None
+        kind = "query"  # or "mutation", "subscription"
 
         def on_execute(self) -> Iterator[None]:
+            self.kind = self.execution_context.operation_type.value
             self.budget = Budget(bounds)
             yield
-            if self.execution_context.operation_type is not OperationType.SUBSCRIPTION:
+            if self.kind != "subscription":
                 self._settle(self.execution_context.result, self.budget)
 
         def on_stream_result(self, result: Any) -> Iterator[None]:
             # Each event of a subscription; queries and mutations were settled already.
-            if self.execution_context.operation_type is OperationType.SUBSCRIPTION:
+            if self.kind == "subscription":
                 self._settle(result, self.budget)
             yield
 
@@ -233,7 +237,7 @@ def response_budget(max_objects: int, seconds: float, max_bytes: int) -> type[Sc
             if budget.error is None:
                 return
             message, extensions = budget.error
-            if self.execution_context.operation_type is OperationType.MUTATION:
+            if self.kind == "mutation":
                 message += " (the mutation itself was applied)"
             result.data = None
             result.errors = [GraphQLError(message, extensions=extensions)]
@@ -243,10 +247,9 @@ def response_budget(max_objects: int, seconds: float, max_bytes: int) -> type[Sc
         ) -> Any:
             budget = self.budget
             if info.path.prev is None:  # a root field
-                kind = info.operation.operation
-                if kind is OperationType.SUBSCRIPTION:
+                if self.kind == "subscription":
                     budget = self.budget = Budget(bounds)  # one per event
-                elif kind is OperationType.MUTATION:
+                elif self.kind == "mutation":
                     return _next(root, info, *args, **kwargs)
             if budget is None:
                 return _next(root, info, *args, **kwargs)

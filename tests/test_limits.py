@@ -1,0 +1,296 @@
+"""Limits the attacker found too loose (issue 10: items 4, 11 and 15): the query cost
+with variables' defaults, the response budget enforced while a response is built, the
+execution deadline and size cap, unstorable text, ids with non-ASCII digits, instants
+near year 1 or 9999, and "Did you mean" suggestions in production."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from bench.seed import seed
+from schema.ids import encode
+from service.app import create_app
+from service.auth import issue_token
+from service.db import Database
+from service.settings import Settings
+from tests import helpers as h
+from tests.conftest import JWT_SECRET, Org
+from tests.helpers import free_port
+
+LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")  # noqa: SIM115
+
+
+class Server:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def serve(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
+    """A real `okr serve` (uvicorn) process on the test database."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(**settings: str) -> Server:
+        port = free_port()
+        env = {
+            **os.environ,
+            "OKR_DATABASE_URL": database_url,
+            "OKR_JWT_SECRET": JWT_SECRET,
+            "OKR_DATA_DIR": str(tmp_path),
+            "OKR_CHECK_IN_REMINDER_SECONDS": "0",
+            **settings,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            bin_okr,
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=LOG,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(proc)
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        return Server(port)
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("okr serve did not come up")
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+
+
+async def chain(org: Org, length: int) -> list[str]:
+    """Objectives each aligned under the one before: a chain `length` deep."""
+    cycle = await h.active_cycle(org)
+    ids: list[str] = []
+    for n in range(length):
+        extra = {"parentId": ids[-1]} if ids else {}
+        ids.append(await h.objective(org, cycle, f"Link {n}", **extra))
+    return ids
+
+
+NESTED_DESCENDANTS = """query($id: ID!) { node(id: $id) { ... on Objective {
+  descendants { descendants { descendants { descendants { id title } } } } } } }"""
+
+
+async def test_item4_nested_descendants_are_refused_quickly_and_the_server_stays_responsive(
+    org: Org, serve
+):
+    """The attack: four nested `descendants` over a 60-objective chain cost 11,111 by the
+    static estimate, returned 13 MB and held the event loop 12.8 s."""
+    ids = await chain(org, 60)
+    server = await serve()
+    async with httpx.AsyncClient(base_url=server.base, timeout=120) as http:
+        stop = asyncio.Event()
+        waits: list[float] = []
+
+        async def probe() -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                assert (await http.get("/healthz")).status_code == 200
+                waits.append(time.perf_counter() - started)
+                await asyncio.sleep(0.05)
+
+        prober = asyncio.create_task(probe())
+        await asyncio.sleep(0.3)
+        started = time.perf_counter()
+        r = await http.post(
+            "/graphql",
+            json={"query": NESTED_DESCENDANTS, "variables": {"id": ids[0]}},
+            headers={"Authorization": f"Bearer {org.admin_token}"},
+        )
+        took = time.perf_counter() - started
+        await asyncio.sleep(0.3)
+        stop.set()
+        await prober
+    body = r.json()
+    assert body["data"] is None
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["RESPONSE_TOO_LARGE"]
+    assert body["errors"][0]["extensions"]["maxObjects"] == 50_000
+    assert "50000 objects" in body["errors"][0]["message"]
+    assert len(r.content) < 10_000  # one error, not 13 MB
+    # Generous bounds (two shared cores): before, 12.8 s and /healthz waited 11 s.
+    assert took < 8, took
+    assert len(waits) >= 5 and max(waits) < 2.5, waits
+
+
+async def _query(client: httpx.AsyncClient, token: str, query: str, variables=None):
+    return await client.post(
+        "/graphql",
+        json={"query": query, "variables": variables or {}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+@pytest.fixture
+def make_client(database_url: str, db: Database, tmp_path: Path):
+    """An ASGI client of an app built with these settings."""
+
+    def make(**changes: Any) -> httpx.AsyncClient:
+        settings = Settings(
+            jwt_secret=JWT_SECRET, data_dir=tmp_path, database_url=database_url, **changes
+        )
+        app = create_app(settings, database_url)
+        app.state.db = db
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://okr.test", timeout=120
+        )
+
+    return make
+
+
+async def test_item4_the_deadline_stops_a_long_completion(org: Org, make_client):
+    """With the object budget out of the way, the deadline alone ends the same attack."""
+    ids = await chain(org, 60)
+    async with make_client(max_response_objects=10**9, execution_deadline_seconds=1.0) as c:
+        started = time.perf_counter()
+        r = await _query(c, org.admin_token, NESTED_DESCENDANTS, {"id": ids[0]})
+        took = time.perf_counter() - started
+    body = r.json()
+    assert body["data"] is None
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["DEADLINE_EXCEEDED"]
+    assert body["errors"][0]["extensions"]["maxSeconds"] == 1.0
+    assert took < 6, took  # before: 12.8 s
+
+
+async def test_item4_plain_lists_count_their_real_length(org: Org, make_client):
+    """`descendants` was costed as 10 whatever it held: the budget counts what it holds."""
+    ids = await chain(org, 30)
+    query = "query($id: ID!) { node(id: $id) { ... on Objective { descendants { id } } } }"
+    async with make_client(max_response_objects=25) as c:
+        r = await _query(c, org.admin_token, query, {"id": ids[0]})
+        body = r.json()
+        assert body["data"] is None
+        assert body["errors"][0]["extensions"]["code"] == "RESPONSE_TOO_LARGE"
+        r = await _query(c, org.admin_token, query, {"id": ids[10]})  # 19 below it
+        assert len(r.json()["data"]["node"]["descendants"]) == 19
+
+
+async def test_item4_the_response_size_is_capped(org: Org, make_client):
+    cycle = await h.active_cycle(org)
+    for n in range(6):
+        await h.objective(org, cycle, f"Long {n}", description="d" * 10_000)
+    query = "{ objectives(first: 10) { edges { node { title description } } } }"
+    async with make_client(max_response_bytes=50_000) as c:
+        body = (await _query(c, org.admin_token, query)).json()
+        assert body["data"] is None
+        assert body["errors"][0]["extensions"] == {
+            "code": "RESPONSE_TOO_LARGE",
+            "maxBytes": 50_000,
+        }
+        small = "{ objectives(first: 4) { edges { node { title description } } } }"
+        body = (await _query(c, org.admin_token, small)).json()
+        assert "errors" not in body and len(body["data"]["objectives"]["edges"]) == 4
+    # The default is 10 MB: the same answer passes.
+    async with make_client() as c:
+        body = (await _query(c, org.admin_token, query)).json()
+        assert "errors" not in body and len(body["data"]["objectives"]["edges"]) == 6
+
+
+async def test_item4_a_mutation_past_the_budget_is_applied_and_says_so(org: Org, make_client):
+    ids = await chain(org, 12)
+    cycle = (await org.call("{ cycles { edges { node { id } } } }"))["cycles"]["edges"][0]
+    query = """mutation($input: CreateObjectiveInput!) { createObjective(input: $input) {
+      objective { parent { ancestors { id } descendants { id } } } userErrors { message } } }"""
+    variables = {"input": {"cycleId": cycle["node"]["id"], "title": "Leaf", "parentId": ids[5]}}
+    async with make_client(max_response_objects=8) as c:
+        body = (await _query(c, org.admin_token, query, variables)).json()
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "RESPONSE_TOO_LARGE"
+    assert "the mutation itself was applied" in body["errors"][0]["message"]
+    titles = await org.call(
+        "query($id: ID!) { node(id: $id) { ... on Objective { children { edges { node { title "
+        "} } } } } }",
+        {"id": ids[5]},
+    )
+    assert [e["node"]["title"] for e in titles["node"]["children"]["edges"]] == ["Link 6", "Leaf"]
+
+
+async def test_item4_first_from_a_variable_default_is_costed(org: Org, client):
+    cycle = await h.active_cycle(org)
+    await h.objective(org, cycle, "O")
+    # Costed as the default page (20) before: 8,021, under the limit, and it ran.
+    costly = """query($n: Int = 100) { objectives(first: $n) { edges { node {
+      children(first: $n) { edges { node { keyResults { checkIns(first: $n) {
+      edges { node { id } } } } } } } } } } }"""
+    r = await _query(client, org.admin_token, costly)
+    body = r.json()
+    assert body.get("data") is None
+    assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"
+    # objectives 1, each node 1, children 1 and its nodes, 10 key results each, checkIns 1
+    # and its nodes: 100 per page everywhere.
+    cost = 1 + 100 * (1 + 1 + 100 * (1 + 10 * (1 + 1 + 100)))
+    assert body["errors"][0]["extensions"]["cost"] == cost
+    assert int(r.headers["x-sql-statements"]) == 1  # authentication only: nothing ran
+    # A literal, a variable, a variable's default: one cost.
+    shapes = [
+        ("{ objectives(first: 30) { edges { node { id } } } }", {}),
+        ("query($n: Int) { objectives(first: $n) { edges { node { id } } } }", {"n": 30}),
+        ("query($n: Int = 30) { objectives(first: $n) { edges { node { id } } } }", {}),
+    ]
+    for query, variables in shapes:
+        body = (await _query(client, org.admin_token, query, variables)).json()
+        assert body["extensions"]["cost"]["requestedQueryCost"] == 31, (query, body)
+    body = (
+        await _query(
+            client,
+            org.admin_token,
+            "query($n: Int = 500) { objectives(first: $n) { totalCount } }",
+        )
+    ).json()
+    assert body["errors"][0]["message"] == "first must be between 0 and 100"
+
+
+async def test_item4_the_whole_cycle_tree_still_answers(org: Org, pg, database_url, client):
+    """bench/seed.py's organization: 2,000 objectives aligned four deep; the whole tree
+    in one request (bench Q2) stays allowed."""
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    counts = await seed(dsn, 1, slug="whole-tree")
+    conn = await asyncpg.connect(dsn)
+    try:
+        org_id = counts["organization_id"]
+        admin = await conn.fetchval(
+            "SELECT id FROM app_user WHERE organization_id = $1 AND role = 'ADMIN'", org_id
+        )
+        cycle = await conn.fetchval("SELECT id FROM cycle WHERE organization_id = $1", org_id)
+        total = await conn.fetchval(
+            "SELECT count(*) FROM objective WHERE organization_id = $1", org_id
+        )
+    finally:
+        await conn.close()
+    assert total == 2000
+    query = """query($cycle: ID!) { objectives(first: 100, filter: {cycleId: $cycle, rootsOnly: true}) {
+      edges { node { id title progress status descendants { id title progress status } } } } }"""
+    r = await _query(
+        client, issue_token(JWT_SECRET, admin, org_id), query, {"cycle": encode("Cycle", cycle)}
+    )
+    body = r.json()
+    assert "errors" not in body, body.get("errors")
+    roots = body["data"]["objectives"]["edges"]
+    assert len(roots) + sum(len(e["node"]["descendants"]) for e in roots) == 2000
