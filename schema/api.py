@@ -19,7 +19,7 @@ from strawberry.extensions import (
 )
 from strawberry.schema.config import StrawberryConfig
 
-from schema.budget import response_budget
+from schema.budget import budget_executor
 from schema.caching import ResultCache, result_cache
 from schema.inputs import StorableText
 from schema.limits import cost_limit
@@ -111,14 +111,6 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     extensions.append(
         result_cache(ResultCache(settings.response_cache_seconds, settings.response_cache_size))
     )
-    # After the cache: a response past a bound is replaced before the cache sees it.
-    extensions.append(
-        response_budget(
-            settings.max_response_objects,
-            settings.execution_deadline_seconds,
-            settings.max_response_bytes,
-        )
-    )
     schema = SharingSchema(
         query=Query,
         mutation=Mutation,
@@ -126,6 +118,12 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         types=ALL_TYPES,
         extensions=extensions,
         config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=True),
+        # Counts objects, time and bytes while the response is built.
+        execution_context_class=budget_executor(
+            settings.max_response_objects,
+            settings.execution_deadline_seconds,
+            settings.max_response_bytes,
+        ),
     )
     schema.shared = SharedStreams(settings.subscriber_queue_size)
     schema.max_per_connection = settings.max_subscriptions_per_connection

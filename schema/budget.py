@@ -5,11 +5,12 @@ long execution runs, and how large the JSON grows.
 The static cost (`schema/limits.py`) refuses a document before anything runs, but a
 plain list's length is known only once it is read, and graphql-core completes a list
 without returning to the event loop, so an asyncio timeout cannot stop it. The budget
-is checked inside execution instead, as each field resolves (the extension's `resolve`
-hook): a list counts its length before graphql-core completes it, an object counts
-one, a string its length towards the size. Past a bound, every field that follows
-fails at once and the response becomes one error, `data` null. A subscription gets a
-fresh budget for every event.
+is checked inside execution instead, by the executor as it completes values: an object
+counts one, a string its length towards the size, a list is refused before its items
+are completed when they would not fit, and the deadline is looked at on every list and
+object. Past a
+bound, every value that follows fails at once and the response becomes one error,
+`data` null. A subscription gets a fresh budget for every event.
 
 An async resolver is checked each time it is resumed, too (`Guarded`): thousands of
 them wake in one turn of the event loop when their data loader answers, and each would
@@ -24,18 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
-from datetime import date
-from enum import Enum
 from types import CoroutineType
 from typing import Any
 
 import orjson
-from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
-
-_SCALARS = (str, int, float, date, Enum)  # bool is an int, datetime a date
+from graphql import ExecutionResult, GraphQLError
+from graphql.execution import Executor
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 # A response past this many objects yields the event loop every SLICE seconds; smaller
 # ones never wait (their data loaders' batches stay whole).
@@ -104,20 +102,6 @@ class Budget:
         message, extensions = self.error  # type: ignore[misc]
         return GraphQLError(message, path=path.as_list(), extensions=extensions)
 
-    def count(self, value: Any) -> None:
-        if type(value) is list:
-            self.objects += len(value)
-            if self.objects > self.bounds.max_objects:
-                raise self.too_many_objects()
-        elif type(value) is str:
-            self.chars += len(value)
-            if self.chars > self.bounds.max_bytes:
-                raise self.too_many_bytes()
-        elif value is not None and not isinstance(value, _SCALARS):
-            self.objects += 1
-            if self.objects > self.bounds.max_objects:
-                raise self.too_many_objects()
-
 
 class Pacer:
     """Time slices of the event loop for large responses: once one has run SLICE_SECONDS
@@ -153,7 +137,7 @@ _pacer = Pacer()
 
 class Guarded:
     """Awaits a resolver's coroutine step by step (as `await` does), and closes it
-    instead of resuming it once the budget is spent; counts what it returns."""
+    instead of resuming it once the budget is spent."""
 
     __slots__ = ("budget", "coro", "path")
 
@@ -192,75 +176,102 @@ class Guarded:
                 raise
             except BaseException as exc:  # a cancellation, passed on as it came
                 sent, thrown = None, exc
-        budget.count(value)
         return value
 
 
-async def _counted(budget: Budget, pending: Awaitable[Any]) -> Any:
-    value = await pending
-    budget.count(value)
-    return value
-
-
-def response_budget(max_objects: int, seconds: float, max_bytes: int) -> type[SchemaExtension]:
+def budget_executor(max_objects: int, seconds: float, max_bytes: int) -> type[Executor]:
+    """Strawberry's executor, counting as it completes values: one budget per operation,
+    and one per event of a subscription."""
     bounds = Bounds(max_objects, seconds, max_bytes)
 
-    class ResponseBudget(SchemaExtension):
-        budget: Budget | None = None
-        kind = "query"  # or "mutation", "subscription"
-
-        def on_execute(self) -> Iterator[None]:
-            self.kind = self.execution_context.operation_type.value
+    class BudgetExecutor(StrawberryGraphQLCoreExecutionContext):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
             self.budget = Budget(bounds)
-            yield
-            if self.kind != "subscription":
-                self._settle(self.execution_context.result, self.budget)
 
-        def on_stream_result(self, result: Any) -> Iterator[None]:
-            # Each event of a subscription; queries and mutations were settled already.
-            if self.kind == "subscription":
-                self._settle(result, self.budget)
-            yield
+        def build_per_event_executor(self, payload: Any) -> Executor:
+            executor = super().build_per_event_executor(payload)
+            executor.budget = Budget(bounds)  # type: ignore[attr-defined]
+            return executor
 
-        def _settle(self, result: Any, budget: Budget | None) -> None:
-            """One error in place of a response past a bound (set on the result itself:
-            Strawberry returns the object it holds, not the context's)."""
-            if result is None or budget is None:
-                return
-            if budget.error is None and getattr(result, "data", None) is not None:
+        def complete_awaitable_value(
+            self,
+            return_type: Any,
+            field_details_list: Any,
+            info: Any,
+            path: Any,
+            result: Any,
+            position_context: Any,
+        ) -> Any:
+            if type(result) is CoroutineType:
+                result = Guarded(self.budget, result, path)
+            return super().complete_awaitable_value(
+                return_type, field_details_list, info, path, result, position_context
+            )
+
+        def complete_list_value(
+            self,
+            return_type: Any,
+            field_details_list: Any,
+            info: Any,
+            path: Any,
+            result: Any,
+            position_context: Any,
+        ) -> Any:
+            budget = self.budget
+            if budget.exhausted():
+                raise budget.stopped(path)
+            if type(result) is list and budget.objects + len(result) > max_objects:
+                # Refused before its items are completed (each counts as it is).
+                budget.too_many_objects()
+                raise budget.stopped(path)
+            return super().complete_list_value(
+                return_type, field_details_list, info, path, result, position_context
+            )
+
+        def complete_object_value(
+            self,
+            return_type: Any,
+            field_details_list: Any,
+            info: Any,
+            path: Any,
+            result: Any,
+            position_context: Any,
+        ) -> Any:
+            budget = self.budget
+            budget.objects += 1
+            if budget.objects > max_objects:
+                budget.too_many_objects()
+            if budget.exhausted():
+                raise budget.stopped(path)
+            return super().complete_object_value(
+                return_type, field_details_list, info, path, result, position_context
+            )
+
+        def complete_leaf_value(self, return_type: Any, result: Any) -> Any:
+            if type(result) is str:
+                budget = self.budget
+                budget.chars += len(result)
+                if budget.chars > max_bytes:
+                    raise budget.too_many_bytes()
+            return super().complete_leaf_value(return_type, result)
+
+        def build_response(self, data: dict[str, Any] | None) -> Any:
+            """One error in place of a response past a bound."""
+            result = super().build_response(data)
+            budget = self.budget
+            if budget.error is None and data is not None:
                 try:
-                    size = len(orjson.dumps(result.data))
+                    size = len(orjson.dumps(data))
                 except TypeError:
                     size = 0  # not ours to judge: the encoder will say
                 if size > max_bytes:
                     budget.too_many_bytes()
             if budget.error is None:
-                return
+                return result
             message, extensions = budget.error
-            if self.kind == "mutation":
+            if self.operation.operation.value == "mutation":
                 message += " (the mutation itself was applied)"
-            result.data = None
-            result.errors = [GraphQLError(message, extensions=extensions)]
+            return ExecutionResult(None, [GraphQLError(message, extensions=extensions)])
 
-        def resolve(
-            self, _next: Callable[..., Any], root: Any, info: Any, *args: Any, **kwargs: Any
-        ) -> Any:
-            budget = self.budget
-            if info.path.prev is None:  # a root field
-                if self.kind == "subscription":
-                    budget = self.budget = Budget(bounds)  # one per event
-                elif self.kind == "mutation":
-                    return _next(root, info, *args, **kwargs)
-            if budget is None:
-                return _next(root, info, *args, **kwargs)
-            if budget.exhausted():
-                raise budget.stopped(info.path)
-            value = _next(root, info, *args, **kwargs)
-            if type(value) is CoroutineType:
-                return Guarded(budget, value, info.path)
-            if info.is_awaitable(value):
-                return _counted(budget, value)
-            budget.count(value)
-            return value
-
-    return ResponseBudget
+    return BudgetExecutor
