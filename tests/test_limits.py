@@ -295,6 +295,60 @@ async def test_item4_the_whole_cycle_tree_still_answers(org: Org, pg, database_u
     assert len(roots) + sum(len(e["node"]["descendants"]) for e in roots) == 2000
 
 
+async def test_item4_a_subscription_gets_a_budget_per_event(org: Org, serve):
+    """Each event is one response: a long-lived subscription never runs out, and an
+    event past the bound is one clear error."""
+    from gql import Client, GraphQLRequest
+    from gql.transport.exceptions import TransportQueryError
+    from gql.transport.websockets import WebsocketsTransport
+
+    cycle = await h.active_cycle(org)
+    kr = await h.key_result(org, await h.objective(org, cycle, "O"))
+    server = await serve(OKR_MAX_RESPONSE_OBJECTS="6")
+    ws = server.base.replace("http://", "ws://") + "/graphql"
+
+    def transport() -> WebsocketsTransport:
+        return WebsocketsTransport(
+            url=ws, init_payload={"Authorization": f"Bearer {org.admin_token}"}
+        )
+
+    # An event, its two changes and their two nodes: 5 objects each time.
+    small = "subscription { progressChanged { changes { node { id } progress } } }"
+    events: asyncio.Queue = asyncio.Queue()
+
+    async def collect(session) -> None:
+        async for result in session.subscribe(GraphQLRequest(small)):
+            await events.put(result["progressChanged"])
+
+    async with Client(transport=transport()) as session:
+        task = asyncio.create_task(collect(session))
+        await asyncio.sleep(0.5)
+        for value in (10, 20, 30):
+            await h.check_in(org, kr, value)
+        got = [await asyncio.wait_for(events.get(), 15) for _ in range(3)]
+        task.cancel()
+    assert [e["changes"][0]["progress"] for e in got] == pytest.approx([0.1, 0.2, 0.3])
+    large = (
+        "subscription { progressChanged { actor { id } checkIn { id author { id } } "
+        "changes { node { id } progress } } }"
+    )
+    async with Client(transport=transport()) as session:
+
+        async def first_error() -> str:
+            try:
+                async for _ in session.subscribe(GraphQLRequest(large)):
+                    pass
+            except TransportQueryError as exc:
+                return json.dumps(exc.errors)
+            return ""
+
+        task = asyncio.create_task(first_error())
+        await asyncio.sleep(0.5)
+        await h.check_in(org, kr, 40)
+        said = await asyncio.wait_for(task, 15)
+    assert "RESPONSE_TOO_LARGE" in said and "more than 6 objects" in said, said
+
+
 # --- item 11: inputs that reached internal errors ------------------------------------------
 
 
