@@ -8,9 +8,8 @@ without returning to the event loop, so an asyncio timeout cannot stop it. The b
 is checked inside execution instead, by the executor as it completes values: an object
 counts one, a string its length towards the size, a list is refused before its items
 are completed when they would not fit, and the deadline is looked at on every list and
-object. Past a
-bound, every value that follows fails at once and the response becomes one error,
-`data` null. A subscription gets a fresh budget for every event.
+object. Past a bound, every value that follows fails at once and the response becomes
+one error, `data` null. A subscription gets a fresh budget for every event.
 
 An async resolver is checked each time it is resumed, too (`Guarded`): thousands of
 them wake in one turn of the event loop when their data loader answers, and each would
@@ -136,8 +135,10 @@ _pacer = Pacer()
 
 
 class Guarded:
-    """Awaits a resolver's coroutine step by step (as `await` does), and closes it
-    instead of resuming it once the budget is spent."""
+    """Awaits a resolver's coroutine step by step, as `await` does. Once the budget is
+    spent it does not resume it with its data: it cancels it there, as a task is
+    cancelled (its `async with` blocks close their connections), then fails with the
+    budget's error."""
 
     __slots__ = ("budget", "coro", "path")
 
@@ -150,8 +151,9 @@ class Guarded:
         budget, coro = self.budget, self.coro
         sent: Any = None
         thrown: BaseException | None = None
+        stopping = False
         while True:
-            if thrown is None:
+            if thrown is None and not stopping:
                 if budget.objects > PACE_AFTER_OBJECTS and _pacer.must_wait():
                     try:
                         yield None  # as asyncio.sleep(0): the next turn of the loop
@@ -162,13 +164,18 @@ class Guarded:
                         thrown = exc
                     continue
                 if budget.exhausted():
-                    coro.close()
-                    raise budget.stopped(self.path)
+                    stopping, thrown = True, asyncio.CancelledError()
             try:
                 step = coro.send(sent) if thrown is None else coro.throw(thrown)
             except StopIteration as done:
+                if stopping:
+                    raise budget.stopped(self.path) from None
                 value = done.value
                 break
+            except asyncio.CancelledError:
+                if stopping:
+                    raise budget.stopped(self.path) from None
+                raise
             try:
                 sent, thrown = (yield step), None
             except GeneratorExit:
@@ -188,6 +195,8 @@ def budget_executor(max_objects: int, seconds: float, max_bytes: int) -> type[Ex
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.budget = Budget(bounds)
+            # A mutation's root fields are never stopped: a write is not cut off.
+            self.writes = self.operation.operation.value == "mutation"
 
         def build_per_event_executor(self, payload: Any) -> Executor:
             executor = super().build_per_event_executor(payload)
@@ -203,7 +212,7 @@ def budget_executor(max_objects: int, seconds: float, max_bytes: int) -> type[Ex
             result: Any,
             position_context: Any,
         ) -> Any:
-            if type(result) is CoroutineType:
+            if type(result) is CoroutineType and not (path.prev is None and self.writes):
                 result = Guarded(self.budget, result, path)
             return super().complete_awaitable_value(
                 return_type, field_details_list, info, path, result, position_context
@@ -270,7 +279,7 @@ def budget_executor(max_objects: int, seconds: float, max_bytes: int) -> type[Ex
             if budget.error is None:
                 return result
             message, extensions = budget.error
-            if self.operation.operation.value == "mutation":
+            if self.writes:
                 message += " (the mutation itself was applied)"
             return ExecutionResult(None, [GraphQLError(message, extensions=extensions)])
 

@@ -6,6 +6,9 @@ database nor the JSON encoder of the response can. Both are checked in every var
 (keys and values, however deep) and in every string literal of the document, as part
 of validation: the caller gets one BAD_USER_INPUT error and nothing executes, whatever
 field the text was meant for (`search`, a title, a note, an id).
+
+Instants given to the history (`asOf`, `from`, `to`) lie between 1900 and 2999
+(`instant`): near year 1 or 9999 the arithmetic on them would overflow.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from strawberry.extensions import SchemaExtension
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 _NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 MESSAGE = "must not contain NUL characters or unpaired surrogates"
-
-
 EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 LATEST = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def bad_input(message: str, **kwargs: Any) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"}, **kwargs)
 
 
 def instant(value: datetime, name: str) -> datetime:
@@ -42,10 +47,6 @@ def instant(value: datetime, name: str) -> datetime:
 
 def unstorable(text: str) -> bool:
     return _UNSTORABLE.search(text) is not None
-
-
-def bad_input(message: str, **kwargs: Any) -> GraphQLError:
-    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"}, **kwargs)
 
 
 def find_unstorable(variables: dict[str, Any]) -> str | None:
@@ -89,7 +90,7 @@ class StorableText(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         ctx = self.execution_context
-        if ctx.pre_execution_errors is None and ctx.variables:
+        if ctx.pre_execution_errors is None and isinstance(ctx.variables, dict):
             where = find_unstorable(ctx.variables)
             if where is not None:
                 ctx.pre_execution_errors = [bad_input(f"{where}: text {MESSAGE}")]

@@ -179,6 +179,24 @@ async def test_item4_the_deadline_stops_a_long_completion(org: Org, make_client)
     assert took < 6, took  # before: 12.8 s
 
 
+async def test_item4_a_resolver_stopped_mid_query_returns_its_connection(
+    org: Org, make_client, db: Database
+):
+    """Past the deadline a waiting resolver is cancelled where it waits, as a task is:
+    its connection goes back to the pool and later requests are served."""
+    ids = await chain(org, 40)
+    lists = "{ " + " ".join(f"o{i}: objectives(first: 50) {{ totalCount }}" for i in range(20))
+    async with make_client(execution_deadline_seconds=0.01, response_cache_seconds=0) as c:
+        for query, variables in ((NESTED_DESCENDANTS, {"id": ids[0]}), (lists + " }", {})):
+            for _ in range(3):
+                body = (await _query(c, org.admin_token, query, variables)).json()
+                codes = [e["extensions"]["code"] for e in body.get("errors", [])]
+                assert codes in ([], ["DEADLINE_EXCEEDED"]), body
+    await asyncio.sleep(0.2)
+    assert db.engine.pool.checkedout() == 0
+    assert (await org.call("{ objectives(first: 1) { totalCount } }"))["objectives"]["totalCount"]
+
+
 async def test_item4_plain_lists_count_their_real_length(org: Org, make_client):
     """`descendants` was costed as 10 whatever it held: the budget counts what it holds."""
     ids = await chain(org, 30)
