@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from functools import partial
 from typing import Any
@@ -21,7 +22,9 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
+from schema.budget import budget_executor
 from schema.caching import ResultCache, result_cache
+from schema.inputs import StorableText
 from schema.limits import cost_limit
 from schema.mutations import Mutation
 from schema.queries import Query
@@ -34,6 +37,7 @@ from service.outage import SERVICE_UNAVAILABLE, is_unavailable, note_outage
 from service.settings import Settings
 
 log = logging.getLogger("okr.graphql")
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
 # What Strawberry raises about the request itself (no query, no such operation, a query
 # sent where only subscriptions run): the caller's to fix, so shown as it is.
@@ -43,6 +47,8 @@ _REQUEST_ERRORS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperat
 class MaskUnexpectedErrors(SchemaExtension):
     """What the caller can act on passes through; anything else becomes "Internal server
     error" with a request id, and its stack goes to the log only."""
+
+    hide_suggestions = False
 
     def on_operation(self) -> Iterator[None]:
         yield
@@ -57,6 +63,9 @@ class MaskUnexpectedErrors(SchemaExtension):
         errors = getattr(result, "errors", None)
         if errors:
             result.errors = [self._shape(e) for e in errors]
+            if self.hide_suggestions:
+                for error in result.errors:
+                    error.message = _SUGGESTION.sub("", error.message)
 
     def _shape(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
@@ -93,10 +102,19 @@ class MaskUnexpectedErrors(SchemaExtension):
         )
 
 
+class MaskUnexpectedErrorsAndSuggestions(MaskUnexpectedErrors):
+    """Outside development, also no "Did you mean" for arguments, input fields and enum
+    values (validation and variable coercion are told to hide them; this catches any
+    message that still carries one)."""
+
+    hide_suggestions = True
+
+
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
+    development = settings.env == "development"
     extensions: list = [
-        MaskUnexpectedErrors,
+        MaskUnexpectedErrors if development else MaskUnexpectedErrorsAndSuggestions,
         partial(ParserCache, maxsize=1000),
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
@@ -104,9 +122,15 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
+    extensions.append(StorableText)
     # It validates the document with every rule the others added.
     extensions.append(
-        cost_limit(settings.max_query_cost, settings.max_page_size, settings.default_page_size)
+        cost_limit(
+            settings.max_query_cost,
+            settings.max_page_size,
+            settings.default_page_size,
+            hide_suggestions=not development,
+        )
     )
     extensions.append(
         result_cache(ResultCache(settings.response_cache_seconds, settings.response_cache_size))
@@ -118,6 +142,12 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         types=ALL_TYPES,
         extensions=extensions,
         config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=True),
+        # Counts objects, time and bytes while the response is built.
+        execution_context_class=budget_executor(
+            settings.max_response_objects,
+            settings.execution_deadline_seconds,
+            settings.max_response_bytes,
+        ),
     )
     schema.shared = SharedStreams(settings.subscriber_queue_size)
     schema.max_per_connection = settings.max_subscriptions_per_connection

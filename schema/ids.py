@@ -18,8 +18,20 @@ NODE_TYPES = (
 )
 
 
+MAX_PK = 2**63 - 1  # bigint
+
+
 class BadId(ValueError):
     pass
+
+
+def _number(raw: str) -> int | None:
+    """ASCII digits only (`str.isdigit` also accepts "²" and other digits `int` refuses),
+    within bigint."""
+    if not raw or len(raw) > 19 or not raw.isascii() or not raw.isdigit():
+        return None
+    value = int(raw)
+    return value if value <= MAX_PK else None
 
 
 def _b64(text: str) -> str:
@@ -41,9 +53,10 @@ def encode(type_name: str, pk: int) -> str:
 
 def decode(gid: str) -> tuple[str, int]:
     type_name, _, raw = _unb64(gid).partition(":")
-    if type_name not in NODE_TYPES or not raw.isdigit() or len(raw) > 18:
+    pk = _number(raw)
+    if type_name not in NODE_TYPES or pk is None:
         raise BadId("not a valid id")
-    return type_name, int(raw)
+    return type_name, pk
 
 
 def decode_as(gid: str, type_name: str) -> int:
@@ -62,6 +75,7 @@ def uncursor(value: str) -> int:
         prefix, _, raw = _unb64(value).partition(":")
     except BadId:
         raise BadId("not a valid cursor") from None
-    if prefix != "c" or not raw.isdigit() or len(raw) > 18:
+    position = _number(raw)
+    if prefix != "c" or position is None:
         raise BadId("not a valid cursor")
-    return int(raw)
+    return position

@@ -3,8 +3,12 @@ cost in the style of GitHub's and Shopify's (returned in `extensions.cost`).
 
 Cost: every object a query can return counts 1, multiplied by the page sizes of the
 connections around it; a plain list counts as LIST_GUESS items, `nodes(ids:)` as its
-ids. Scalars are free. Depth, tokens and aliases are limited by Strawberry's own
-extensions beside this one.
+ids. Scalars are free. Arguments are read as execution will read them: graphql-core's
+own coercion, with the variables' and the arguments' defaults. Depth, tokens and
+aliases are limited by Strawberry's own extensions beside this one.
+
+A plain list's real length (a tree's `descendants`) is known only once it is read:
+the response budget (`schema/budget.py`) bounds it while the response is built.
 """
 
 from __future__ import annotations
@@ -22,13 +26,12 @@ from graphql import (
     InlineFragmentNode,
     OperationDefinitionNode,
     SelectionSetNode,
-    VariableNode,
     get_named_type,
     is_abstract_type,
     is_composite_type,
     validate,
-    value_from_ast_untyped,
 )
+from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
 LIST_GUESS = 10
@@ -52,7 +55,7 @@ class CostWalker:
         self,
         schema: Any,
         fragments: dict[str, FragmentDefinitionNode],
-        variables: dict[str, Any],
+        variables: VariableValues,
         max_page: int,
         default_page: int,
     ) -> None:
@@ -62,13 +65,13 @@ class CostWalker:
         self.max_page = max_page
         self.default_page = default_page
 
-    def _arg(self, node: FieldNode, name: str) -> Any:
-        for arg in node.arguments or ():
-            if arg.name.value == name:
-                if isinstance(arg.value, VariableNode):
-                    return self.variables.get(arg.value.name.value)
-                return value_from_ast_untyped(arg.value, self.variables)
-        return None
+    def _args(self, field: Any, node: FieldNode) -> dict[str, Any]:
+        """The arguments as execution will see them, defaults included (an argument
+        that does not coerce fails the field before anything under it runs)."""
+        try:
+            return get_argument_values(field, node, self.variables)
+        except GraphQLError:
+            return {}
 
     def _fields(
         self,
@@ -110,13 +113,14 @@ class CostWalker:
                         break
                 if name not in fields:
                     continue
-            field_type, is_list = _unwrap(fields[name].type)
+            field = fields[name]
+            field_type, is_list = _unwrap(field.type)
             if not is_composite_type(get_named_type(field_type)):
                 continue
             inner = multiplier
             type_name = getattr(field_type, "name", "")
             if type_name.endswith("Connection"):
-                first = self._arg(node, "first")
+                first = self._args(field, node).get("first")
                 if first is None:
                     first = self.default_page
                 if not isinstance(first, int) or first < 0 or first > self.max_page:
@@ -126,7 +130,7 @@ class CostWalker:
             elif getattr(owner, "name", "").endswith("Connection"):
                 inner = multiplier  # edges, pageInfo: counted by the connection's page size
             elif is_list:
-                ids = self._arg(node, "ids")
+                ids = self._args(field, node).get("ids")
                 size = len(ids) if isinstance(ids, list) else LIST_GUESS
                 inner = multiplier * max(size, 1)
                 total += inner
@@ -136,33 +140,39 @@ class CostWalker:
         return total
 
 
+def _operation(document: Any, operation_name: str | None) -> OperationDefinitionNode | None:
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name:
+        operations = [o for o in operations if o.name and o.name.value == operation_name]
+    return operations[0] if operations else None
+
+
 def query_cost(
     schema: Any,
     document: Any,
     operation_name: str | None,
-    variables: dict[str, Any] | None,
+    variables: VariableValues,
     max_page: int,
     default_page: int,
 ) -> int:
+    op = _operation(document, operation_name)
+    if op is None:
+        return 0
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if operation_name:
-        operations = [o for o in operations if o.name and o.name.value == operation_name]
-    if not operations:
-        return 0
-    op = operations[0]
     root = {
         "query": schema.query_type,
         "mutation": schema.mutation_type,
         "subscription": schema.subscription_type,
     }[op.operation.value]
-    walker = CostWalker(schema, fragments, variables or {}, max_page, default_page)
+    walker = CostWalker(schema, fragments, variables, max_page, default_page)
     return max(1, walker.cost(op.selection_set, root, 1))
 
 
-def cost_limit(max_cost: int, max_page: int, default_page: int) -> type[SchemaExtension]:
+def cost_limit(
+    max_cost: int, max_page: int, default_page: int, hide_suggestions: bool = False
+) -> type[SchemaExtension]:
     checked: dict[tuple, list[GraphQLError]] = {}  # validation errors per document
 
     class QueryCost(SchemaExtension):
@@ -179,7 +189,12 @@ def cost_limit(max_cost: int, max_page: int, default_page: int) -> type[SchemaEx
                 errors = checked.get(key) if key else None
                 if errors is None:
                     errors = list(
-                        validate(ctx.schema._schema, ctx.graphql_document, ctx.validation_rules)
+                        validate(
+                            ctx.schema._schema,
+                            ctx.graphql_document,
+                            ctx.validation_rules,
+                            hide_suggestions=hide_suggestions,
+                        )
                     )
                     if key:
                         checked[key] = errors
@@ -193,12 +208,22 @@ def cost_limit(max_cost: int, max_page: int, default_page: int) -> type[SchemaEx
 
         def _limits(self) -> list[GraphQLError]:
             ctx = self.execution_context
+            schema = ctx.schema._schema
+            op = _operation(ctx.graphql_document, ctx.operation_name)
+            if op is None:
+                return []  # execution names the problem
+            raw = ctx.variables if isinstance(ctx.variables, dict) else {}
+            variables = get_variable_values(
+                schema, op.variable_definitions or (), raw, 50, hide_suggestions
+            )
+            if isinstance(variables, list):
+                return variables  # what execution would say, said before it starts
             try:
                 self.cost = query_cost(
-                    ctx.schema._schema,
+                    schema,
                     ctx.graphql_document,
                     ctx.operation_name,
-                    ctx.variables,
+                    variables,
                     max_page,
                     default_page,
                 )

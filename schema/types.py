@@ -839,8 +839,11 @@ class Event(Node):
         return await progress_changes(info, self.row.payload.get("changes", []))
 
 
-def _aware(t: datetime) -> datetime:
-    return t if t.tzinfo else t.replace(tzinfo=UTC)
+def _aware(t: datetime, name: str) -> datetime:
+    from schema.inputs import instant
+
+    # Near year 1 or 9999 the arithmetic on it would overflow: a clear error instead.
+    return instant(t if t.tzinfo else t.replace(tzinfo=UTC), name)
 
 
 async def _series_values(info: Info, kind: str, row: Any, instants: list[datetime]) -> list[float]:
@@ -855,7 +858,7 @@ async def _series_values(info: Info, kind: str, row: Any, instants: list[datetim
 
 def _series_one(info: Info, kind: str, row: Any, as_of: datetime) -> Awaitable[float]:
     async def compute() -> float:
-        return (await _series_values(info, kind, row, [_aware(as_of)]))[0]
+        return (await _series_values(info, kind, row, [_aware(as_of, "asOf")]))[0]
 
     return compute()
 
@@ -863,7 +866,7 @@ def _series_one(info: Info, kind: str, row: Any, as_of: datetime) -> Awaitable[f
 async def _series(
     info: Info, kind: str, row: Any, start: datetime, end: datetime, interval: HistoryInterval
 ) -> list[ProgressPoint]:
-    start, end = _aware(start), _aware(end)
+    start, end = _aware(start, "from"), _aware(end, "to")
     step = STEPS[interval.value]
     if end < start:
         raise GraphQLError("`to` must not be before `from`", extensions={"code": "BAD_USER_INPUT"})

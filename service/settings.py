@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # When set, GET /metrics requires `Authorization: Bearer <metrics_token>`.
     metrics_token: str | None = None
 
+    # Limits checked while a response is built (per event for subscriptions): objects
+    # in it, seconds spent, and bytes of its JSON. Past one, the request ends in an error.
+    max_response_objects: int = 50_000
+    execution_deadline_seconds: float = 10.0
+    max_response_bytes: int = 10_000_000
+
     # How often a replica looks for overdue check-ins (0: never); one replica writes.
     check_in_reminder_seconds: float = 300.0
 

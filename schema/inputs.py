@@ -1,0 +1,97 @@
+"""Text that nothing downstream can hold is refused before anything runs.
+
+NUL characters: PostgreSQL's `text` refuses them. Unpaired UTF-16 surrogates
+("\\ud800", which JSON's escapes can carry): no UTF-8 encodes them, so neither the
+database nor the JSON encoder of the response can. Both are checked in every variable
+(keys and values, however deep) and in every string literal of the document, as part
+of validation: the caller gets one BAD_USER_INPUT error and nothing executes, whatever
+field the text was meant for (`search`, a title, a note, an id).
+
+Instants given to the history (`asOf`, `from`, `to`) lie between 1900 and 2999
+(`instant`): near year 1 or 9999 the arithmetic on them would overflow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from graphql import GraphQLError, StringValueNode, ValidationRule
+from strawberry.extensions import SchemaExtension
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
+MESSAGE = "must not contain NUL characters or unpaired surrogates"
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def bad_input(message: str, **kwargs: Any) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"}, **kwargs)
+
+
+def instant(value: datetime, name: str) -> datetime:
+    """An instant argument in UTC (naive ones are read as UTC), between 1900 and 2999:
+    near year 1 or 9999 the arithmetic on it would overflow."""
+    refused = bad_input(f"{name} must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    try:
+        value = value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError:
+        raise refused from None
+    if not EARLIEST <= value <= LATEST:
+        raise refused
+    return value
+
+
+def unstorable(text: str) -> bool:
+    return _UNSTORABLE.search(text) is not None
+
+
+def find_unstorable(variables: dict[str, Any]) -> str | None:
+    """Where the first unstorable text in the variables is ("variable $input.title"),
+    or None."""
+    stack: list[tuple[str, Any]] = [(f"${name}", value) for name, value in variables.items()]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if unstorable(value):
+                return f"variable {path}"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str) or unstorable(key):
+                    return f"a key in variable {path}"  # the key itself cannot be echoed
+                stack.append((f"{path}.{key}", item))
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+class StringLiterals(ValidationRule):
+    def enter_string_value(self, node: StringValueNode, *_args: Any) -> None:
+        if unstorable(node.value):
+            self.report_error(bad_input(f"a string in the document {MESSAGE}", nodes=[node]))
+
+
+class StorableText(SchemaExtension):
+    """The checks above, in the validation step (the limits extension validates the
+    document with the rule this adds)."""
+
+    def on_operation(self) -> Iterator[None]:
+        ctx = self.execution_context
+        ctx.validation_rules = (*ctx.validation_rules, StringLiterals)
+        name = ctx.operation_name
+        if isinstance(name, str) and not _NAME.fullmatch(name):
+            # No operation can bear it (names are ASCII letters, digits and _); say so
+            # in a form any encoder can carry instead of echoing it.
+            ctx._provided_operation_name = name.encode("ascii", "backslashreplace").decode()
+        yield
+
+    def on_validate(self) -> Iterator[None]:
+        ctx = self.execution_context
+        if ctx.pre_execution_errors is None and isinstance(ctx.variables, dict):
+            where = find_unstorable(ctx.variables)
+            if where is not None:
+                ctx.pre_execution_errors = [bad_input(f"{where}: text {MESSAGE}")]
+        yield

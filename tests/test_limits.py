@@ -1,0 +1,594 @@
+"""Limits the attacker found too loose (issue 10: items 4, 11 and 15): the query cost
+with variables' defaults, the response budget enforced while a response is built, the
+execution deadline and size cap, unstorable text, ids with non-ASCII digits, instants
+near year 1 or 9999, and "Did you mean" suggestions in production."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from bench.seed import seed
+from schema.ids import encode
+from service.app import create_app
+from service.auth import issue_token
+from service.db import Database
+from service.settings import Settings
+from tests import helpers as h
+from tests.conftest import JWT_SECRET, Org
+from tests.helpers import free_port
+
+LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
+
+
+class Server:
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+async def serve(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
+    """A real `okr serve` (uvicorn) process on the test database."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(**settings: str) -> Server:
+        port = free_port()
+        env = {
+            **os.environ,
+            "OKR_DATABASE_URL": database_url,
+            "OKR_JWT_SECRET": JWT_SECRET,
+            "OKR_DATA_DIR": str(tmp_path),
+            "OKR_CHECK_IN_REMINDER_SECONDS": "0",
+            **settings,
+        }
+        proc = await asyncio.create_subprocess_exec(
+            bin_okr,
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=LOG,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(proc)
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                        return Server(port)
+                except httpx.TransportError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("okr serve did not come up")
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+
+
+async def chain(org: Org, length: int) -> list[str]:
+    """Objectives each aligned under the one before: a chain `length` deep."""
+    cycle = await h.active_cycle(org)
+    ids: list[str] = []
+    for n in range(length):
+        extra = {"parentId": ids[-1]} if ids else {}
+        ids.append(await h.objective(org, cycle, f"Link {n}", **extra))
+    return ids
+
+
+NESTED_DESCENDANTS = """query($id: ID!) { node(id: $id) { ... on Objective {
+  descendants { descendants { descendants { descendants { id title } } } } } } }"""
+
+
+async def test_item4_nested_descendants_are_refused_quickly_and_the_server_stays_responsive(
+    org: Org, serve
+):
+    """The attack: four nested `descendants` over a 60-objective chain cost 11,111 by the
+    static estimate, returned 13 MB and held the event loop 12.8 s."""
+    ids = await chain(org, 60)
+    server = await serve()
+    async with httpx.AsyncClient(base_url=server.base, timeout=120) as http:
+        stop = asyncio.Event()
+        waits: list[float] = []
+
+        async def probe() -> None:
+            while not stop.is_set():
+                started = time.perf_counter()
+                assert (await http.get("/healthz")).status_code == 200
+                waits.append(time.perf_counter() - started)
+                await asyncio.sleep(0.05)
+
+        prober = asyncio.create_task(probe())
+        await asyncio.sleep(0.3)
+        started = time.perf_counter()
+        r = await http.post(
+            "/graphql",
+            json={"query": NESTED_DESCENDANTS, "variables": {"id": ids[0]}},
+            headers={"Authorization": f"Bearer {org.admin_token}"},
+        )
+        took = time.perf_counter() - started
+        await asyncio.sleep(0.3)
+        stop.set()
+        await prober
+    body = r.json()
+    assert body["data"] is None
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["RESPONSE_TOO_LARGE"]
+    assert body["errors"][0]["extensions"]["maxObjects"] == 50_000
+    assert "50000 objects" in body["errors"][0]["message"]
+    assert len(r.content) < 10_000  # one error, not 13 MB
+    # Generous bounds (two shared cores): before, 12.8 s and /healthz waited 11 s.
+    assert took < 8, took
+    assert len(waits) >= 5 and max(waits) < 2.5, waits
+
+
+async def _query(client: httpx.AsyncClient, token: str, query: str, variables=None):
+    return await client.post(
+        "/graphql",
+        json={"query": query, "variables": variables or {}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+@pytest.fixture
+def make_client(database_url: str, db: Database, tmp_path: Path):
+    """An ASGI client of an app built with these settings."""
+
+    def make(**changes: Any) -> httpx.AsyncClient:
+        settings = Settings(
+            jwt_secret=JWT_SECRET, data_dir=tmp_path, database_url=database_url, **changes
+        )
+        app = create_app(settings, database_url)
+        app.state.db = db
+        return httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://okr.test", timeout=120
+        )
+
+    return make
+
+
+async def test_item4_the_deadline_stops_a_long_completion(org: Org, make_client):
+    """With the object budget out of the way, the deadline alone ends the same attack."""
+    ids = await chain(org, 60)
+    async with make_client(max_response_objects=10**9, execution_deadline_seconds=1.0) as c:
+        started = time.perf_counter()
+        r = await _query(c, org.admin_token, NESTED_DESCENDANTS, {"id": ids[0]})
+        took = time.perf_counter() - started
+    body = r.json()
+    assert body["data"] is None
+    assert [e["extensions"]["code"] for e in body["errors"]] == ["DEADLINE_EXCEEDED"]
+    assert body["errors"][0]["extensions"]["maxSeconds"] == 1.0
+    assert took < 6, took  # before: 12.8 s
+
+
+async def test_item4_a_resolver_stopped_mid_query_returns_its_connection(
+    org: Org, make_client, db: Database
+):
+    """Past the deadline a waiting resolver is cancelled where it waits, as a task is:
+    its connection goes back to the pool and later requests are served."""
+    ids = await chain(org, 40)
+    lists = "{ " + " ".join(f"o{i}: objectives(first: 50) {{ totalCount }}" for i in range(20))
+    async with make_client(execution_deadline_seconds=0.01, response_cache_seconds=0) as c:
+        for query, variables in ((NESTED_DESCENDANTS, {"id": ids[0]}), (lists + " }", {})):
+            for _ in range(3):
+                body = (await _query(c, org.admin_token, query, variables)).json()
+                codes = [e["extensions"]["code"] for e in body.get("errors", [])]
+                assert codes in ([], ["DEADLINE_EXCEEDED"]), body
+    await asyncio.sleep(0.2)
+    assert db.engine.pool.checkedout() == 0
+    assert (await org.call("{ objectives(first: 1) { totalCount } }"))["objectives"]["totalCount"]
+
+
+async def test_item4_plain_lists_count_their_real_length(org: Org, make_client):
+    """`descendants` was costed as 10 whatever it held: the budget counts what it holds."""
+    ids = await chain(org, 30)
+    query = "query($id: ID!) { node(id: $id) { ... on Objective { descendants { id } } } }"
+    async with make_client(max_response_objects=25) as c:
+        r = await _query(c, org.admin_token, query, {"id": ids[0]})
+        body = r.json()
+        assert body["data"] is None
+        assert body["errors"][0]["extensions"]["code"] == "RESPONSE_TOO_LARGE"
+        r = await _query(c, org.admin_token, query, {"id": ids[10]})  # 19 below it
+        assert len(r.json()["data"]["node"]["descendants"]) == 19
+
+
+async def test_item4_the_response_size_is_capped(org: Org, make_client):
+    cycle = await h.active_cycle(org)
+    for n in range(6):
+        await h.objective(org, cycle, f"Long {n}", description="d" * 10_000)
+    query = "{ objectives(first: 10) { edges { node { title description } } } }"
+    async with make_client(max_response_bytes=50_000) as c:
+        body = (await _query(c, org.admin_token, query)).json()
+        assert body["data"] is None
+        assert body["errors"][0]["extensions"] == {
+            "code": "RESPONSE_TOO_LARGE",
+            "maxBytes": 50_000,
+        }
+        small = "{ objectives(first: 4) { edges { node { title description } } } }"
+        body = (await _query(c, org.admin_token, small)).json()
+        assert "errors" not in body and len(body["data"]["objectives"]["edges"]) == 4
+    # The default is 10 MB: the same answer passes.
+    async with make_client() as c:
+        body = (await _query(c, org.admin_token, query)).json()
+        assert "errors" not in body and len(body["data"]["objectives"]["edges"]) == 6
+
+
+async def test_item4_a_mutation_past_the_budget_is_applied_and_says_so(org: Org, make_client):
+    ids = await chain(org, 12)
+    cycle = (await org.call("{ cycles { edges { node { id } } } }"))["cycles"]["edges"][0]
+    query = """mutation($input: CreateObjectiveInput!) { createObjective(input: $input) {
+      objective { parent { ancestors { id } descendants { id } } } userErrors { message } } }"""
+    variables = {"input": {"cycleId": cycle["node"]["id"], "title": "Leaf", "parentId": ids[5]}}
+    async with make_client(max_response_objects=8) as c:
+        body = (await _query(c, org.admin_token, query, variables)).json()
+    assert body["data"] is None
+    assert body["errors"][0]["extensions"]["code"] == "RESPONSE_TOO_LARGE"
+    assert "the mutation itself was applied" in body["errors"][0]["message"]
+    titles = await org.call(
+        "query($id: ID!) { node(id: $id) { ... on Objective { children { edges { node { title "
+        "} } } } } }",
+        {"id": ids[5]},
+    )
+    assert [e["node"]["title"] for e in titles["node"]["children"]["edges"]] == ["Link 6", "Leaf"]
+
+
+async def test_item4_first_from_a_variable_default_is_costed(org: Org, client):
+    cycle = await h.active_cycle(org)
+    await h.objective(org, cycle, "O")
+    # Costed with the default page (20) before: 4,441, under the limit, and it ran.
+    costly = """query($n: Int = 100) { objectives(first: $n) { edges { node {
+      children(first: $n) { edges { node { keyResults { id } } } } } } } }"""
+    r = await _query(client, org.admin_token, costly)
+    body = r.json()
+    assert body.get("data") is None
+    assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"
+    # objectives 1, each node 1, children 1 and each of its nodes 1, 10 key results each.
+    assert body["errors"][0]["extensions"]["cost"] == 1 + 100 * (1 + 1 + 100 * (1 + 10))
+    assert int(r.headers["x-sql-statements"]) == 1  # authentication only: nothing ran
+    # A literal, a variable, a variable's default: one cost.
+    shapes = [
+        ("{ objectives(first: 30) { edges { node { id } } } }", {}),
+        ("query($n: Int) { objectives(first: $n) { edges { node { id } } } }", {"n": 30}),
+        ("query($n: Int = 30) { objectives(first: $n) { edges { node { id } } } }", {}),
+    ]
+    for query, variables in shapes:
+        body = (await _query(client, org.admin_token, query, variables)).json()
+        assert body["extensions"]["cost"]["requestedQueryCost"] == 31, (query, body)
+    body = (
+        await _query(
+            client,
+            org.admin_token,
+            "query($n: Int = 500) { objectives(first: $n) { totalCount } }",
+        )
+    ).json()
+    assert body["errors"][0]["message"] == "first must be between 0 and 100"
+
+
+async def test_item4_the_whole_cycle_tree_still_answers(org: Org, pg, database_url, client):
+    """bench/seed.py's organization: 2,000 objectives aligned four deep; the whole tree
+    in one request (bench Q2) stays allowed."""
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    counts = await seed(dsn, 1, slug="whole-tree")
+    conn = await asyncpg.connect(dsn)
+    try:
+        org_id = counts["organization_id"]
+        admin = await conn.fetchval(
+            "SELECT id FROM app_user WHERE organization_id = $1 AND role = 'ADMIN'", org_id
+        )
+        cycle = await conn.fetchval("SELECT id FROM cycle WHERE organization_id = $1", org_id)
+        total = await conn.fetchval(
+            "SELECT count(*) FROM objective WHERE organization_id = $1", org_id
+        )
+    finally:
+        await conn.close()
+    assert total == 2000
+    query = """query($cycle: ID!) {
+      objectives(first: 100, filter: {cycleId: $cycle, rootsOnly: true}) {
+        edges { node { id title progress status descendants { id title progress status } } }
+      } }"""
+    r = await _query(
+        client, issue_token(JWT_SECRET, admin, org_id), query, {"cycle": encode("Cycle", cycle)}
+    )
+    body = r.json()
+    assert "errors" not in body, body.get("errors")
+    roots = body["data"]["objectives"]["edges"]
+    assert len(roots) + sum(len(e["node"]["descendants"]) for e in roots) == 2000
+
+
+async def test_item4_a_subscription_gets_a_budget_per_event(org: Org, serve):
+    """Each event is one response: a long-lived subscription never runs out, and an
+    event past the bound is one clear error."""
+    from gql import Client, GraphQLRequest
+    from gql.transport.exceptions import TransportQueryError
+    from gql.transport.websockets import WebsocketsTransport
+
+    cycle = await h.active_cycle(org)
+    kr = await h.key_result(org, await h.objective(org, cycle, "O"))
+    server = await serve(OKR_MAX_RESPONSE_OBJECTS="6")
+    ws = server.base.replace("http://", "ws://") + "/graphql"
+
+    def transport() -> WebsocketsTransport:
+        return WebsocketsTransport(
+            url=ws, init_payload={"Authorization": f"Bearer {org.admin_token}"}
+        )
+
+    # An event, its two changes and their two nodes: 5 objects each time.
+    small = "subscription { progressChanged { changes { node { id } progress } } }"
+    events: asyncio.Queue = asyncio.Queue()
+
+    async def collect(session) -> None:
+        async for result in session.subscribe(GraphQLRequest(small)):
+            await events.put(result["progressChanged"])
+
+    async with Client(transport=transport()) as session:
+        task = asyncio.create_task(collect(session))
+        await asyncio.sleep(0.5)
+        for value in (10, 20, 30):
+            await h.check_in(org, kr, value)
+        got = [await asyncio.wait_for(events.get(), 15) for _ in range(3)]
+        task.cancel()
+    assert [e["changes"][0]["progress"] for e in got] == pytest.approx([0.1, 0.2, 0.3])
+    large = (
+        "subscription { progressChanged { actor { id } checkIn { id author { id } } "
+        "changes { node { id } progress } } }"
+    )
+    async with Client(transport=transport()) as session:
+
+        async def first_error() -> str:
+            try:
+                async for _ in session.subscribe(GraphQLRequest(large)):
+                    pass
+            except TransportQueryError as exc:
+                return json.dumps(exc.errors)
+            return ""
+
+        task = asyncio.create_task(first_error())
+        await asyncio.sleep(0.5)
+        await h.check_in(org, kr, 40)
+        said = await asyncio.wait_for(task, 15)
+    assert "RESPONSE_TOO_LARGE" in said and "more than 6 objects" in said, said
+
+
+# --- item 11: inputs that reached internal errors ------------------------------------------
+
+
+def _raw_id(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+async def events_total(org: Org) -> int:
+    return (await org.call("{ events { totalCount } }"))["events"]["totalCount"]
+
+
+async def _post_json(client: httpx.AsyncClient, token: str, payload: dict) -> httpx.Response:
+    # json.dumps keeps a lone surrogate as the escape "\ud800", as an attacker sends it.
+    return await client.post(
+        "/graphql",
+        content=json.dumps(payload),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+
+
+def _clear(body: dict, code: str = "BAD_USER_INPUT") -> dict:
+    said = json.dumps(body)
+    assert "INTERNAL_SERVER_ERROR" not in said and "Internal server error" not in said, said
+    assert body["errors"][0]["extensions"]["code"] == code, said
+    return body
+
+
+async def test_item11_ids_and_cursors_with_non_ascii_digits(org: Org, client):
+    cycle = await h.active_cycle(org)
+    obj = await h.objective(org, cycle, "O")
+    before = await events_total(org)
+    token = org.admin_token
+    for raw in ("Objective:²", "Objective:١٢", "Objective:9223372036854775808", "Objective:1" * 3):
+        r = await _query(
+            client, token, "query($id: ID!) { node(id: $id) { id } }", {"id": _raw_id(raw)}
+        )
+        assert r.json() == {
+            "data": {"node": None},
+            "extensions": r.json()["extensions"],
+        }, (raw, r.text)
+    body = (
+        await _query(
+            client,
+            token,
+            "query($a: String) { objectives(after: $a) { totalCount } }",
+            {"a": _raw_id("c:²")},
+        )
+    ).json()
+    assert "not a valid cursor" in _clear(body)["errors"][0]["message"]
+    body = (
+        await _query(
+            client,
+            token,
+            "query($c: ID) { objectives(filter: {cycleId: $c}) { totalCount } }",
+            {"c": _raw_id("Cycle:³")},
+        )
+    ).json()
+    assert "cycleId" in _clear(body)["errors"][0]["message"]
+    payload = await h.mutate(
+        org,
+        "createKeyResult",
+        {
+            "objectiveId": _raw_id("Objective:²"),
+            "title": "KR",
+            "type": "INCREASE",
+            "startValue": 0,
+            "targetValue": 1,
+        },
+        "keyResult { id }",
+    )
+    assert payload["keyResult"] is None and payload["userErrors"][0]["field"] == ["objectiveId"]
+    # The plain id still works.
+    assert (await org.call("query($id: ID!) { node(id: $id) { id } }", {"id": obj}))["node"]
+    assert await events_total(org) == before
+
+
+SEARCH = "query($s: String) { objectives(filter: {search: $s}) { totalCount } }"
+
+
+async def test_item11_nul_and_lone_surrogates_are_refused_before_execution(org: Org, client):
+    cycle = await h.active_cycle(org)
+    obj = await h.objective(org, cycle, "O")
+    kr = await h.key_result(org, obj)
+    before = await events_total(org)
+    token = org.admin_token
+    create = (
+        "mutation($input: CreateObjectiveInput!) { createObjective(input: $input) { "
+        "objective { id } userErrors { message } } }"
+    )
+    check_in = (
+        "mutation($input: CheckInInput!) { checkIn(input: $input) { "
+        "checkIn { id } userErrors { message } } }"
+    )
+    cases = [
+        ({"query": SEARCH, "variables": {"s": "a\x00b"}}, "$s"),
+        ({"query": SEARCH, "variables": {"s": "a\ud800b"}}, "$s"),
+        ({"query": SEARCH, "variables": {"s": "\udfff"}}, "$s"),
+        ({"query": '{ objectives(filter: {search: "a\\u0000b"}) { totalCount } }'}, "string"),
+        (
+            {
+                "query": 'query($s: String = "\\u0000") { objectives(filter: {search: $s}) '
+                "{ totalCount } }"
+            },
+            "string",
+        ),
+        (
+            {"query": create, "variables": {"input": {"cycleId": cycle, "title": "x\ud800"}}},
+            "$input.title",
+        ),
+        (
+            {
+                "query": create,
+                "variables": {"input": {"cycleId": cycle, "title": "x", "description": "\x00"}},
+            },
+            "$input.description",
+        ),
+        (
+            {
+                "query": create,
+                "variables": {"input": {"cycleId": cycle, "title": "x", "descr\ud800iption": "y"}},
+            },
+            "a key in variable $input",
+        ),
+        (
+            {
+                "query": check_in,
+                "variables": {"input": {"keyResultId": kr, "value": 1, "note": "ok \ud83d"}},
+            },
+            "$input.note",
+        ),
+        (
+            {"query": "query($id: ID!) { node(id: $id) { id } }", "variables": {"id": "\ud800"}},
+            "$id",
+        ),
+    ]
+    for payload, where in cases:
+        r = await _post_json(client, token, payload)
+        assert r.status_code == 200, r.text
+        body = _clear(r.json())
+        assert body["data"] is None
+        assert where in body["errors"][0]["message"], body
+        assert int(r.headers["x-sql-statements"]) == 1  # authentication only
+    # In the document itself the parser refuses them; the answer stays encodable.
+    for text in (
+        '{ objectives(filter: {search: "\\ud800"}) { totalCount } }',
+        '{ objectives(filter: {search: "\ud800"}) { totalCount } }',
+    ):
+        r = await _post_json(client, token, {"query": text})
+        assert r.status_code in (200, 400) and "Syntax Error" in r.text, r.text
+    r = await _post_json(
+        client, token, {"query": "query Q { viewer { role } }", "operationName": "Q\ud800"}
+    )
+    assert r.status_code in (200, 400) and "Unknown operation" in r.text, r.text
+    # Text around them is fine, and a surrogate pair is a character like any other.
+    body = (await _query(client, token, SEARCH, {"s": "O \U0001f600"})).json()
+    assert body["data"]["objectives"]["totalCount"] == 0
+    assert await events_total(org) == before
+
+
+async def test_item11_instants_near_year_1_or_9999(org: Org, client):
+    cycle = await h.active_cycle(org)
+    obj = await h.objective(org, cycle, "O")
+    kr = await h.key_result(org, obj)
+    token = org.admin_token
+    as_of = (
+        "query($id: ID!, $t: DateTime!) { node(id: $id) { "
+        "... on Objective { progress(asOf: $t) } ... on KeyResult { progress(asOf: $t) } } }"
+    )
+    history = (
+        "query($id: ID!, $from: DateTime!, $to: DateTime!) { node(id: $id) { "
+        "... on Objective { progressHistory(from: $from, to: $to) { at } } "
+        "... on KeyResult { progressHistory(from: $from, to: $to, interval: WEEK) { at } } } }"
+    )
+    for node in (obj, kr):
+        for t in (
+            "0001-01-01T00:00:00+05:00",
+            "9999-12-31T23:00:00-05:00",
+            "0001-01-01T00:00:00",
+            "9999-12-31T23:59:59Z",
+        ):
+            body = _clear((await _query(client, token, as_of, {"id": node, "t": t})).json())
+            assert "asOf must lie between 1900-01-01 and 2999-12-31" in body["errors"][0]["message"]
+        for span in (
+            ("9999-12-29T00:00:00Z", "9999-12-31T23:59:59Z"),
+            ("0001-01-01T00:00:00+01:00", "0001-01-03T00:00:00Z"),
+        ):
+            variables = {"id": node, "from": span[0], "to": span[1]}
+            body = _clear((await _query(client, token, history, variables)).json())
+            assert "must lie between" in body["errors"][0]["message"]
+        ok = (await _query(client, token, as_of, {"id": node, "t": "2026-10-02T00:00:00Z"})).json()
+        assert ok["data"]["node"]["progress"] == 0.0
+
+
+# --- item 15: no "Did you mean" in production ------------------------------------------------
+
+SUGGESTIVE = [
+    ("{ objectives(firts: 3) { totalCount } }", {}),
+    ("{ objectives(filter: {status: [ON_TRAK]}) { totalCount } }", {}),
+    (
+        "query($s: [ProgressStatus!]) { objectives(filter: {status: $s}) { totalCount } }",
+        {"s": ["ON_TRAK"]},
+    ),
+    ('{ objectives(filter: {serch: "x"}) { totalCount } }', {}),
+    ("query($f: ObjectiveFilter) { objectives(filter: $f) { totalCount } }", {"f": {"serch": "x"}}),
+    ("query($v: Visibilty) { viewer { role } }", {}),
+    (
+        "mutation($input: CreateObjectiveInput!) { createObjective(input: $input) { "
+        "userErrors { message } } }",
+        {"input": {"cycleId": "x", "title": "t", "visibility": "PUBLC"}},
+    ),
+    ("{ viewer { rol } }", {}),
+]
+
+
+async def test_item15_no_suggestions_in_production(org: Org, make_client, database_url):
+    async with make_client(env="production") as c:
+        for query, variables in SUGGESTIVE:
+            body = (await _query(c, org.admin_token, query, variables)).json()
+            said = json.dumps(body)
+            assert body["errors"], said
+            assert "Did you mean" not in said and "did you mean" not in said.lower(), said
+    # In development they stay, for arguments and enum values (fields never had them).
+    async with make_client() as c:
+        body = (await _query(c, org.admin_token, SUGGESTIVE[0][0])).json()
+        assert "Did you mean 'first'" in body["errors"][0]["message"]
