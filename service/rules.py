@@ -1,6 +1,6 @@
 """The OKR rules of DESIGN.md as pure functions: no I/O, no framework.
 
-Progress, expected progress, status, staleness, forecast, roll-up and score.
+Progress, expected progress, status, staleness, forecast, roll-up, score and realism.
 Every number in DESIGN.md is a case in tests/test_rules.py.
 """
 
@@ -130,6 +130,11 @@ def cycle_bounds(starts_on: date, ends_on: date) -> tuple[datetime, datetime]:
 def expected_progress(starts_on: date, ends_on: date, at: datetime) -> float:
     start, end = cycle_bounds(starts_on, ends_on)
     return clamp((at - start) / (end - start))
+
+
+def review_due(status: CycleStatus, starts_on: date, ends_on: date, now: datetime) -> bool:
+    """Ended (past the end of endsOn, UTC) and still ACTIVE: nobody has started the review."""
+    return status is CycleStatus.ACTIVE and now >= cycle_bounds(starts_on, ends_on)[1]
 
 
 def can_move_cycle(current: CycleStatus, new: CycleStatus) -> bool:
@@ -271,3 +276,131 @@ def forecast(
     return Forecast(
         value, progress, progress_status(progress, 1.0, True, on_track_gap, at_risk_gap)
     )
+
+
+# --- realism -------------------------------------------------------------------
+
+
+class RealismVerdict(StrEnum):
+    REALISTIC = "REALISTIC"
+    STRETCH = "STRETCH"
+    UNLIKELY = "UNLIKELY"
+    UNKNOWN = "UNKNOWN"
+
+
+MIN_RECORD = 3  # points of record below which nothing is judged
+STRETCH_RATIO = 2.0
+WEEK = timedelta(weeks=1)
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Realism:
+    verdict: RealismVerdict
+    required_rate: float | None  # units per week, in the key result's direction
+    observed_rate: float | None  # units per week, in the key result's direction
+    ratio: float | None  # required / observed, when observed > 0
+    basis: int  # points of record in the window
+
+
+def record_window(cycle_start: datetime, cycle_end: datetime, now: datetime) -> datetime:
+    """The start of the trailing window as long as the cycle, ending now."""
+    try:
+        return now - (cycle_end - cycle_start)
+    except OverflowError:  # a cycle longer than everything before now
+        return _EARLIEST
+
+
+def _slope_per_week(points: Sequence[tuple[datetime, float]]) -> float | None:
+    """The least-squares slope through (instant, value) in units per week; None when
+    every point shares one instant (no trend to read) or the slope is past every float.
+    The values are first scaled by the largest of them, so no square or sum overflows."""
+    top = max(abs(v) for _, v in points)
+    if not math.isfinite(top):
+        return None
+    origin = points[0][0]
+    xs = [(t - origin) / WEEK for t, _ in points]
+    ys = [v / top for _, v in points] if top > 0 else [0.0 for _ in points]
+    n = len(points)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
+    slope = slope * top if top > 0 else slope
+    return slope if math.isfinite(slope) else None
+
+
+def _required_rate(
+    direction: float,
+    target: float,
+    current: float,
+    cycle_start: datetime,
+    cycle_end: datetime,
+    now: datetime,
+) -> float | None:
+    """Units per week still needed to reach the target by the cycle's end; 0 when it
+    is reached; None after the cycle's end or when the rate is past every float."""
+    if now >= cycle_end:
+        return None
+    remaining, scale = direction * (target - current), 1.0
+    if not math.isfinite(remaining):  # halving is exact and keeps the difference finite
+        remaining, scale = direction * (target / 2 - current / 2), 2.0
+    if remaining <= 0:
+        return 0.0
+    weeks = (cycle_end - max(now, cycle_start)) / WEEK
+    if not weeks > 0:
+        return None
+    rate = remaining / weeks * scale
+    return rate if math.isfinite(rate) else None
+
+
+def realism(
+    kind: KeyResultType,
+    start: float,
+    target: float,
+    current: float,
+    points: Sequence[tuple[datetime, float]],
+    cycle_start: datetime,
+    cycle_end: datetime,
+    now: datetime,
+) -> Realism:
+    """Is the target realistic, judged by the record (DESIGN.md, "Realism")?
+
+    `points` is the record, (instant, value); only the points in the trailing window
+    as long as the cycle and ending now count (`basis`). INCREASE and DECREASE only.
+    Every point at one instant gives no slope: the observed rate is unknown, so the
+    verdict is UNKNOWN unless nothing is required any more (REALISTIC)."""
+    since = record_window(cycle_start, cycle_end, now)
+    record = [(t, v) for t, v in points if since <= t <= now and math.isfinite(v)]
+    basis = len(record)
+    if (
+        kind not in (KeyResultType.INCREASE, KeyResultType.DECREASE)
+        or definition_error(kind, start, target) is not None
+        or not math.isfinite(current)
+    ):
+        return Realism(RealismVerdict.UNKNOWN, None, None, None, basis)
+    direction = 1.0 if kind is KeyResultType.INCREASE else -1.0
+    required = _required_rate(direction, target, current, cycle_start, cycle_end, now)
+    slope = _slope_per_week(record) if basis >= MIN_RECORD else None
+    observed = None if slope is None else direction * slope + 0.0  # (never -0.0)
+    ratio = None
+    if required is not None and observed is not None and observed > 0:
+        ratio = required / observed
+        if not math.isfinite(ratio):
+            ratio = None  # a required rate past every float times the observed one
+    if basis < MIN_RECORD or required is None:
+        verdict = RealismVerdict.UNKNOWN
+    elif required <= 0:
+        verdict = RealismVerdict.REALISTIC
+    elif observed is None:
+        verdict = RealismVerdict.UNKNOWN
+    elif observed <= 0 or ratio is None:
+        verdict = RealismVerdict.UNLIKELY
+    elif ratio <= 1 + 1e-9:  # the same hair of tolerance as the status bounds
+        verdict = RealismVerdict.REALISTIC
+    elif ratio <= STRETCH_RATIO + 1e-9:
+        verdict = RealismVerdict.STRETCH
+    else:
+        verdict = RealismVerdict.UNLIKELY
+    return Realism(verdict, required, observed, ratio, basis)

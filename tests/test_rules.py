@@ -1,5 +1,6 @@
 """The OKR rules of DESIGN.md, case by case."""
 
+import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -14,6 +15,9 @@ from service.rules import (
     is_stale,
     key_result_progress,
     progress_status,
+    realism,
+    record_window,
+    review_due,
     roll_up,
     rolled_checked_in,
     rolled_score,
@@ -25,6 +29,9 @@ from service.rules import (
 )
 from service.rules import (
     ProgressStatus as S,
+)
+from service.rules import (
+    RealismVerdict as V,
 )
 
 UTC = UTC
@@ -310,3 +317,261 @@ def test_item7_a_trend_past_every_float_forecasts_nothing():
 def test_item7_cycle_bounds_at_the_last_date():
     # Stored before the dates were bounded: reading it must not overflow.
     assert 0 < expected_progress(date(2026, 1, 1), date.max, datetime(2026, 6, 1, tzinfo=UTC))
+
+
+# --- items 4 and 5: realism from the record, reviews that are due ----------------------
+
+CS = datetime(2026, 1, 5, tzinfo=UTC)  # a cycle of 12 weeks
+CE = CS + timedelta(weeks=12)
+MID = CS + timedelta(weeks=6)  # now, mid-cycle: 6 weeks left, the window reaches 6 before
+
+
+def wk(*pairs, at=MID):
+    """The record as (weeks before `at`, value)."""
+    return [(at - timedelta(weeks=w), v) for w, v in pairs]
+
+
+RISING = wk((6, 0), (3, 15), (0, 30))  # 5 a week
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "target", "current", "points", "now", "expected"),
+    [
+        # (verdict, requiredRate, observedRate, ratio, basis)
+        pytest.param(
+            T.INCREASE, 0, 60, 30, [], MID, (V.UNKNOWN, 5.0, None, None, 0), id="no record"
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            30,
+            wk((3, 15), (0, 30)),
+            MID,
+            (V.UNKNOWN, 5.0, None, None, 2),
+            id="fewer than 3 points",
+        ),
+        pytest.param(
+            T.INCREASE, 0, 60, 30, RISING, MID, (V.REALISTIC, 5.0, 5.0, 1.0, 3), id="on pace"
+        ),
+        pytest.param(
+            T.INCREASE, 0, 90, 30, RISING, MID, (V.STRETCH, 10.0, 5.0, 2.0, 3), id="twice the pace"
+        ),
+        pytest.param(
+            T.INCREASE, 0, 120, 30, RISING, MID, (V.UNLIKELY, 15.0, 5.0, 3.0, 3), id="three times"
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            30,
+            wk((6, 30), (3, 30), (0, 30)),
+            MID,
+            (V.UNLIKELY, 5.0, 0.0, None, 3),
+            id="flat record",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            30,
+            wk((6, 40), (3, 35), (0, 30)),
+            MID,
+            (V.UNLIKELY, 5.0, -10 / 6, None, 3),
+            id="wrong-way record",
+        ),
+        pytest.param(
+            T.INCREASE, 0, 60, 60, RISING, MID, (V.REALISTIC, 0.0, 5.0, 0.0, 3), id="target reached"
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            75,
+            wk((6, 75), (3, 75), (0, 75)),
+            MID,
+            (V.REALISTIC, 0.0, 0.0, None, 3),
+            id="target passed, flat",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            30,
+            wk((6, 0), (3, 15), (0, 30), at=CE),
+            CE + timedelta(days=1),
+            (V.UNKNOWN, None, 5.0, None, 3),
+            id="after the cycle's end",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            30,
+            wk((6, 0), (3, 15), (0, 30), at=CE),
+            CE,
+            (V.UNKNOWN, None, 5.0, None, 3),
+            id="at the cycle's end",
+        ),
+        # "Reduce distribution cost per order from 4.20 to 3.57": a fall is progress.
+        pytest.param(
+            T.DECREASE,
+            4.20,
+            3.57,
+            3.90,
+            wk((6, 4.20), (3, 4.05), (0, 3.90)),
+            MID,
+            (V.STRETCH, 0.055, 0.05, 1.1, 3),
+            id="DECREASE that falls",
+        ),
+        pytest.param(
+            T.DECREASE,
+            4.20,
+            3.57,
+            4.30,
+            wk((6, 4.10), (3, 4.20), (0, 4.30)),
+            MID,
+            (V.UNLIKELY, 0.73 / 6, -0.2 / 6, None, 3),
+            id="DECREASE that rises",
+        ),
+        pytest.param(
+            T.DECREASE,
+            4.20,
+            3.57,
+            3.50,
+            wk((6, 3.70), (3, 3.60), (0, 3.50)),
+            MID,
+            (V.REALISTIC, 0.0, 0.2 / 6, 0.0, 3),
+            id="DECREASE reached",
+        ),
+        # Planning: now is before the start, weeks left count the whole cycle (12), and
+        # the window (12 weeks back) holds the record of the cycle before.
+        pytest.param(
+            T.INCREASE,
+            0,
+            90,
+            30,
+            wk((10, -20), (5, 5), (0, 30), at=CS - timedelta(weeks=1)),
+            CS - timedelta(weeks=1),
+            (V.REALISTIC, 5.0, 5.0, 1.0, 3),
+            id="before the cycle's start",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            150,
+            30,
+            wk((10, -20), (5, 5), (0, 30), at=CS - timedelta(weeks=1)),
+            CS - timedelta(weeks=1),
+            (V.STRETCH, 10.0, 5.0, 2.0, 3),
+            id="planning a stretch",
+        ),
+        # Only the trailing window counts: older points and later ones are not the record.
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            30,
+            RISING + wk((13, 100), (-1, -50)),
+            MID,
+            (V.REALISTIC, 5.0, 5.0, 1.0, 3),
+            id="outside the window",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            30,
+            wk((2, 10), (2, 20), (2, 30)),
+            MID,
+            (V.UNKNOWN, 5.0, None, None, 3),
+            id="one instant: no slope",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            60,
+            wk((2, 50), (2, 55), (2, 60)),
+            MID,
+            (V.REALISTIC, 0.0, None, None, 3),
+            id="one instant, target reached",
+        ),
+        pytest.param(
+            T.STAY_ABOVE,
+            0,
+            98,
+            97,
+            wk((6, 99), (3, 98), (0, 97)),
+            MID,
+            (V.UNKNOWN, None, None, None, 3),
+            id="STAY_ABOVE",
+        ),
+        pytest.param(
+            T.MILESTONE,
+            0,
+            1,
+            0,
+            wk((6, 0), (3, 0), (0, 0)),
+            MID,
+            (V.UNKNOWN, None, None, None, 3),
+            id="MILESTONE",
+        ),
+    ],
+)
+def test_item4_realism(kind, start, target, current, points, now, expected):
+    got = realism(kind, start, target, current, points, CS, CE, now)
+    verdict, required, observed, ratio, basis = expected
+    assert got.verdict is verdict
+    assert got.basis == basis
+    for value, want in (
+        (got.required_rate, required),
+        (got.observed_rate, observed),
+        (got.ratio, ratio),
+    ):
+        if want is None:
+            assert value is None
+        else:
+            assert value == pytest.approx(want)
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "target", "current", "points", "now", "verdict"),
+    [
+        # The distance still to go overflows; halved, it does not.
+        (T.INCREASE, -BIG, BIG, -BIG, wk((6, -BIG), (3, 0), (0, BIG)), MID, V.REALISTIC),
+        # A second left with half the float range to go: no rate to require.
+        (T.INCREASE, -BIG, BIG, 0, RISING, CE - timedelta(seconds=1), V.UNKNOWN),
+        # Required over a vanishing observed rate is past every float: far more than 2.
+        (T.INCREASE, 0, BIG, 0, wk((6, 0), (3, 5e-320), (0, 1e-319)), MID, V.UNLIKELY),
+        (T.DECREASE, BIG, -BIG, BIG, wk((6, BIG), (3, BIG), (0, BIG)), MID, V.UNLIKELY),
+        (T.INCREASE, 0, 1e15, 0, wk((6, -1e15), (3, 0), (0, 1e15)), MID, V.REALISTIC),
+    ],
+)
+def test_item4_realism_does_not_overflow(kind, start, target, current, points, now, verdict):
+    got = realism(kind, start, target, current, points, CS, CE, now)
+    assert got.verdict is verdict
+    for value in (got.required_rate, got.observed_rate, got.ratio):
+        assert value is None or math.isfinite(value)
+
+
+def test_item4_the_window_of_a_cycle_longer_than_history():
+    start, end = datetime(1900, 1, 1, tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+    assert record_window(start, end, MID) == datetime.min.replace(tzinfo=UTC)
+    got = realism(T.INCREASE, 0, 60, 30, RISING, start, end, MID)
+    assert got.verdict is V.REALISTIC and got.basis == 3
+
+
+@pytest.mark.parametrize(
+    ("status", "now", "due"),
+    [
+        (CycleStatus.ACTIVE, datetime(2026, 3, 31, 23, 59, tzinfo=UTC), False),  # the last day
+        (CycleStatus.ACTIVE, datetime(2026, 4, 1, tzinfo=UTC), True),  # the end of endsOn
+        (CycleStatus.REVIEW, datetime(2026, 4, 2, tzinfo=UTC), False),  # the review began
+        (CycleStatus.PLANNING, datetime(2026, 4, 2, tzinfo=UTC), False),
+        (CycleStatus.CLOSED, datetime(2026, 4, 2, tzinfo=UTC), False),
+    ],
+)
+def test_item5_review_due(status, now, due):
+    assert review_due(status, date(2026, 1, 1), date(2026, 3, 31), now) is due
+    assert review_due(status, date(2026, 1, 1), date.max, now) is False
