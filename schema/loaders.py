@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, and_, func, select, text
@@ -15,6 +16,7 @@ from strawberry.dataloader import DataLoader as _DataLoader
 from service import models
 from service.auth import Principal
 from service.db import Database
+from service.reads.realism import Point, record_points
 from service.reads.visibility import can_see_objective, visible_events, visible_objectives
 
 OBJECTIVE = models.Objective.__table__
@@ -40,6 +42,8 @@ class DataLoader(_DataLoader):
 
 # Page keys: (parent id, rows wanted, keyset position after which to start or None).
 PageKey = tuple[int, int, int | None]
+# Record keys: (key result id, start of its trailing window, now).
+RecordKey = tuple[int, datetime, datetime]
 
 _ANCESTORS = text(
     """
@@ -98,6 +102,8 @@ class Loaders:
         self.members_of = self._through_membership(USER, MEMBERSHIP.c.user_id, MEMBERSHIP.c.team_id)
         self.ancestors_of = DataLoader(self._load_ancestors)
         self.descendants_of = DataLoader(self._load_descendants)
+        # The record realism is judged by (service/reads/realism.py); raw, like roll-ups.
+        self.record_of = DataLoader(self._load_record)
         vis = visible_objectives(principal, OBJECTIVE)
         shown_events = visible_events(principal, EVENT)
         self.children_page = self._pages(
@@ -311,6 +317,17 @@ class Loaders:
         for r in rows:
             groups[r.start_id].append(r)
         return [groups.get(k, []) for k in keys]
+
+    async def _load_record(self, keys: list[RecordKey]) -> list[list[Point]]:
+        """One statement per distinct `now` (one per request) for any number of key results."""
+        windows: dict[datetime, dict[int, datetime]] = defaultdict(dict)
+        for pk, since, now in keys:
+            windows[now][pk] = since
+        found: dict[datetime, dict[int, list[Point]]] = {}
+        async with self.db.connect() as conn:
+            for now, since in windows.items():
+                found[now] = await record_points(conn, self._org, list(since), since, now)
+        return [found[now][pk] for pk, _, now in keys]
 
     async def _load_descendants(self, keys: list[tuple[int, int]]) -> list[list[Any]]:
         by_depth: dict[int, list[int]] = defaultdict(list)

@@ -14,6 +14,7 @@ from schema import ids
 from schema.context import Info
 from schema.enums import CycleStatus, ProgressStatus, Role
 from schema.loaders import CYCLE, EVENT, OBJECTIVE, TEAM
+from schema.realism import RealismCount, realism_counts
 from schema.types import (
     CheckIn,
     Comment,
@@ -242,7 +243,8 @@ class Query:
 
     @strawberry.field(
         description="Per team: objectives by status, mean progress and score, "
-        "stale key results, objectives aligned to nothing, check-in rhythm."
+        "stale key results, objectives aligned to nothing, check-in rhythm, realism mix, "
+        "scores not yet set or confirmed by hand."
     )
     async def cycle_report(self, info: Info, cycle_id: ID) -> CycleReport | None:
         from service.errors import Rejected
@@ -271,9 +273,16 @@ class Query:
                     stale_key_results=t.stale_key_results,
                     unaligned_objectives=t.unaligned_objectives,
                     check_in_rhythm=t.check_in_rhythm,
+                    realism=realism_counts(t.realism),
+                    unconfirmed_scores=t.unconfirmed_scores,
                 )
             )
-        return CycleReport(cycle=Cycle.of(report.cycle), teams=teams)
+        return CycleReport(
+            cycle=Cycle.of(report.cycle),
+            teams=teams,
+            realism=realism_counts(report.realism),
+            unconfirmed_scores=report.unconfirmed_scores,
+        )
 
     @strawberry.field(
         description="The change feed, for polling: events after a cursor, in commit order."
@@ -290,6 +299,13 @@ class Query:
         return connection(
             rows, first_, position, Event.of, lambda: _count(info, base), position=lambda r: r.seq
         )
+
+
+REALISM_MIX = "How many key results are judged REALISTIC, STRETCH, UNLIKELY, UNKNOWN, now."
+UNCONFIRMED = (
+    "From REVIEW on: key results whose score nobody set or confirmed by hand "
+    "(scoreKeyResult); null before REVIEW."
+)
 
 
 @strawberry.type
@@ -310,9 +326,13 @@ class TeamCycleReport:
     check_in_rhythm: float | None = strawberry.field(
         description="The share of key results checked in within their cadence."
     )
+    realism: list[RealismCount] = strawberry.field(description=REALISM_MIX)
+    unconfirmed_scores: int | None = strawberry.field(description=UNCONFIRMED)
 
 
 @strawberry.type
 class CycleReport:
     cycle: Cycle
     teams: list[TeamCycleReport]
+    realism: list[RealismCount] = strawberry.field(description=REALISM_MIX)
+    unconfirmed_scores: int | None = strawberry.field(description=UNCONFIRMED)

@@ -26,6 +26,7 @@ from schema.enums import (
     Role,
     Visibility,
 )
+from schema.realism import Realism, realism_of
 from service import rules
 from service.errors import Rejected
 
@@ -339,6 +340,11 @@ class Cycle(Node):
     @strawberry.field(description="Share of the cycle elapsed, now.")
     def expected_progress(self, info: Info) -> float:
         return rules.expected_progress(self.row.starts_on, self.row.ends_on, info.context.now)
+
+    @strawberry.field(description="Ended (past the end of endsOn, UTC) and still ACTIVE.")
+    def review_due(self, info: Info) -> bool:
+        status = rules.CycleStatus(self.row.status)
+        return rules.review_due(status, self.row.starts_on, self.row.ends_on, info.context.now)
 
 
 # --- objectives ------------------------------------------------------------------------------
@@ -702,6 +708,11 @@ class KeyResult(Node):
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[Event]:
         return await _history(info, "KeyResult", self.row.id, first, after)
+
+    @strawberry.field(description="Is the target realistic, judged by the record.")
+    async def realism(self, info: Info) -> Realism:
+        _, cycle = await self._objective_and_cycle(info)
+        return await realism_of(info, self.row, cycle)
 
     @strawberry.field(
         description="Least squares through the check-ins, read at the cycle's "

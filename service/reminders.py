@@ -1,13 +1,18 @@
-"""CHECK_IN_DUE: one event per overdue key result, so that a notification service can
-remind people. Runs in every replica on a timer, but a transaction-scoped advisory lock
-lets exactly one of them write at a time."""
+"""Reminders, so that a notification service can nudge people:
+- CHECK_IN_DUE: one event per overdue key result and stretch of silence;
+- CYCLE_REVIEW_DUE: one event per cycle whose end passed while it was still ACTIVE
+  (the seed's third pitfall, neglected reviews).
+The job runs in every replica and worker on a timer, but a transaction-scoped advisory
+lock lets exactly one of them write at a time. Under READ COMMITTED each statement after
+the lock sees everything the previous holder committed, so "no CYCLE_REVIEW_DUE event
+for this cycle yet" read inside the lock is the once-only guard: no column needed."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +24,8 @@ from service.events import EventKind
 log = logging.getLogger(__name__)
 
 REMINDER_LOCK = 7_461_003
+# A failing job (the database away, say) logs its stack at most this often.
+ERROR_LOG_SECONDS = 60.0
 
 # Key results of ACTIVE cycles whose next check-in was due before :now, and whose
 # current stretch of silence has had no reminder yet.
@@ -44,12 +51,35 @@ _OVERDUE = text(
     """
 )
 
+# ACTIVE cycles past the end of their last day (UTC) with no CYCLE_REVIEW_DUE event yet.
+# A cycle being moved on right now (its row locked) is skipped: if it became REVIEW,
+# nothing is due; if not, the next run sees it.
+_REVIEWS_DUE = text(
+    """
+    SELECT c.id, c.organization_id AS org, c.name, c.ends_on
+    FROM cycle c
+    WHERE c.status = 'ACTIVE' AND c.ends_on < :today
+      AND NOT EXISTS (
+          SELECT 1 FROM event e
+          WHERE e.organization_id = c.organization_id AND e.subject_type = 'Cycle'
+            AND e.subject_id = c.id AND e.kind = :kind
+      )
+    ORDER BY c.organization_id, c.id
+    FOR NO KEY UPDATE OF c SKIP LOCKED
+    """
+)
+
 
 async def write_due_reminders(session: AsyncSession, now: datetime) -> int:
-    """Write the reminders that are due; 0 when another replica holds the lock."""
+    """Write the reminders that are due (both kinds); 0 when another replica holds the
+    lock. Returns how many events were written."""
     got = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": REMINDER_LOCK})
     if not got:
         return 0
+    return await _check_ins_due(session, now) + await _reviews_due(session, now)
+
+
+async def _check_ins_due(session: AsyncSession, now: datetime) -> int:
     rows = (await session.execute(_OVERDUE, {"now": now})).all()
     for r in rows:
         await session.execute(
@@ -73,12 +103,43 @@ async def write_due_reminders(session: AsyncSession, now: datetime) -> int:
     return len(rows)
 
 
+async def _reviews_due(session: AsyncSession, now: datetime) -> int:
+    # The end of endsOn has passed when `now`'s UTC date is later than endsOn.
+    today = now.astimezone(UTC).date()
+    kind = str(EventKind.CYCLE_REVIEW_DUE)
+    rows = (await session.execute(_REVIEWS_DUE, {"today": today, "kind": kind})).all()
+    for r in rows:
+        await events.record(
+            session,
+            None,
+            r.org,
+            EventKind.CYCLE_REVIEW_DUE,
+            "Cycle",
+            r.id,
+            {"name": r.name, "ends_on": r.ends_on.isoformat(), "cycle_ids": [r.id]},
+        )
+    return len(rows)
+
+
 async def run_forever(db: Database, interval: float) -> None:
     from service.usecases.common import now
 
+    last_logged = -math.inf
+    unlogged = 0
+    loop = asyncio.get_running_loop()
     while True:
-        with contextlib.suppress(Exception):
+        try:
             written = await db.transaction(lambda s: write_due_reminders(s, now()))
             if written:
-                log.info("wrote %d check-in reminders", written)
+                log.info("wrote %d reminders", written)
+        except Exception:
+            # Never silent, never a flood: the stack once a minute at most, with a count
+            # of the failures in between.
+            if loop.time() - last_logged >= ERROR_LOG_SECONDS:
+                log.exception(
+                    "the reminders job failed (%d more failures since the last logged)", unlogged
+                )
+                last_logged, unlogged = loop.time(), 0
+            else:
+                unlogged += 1
         await asyncio.sleep(interval)

@@ -1,6 +1,13 @@
 """Cycle reports: per team, objectives by status, mean progress and score, stale key
-results, objectives aligned to nothing, and the check-in rhythm. The same rows feed the
-GraphQL `cycleReport` and the CSV export."""
+results, objectives aligned to nothing, the check-in rhythm, the realism mix (so a
+planning review sees unrealistic targets before the cycle starts) and, from REVIEW on,
+the key results whose score nobody set or confirmed by hand. The same rows feed the
+GraphQL `cycleReport` and the CSV export.
+
+A score set or confirmed by hand is one `scoreKeyResult` wrote: every call writes a
+KEY_RESULT_SCORED event for the key result in its own transaction (the outbox), while
+the default score at REVIEW (the progress) writes none. The event log is therefore the
+marker, with no column to add; `score_reason` is not, since a reason is optional."""
 
 from __future__ import annotations
 
@@ -15,6 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from service import models, rules
 from service.auth import Principal
 from service.errors import not_found
+from service.events import EventKind
+from service.reads.realism import judge, record_points
 from service.reads.visibility import visible_objectives
 
 OBJ = models.Objective.__table__
@@ -22,6 +31,9 @@ K = models.KeyResult.__table__
 C = models.Cycle.__table__
 T = models.Team.__table__
 U = models.User.__table__
+E = models.Event.__table__
+
+SCORED_FROM = (rules.CycleStatus.REVIEW, rules.CycleStatus.CLOSED)
 
 
 @dataclass
@@ -36,6 +48,8 @@ class TeamReport:
     unaligned_objectives: int = 0
     key_results: int = 0
     in_rhythm: int = 0
+    realism: dict[str, int] = field(default_factory=dict)  # verdict -> key results
+    unconfirmed_scores: int | None = None  # from REVIEW on
 
     @property
     def mean_progress(self) -> float | None:
@@ -56,6 +70,21 @@ class CycleReport:
     cycle: Any
     teams: list[TeamReport]
     rows: list[dict[str, Any]]  # one per key result (or objective without any), for CSV
+
+    @property
+    def realism(self) -> dict[str, int]:
+        """The whole cycle's realism mix: the teams' added up."""
+        total: dict[str, int] = defaultdict(int)
+        for t in self.teams:
+            for verdict, n in t.realism.items():
+                total[verdict] += n
+        return dict(total)
+
+    @property
+    def unconfirmed_scores(self) -> int | None:
+        if rules.CycleStatus(self.cycle.status) not in SCORED_FROM:
+            return None
+        return sum(t.unconfirmed_scores or 0 for t in self.teams)
 
 
 async def cycle_report(
@@ -96,10 +125,20 @@ async def cycle_report(
             krs[k.objective_id].append(k)
     expected = rules.expected_progress(cycle.starts_on, cycle.ends_on, now)
     status_of_cycle = rules.CycleStatus(cycle.status)
+    kr_ids = [k.id for group in krs.values() for k in group]
+    start, end = rules.cycle_bounds(cycle.starts_on, cycle.ends_on)
+    record = await record_points(
+        conn, p.organization_id, kr_ids, rules.record_window(start, end, now), now
+    )
+    by_hand: set[int] | None = None
+    if status_of_cycle in SCORED_FROM:
+        by_hand = await _scored_by_hand(conn, p.organization_id, kr_ids)
     teams: dict[int | None, TeamReport] = {}
     rows: list[dict[str, Any]] = []
     for o in objectives:
         team = teams.setdefault(o.team_id, TeamReport(o.team_id, o.team_name))
+        if by_hand is not None:
+            team.unconfirmed_scores = team.unconfirmed_scores or 0
         status = rules.progress_status(
             o.progress, expected, o.has_check_in, p.on_track_gap, p.at_risk_gap
         )
@@ -123,14 +162,44 @@ async def cycle_report(
             k_status = rules.progress_status(
                 k.progress, expected, k.last_check_in_id is not None, p.on_track_gap, p.at_risk_gap
             )
-            rows.append(_row(o, status, k, k_status, stale))
+            verdict = str(judge(k, record[k.id], start, end, now).verdict)
+            team.realism[verdict] = team.realism.get(verdict, 0) + 1
+            confirmed = None if by_hand is None else k.id in by_hand
+            if confirmed is False:
+                team.unconfirmed_scores = (team.unconfirmed_scores or 0) + 1
+            rows.append(_row(o, status, k, k_status, stale, verdict, confirmed))
         if not krs[o.id]:
             rows.append(_row(o, status, None, None, False))
     ordered = sorted(teams.values(), key=lambda t: (t.team_name is None, t.team_name or ""))
     return CycleReport(cycle, ordered, rows)
 
 
-def _row(o: Any, status: Any, k: Any, k_status: Any, stale: bool) -> dict[str, Any]:
+async def _scored_by_hand(conn: AsyncConnection, org: int, kr_ids: list[int]) -> set[int]:
+    """The key results among these that `scoreKeyResult` scored (see the module doc)."""
+    if not kr_ids:
+        return set()
+    found = await conn.execute(
+        select(E.c.subject_id)
+        .where(
+            E.c.organization_id == org,
+            E.c.subject_type == "KeyResult",
+            E.c.subject_id.in_(kr_ids),
+            E.c.kind == str(EventKind.KEY_RESULT_SCORED),
+        )
+        .distinct()
+    )
+    return set(found.scalars().all())
+
+
+def _row(
+    o: Any,
+    status: Any,
+    k: Any,
+    k_status: Any,
+    stale: bool,
+    verdict: str = "",
+    confirmed: bool | None = None,
+) -> dict[str, Any]:
     return {
         "team": o.team_name or "",
         "objective": o.title,
@@ -148,6 +217,8 @@ def _row(o: Any, status: Any, k: Any, k_status: Any, stale: bool) -> dict[str, A
         "status": str(k_status) if k_status else "",
         "stale": ("yes" if stale else "no") if k else "",
         "score": "" if k is None or k.score is None else round(k.score, 4),
+        "score_by_hand": "" if confirmed is None else ("yes" if confirmed else "no"),
+        "realism": verdict,
         "last_check_in": k.last_check_in_at.isoformat() if k and k.last_check_in_at else "",
     }
 
@@ -169,6 +240,8 @@ CSV_COLUMNS = [
     "status",
     "stale",
     "score",
+    "score_by_hand",
+    "realism",
     "last_check_in",
 ]
 
