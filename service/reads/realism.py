@@ -44,6 +44,9 @@ _RECORD = text(
         FROM source s
         JOIN check_in ci ON ci.key_result_id = s.key_result_id AND ci.organization_id = :org
         WHERE ci.measured_at >= s.since AND ci.measured_at <= :now
+        -- The second source goes here: UNION ALL SELECT s.owner, m.measured_at, m.value
+        -- FROM source s JOIN key_result k ON k.id = s.key_result_id (and the org)
+        -- JOIN measurement m ON m.metric_id = k.metric_id (and the org, the same window).
     )
     SELECT DISTINCT owner, measured_at, value FROM point ORDER BY owner, measured_at, value
     """
