@@ -27,6 +27,8 @@ CYCLE = models.Cycle.__table__
 ORGANIZATION = models.Organization.__table__
 MEMBERSHIP = models.TeamMembership.__table__
 EVENT = models.Event.__table__
+METRIC = models.Metric.__table__
+MEASUREMENT = models.Measurement.__table__
 
 
 class DataLoader(_DataLoader):
@@ -133,6 +135,12 @@ class Loaders:
         }
         # Events the caller may see (service/reads/visibility.py), by id.
         self.event_shown = self._by_id(EVENT, where=shown_events)
+        # Metrics are org-wide; the key results bound to one are shown by their objective.
+        self.metric = self._by_id(METRIC)
+        self.key_results_of_metric = self._grouped(
+            KEY_RESULT, KEY_RESULT.c.metric_id, KEY_RESULT.c.id
+        )
+        self.latest_measurement = DataLoader(self._load_latest_measurements)
         self._visible = vis
         self._team_pages: dict[int | None, DataLoader] = {}
         self._team_counts: dict[int | None, DataLoader] = {}
@@ -303,6 +311,18 @@ class Loaders:
             return [found.get(k, 0) for k in keys]
 
         return DataLoader(load)
+
+    async def _load_latest_measurements(self, keys: list[int]) -> list[Any]:
+        stmt = (
+            select(MEASUREMENT)
+            .distinct(MEASUREMENT.c.metric_id)
+            .where(MEASUREMENT.c.metric_id.in_(keys), MEASUREMENT.c.organization_id == self._org)
+            .order_by(
+                MEASUREMENT.c.metric_id, MEASUREMENT.c.measured_at.desc(), MEASUREMENT.c.id.desc()
+            )
+        )
+        found = {r.metric_id: r for r in await self._rows(stmt)}
+        return [found.get(k) for k in keys]
 
     async def _load_ancestors(self, keys: list[int]) -> list[list[Any]]:
         async with self.db.connect() as conn:
