@@ -72,6 +72,12 @@ _DESCENDANTS = text(
     """
 )
 
+_LATEST_MEASUREMENTS = text(
+    "SELECT DISTINCT ON (metric_id) * FROM measurement "
+    "WHERE metric_id = ANY(:ids) AND organization_id = :org "
+    "ORDER BY metric_id, measured_at DESC, id DESC"
+)
+
 
 class Loaders:
     def __init__(self, db: Database, principal: Principal) -> None:
@@ -313,15 +319,9 @@ class Loaders:
         return DataLoader(load)
 
     async def _load_latest_measurements(self, keys: list[int]) -> list[Any]:
-        stmt = (
-            select(MEASUREMENT)
-            .distinct(MEASUREMENT.c.metric_id)
-            .where(MEASUREMENT.c.metric_id.in_(keys), MEASUREMENT.c.organization_id == self._org)
-            .order_by(
-                MEASUREMENT.c.metric_id, MEASUREMENT.c.measured_at.desc(), MEASUREMENT.c.id.desc()
-            )
-        )
-        found = {r.metric_id: r for r in await self._rows(stmt)}
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(_LATEST_MEASUREMENTS, {"ids": keys, "org": self._org})).all()
+        found = {r.metric_id: r for r in rows}
         return [found.get(k) for k in keys]
 
     async def _load_ancestors(self, keys: list[int]) -> list[list[Any]]:

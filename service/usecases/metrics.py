@@ -412,21 +412,23 @@ async def record_measurements(
     stored: dict[int, Any] = dict(replayed)
     result = Recorded()
     if fresh:
-        rows = (
-            await session.execute(
-                _INSERT_MEASUREMENTS,
-                {
-                    "org": org,
-                    "caller": caller,
-                    "now": now,
-                    "metric": [it.metric_id for it in fresh],
-                    "value": [it.value for it in fresh],
-                    "measured_at": [it.measured_at or now for it in fresh],
-                    "source": [it.source for it in fresh],
-                    "key": [it.idempotency_key for it in fresh],
-                },
-            )
-        ).all()
+        rows = list(
+            (
+                await session.execute(
+                    _INSERT_MEASUREMENTS,
+                    {
+                        "org": org,
+                        "caller": caller,
+                        "now": now,
+                        "metric": [it.metric_id for it in fresh],
+                        "value": [it.value for it in fresh],
+                        "measured_at": [it.measured_at or now for it in fresh],
+                        "source": [it.source for it in fresh],
+                        "key": [it.idempotency_key for it in fresh],
+                    },
+                )
+            ).all()
+        )
         for it, row in zip(fresh, rows, strict=True):
             stored[it.index] = row
         result.check_ins, progress_events = await _check_ins(session, p, caller, now, fresh, rows)
