@@ -879,3 +879,25 @@ async def test_item2_concurrent_batches_check_ins_and_bindings_lose_nothing(org:
     results = await asyncio.gather(*(f(i) for i in range(5) for f in (batch, manual, rebind)))
     assert all(r.get("userErrors", []) == [] for r in results)
     await assert_consistent(db)
+
+
+async def test_item1_a_carried_over_key_result_stays_bound_to_its_metric(org: Org, db):
+    t = await tree(org)
+    later = await h.active_cycle(
+        org, str(TODAY + timedelta(days=61)), str(TODAY + timedelta(days=150)), "PLANNING"
+    )
+    p = await h.ok(
+        org,
+        "carryOverObjective",
+        {"objectiveId": t.leaf, "toCycleId": later, "keyResultIds": [t.kr_leaf]},
+        "keyResults { id metric { key } }",
+    )
+    [carried] = p["keyResults"]
+    assert carried["metric"] == {"key": "cost_per_order"}
+    q = '{ metric(key: "cost_per_order") { keyResults { id } } }'
+    bound = {k["id"] for k in (await org.call(q))["metric"]["keyResults"]}
+    assert bound == {t.kr_root, t.kr_leaf, carried["id"]}
+    # Its cycle is PLANNING: a measurement now feeds only the running cycle's two.
+    p = await record(org, [{"metricKey": "cost_per_order", "value": 3.9}])
+    assert len(p["checkIns"]) == 2
+    await assert_consistent(db)
