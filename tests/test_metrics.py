@@ -182,7 +182,7 @@ async def test_item1_an_admin_creates_a_metric_found_by_key_id_search_and_node(o
 
 @pytest.mark.parametrize(
     "key",
-    ["", "Cost", "1cost", "cost per order", "cost/order", "x" * 101, "coût", "cost\u200b"],
+    ["", "Cost", "1cost", "cost per order", "cost/order", "x" * 101, "coût", "cost\u200b", " cost"],
 )
 async def test_item1_a_badly_formed_metric_key_is_invalid_and_writes_nothing(
     org: Org, db, key: str
@@ -900,4 +900,25 @@ async def test_item1_a_carried_over_key_result_stays_bound_to_its_metric(org: Or
     # Its cycle is PLANNING: a measurement now feeds only the running cycle's two.
     p = await record(org, [{"metricKey": "cost_per_order", "value": 3.9}])
     assert len(p["checkIns"]) == 2
+    await assert_consistent(db)
+
+
+async def test_item2_a_cycle_in_review_takes_late_numbers_inside_it_only(org: Org, db):
+    cycle = await h.active_cycle(
+        org, str(TODAY - timedelta(days=100)), str(TODAY - timedelta(days=10)), "REVIEW"
+    )
+    kr = await h.key_result(
+        org, await h.objective(org, cycle, "Last quarter"), "Cost", "DECREASE", 4.2, 3.6
+    )
+    metric = await create_metric(org)
+    assert (await bind(org, kr, metric))["userErrors"] == []
+    p = await record(
+        org,
+        [
+            {"metricKey": "cost_per_order", "value": 3.9, "measuredAt": at(20)},  # inside
+            {"metricKey": "cost_per_order", "value": 3.7, "measuredAt": at(5)},  # after its end
+        ],
+    )
+    assert p["userErrors"] == [] and [c["value"] for c in p["checkIns"]] == [3.9]
+    assert (await kr_state(org, kr))["currentValue"] == 3.9
     await assert_consistent(db)

@@ -60,8 +60,8 @@ class BatchRejected(Rejected):
 
 
 def metric_key(value: str | None, field: str = "key") -> str:
-    key = (value or "").strip()
-    if not KEY.fullmatch(key):
+    key = value or ""
+    if not KEY.fullmatch(key):  # taken as sent: " cost" is not "cost"
         raise invalid(
             f"{field} must start with a lowercase letter and hold at most 100 lowercase "
             "letters, digits, '_', '.' or '-' (e.g. cost_per_order)",
