@@ -15,6 +15,7 @@ NODE_TYPES = (
     "CheckIn",
     "Comment",
     "Event",
+    "Metric",
 )
 
 
@@ -79,3 +80,22 @@ def uncursor(value: str) -> int:
     if prefix != "c" or position is None:
         raise BadId("not a valid cursor")
     return position
+
+
+def pair_cursor(first: int, second: int) -> str:
+    """A keyset cursor over two integers (an instant in microseconds, then an id)."""
+    return _b64(f"p:{first}:{second}")
+
+
+def unpair_cursor(value: str) -> tuple[int, int]:
+    try:
+        prefix, _, rest = _unb64(value).partition(":")
+    except BadId:
+        raise BadId("not a valid cursor") from None
+    raw_first, _, raw_second = rest.partition(":")
+    negative = raw_first.startswith("-")
+    first = _number(raw_first[1:] if negative else raw_first)
+    second = _number(raw_second)
+    if prefix != "p" or first is None or second is None:
+        raise BadId("not a valid cursor")
+    return (-first if negative else first), second

@@ -29,6 +29,8 @@ CYCLE = models.Cycle.__table__
 ORGANIZATION = models.Organization.__table__
 MEMBERSHIP = models.TeamMembership.__table__
 EVENT = models.Event.__table__
+METRIC = models.Metric.__table__
+MEASUREMENT = models.Measurement.__table__
 
 
 class DataLoader(_DataLoader):
@@ -72,6 +74,12 @@ _DESCENDANTS = text(
     JOIN objective o ON o.id = down.id
     WHERE down.depth > 0 ORDER BY down.start, down.depth, o.id
     """
+)
+
+_LATEST_MEASUREMENTS = text(
+    "SELECT DISTINCT ON (metric_id) * FROM measurement "
+    "WHERE metric_id = ANY(:ids) AND organization_id = :org "
+    "ORDER BY metric_id, measured_at DESC, id DESC"
 )
 
 
@@ -139,6 +147,12 @@ class Loaders:
         }
         # Events the caller may see (service/reads/visibility.py), by id.
         self.event_shown = self._by_id(EVENT, where=shown_events)
+        # Metrics are org-wide; the key results bound to one are shown by their objective.
+        self.metric = self._by_id(METRIC)
+        self.key_results_of_metric = self._grouped(
+            KEY_RESULT, KEY_RESULT.c.metric_id, KEY_RESULT.c.id
+        )
+        self.latest_measurement = DataLoader(self._load_latest_measurements)
         self._visible = vis
         self._team_pages: dict[int | None, DataLoader] = {}
         self._team_counts: dict[int | None, DataLoader] = {}
@@ -309,6 +323,12 @@ class Loaders:
             return [found.get(k, 0) for k in keys]
 
         return DataLoader(load)
+
+    async def _load_latest_measurements(self, keys: list[int]) -> list[Any]:
+        async with self.db.connect() as conn:
+            rows = (await conn.execute(_LATEST_MEASUREMENTS, {"ids": keys, "org": self._org})).all()
+        found = {r.metric_id: r for r in rows}
+        return [found.get(k) for k in keys]
 
     async def _load_ancestors(self, keys: list[int]) -> list[list[Any]]:
         async with self.db.connect() as conn:

@@ -12,7 +12,7 @@ import strawberry
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry import ID, UNSET
 
-from schema import ids
+from schema import ids, metrics
 from schema.context import Info
 from schema.enums import CycleStatus, KeyResultType, Measure, Role, Visibility
 from schema.types import CheckIn, Comment, Cycle, KeyResult, Objective, Team, User, UserError
@@ -26,6 +26,7 @@ from service.usecases import (
     organizations,
     reviews,
 )
+from service.usecases import metrics as metric_usecases
 
 R = TypeVar("R")
 
@@ -605,6 +606,37 @@ class Mutation:
             carried_from=shown_objective(info, old),
             key_results=[KeyResult.of(k, new) for k in created] if shown is not None else [],
         )
+
+    @strawberry.mutation(description="ADMIN only. A metric, unique by key in the organization.")
+    async def create_metric(
+        self, info: Info, input: metrics.CreateMetricInput
+    ) -> metrics.MetricPayload:
+        return await metrics.create_metric(info, input)
+
+    @strawberry.mutation(
+        description="Whoever may edit the key result may bind it to a metric (or unbind it)."
+    )
+    async def bind_key_result(
+        self, info: Info, input: metrics.BindKeyResultInput
+    ) -> KeyResultPayload:
+        p = info.context.principal
+        try:
+            pk = required_gid(input.key_result_id, "KeyResult", "keyResultId")
+            metric = gid(input.metric_id, "Metric", "metricId")
+            row = await run(info, lambda s: metric_usecases.bind_key_result(s, p, pk, metric))
+        except Rejected as exc:
+            return _refused(KeyResultPayload, exc)
+        return KeyResultPayload(key_result=await shown_key_result(info, row))
+
+    @strawberry.mutation(
+        description="ADMIN and SERVICE. Up to 1,000 measurements in one transaction, all or "
+        "none; each becomes a check-in on every key result bound to its metric whose cycle "
+        "is ACTIVE or in REVIEW and contains its instant."
+    )
+    async def record_measurements(
+        self, info: Info, input: metrics.RecordMeasurementsInput
+    ) -> metrics.RecordMeasurementsPayload:
+        return await metrics.record_measurements(info, input)
 
     @strawberry.mutation(description="The organization's check-in cadence, or a team's.")
     async def set_check_in_cadence(

@@ -14,6 +14,7 @@ from schema import ids
 from schema.context import Info
 from schema.enums import CycleStatus, ProgressStatus, Role
 from schema.loaders import CYCLE, EVENT, OBJECTIVE, TEAM
+from schema.metrics import Metric, list_metrics, metric_by_key, metric_node
 from schema.realism import RealismCount, realism_counts
 from schema.types import (
     CheckIn,
@@ -81,6 +82,8 @@ async def resolve_node(info: Info, type_name: str, pk: int) -> Node | None:
     if type_name == "Event":
         row = await loaders.event(pk)
         return Event.of(row) if row else None
+    if type_name == "Metric":
+        return await metric_node(info, pk)
     return None
 
 
@@ -283,6 +286,20 @@ class Query:
             realism=realism_counts(report.realism),
             unconfirmed_scores=report.unconfirmed_scores,
         )
+
+    @strawberry.field(description="The organization's metrics, by key or name with `search`.")
+    async def metrics(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        search: str | None = None,
+    ) -> Connection[Metric]:
+        return await list_metrics(info, first, after, search)
+
+    @strawberry.field(description="A metric by its key: services know keys, not ids.")
+    async def metric(self, info: Info, key: str) -> Metric | None:
+        return await metric_by_key(info, key)
 
     @strawberry.field(
         description="The change feed, for polling: events after a cursor, in commit order."

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
-from typing import Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -29,6 +29,9 @@ from schema.enums import (
 from schema.realism import Realism, realism_of
 from service import rules
 from service.errors import Rejected
+
+if TYPE_CHECKING:
+    from schema.metrics import Metric
 
 T = TypeVar("T")
 
@@ -695,6 +698,16 @@ class KeyResult(Node):
         interval: HistoryInterval = HistoryInterval.DAY,
     ) -> list[ProgressPoint]:
         return await _series(info, "KeyResult", self.row, from_, to, interval)
+
+    @strawberry.field(description="Bound: its check-ins come from the metric.")
+    async def metric(
+        self, info: Info
+    ) -> Annotated[Metric, strawberry.lazy("schema.metrics")] | None:
+        if self.row.metric_id is None:
+            return None
+        from schema.metrics import metric_node
+
+        return await metric_node(info, self.row.metric_id)
 
     @strawberry.field(description="The key result of an earlier cycle this continues.")
     async def carried_from(self, info: Info) -> KeyResult | None:

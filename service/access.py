@@ -80,6 +80,12 @@ def require_check_in(
     raise forbidden("you may not check in on this key result")
 
 
+def require_record_measurements(p: Principal) -> None:
+    """Metrics are posted by the systems that own the numbers (SERVICE) and by admins."""
+    if p.role not in ("ADMIN", "SERVICE"):
+        raise forbidden(f"a {p.role} may not record measurements", "measurements")
+
+
 def require_comment(p: Principal) -> None:
     if p.role not in ("ADMIN", "MEMBER"):
         raise forbidden(f"a {p.role} may not comment")

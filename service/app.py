@@ -1,4 +1,4 @@
-"""The FastAPI application: GraphQL at /graphql, health, readiness and metrics.
+"""The FastAPI application: GraphQL at /graphql, health, readiness and telemetry.
 
 This is the one module that knows both the core and the GraphQL face."""
 
@@ -46,7 +46,10 @@ from service.settings import Settings
 log = logging.getLogger("okr")
 
 
-class Metrics:
+class Telemetry:
+    """The service's own figures for Prometheus (GET /metrics). "Telemetry" in code, so
+    that "metric" stays the domain's word (service/usecases/metrics.py)."""
+
     def __init__(self) -> None:
         self.requests = 0
         self.errors_401 = 0
@@ -96,9 +99,9 @@ class StatementCounter:
     """ASGI middleware: counts each request's SQL statements and reports them in the
     `x-sql-statements` header (benchmarks and tests read it)."""
 
-    def __init__(self, app, metrics: Metrics, max_body: int) -> None:
+    def __init__(self, app, telemetry: Telemetry, max_body: int) -> None:
         self.app = app
-        self.metrics = metrics
+        self.telemetry = telemetry
         self.max_body = max_body
 
     def _too_large(self, scope) -> bool:
@@ -157,12 +160,12 @@ class StatementCounter:
         try:
             await self.app(scope, receive, counted_send)
         finally:
-            self.metrics.requests += 1
-            self.metrics.seconds += time.perf_counter() - started
+            self.telemetry.requests += 1
+            self.telemetry.seconds += time.perf_counter() - started
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
-    metrics = Metrics()
+    telemetry = Telemetry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -272,7 +275,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     @app.exception_handler(Unauthenticated)
     async def unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
-        metrics.errors_401 += 1
+        telemetry.errors_401 += 1
         return JSONResponse(
             {
                 "data": None,
@@ -346,7 +349,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                     headers={"WWW-Authenticate": "Bearer"},
                 )
         return PlainTextResponse(
-            metrics.render(app.state.db, getattr(app.state, "hub", None)),
+            telemetry.render(app.state.db, getattr(app.state, "hub", None)),
             media_type="text/plain; version=0.0.4",
         )
 
@@ -365,6 +368,6 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             status_code=413,
         )
 
-    app.add_middleware(StatementCounter, metrics=metrics, max_body=settings.max_body_bytes)
+    app.add_middleware(StatementCounter, telemetry=telemetry, max_body=settings.max_body_bytes)
     app.add_middleware(OutageGuard)  # outermost: whatever escapes becomes JSON
     return app

@@ -204,6 +204,63 @@ def cmd_apikey_list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_metric_record(args: argparse.Namespace, settings: Settings) -> int:
+    """One measurement from a script or cron job. It runs the same use case as
+    `recordMeasurements`, as the organization itself: a SERVICE principal with no user
+    and no API key (whoever can run `okr` against the database is trusted as the
+    service is). Its events have no actor, its check-ins no author, and its idempotency
+    keys a scope of their own ('organization:<id>'). Exit 2 on anything refused."""
+    from datetime import datetime
+
+    from service.auth import Principal
+    from service.usecases import metrics, organizations
+
+    def refuse(message: str) -> int:
+        print(f"okr: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        value = float(args.value)
+    except ValueError:
+        return refuse(f"VALUE must be a number, got {args.value!r}")
+    at = None
+    if args.at is not None:
+        try:
+            at = datetime.fromisoformat(args.at)
+        except ValueError:
+            return refuse(f"--at must be an ISO instant (2026-11-25T09:00:00Z), got {args.at!r}")
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    item = metrics.MeasurementInput(
+        metric_key=args.key,
+        value=value,
+        measured_at=at,
+        source=args.source,
+        idempotency_key=args.idempotency_key,
+    )
+    url = _prepare(settings)
+
+    async def work(s):
+        org = await organizations.organization_by_slug(s, args.org)
+        p = Principal(
+            organization_id=org.id,
+            role="SERVICE",
+            on_track_gap=org.on_track_gap,
+            at_risk_gap=org.at_risk_gap,
+            check_in_cadence_days=org.check_in_cadence_days,
+        )
+        return await metrics.record_measurements(s, p, [item])
+
+    try:
+        recorded = _run(url, lambda db: db.transaction(work))
+    except Rejected as exc:
+        return refuse(exc.message.removeprefix("measurement 0: "))
+    row = recorded.measurements[0]
+    when = row.measured_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    n = len(recorded.check_ins)
+    print(f"recorded {args.key} = {row.value:g} at {when}: {n} check-in(s) on bound key results")
+    return 0
+
+
 def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
     from schema.api import sdl
 
@@ -303,6 +360,22 @@ def parser() -> argparse.ArgumentParser:
     )
     ak_list.add_argument("--org", required=True)
     ak_list.set_defaults(func=cmd_apikey_list)
+
+    metric = sub.add_parser("metric", help="metrics").add_subparsers(
+        dest="metric_command", required=True
+    )
+    record = metric.add_parser(
+        "record",
+        help="record one measurement (as the organization itself; a check-in on every bound "
+        "key result whose cycle takes it)",
+    )
+    record.add_argument("--org", required=True, help="organization slug")
+    record.add_argument("key", help="the metric's key, e.g. cost_per_order")
+    record.add_argument("value", help="a finite number")
+    record.add_argument("--at", help="when the value was true (ISO, UTC when no offset; now)")
+    record.add_argument("--source", help="where the value comes from (the check-ins' note)")
+    record.add_argument("--idempotency-key", help="the same key again records nothing new")
+    record.set_defaults(func=cmd_metric_record)
 
     export = sub.add_parser("export-schema", help="print the GraphQL SDL")
     export.add_argument("--output", "-o")

@@ -225,6 +225,7 @@ class KeyResult(SQLModel, table=True):
         CheckConstraint("measure IN ('NUMBER', 'PERCENT', 'CURRENCY')", name="measure"),
         Index("ix_key_result_objective", "objective_id", "id"),
         Index("ix_key_result_organization", "organization_id", "id"),
+        Index("ix_key_result_metric", "metric_id"),
     )
     id: int | None = _pk()
     organization_id: int = _org()
@@ -249,6 +250,8 @@ class KeyResult(SQLModel, table=True):
     score: float | None = Field(default=None, sa_column=Column(Double))
     score_reason: str | None = _text()
     carried_from_id: int | None = _ref("key_result.id")
+    # The metric it is bound to: each measurement of it becomes a check-in here.
+    metric_id: int | None = _ref("metric.id")
     # The silence a CHECK_IN_DUE event was last written for (its last check-in or
     # creation): one reminder per overdue stretch.
     due_notice_for: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
@@ -303,6 +306,49 @@ class Comment(SQLModel, table=True):
     key_result_id: int | None = _ref("key_result.id", ondelete="CASCADE")
     author_id: int | None = _ref("app_user.id")
     body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime | None = _created()
+
+
+class Metric(SQLModel, table=True):
+    """A number that lives in another system (cost per order, on-time dispatch), posted
+    once by that system; the key results bound to it take each value as a check-in.
+    (The service's own Prometheus figures are "telemetry", never this.)"""
+
+    __tablename__ = "metric"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "key", name="uq_metric_organization_key"),
+    )
+    id: int | None = _pk()
+    organization_id: int = _org()
+    # What services know it by ("cost_per_order"): unique in the organization.
+    key: str = Field(sa_column=Column(String(100), nullable=False))
+    name: str = Field(sa_column=Column(String(200), nullable=False))
+    unit: str | None = Field(default=None, sa_column=Column(String(32)))
+    description: str | None = _text()
+    created_at: datetime | None = _created()
+
+
+MEASUREMENT_IDEMPOTENCY = "uq_measurement_metric_caller_idempotency_key"
+
+
+class Measurement(SQLModel, table=True):
+    """One value of a metric at an instant, kept whether or not any key result took it."""
+
+    __tablename__ = "measurement"
+    __table_args__ = (
+        # Idempotency keys are the caller's own, per metric (the check-in rule).
+        UniqueConstraint("metric_id", "caller", "idempotency_key", name=MEASUREMENT_IDEMPOTENCY),
+        Index("ix_measurement_metric_measured", "metric_id", "measured_at", "id"),
+    )
+    id: int | None = _pk()
+    organization_id: int = _org()
+    metric_id: int = _ref("metric.id", nullable=False, ondelete="CASCADE")
+    value: float = Field(sa_column=Column(Double, nullable=False))
+    measured_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    source: str | None = _text()
+    # Who recorded it, as check_in.caller ('user:12', 'key:3').
+    caller: str = Field(sa_column=Column(String(40), nullable=False))
+    idempotency_key: str | None = Field(default=None, sa_column=Column(String(128)))
     created_at: datetime | None = _created()
 
 

@@ -77,6 +77,27 @@ class RollUp:
     objective_ids: list[int] = field(default_factory=list)
     team_ids: list[int] = field(default_factory=list)
     cycle_ids: list[int] = field(default_factory=list)
+    # Each recomputed objective's parent, team and cycle, to split a batch's roll-up
+    # into its chains (`chain`).
+    parent_of: dict[int, int | None] = field(default_factory=dict)
+    team_of: dict[int, int | None] = field(default_factory=dict)
+    cycle_of: dict[int, int] = field(default_factory=dict)
+
+    def chain(self, objective_id: int) -> RollUp:
+        """The part of this roll-up from `objective_id` up to its root: what one key
+        result's event reports when many were rolled up together."""
+        up: list[int] = []
+        i: int | None = objective_id
+        while i is not None and i in self.parent_of and i not in up:
+            up.append(i)
+            i = self.parent_of[i]
+        wanted = set(up)
+        return RollUp(
+            changes=[c for c in self.changes if c["id"] in wanted],
+            objective_ids=[i for i in self.objective_ids if i in wanted],
+            team_ids=sorted({t for i in up if (t := self.team_of[i]) is not None}),
+            cycle_ids=sorted({self.cycle_of[i] for i in up}),
+        )
 
     def payload(self, leading: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         return {
@@ -186,6 +207,10 @@ async def recompute(
     if updates:
         await session.execute(_UPDATE, updates)
     result.objective_ids = order
+    for r in objectives.values():
+        result.parent_of[r.id] = r.parent_id
+        result.team_of[r.id] = r.team_id
+        result.cycle_of[r.id] = r.cycle_id
     result.team_ids = sorted({r.team_id for r in objectives.values() if r.team_id is not None})
     result.cycle_ids = sorted({r.cycle_id for r in objectives.values()})
     return result

@@ -11,7 +11,7 @@ Events. An event is shown when its subject may be seen:
 - Objective, KeyResult, CheckIn, Comment: by the visibility of the objective they
   belong to (a key result's, a check-in's key result's, a comment's objective or key
   result's);
-- Organization, Cycle, Team, User: org-wide things, every caller of the organization;
+- Organization, Cycle, Team, User, Metric: org-wide things, every caller of the organization;
 - ApiKey, and any subject type not named here: admins only (a new kind of event stays
   hidden until someone decides who may read it).
 Progress changes inside a shown event that touch hidden objectives are dropped when the
@@ -35,7 +35,7 @@ CHECK_IN = _TABLES["check_in"]
 COMMENT = _TABLES["comment"]
 EVENT = _TABLES["event"]
 
-ORG_WIDE_SUBJECTS = ("Organization", "Cycle", "Team", "User")
+ORG_WIDE_SUBJECTS = ("Organization", "Cycle", "Team", "User", "Metric")
 OBJECTIVE_SUBJECTS = ("Objective", "KeyResult", "CheckIn", "Comment")
 ADMIN_ONLY_SUBJECTS = ("ApiKey",)
 

@@ -119,6 +119,7 @@ async def carry_over_objective(
             weight=old.weight,
             progress=rules.key_result_progress(kind, start, old.target_value, start),
             carried_from_id=old.id,
+            metric_id=old.metric_id,  # it keeps taking its metric's values
         )
         session.add(kr)
         created.append(kr)

@@ -1,0 +1,347 @@
+"""The GraphQL face of metrics (service/usecases/metrics.py): the Metric and Measurement
+types, their inputs and payloads, and the resolvers the Query and Mutation roots call.
+
+A metric is org-wide (everyone in the organization may read it); the key results bound
+to it are shown by their objective's visibility, and so are the check-ins a batch of
+measurements wrote."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import strawberry
+from graphql import GraphQLError
+from sqlalchemy import Select, func, select, tuple_
+from strawberry import ID
+
+from schema import ids
+from schema.context import Info
+from schema.inputs import instant
+from schema.loaders import MEASUREMENT, METRIC
+from schema.types import (
+    CheckIn,
+    Connection,
+    Edge,
+    KeyResult,
+    Node,
+    PageInfo,
+    UserError,
+    connection,
+    page_window,
+)
+from service.errors import Rejected
+from service.usecases import metrics
+
+# --- types ---------------------------------------------------------------------------------
+
+
+@strawberry.type(description="One value of a metric at an instant.")
+class Measurement:
+    value: float
+    measured_at: datetime = strawberry.field(description="When the value was true.")
+    source: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Any) -> Measurement:
+        return cls(
+            value=row.value,
+            measured_at=row.measured_at,
+            source=row.source,
+            created_at=row.created_at,
+        )
+
+
+@strawberry.type(
+    description="A number another system owns (cost per order, on-time dispatch), posted "
+    "once; every key result bound to it takes each value as a check-in."
+)
+class Metric(Node):
+    row: strawberry.Private[Any]
+    id: ID
+    key: str = strawberry.field(description="Unique in the organization, e.g. cost_per_order.")
+    name: str
+    unit: str | None
+    description: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: Any) -> Metric:
+        return cls(
+            row=row,
+            id=ID(ids.encode("Metric", row.id)),
+            key=row.key,
+            name=row.name,
+            unit=row.unit,
+            description=row.description,
+            created_at=row.created_at,
+        )
+
+    @strawberry.field(description="The measurement measured last.")
+    async def latest(self, info: Info) -> Measurement | None:
+        row = await info.context.loaders.latest_measurement.load(self.row.id)
+        return Measurement.of(row) if row is not None else None
+
+    @strawberry.field(
+        description="Newest first (by measuredAt); `from` and `to` bound measuredAt, both "
+        "inclusive."
+    )
+    async def measurements(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
+        to: datetime | None = None,
+    ) -> Connection[Measurement]:
+        return await _measurements(info, self.row.id, first, after, from_, to)
+
+    @strawberry.field(description="The key results bound to it that the caller may see.")
+    async def key_results(self, info: Info) -> list[KeyResult]:
+        loaders = info.context.loaders
+        shown = []
+        for row in await loaders.key_results_of_metric.load(self.row.id):
+            objective = await loaders.objective(row.objective_id)
+            if objective is not None:
+                shown.append(KeyResult.of(row, objective))
+        return shown
+
+
+def _bad(message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _micros(t: datetime) -> int:
+    delta = t - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+async def _measurements(
+    info: Info,
+    metric_id: int,
+    first: int | None,
+    after: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> Connection[Measurement]:
+    first_, _ = page_window(info, first, None)
+    org = info.context.principal.organization_id
+    base: Select = select(MEASUREMENT).where(
+        MEASUREMENT.c.organization_id == org, MEASUREMENT.c.metric_id == metric_id
+    )
+    if start is not None:
+        base = base.where(MEASUREMENT.c.measured_at >= instant(start, "from"))
+    if end is not None:
+        base = base.where(MEASUREMENT.c.measured_at <= instant(end, "to"))
+    if start is not None and end is not None and instant(end, "to") < instant(start, "from"):
+        raise _bad("`to` must not be before `from`")
+    page = base
+    if after is not None:
+        try:
+            micros, pk = ids.unpair_cursor(after)
+        except ids.BadId as exc:
+            raise _bad(str(exc)) from None
+        try:
+            at = EPOCH + timedelta(microseconds=micros)
+        except OverflowError:
+            raise _bad("not a valid cursor") from None
+        page = page.where(tuple_(MEASUREMENT.c.measured_at, MEASUREMENT.c.id) < tuple_(at, pk))
+    page = page.order_by(MEASUREMENT.c.measured_at.desc(), MEASUREMENT.c.id.desc()).limit(
+        first_ + 1
+    )
+    async with info.context.db.connect() as conn:
+        rows = list((await conn.execute(page)).all())
+    has_next = len(rows) > first_
+    rows = rows[:first_]
+    edges = [
+        Edge(cursor=ids.pair_cursor(_micros(r.measured_at), r.id), node=Measurement.of(r))
+        for r in rows
+    ]
+
+    async def count() -> int:
+        async with info.context.db.connect() as conn:
+            stmt = select(func.count()).select_from(base.subquery())
+            return int((await conn.execute(stmt)).scalar_one())
+
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=has_next,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        counter=count,
+    )
+
+
+# --- the Query root's fields ----------------------------------------------------------------
+
+
+async def metric_node(info: Info, pk: int) -> Metric | None:
+    row = await info.context.loaders.metric.load(pk)
+    return Metric.of(row) if row is not None else None
+
+
+async def list_metrics(
+    info: Info, first: int | None, after: str | None, search: str | None
+) -> Connection[Metric]:
+    first_, position = page_window(info, first, after)
+    org = info.context.principal.organization_id
+    base = select(METRIC).where(METRIC.c.organization_id == org)
+    if search:
+        term = search.strip()
+        if len(term) > 200:
+            raise _bad("search is longer than 200 characters")
+        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        base = base.where(
+            METRIC.c.key.ilike(pattern, escape="\\") | METRIC.c.name.ilike(pattern, escape="\\")
+        )
+    page = base.order_by(METRIC.c.id).limit(first_ + 1)
+    if position is not None:
+        page = page.where(METRIC.c.id > position)
+    async with info.context.db.connect() as conn:
+        rows = list((await conn.execute(page)).all())
+
+    async def count() -> int:
+        async with info.context.db.connect() as conn:
+            stmt = select(func.count()).select_from(base.subquery())
+            return int((await conn.execute(stmt)).scalar_one())
+
+    return connection(rows, first_, position, Metric.of, count)
+
+
+async def metric_by_key(info: Info, key: str) -> Metric | None:
+    org = info.context.principal.organization_id
+    if len(key) > 100:
+        return None
+    async with info.context.db.connect() as conn:
+        row = (
+            await conn.execute(
+                select(METRIC).where(METRIC.c.organization_id == org, METRIC.c.key == key)
+            )
+        ).one_or_none()
+    return Metric.of(row) if row is not None else None
+
+
+# --- inputs and payloads ------------------------------------------------------------------
+
+
+@strawberry.input
+class CreateMetricInput:
+    key: str = strawberry.field(
+        description="Unique in the organization: a lowercase letter, then up to 99 lowercase "
+        "letters, digits, '_', '.' or '-'."
+    )
+    name: str
+    unit: str | None = None
+    description: str | None = None
+
+
+@strawberry.input
+class BindKeyResultInput:
+    key_result_id: ID
+    metric_id: ID | None = strawberry.field(default=None, description="null unbinds.")
+
+
+@strawberry.input
+class MeasurementInput:
+    metric_key: str
+    value: float
+    measured_at: datetime | None = strawberry.field(
+        default=None, description="When the value was true: defaults to now; not in the future."
+    )
+    source: str | None = strawberry.field(
+        default=None, description="Where the value comes from; the note of its check-ins."
+    )
+    idempotency_key: str | None = strawberry.field(
+        default=None,
+        description="The caller's own key, per metric: the same key with the same value and "
+        "instant returns the first measurement; with another value or instant it is a "
+        "CONFLICT.",
+    )
+
+
+@strawberry.input
+class RecordMeasurementsInput:
+    measurements: list[MeasurementInput] = strawberry.field(
+        description=f"Up to {metrics.MAX_BATCH}, recorded all together or not at all."
+    )
+
+
+@strawberry.type
+class MetricPayload:
+    metric: Metric | None = None
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+@strawberry.type
+class RecordMeasurementsPayload:
+    measurements: list[Measurement] = strawberry.field(
+        default_factory=list, description="In the order sent; a retried one is the first."
+    )
+    check_ins: list[CheckIn] = strawberry.field(
+        default_factory=list,
+        description="The check-ins the batch made on bound key results the caller may see.",
+    )
+    user_errors: list[UserError] = strawberry.field(default_factory=list)
+
+
+# --- the Mutation root's resolvers -----------------------------------------------------------
+
+
+async def _run(info: Info, work: Any) -> Any:
+    result = await info.context.db.transaction(work)
+    info.context.authenticate_as(info.context.principal)  # fresh loaders see the change
+    return result
+
+
+def _errors(exc: Rejected) -> list[UserError]:
+    return [UserError.of(e) for e in getattr(exc, "errors", [exc])]
+
+
+async def create_metric(info: Info, input: CreateMetricInput) -> MetricPayload:
+    p = info.context.principal
+    try:
+        row = await _run(
+            info,
+            lambda s: metrics.create_metric(
+                s, p, key=input.key, name=input.name, unit=input.unit, description=input.description
+            ),
+        )
+    except Rejected as exc:
+        return MetricPayload(user_errors=_errors(exc))
+    return MetricPayload(metric=Metric.of(row))
+
+
+async def record_measurements(
+    info: Info, input: RecordMeasurementsInput
+) -> RecordMeasurementsPayload:
+    p = info.context.principal
+    batch = [
+        metrics.MeasurementInput(
+            metric_key=m.metric_key,
+            value=m.value,
+            measured_at=m.measured_at,
+            source=m.source,
+            idempotency_key=m.idempotency_key,
+        )
+        for m in input.measurements
+    ]
+    try:
+        recorded = await _run(info, lambda s: metrics.record_measurements(s, p, batch))
+    except Rejected as exc:
+        return RecordMeasurementsPayload(user_errors=_errors(exc))
+    loaders = info.context.loaders
+    shown: dict[int, bool] = {}
+    for kr_id in {c.key_result_id for c in recorded.check_ins}:
+        shown[kr_id] = await loaders.key_result(kr_id) is not None
+    return RecordMeasurementsPayload(
+        measurements=[Measurement.of(r) for r in recorded.measurements],
+        check_ins=[CheckIn.of(c) for c in recorded.check_ins if shown[c.key_result_id]],
+    )

@@ -1,0 +1,647 @@
+"""Metrics: numbers other systems own, posted once and fed to every key result bound to
+them (API.md, "Metrics, realism and review discipline").
+
+`record_measurements` takes a batch (up to MAX_BATCH) in one transaction, all or
+nothing. It is built for backfills: every statement works on the whole batch (the
+rows go in through `unnest`), each affected chain rolls up once, and each affected
+key result gets one CHECK_IN event for the batch, so subscribers see one change per
+key result, not one per value.
+
+Locks, in one order: the batch's metrics (FOR NO KEY UPDATE, so concurrent batches of
+one metric queue and a retry finds its first run's rows, while binding a key result,
+whose foreign key takes only KEY SHARE, is not held up), then the bound key results in
+id order, then their chains in id order (service/rollup.py), as `check_in` does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service import events, rollup, rules
+from service.access import require_admin, require_edit_objective, require_record_measurements
+from service.auth import Principal
+from service.errors import ErrorCode, Rejected, invalid, not_found
+from service.events import EventKind
+from service.models import KeyResult, Metric
+from service.rules import KeyResultType
+from service.usecases import common
+from service.usecases.common import (
+    MAX_IDEMPOTENCY_KEY,
+    MAX_NAME,
+    MAX_TEXT,
+    MAX_UNIT,
+    optional_text,
+    required_text,
+)
+from service.usecases.key_results import CLOCK_SKEW, caller_of
+
+MAX_BATCH = 1000
+MAX_SOURCE = 200
+MAX_REPORTED_ERRORS = 100
+KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+
+
+class BatchRejected(Rejected):
+    """Several items of a batch refused at once; the first is the exception's own."""
+
+    def __init__(self, errors: list[Rejected]) -> None:
+        first = errors[0]
+        super().__init__(first.code, first.message, first.field)
+        self.errors = errors
+
+
+def metric_key(value: str | None, field: str = "key") -> str:
+    key = value or ""
+    if not KEY.fullmatch(key):  # taken as sent: " cost" is not "cost"
+        raise invalid(
+            f"{field} must start with a lowercase letter and hold at most 100 lowercase "
+            "letters, digits, '_', '.' or '-' (e.g. cost_per_order)",
+            field,
+        )
+    return key
+
+
+# --- create and bind ----------------------------------------------------------------------
+
+
+async def create_metric(
+    session: AsyncSession,
+    p: Principal,
+    *,
+    key: str,
+    name: str,
+    unit: str | None = None,
+    description: str | None = None,
+) -> Metric:
+    require_admin(p)
+    key = metric_key(key)
+    name = required_text(name, "name", MAX_NAME)
+    unit = optional_text(unit, "unit", MAX_UNIT)
+    description = optional_text(description, "description", MAX_TEXT)
+    row = (
+        await session.scalars(
+            pg_insert(Metric)
+            .values(
+                organization_id=p.organization_id,
+                key=key,
+                name=name,
+                unit=unit,
+                description=description,
+            )
+            .on_conflict_do_nothing(constraint="uq_metric_organization_key")
+            .returning(Metric)
+        )
+    ).one_or_none()
+    if row is None:
+        raise Rejected(ErrorCode.CONFLICT, f"a metric with the key {key!r} exists already", ["key"])
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.METRIC_CREATED,
+        "Metric",
+        row.id,
+        {"key": key, "name": name, "unit": unit},
+    )
+    return row
+
+
+async def metric(session: AsyncSession, p: Principal, metric_id: int, field: str) -> Metric:
+    row = await session.get(Metric, metric_id)
+    if row is None or row.organization_id != p.organization_id:
+        raise not_found("metric", field)
+    return row
+
+
+async def metric_by_key(session: AsyncSession, p: Principal, key: str) -> Metric:
+    row = await session.scalar(
+        select(Metric).where(Metric.organization_id == p.organization_id, Metric.key == key)
+    )
+    if row is None:
+        raise not_found(f"metric {key!r}", "key")
+    return row
+
+
+async def bind_key_result(
+    session: AsyncSession, p: Principal, key_result_id: int, metric_id: int | None
+) -> KeyResult:
+    """Whoever may edit the key result may bind it (or unbind it: `metric_id` None). Its
+    later check-ins then come from the metric; manual ones are still taken."""
+    kr, objective, cycle = await common.key_result(session, p, key_result_id, lock=True)
+    common.writable(cycle)
+    require_edit_objective(p, objective.visibility, objective.team_id, objective.owner_id)
+    if metric_id is not None:
+        await metric(session, p, metric_id, "metricId")
+    if kr.metric_id == metric_id:
+        return kr
+    before = kr.metric_id
+    kr.metric_id = metric_id
+    kr.version += 1
+    kr.updated_at = common.now()
+    await session.flush()
+    await events.record(
+        session,
+        p,
+        p.organization_id,
+        EventKind.KEY_RESULT_BOUND,
+        "KeyResult",
+        kr.id,
+        {
+            "before": {"metric_id": before},
+            "after": {"metric_id": metric_id},
+            "objective_ids": [objective.id],
+            "team_ids": [objective.team_id] if objective.team_id is not None else [],
+            "cycle_ids": [cycle.id],
+        },
+    )
+    return kr
+
+
+# --- record ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeasurementInput:
+    metric_key: str
+    value: float
+    measured_at: datetime | None = None  # None: now
+    source: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass
+class Recorded:
+    """The batch's measurements in input order (a replayed one is the first run's row),
+    and the check-ins it wrote, on every bound key result, hidden ones included."""
+
+    measurements: list[Any] = field(default_factory=list)
+    check_ins: list[Any] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class CheckInRow:
+    """A check-in the batch wrote, as the check_in table holds it."""
+
+    id: int
+    organization_id: int
+    key_result_id: int
+    value: float
+    confidence: float | None
+    note: str | None
+    author_id: int | None
+    api_key_id: int | None
+    progress: float
+    idempotency_key: str | None
+    caller: str
+    measured_at: datetime
+    created_at: datetime
+
+
+@dataclass
+class _Item:
+    index: int
+    key: str
+    value: float
+    measured_at: datetime | None
+    source: str | None
+    idempotency_key: str | None
+    metric_id: int = 0
+
+
+def _at(index: int, name: str) -> list[str]:
+    return ["measurements", str(index), name]
+
+
+def _checked(index: int, m: MeasurementInput, now: datetime) -> _Item:
+    """One item's plain values, or Rejected naming its index."""
+    try:
+        key = metric_key(m.metric_key, "metricKey")
+        value = common.amount(m.value, "value")
+        measured_at = m.measured_at
+        if measured_at is not None:
+            if measured_at.tzinfo is None:
+                measured_at = measured_at.replace(tzinfo=UTC)
+            if measured_at > now + CLOCK_SKEW:
+                raise invalid("measuredAt must not lie in the future", "measuredAt")
+            if measured_at < EARLIEST:
+                raise invalid("measuredAt must not lie before 1900", "measuredAt")
+        source = optional_text(m.source, "source", MAX_SOURCE)
+        idempotency_key = m.idempotency_key
+        if idempotency_key is not None:
+            idempotency_key = required_text(idempotency_key, "idempotencyKey", MAX_IDEMPOTENCY_KEY)
+    except Rejected as exc:
+        name = exc.field[-1] if exc.field else "value"
+        raise Rejected(exc.code, f"measurement {index}: {exc.message}", _at(index, name)) from None
+    return _Item(index, key, value, measured_at, source, idempotency_key)
+
+
+def _refuse(errors: list[Rejected]) -> None:
+    if errors:
+        errors.sort(key=lambda e: int(e.field[1]) if e.field and len(e.field) > 1 else -1)
+        raise BatchRejected(errors[:MAX_REPORTED_ERRORS])
+
+
+def _same(earlier: Any, item: _Item) -> bool:
+    """The check-in rule: the same key again means the same value at the same instant."""
+    if item.measured_at is None:  # "now": so must the first one have been
+        same_instant = abs(earlier.measured_at - earlier.created_at) <= CLOCK_SKEW
+    else:
+        same_instant = earlier.measured_at == item.measured_at
+    return earlier.value == item.value and same_instant
+
+
+_LOCK_METRICS = text(
+    "SELECT id, key FROM metric WHERE organization_id = :org AND key = ANY(:keys) "
+    "ORDER BY id FOR NO KEY UPDATE"
+)
+_EARLIER = text(
+    "SELECT * FROM measurement WHERE organization_id = :org AND caller = :caller "
+    "AND metric_id = ANY(:metrics) AND idempotency_key = ANY(:keys)"
+)
+# Ids are drawn first so each row comes back beside its place in the batch.
+_INSERT_MEASUREMENTS = text(
+    """
+    WITH t AS MATERIALIZED (
+        SELECT nextval(pg_get_serial_sequence('measurement', 'id')) AS id, u.*
+        FROM unnest(CAST(:metric AS bigint[]), CAST(:value AS double precision[]),
+                    CAST(:measured_at AS timestamptz[]), CAST(:source AS text[]),
+                    CAST(:key AS text[]))
+             WITH ORDINALITY AS u(metric_id, value, measured_at, source, idempotency_key, n)
+    ), ins AS (
+        INSERT INTO measurement (id, organization_id, metric_id, value, measured_at, source,
+                                 caller, idempotency_key, created_at)
+        SELECT id, :org, metric_id, value, measured_at, source, :caller, idempotency_key, :now
+        FROM t
+        RETURNING *
+    )
+    SELECT ins.* FROM ins JOIN t ON t.id = ins.id ORDER BY t.n
+    """
+)
+_BOUND = text(
+    """
+    SELECT k.id, k.objective_id, k.metric_id, k.type, k.start_value, k.target_value,
+           k.progress, k.current_value, k.confidence, k.last_check_in_id,
+           c.starts_on, c.ends_on
+    FROM key_result k
+    JOIN objective o ON o.id = k.objective_id AND o.organization_id = :org
+    JOIN cycle c ON c.id = o.cycle_id AND c.organization_id = :org
+    WHERE k.organization_id = :org AND k.metric_id = ANY(:metrics)
+      AND c.status IN ('ACTIVE', 'REVIEW')
+    ORDER BY k.id
+    FOR UPDATE OF k
+    """
+)
+# The check-ins' ids are drawn first, so the rows need not come back: the batch knows
+# everything else it writes (at 10,000 rows, RETURNING and its join cost more than the
+# insert).
+_CHECK_IN_IDS = text(
+    "SELECT nextval(pg_get_serial_sequence('check_in', 'id')) FROM generate_series(1, :n)"
+)
+_INSERT_CHECK_INS = text(
+    """
+    INSERT INTO check_in (id, organization_id, key_result_id, value, note, author_id,
+                          api_key_id, progress, caller, measured_at, created_at)
+    SELECT u.id, :org, u.key_result_id, u.value, u.note, :author, :api_key, u.progress,
+           :caller, u.measured_at, :now
+    FROM unnest(CAST(:id AS bigint[]), CAST(:key_result AS bigint[]),
+                CAST(:value AS double precision[]), CAST(:progress AS double precision[]),
+                CAST(:measured_at AS timestamptz[]), CAST(:note AS text[]))
+         AS u(id, key_result_id, value, progress, measured_at, note)
+    """
+)
+# Each key result's latest check-in, one index probe each.
+_LATEST = text(
+    """
+    SELECT k.id AS key_result_id, c.id, c.value, c.progress, c.confidence
+    FROM unnest(CAST(:ids AS bigint[])) AS k(id)
+    CROSS JOIN LATERAL (
+        SELECT id, value, progress, confidence FROM check_in
+        WHERE key_result_id = k.id AND organization_id = :org
+        ORDER BY measured_at DESC, id DESC LIMIT 1
+    ) c
+    """
+)
+_UPDATE_KEY_RESULT = text(
+    "UPDATE key_result SET current_value = :value, progress = :progress, "
+    "confidence = :confidence, last_check_in_id = :last, last_check_in_at = :now, "
+    "updated_at = :now WHERE id = :id AND organization_id = :org"
+)
+
+
+async def record_measurements(
+    session: AsyncSession, p: Principal, batch: list[MeasurementInput]
+) -> Recorded:
+    """Store each measurement, and make it a check-in on every key result bound to its
+    metric whose cycle is ACTIVE or in REVIEW and contains its instant (one outside every
+    such cycle is kept as record only). All of the batch or none of it: every refused
+    item is named by its index, and nothing is written.
+
+    Idempotency keys are per metric and caller: the same key with the same value and
+    instant returns the first measurement and writes nothing; with anything else it
+    is a CONFLICT."""
+    require_record_measurements(p)  # authorization first, whatever the keys
+    if not batch:
+        raise invalid("at least one measurement is needed", "measurements")
+    if len(batch) > MAX_BATCH:
+        raise invalid(
+            f"at most {MAX_BATCH} measurements at once (got {len(batch)}); "
+            "send the rest in another batch",
+            "measurements",
+        )
+    now = common.now()
+    org = p.organization_id
+    caller = caller_of(p)
+    errors: list[Rejected] = []
+    items: list[_Item] = []
+    for i, m in enumerate(batch):
+        try:
+            items.append(_checked(i, m, now))
+        except Rejected as exc:
+            errors.append(exc)
+
+    keys = sorted({it.key for it in items})
+    found = {
+        r.key: r.id
+        for r in (await session.execute(_LOCK_METRICS, {"org": org, "keys": keys})).all()
+    }
+    seen: dict[tuple[int, str], int] = {}
+    for it in items:
+        if it.key not in found:
+            errors.append(
+                Rejected(
+                    ErrorCode.NOT_FOUND,
+                    f"measurement {it.index}: metric {it.key!r} not found",
+                    _at(it.index, "metricKey"),
+                )
+            )
+            continue
+        it.metric_id = found[it.key]
+        if it.idempotency_key is not None:
+            pair = (it.metric_id, it.idempotency_key)
+            if pair in seen:
+                errors.append(
+                    invalid(
+                        f"measurement {it.index}: the idempotency key of measurement "
+                        f"{seen[pair]} again, for the same metric; one batch uses a key once",
+                        *_at(it.index, "idempotencyKey"),
+                    )
+                )
+            else:
+                seen[pair] = it.index
+    _refuse(errors)
+
+    # Retries: items whose key this caller used before on this metric.
+    replayed: dict[int, Any] = {}
+    if seen:
+        earlier = {
+            (r.metric_id, r.idempotency_key): r
+            for r in (
+                await session.execute(
+                    _EARLIER,
+                    {
+                        "org": org,
+                        "caller": caller,
+                        "metrics": sorted({m for m, _ in seen}),
+                        "keys": sorted({k for _, k in seen}),
+                    },
+                )
+            ).all()
+        }
+        for it in items:
+            first = earlier.get((it.metric_id, it.idempotency_key or ""))
+            if first is None or it.idempotency_key is None:
+                continue
+            if not _same(first, it):
+                errors.append(
+                    Rejected(
+                        ErrorCode.CONFLICT,
+                        f"measurement {it.index}: this idempotency key was already used for "
+                        "a measurement of this metric with a different value or instant; "
+                        "use a new key for a new measurement",
+                        _at(it.index, "idempotencyKey"),
+                    )
+                )
+            replayed[it.index] = first
+        _refuse(errors)
+
+    fresh = [it for it in items if it.index not in replayed]
+    stored: dict[int, Any] = dict(replayed)
+    result = Recorded()
+    if fresh:
+        rows = list(
+            (
+                await session.execute(
+                    _INSERT_MEASUREMENTS,
+                    {
+                        "org": org,
+                        "caller": caller,
+                        "now": now,
+                        "metric": [it.metric_id for it in fresh],
+                        "value": [it.value for it in fresh],
+                        "measured_at": [it.measured_at or now for it in fresh],
+                        "source": [it.source for it in fresh],
+                        "key": [it.idempotency_key for it in fresh],
+                    },
+                )
+            ).all()
+        )
+        for it, row in zip(fresh, rows, strict=True):
+            stored[it.index] = row
+        result.check_ins, progress_events = await _check_ins(session, p, caller, now, fresh, rows)
+        await _record_events(session, p, fresh, rows, found)
+        for kr_id, payload, check_in_id in progress_events:
+            await events.record(
+                session,
+                p,
+                org,
+                EventKind.CHECK_IN,
+                "KeyResult",
+                kr_id,
+                payload,
+                check_in_id=check_in_id,
+            )
+    result.measurements = [stored[it.index] for it in items]
+    return result
+
+
+async def _check_ins(
+    session: AsyncSession,
+    p: Principal,
+    caller: str,
+    now: datetime,
+    fresh: list[_Item],
+    rows: list[Any],
+) -> tuple[list[Any], list[tuple[int, dict[str, Any], int]]]:
+    """The new measurements as check-ins on their metrics' bound key results; each chain
+    rolls up once. Returns the check-ins and, per affected key result, its one CHECK_IN
+    event (key result, payload, its last check-in of the batch) for the caller to write."""
+    org = p.organization_id
+    metrics = sorted({it.metric_id for it in fresh})
+    bound = (await session.execute(_BOUND, {"org": org, "metrics": metrics})).all()
+    if not bound:
+        return [], []
+    by_metric: dict[int, list[tuple[_Item, Any]]] = defaultdict(list)
+    for it, row in zip(fresh, rows, strict=True):
+        by_metric[it.metric_id].append((it, row))
+    plan: list[tuple[Any, _Item, Any, float]] = []  # key result, item, measurement, progress
+    errors: list[Rejected] = []
+    problems: dict[tuple[KeyResultType, float], str | None] = {}
+    for kr in bound:
+        kind = KeyResultType(kr.type)
+        start, end = rules.cycle_bounds(kr.starts_on, kr.ends_on)
+        for it, row in by_metric[kr.metric_id]:
+            if not start <= row.measured_at < end:
+                continue
+            if (kind, it.value) not in problems:  # the same for every key result of a kind
+                problems[(kind, it.value)] = rules.value_error(kind, it.value)
+            problem = problems[(kind, it.value)]
+            if problem:
+                errors.append(
+                    invalid(
+                        f"measurement {it.index}: key result {kr.id} bound to this metric "
+                        f"cannot take it: {problem}",
+                        *_at(it.index, "value"),
+                    )
+                )
+                continue
+            progress = rules.key_result_progress(kind, kr.start_value, kr.target_value, it.value)
+            plan.append((kr, it, row, progress))
+    _refuse(errors)
+    if not plan:
+        return [], []
+    ids = list((await session.execute(_CHECK_IN_IDS, {"n": len(plan)})).scalars())
+    check_ins = [
+        CheckInRow(
+            id=pk,
+            organization_id=org,
+            key_result_id=kr.id,
+            value=it.value,
+            confidence=None,
+            note=it.source,
+            author_id=p.user_id,
+            api_key_id=p.api_key_id,
+            progress=progress,
+            idempotency_key=None,
+            caller=caller,
+            measured_at=row.measured_at,
+            created_at=now,
+        )
+        for pk, (kr, it, row, progress) in zip(ids, plan, strict=True)
+    ]
+    await session.execute(
+        _INSERT_CHECK_INS,
+        {
+            "org": org,
+            "author": p.user_id,
+            "api_key": p.api_key_id,
+            "caller": caller,
+            "now": now,
+            "id": ids,
+            "key_result": [c.key_result_id for c in check_ins],
+            "value": [c.value for c in check_ins],
+            "progress": [c.progress for c in check_ins],
+            "measured_at": [c.measured_at for c in check_ins],
+            "note": [c.note for c in check_ins],
+        },
+    )
+
+    affected = {kr.id: kr for kr, _, _, _ in plan}
+    new_ids = {c.id for c in check_ins}
+    last_of: dict[int, Any] = {}  # each key result's last check-in of this batch
+    made: Counter[int] = Counter()
+    for c in check_ins:
+        made[c.key_result_id] += 1
+        last = last_of.get(c.key_result_id)
+        if last is None or (c.measured_at, c.id) > (last.measured_at, last.id):
+            last_of[c.key_result_id] = c
+    latest = {
+        r.key_result_id: r
+        for r in (await session.execute(_LATEST, {"org": org, "ids": sorted(affected)})).all()
+    }
+    updates = []
+    after: dict[int, float] = {}
+    for kr_id, kr in sorted(affected.items()):
+        top = latest[kr_id]
+        if top.id in new_ids:  # measured last: it is the current value
+            value, progress, confidence, last = top.value, top.progress, top.confidence, top.id
+        else:
+            value, progress, confidence, last = (
+                kr.current_value,
+                kr.progress,
+                kr.confidence,
+                kr.last_check_in_id,
+            )
+        after[kr_id] = progress
+        updates.append(
+            {
+                "id": kr_id,
+                "org": org,
+                "value": value,
+                "progress": progress,
+                "confidence": confidence,
+                "last": last,
+                "now": now,
+            }
+        )
+    await session.execute(_UPDATE_KEY_RESULT, updates)
+    rolled = await common.roll_up(session, p, sorted({kr.objective_id for kr in affected.values()}))
+    progress_events = []
+    for kr_id, kr in sorted(affected.items()):
+        change = {
+            "type": "KeyResult",
+            "id": kr_id,
+            "previous": kr.progress,
+            "progress": after[kr_id],
+            "status": rollup.status_of(
+                after[kr_id], True, kr.starts_on, kr.ends_on, p.thresholds, now
+            ),
+        }
+        last = last_of[kr_id]
+        payload = {
+            "value": last.value,
+            "check_ins": made[kr_id],
+            **rolled.chain(kr.objective_id).payload([change]),
+        }
+        progress_events.append((kr_id, payload, last.id))
+    return list(check_ins), progress_events
+
+
+async def _record_events(
+    session: AsyncSession, p: Principal, fresh: list[_Item], rows: list[Any], found: dict[str, int]
+) -> None:
+    """One MEASUREMENTS_RECORDED per metric of the batch: the outbox sees every write, so
+    a batch that fed no key result still moves the organization's position."""
+    counts: dict[int, int] = defaultdict(int)
+    last: dict[int, Any] = {}
+    for it, row in zip(fresh, rows, strict=True):
+        counts[it.metric_id] += 1
+        top = last.get(it.metric_id)
+        if top is None or (row.measured_at, row.id) > (top.measured_at, top.id):
+            last[it.metric_id] = row
+    keys = {v: k for k, v in found.items()}
+    for metric_id in sorted(counts):
+        await events.record(
+            session,
+            p,
+            p.organization_id,
+            EventKind.MEASUREMENTS_RECORDED,
+            "Metric",
+            metric_id,
+            {
+                "key": keys[metric_id],
+                "count": counts[metric_id],
+                "latest": {
+                    "value": last[metric_id].value,
+                    "measured_at": last[metric_id].measured_at.isoformat(),
+                },
+            },
+        )
