@@ -432,3 +432,45 @@ async def test_item5_report_counts_scores_nobody_set_or_confirmed(org: Org):
     await h.ok(org, "setCycleStatus", {"cycleId": cycle, "status": "CLOSED"}, "cycle { id }")
     closed = (await org.call(REPORT, {"id": cycle}))["cycleReport"]
     assert closed["unconfirmedScores"] == 2  # the record of a review left unfinished
+
+
+async def test_item4_the_record_includes_the_bound_metrics_measurements_once(org: Org):
+    """The measurements of the bound metric are record, from before the cycle too; a
+    measurement and the check-in made from it are one point, not two."""
+    today = datetime.now(UTC).date()
+    ends_on = today + timedelta(weeks=4)
+    cycle = await h.active_cycle(org, (today - timedelta(weeks=1)).isoformat(), ends_on.isoformat())
+    obj = await h.objective(org, cycle, "Ship for less")
+    cost = await h.key_result(org, obj, "Cost per order", "DECREASE", 4.20, 3.57)
+    metric = await h.ok(
+        org,
+        "createMetric",
+        {"key": "cost_per_order", "name": "Cost per order", "unit": "EUR"},
+        "metric { id }",
+    )
+    await h.ok(
+        org,
+        "bindKeyResult",
+        {"keyResultId": cost, "metricId": metric["metric"]["id"]},
+        "keyResult { id }",
+    )
+    assert (await realism(org, cost))["basis"] == 0
+    # Three weeks of history before the cycle (record only), then one inside it, which
+    # also becomes a check-in: four points of record, not five.
+    points = [(3.5, 4.35), (2.5, 4.30), (1.5, 4.25), (0.5, 4.20)]
+    payload = await h.ok(
+        org,
+        "recordMeasurements",
+        {
+            "measurements": [
+                {"metricKey": "cost_per_order", "value": v, "measuredAt": ago(w)} for w, v in points
+            ]
+        },
+        "checkIns { id }",
+    )
+    assert len(payload["checkIns"]) == 1
+    got = await realism(org, cost)
+    assert got["basis"] == 4
+    assert got["observedRate"] == pytest.approx(0.05, 1e-6)  # falling 0.05 a week: progress
+    assert got["requiredRate"] == pytest.approx((4.20 - 3.57) / weeks_left(ends_on), 1e-3)
+    assert got["verdict"] == "UNLIKELY"  # 0.16 a week needed, three times the pace
