@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 from service.auth import Principal
 from service.db import Database
 from service.models import Organization
-from service.usecases import cycles, key_results, objectives, organizations
+from service.usecases import cycles, key_results, metrics, objectives, organizations
 
 SLUG = "northwind"
 ADMIN_EMAIL = "dana@northwind.example"
@@ -124,7 +124,7 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
                 "EUR",
                 admin,
             ),
-            [4.18, 4.12, 4.07, 4.01, 3.96, 3.92, 3.89],
+            [],  # fed by the cost_per_order metric below
         ),
         (
             await key_result(
@@ -191,6 +191,16 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
             [70, 72, 75, 76, 79],
         ),
     ]
+    damage = await key_result(
+        transport,
+        "Damaged parcels from 1.8% to 1.0% of orders",
+        "DECREASE",
+        1.8,
+        1.0,
+        "PERCENT",
+        "%",
+        people["priya"],
+    )
     # Nobody has checked in on this one: it shows as stale.
     await key_result(
         transport,
@@ -235,7 +245,44 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
             )
             await tx(lambda s, c=check_in.id, t=at: _date_check_in(s, c, t))
     await tx(lambda s: _date_definitions(s, org.id, start))
+    await _metrics(db, p, plan[0][0], damage, now)
     return org.id, admin.id
+
+
+# Weekly figures the logistics service posts, oldest first, the last two days ago: cost per
+# order falls at about 0.05 a week (it fell before the quarter too); damaged parcels creep
+# up, so that key result's record moves the wrong way and its realism is UNLIKELY.
+COST_PER_ORDER = [4.30, 4.26, 4.22, 4.18, 4.12, 4.07, 4.01, 3.96, 3.92, 3.89]
+DAMAGE_RATE = [1.70, 1.74, 1.76, 1.79, 1.83, 1.86]
+
+
+async def _metrics(db: Database, admin: Principal, cost_kr, damage_kr, now: datetime) -> None:
+    """Two metrics the logistics service owns, bound to their key results, and the
+    figures it posted weekly (as an API key: the history shows who)."""
+
+    async def tx(fn):
+        return await db.transaction(fn)
+
+    service_key, _secret = await tx(
+        lambda s: organizations.create_api_key(s, admin.organization_id, "logistics-service")
+    )
+    service = Principal(
+        organization_id=admin.organization_id, role="SERVICE", api_key_id=service_key.id
+    )
+    for key, name, unit, kr, values in [
+        ("cost_per_order", "Distribution cost per order", "EUR", cost_kr, COST_PER_ORDER),
+        ("damage_rate", "Damaged parcels", "% of orders", damage_kr, DAMAGE_RATE),
+    ]:
+        created = await tx(
+            lambda s, k=key, n=name, u=unit: metrics.create_metric(s, admin, key=k, name=n, unit=u)
+        )
+        await tx(lambda s, k=kr.id, m=created.id: metrics.bind_key_result(s, admin, k, m))
+        for i, value in enumerate(values):
+            at = now - timedelta(days=2 + 7 * (len(values) - 1 - i))
+            item = metrics.MeasurementInput(
+                metric_key=key, value=value, measured_at=at, source="logistics-service"
+            )
+            await tx(lambda s, m=item: metrics.record_measurements(s, service, [m]))
 
 
 async def _date_check_in(session, check_in_id: int, at: datetime) -> None:
