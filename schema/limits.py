@@ -3,7 +3,8 @@ cost in the style of GitHub's and Shopify's (returned in `extensions.cost`).
 
 Cost: every object a query can return counts 1, multiplied by the page sizes of the
 connections around it; a plain list counts as LIST_GUESS items, `nodes(ids:)` as its
-ids. Scalars are free. Arguments are read as execution will read them: graphql-core's
+ids. Scalars are free, but for the two that read the check-in history once per object
+(HISTORY_READ). Arguments are read as execution will read them: graphql-core's
 own coercion, with the variables' and the arguments' defaults. Depth, tokens and
 aliases are limited by Strawberry's own extensions beside this one.
 
@@ -35,6 +36,11 @@ from graphql.execution.values import VariableValues, get_argument_values, get_va
 from strawberry.extensions import SchemaExtension
 
 LIST_GUESS = 10
+# A read of the check-in history made for one object alone (`progress(asOf:)`,
+# `progressHistory`): priced like a hundred objects, so that a few thousand of them in
+# one document are refused before they hold the database and the event loop.
+HISTORY_READ = 100
+PRICED_SCALARS = frozenset({"progress", "progressHistory"})
 
 
 class LimitExceeded(Exception):
@@ -72,6 +78,25 @@ class CostWalker:
             return get_argument_values(field, node, self.variables)
         except GraphQLError:
             return {}
+
+    def _history_cost(self, name: str, field: Any, node: FieldNode) -> int:
+        """What a field that reads the check-in history once per object, unbatched, costs
+        beyond its objects: progress as of an instant, and a progress series."""
+        if name not in PRICED_SCALARS or not node.arguments:
+            return 0
+        args = self._args(field, node)
+        if name == "progress":
+            return HISTORY_READ if args.get("as_of", args.get("asOf")) is not None else 0
+        start, end = args.get("from_", args.get("from")), args.get("to")
+        interval = args.get("interval")
+        step = {"HOUR": 3600, "DAY": 86400, "WEEK": 604800}.get(
+            str(getattr(interval, "value", interval or "DAY")), 86400
+        )
+        try:
+            points = int((end - start).total_seconds() // step) + 1
+        except (TypeError, AttributeError, OverflowError):
+            points = 1
+        return HISTORY_READ + max(0, min(points, 400))
 
     def _fields(
         self,
@@ -115,6 +140,7 @@ class CostWalker:
                     continue
             field = fields[name]
             field_type, is_list = _unwrap(field.type)
+            total += multiplier * self._history_cost(name, field, node)
             if not is_composite_type(get_named_type(field_type)):
                 continue
             inner = multiplier

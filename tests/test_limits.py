@@ -592,3 +592,34 @@ async def test_item15_no_suggestions_in_production(org: Org, make_client, databa
     async with make_client() as c:
         body = (await _query(c, org.admin_token, SUGGESTIVE[0][0])).json()
         assert "Did you mean 'first'" in body["errors"][0]["message"]
+
+
+async def test_item4_reads_of_the_history_per_object_are_costed(org: Org, client):
+    """`progress(asOf:)` and `progressHistory` read the check-in history once per object:
+    they are priced, so a document of thousands of them is refused before it runs (found
+    from outside: 29 aliases of `progress(asOf:)` under a tree held the loop for 26 s)."""
+    cycle = await h.active_cycle(org)
+    await h.objective(org, cycle, "O")
+    aliases = " ".join(f'p{i}: progress(asOf: "2026-11-{i + 1:02d}T00:00:00Z")' for i in range(29))
+    costly = [
+        f"{{ objectives(first: 10) {{ edges {{ node {{ {aliases} }} }} }} }}",
+        "{ objectives(first: 100) { edges { node { descendants { "
+        'progress(asOf: "2026-11-01T00:00:00Z") } } } } }',
+        "{ objectives(first: 100) { edges { node { a: progressHistory("
+        'from: "2026-01-01T00:00:00Z", to: "2026-12-01T00:00:00Z") { progress } } } } }',
+    ]
+    for query in costly:
+        r = await _query(client, org.admin_token, query)
+        body = r.json()
+        assert body.get("data") is None, query
+        assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY", body
+        assert int(r.headers["x-sql-statements"]) == 1  # authentication only: nothing ran
+    # One objective's progress a month ago, and a chart of it, stay cheap.
+    fine = (
+        '{ objectives(first: 20) { edges { node { progress(asOf: "2026-11-01T00:00:00Z") '
+        'progressHistory(from: "2026-11-01T00:00:00Z", to: "2026-11-20T00:00:00Z") '
+        "{ progress } } } } }"
+    )
+    body = (await _query(client, org.admin_token, fine)).json()
+    assert "errors" not in body, body
+    assert body["extensions"]["cost"]["requestedQueryCost"] == 1 + 20 * (1 + 100 + 100 + 20 + 10)
