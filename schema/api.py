@@ -15,7 +15,6 @@ from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    ParserCache,
     QueryDepthLimiter,
     SchemaExtension,
 )
@@ -23,7 +22,7 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from schema.budget import budget_executor
-from schema.caching import ResultCache, result_cache
+from schema.caching import BoundedParserCache, ResultCache, result_cache
 from schema.inputs import StorableText
 from schema.limits import cost_limit
 from schema.mutations import Mutation
@@ -115,7 +114,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     development = settings.env == "development"
     extensions: list = [
         MaskUnexpectedErrors if development else MaskUnexpectedErrorsAndSuggestions,
-        partial(ParserCache, maxsize=1000),
+        BoundedParserCache,
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
         partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
@@ -133,7 +132,13 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         )
     )
     extensions.append(
-        result_cache(ResultCache(settings.response_cache_seconds, settings.response_cache_size))
+        result_cache(
+            ResultCache(
+                settings.response_cache_seconds,
+                settings.response_cache_size,
+                settings.response_cache_bytes,
+            )
+        )
     )
     schema = SharingSchema(
         query=Query,

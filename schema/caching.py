@@ -6,26 +6,58 @@
   position, so a cached answer is never older than the last write the caller could
   know of; entries also expire after `ttl` seconds, because expected progress, status
   and staleness move with the clock.
-- Parsing and validation (Strawberry's own bounded caches) sit beside it.
+- Parsed documents, by their text, for texts up to MAX_CACHED_QUERY_CHARS: a longer
+  one (a query padded with a large comment, say) is parsed every time, never kept.
+
+Both are bounded in what they hold, not only in how many entries: the results by the
+bytes of their JSON (`response_cache_bytes`), keyed by a digest of the document and the
+variables rather than their text; expired results leave as soon as a new one comes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from functools import lru_cache
 from typing import Any
 
+import orjson
+from graphql.language.parser import parse
 from strawberry.extensions import SchemaExtension
+
+MAX_CACHED_QUERY_CHARS = 20_000
+
+
+@lru_cache(maxsize=1000)
+def _parse_cached(query: str, **options: Any) -> Any:
+    return parse(query, **options)
+
+
+class BoundedParserCache(SchemaExtension):
+    """Strawberry's ParserCache, but a document text longer than MAX_CACHED_QUERY_CHARS
+    is parsed without being kept: the cache holds at most 1,000 texts of bounded size."""
+
+    def on_parse(self) -> Iterator[None]:
+        ctx = self.execution_context
+        query = ctx.query or ""
+        if len(query) <= MAX_CACHED_QUERY_CHARS:
+            ctx.graphql_document = _parse_cached(query, **ctx.parse_options)
+        else:
+            ctx.graphql_document = parse(query, **ctx.parse_options)
+        yield
 
 
 class ResultCache:
-    def __init__(self, ttl: float, size: int) -> None:
+    def __init__(self, ttl: float, size: int, max_bytes: int = 64_000_000) -> None:
         self.ttl = ttl
         self.size = size
-        self.entries: OrderedDict[tuple, tuple[float, Any]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.entries: OrderedDict[tuple, tuple[float, Any, int]] = OrderedDict()
         self.hits = 0
         self.misses = 0
         self.in_flight: dict[tuple, asyncio.Future] = {}
@@ -35,9 +67,9 @@ class ResultCache:
         if found is None:
             self.misses += 1
             return None
-        stored, result = found
+        stored, result, _size = found
         if time.monotonic() - stored > self.ttl:
-            del self.entries[key]
+            self._drop(key)
             self.misses += 1
             return None
         self.entries.move_to_end(key)
@@ -45,10 +77,26 @@ class ResultCache:
         return result
 
     def put(self, key: tuple, result: Any) -> None:
-        self.entries[key] = (time.monotonic(), result)
-        self.entries.move_to_end(key)
-        while len(self.entries) > self.size:
-            self.entries.popitem(last=False)
+        """Keep `result` unless it alone would take more than a sixteenth of the budget;
+        expired entries go first, then the least recently used, until it fits."""
+        size = len(orjson.dumps(result.data)) if result.data is not None else 0
+        if size > self.max_bytes // 16:
+            return
+        now = time.monotonic()
+        if key in self.entries:
+            self._drop(key)
+        for old in [k for k, (t, _r, _s) in self.entries.items() if now - t > self.ttl]:
+            self._drop(old)
+        while self.entries and (
+            len(self.entries) >= self.size or self.bytes + size > self.max_bytes
+        ):
+            self._drop(next(iter(self.entries)))
+        self.entries[key] = (now, result, size)
+        self.bytes += size
+
+    def _drop(self, key: tuple) -> None:
+        _stored, _result, size = self.entries.pop(key)
+        self.bytes -= size
 
 
 def result_cache(cache: ResultCache) -> type[SchemaExtension]:
@@ -94,9 +142,11 @@ def result_cache(cache: ResultCache) -> type[SchemaExtension]:
                 variables = json.dumps(ctx.variables or {}, sort_keys=True)
             except TypeError:
                 return None
+            digest = hashlib.sha256(
+                f"{len(ctx.query)}:{ctx.query}{variables}".encode("utf-8", "surrogatepass")
+            ).digest()
             return (
-                ctx.query,
-                variables,
+                digest,
                 ctx.operation_name,
                 principal.organization_id,
                 principal.role,

@@ -32,13 +32,21 @@ class ProgressEvent:
     row: strawberry.Private[Any]
     cursor: str
     occurred_at: datetime
+    # The change was made somewhere the caller may not see (a check-in on a PRIVATE
+    # objective's key result, say) and rolled up into what they may: they get the event,
+    # with the visible part of the chain, and neither its cause nor who made it.
+    cause_hidden: strawberry.Private[bool] = False
 
-    @strawberry.field
+    @strawberry.field(description="Who made the change (null when that is not yours to see).")
     async def actor(self, info: Info) -> User | None:
+        if self.cause_hidden:
+            return None
         return await user_of(info, self.row.actor_user_id)
 
-    @strawberry.field(description="What caused it, where a check-in did.")
+    @strawberry.field(description="What caused it, where a check-in did and you may see it.")
     async def check_in(self, info: Info) -> CheckIn | None:
+        if self.cause_hidden:
+            return None
         return await check_in_of(info, self.row.check_in_id)
 
     @strawberry.field(description="The key result and every objective up the chain.")
@@ -124,10 +132,14 @@ class Subscription:
         async for row in _events(info, after):
             if not row.payload.get("changes") or not _in_scope(row, objective, team, cycle):
                 continue
-            if not await _visible(info, row):
-                continue
+            cause_hidden = not await _visible(info, row)
+            if cause_hidden and not await progress_changes(info, row.payload["changes"]):
+                continue  # nothing of it is the caller's to see
             yield ProgressEvent(
-                row=row, cursor=ids.cursor(row.seq), occurred_at=row.occurred_at.astimezone(UTC)
+                row=row,
+                cursor=ids.cursor(row.seq),
+                occurred_at=row.occurred_at.astimezone(UTC),
+                cause_hidden=cause_hidden,
             )
 
     @strawberry.subscription(

@@ -67,6 +67,7 @@ class Settings(BaseSettings):
     # most this long (0 turns the cache off).
     response_cache_seconds: float = 1.0
     response_cache_size: int = 2000
+    response_cache_bytes: int = 64_000_000  # the JSON of all cached results, at most
 
     # None: on in development, off in production.
     graphiql: bool | None = None

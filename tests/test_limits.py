@@ -623,3 +623,41 @@ async def test_item4_reads_of_the_history_per_object_are_costed(org: Org, client
     body = (await _query(client, org.admin_token, fine)).json()
     assert "errors" not in body, body
     assert body["extensions"]["cost"]["requestedQueryCost"] == 1 + 20 * (1 + 100 + 100 + 20 + 10)
+
+
+def test_caches_are_bounded_by_bytes_not_only_entries():
+    """Found from outside: 600 distinct tree queries grew the process by 2 GB, and queries
+    padded with a 900 KB comment by 2.5 MB each. The result cache holds at most its byte
+    budget (expired entries leave first), keyed by a digest; the parser keeps no long text."""
+    from types import SimpleNamespace
+
+    from schema.caching import MAX_CACHED_QUERY_CHARS, ResultCache, _parse_cached
+
+    cache = ResultCache(ttl=60, size=2000, max_bytes=100_000)
+    big = SimpleNamespace(data={"rows": ["x" * 1000] * 5}, errors=None)  # about 5 KB
+    for i in range(200):
+        cache.put((f"query {i}",), big)
+        assert cache.bytes <= cache.max_bytes
+    assert 0 < len(cache.entries) <= 100_000 // 5000
+    assert cache.get(("query 199",)) is big  # the newest stay
+    assert cache.get(("query 0",)) is None
+    huge = SimpleNamespace(data={"rows": ["x" * 10_000]}, errors=None)  # over 1/16 of it
+    cache.put(("huge",), huge)
+    assert cache.get(("huge",)) is None
+    expiring = ResultCache(ttl=0.0, size=2000, max_bytes=100_000)
+    for i in range(50):
+        expiring.put((i,), big)
+    assert len(expiring.entries) == 1  # each put sweeps the expired ones out
+
+    _parse_cached.cache_clear()
+    from schema.caching import BoundedParserCache
+
+    ext = BoundedParserCache()
+    for padding in (10, MAX_CACHED_QUERY_CHARS * 2):
+        ext.execution_context = SimpleNamespace(
+            query="#" + "c" * padding + "\n{ viewer { role } }", parse_options={}
+        )
+        for _ in ext.on_parse():
+            pass
+        assert ext.execution_context.graphql_document is not None
+    assert _parse_cached.cache_info().currsize == 1  # the padded text was not kept

@@ -780,3 +780,35 @@ def test_item14_sharing_is_decided_from_the_parsed_document_and_coerced_variable
     two = "subscription A { progressChanged { cursor } } subscription B { changes { sequence } }"
     assert key(two, None, "B") is not None and key(two, None, "A") != key(two, None, "B")
     assert key(two) is None  # which one? execution says; it is not shared
+
+
+async def test_progress_that_rolls_up_from_a_hidden_child_reaches_the_visible_parent(
+    org: Org, server: Server
+):
+    """Found from outside: a viewer watching a PUBLIC root got nothing when a check-in on
+    a PRIVATE child's key result moved the root, and live dashboards drifted. The event
+    comes, with the visible part of the chain only, and neither its cause nor its author."""
+    cycle = await active_cycle(org)
+    root = await objective(org, cycle, "Public root")
+    hidden = await objective(
+        org, cycle, "Private child secret", visibility="PRIVATE", parentId=root
+    )
+    kr = await key_result(org, hidden, "Private KR secret")
+    viewer = org.token(ids.decode_as(await user(org, "Vera Viewer", "VIEWER"), "User"))
+    socket = await Socket.open(server, viewer)
+    try:
+        await socket.subscribe(
+            "1",
+            """subscription($o: ID) { progressChanged(objectiveId: $o) {
+                actor { name } checkIn { note } changes { node { id } progress } } }""",
+            {"o": root},
+        )
+        await asyncio.sleep(0.3)
+        await check_in(org, kr, 50, note="secret note")
+        got = (await socket.next("1"))["data"]["progressChanged"]
+        assert got["actor"] is None and got["checkIn"] is None
+        assert [c["node"]["id"] for c in got["changes"]] == [root]
+        assert got["changes"][0]["progress"] == pytest.approx(0.5)
+        assert "secret" not in json.dumps(got)
+    finally:
+        await socket.close()
