@@ -18,7 +18,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from graphql import GraphQLError, StringValueNode, ValidationRule
+from graphql import (
+    FloatValueNode,
+    GraphQLError,
+    IntValueNode,
+    Node,
+    StringValueNode,
+    ValidationRule,
+    Visitor,
+    visit,
+)
 from strawberry.extensions import SchemaExtension
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -68,10 +77,53 @@ def find_unstorable(variables: dict[str, Any]) -> str | None:
     return None
 
 
+# No Int or Float the schema takes needs more digits than this; a longer literal would
+# reach Python's int() limits (4,300 digits) or overflow a float.
+MAX_NUMBER_CHARS = 40
+
+
+def find_huge_number(variables: dict[str, Any]) -> str | None:
+    """Where the first integer too large for any number the schema takes is, or None."""
+    stack: list[tuple[str, Any]] = [(f"${name}", value) for name, value in variables.items()]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) >= 10**MAX_NUMBER_CHARS:
+                return f"variable {path}"
+        elif isinstance(value, dict):
+            stack.extend((f"{path}.{key}", item) for key, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
 class StringLiterals(ValidationRule):
     def enter_string_value(self, node: StringValueNode, *_args: Any) -> None:
         if unstorable(node.value):
             self.report_error(bad_input(f"a string in the document {MESSAGE}", nodes=[node]))
+
+
+class _HugeNumbers(Visitor):
+    """Number literals longer than any the schema takes; found before validation, whose
+    own rules would turn them into Python numbers first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[Node] = []
+
+    def enter_int_value(self, node: IntValueNode, *_args: Any) -> None:
+        if len(node.value) > MAX_NUMBER_CHARS:
+            self.found.append(node)
+
+    def enter_float_value(self, node: FloatValueNode, *_args: Any) -> None:
+        if len(node.value) > MAX_NUMBER_CHARS * 10:
+            self.found.append(node)
+
+
+def huge_number_literals(document: Any) -> list[Node]:
+    finder = _HugeNumbers()
+    visit(document, finder)
+    return finder.found
 
 
 class StorableText(SchemaExtension):
@@ -90,8 +142,16 @@ class StorableText(SchemaExtension):
 
     def on_validate(self) -> Iterator[None]:
         ctx = self.execution_context
+        if ctx.pre_execution_errors is None and ctx.graphql_document is not None:
+            huge = huge_number_literals(ctx.graphql_document)
+            if huge:
+                ctx.pre_execution_errors = [
+                    bad_input("a number in the document is too large", nodes=huge[:1])
+                ]
         if ctx.pre_execution_errors is None and isinstance(ctx.variables, dict):
             where = find_unstorable(ctx.variables)
             if where is not None:
                 ctx.pre_execution_errors = [bad_input(f"{where}: text {MESSAGE}")]
+            elif (huge := find_huge_number(ctx.variables)) is not None:
+                ctx.pre_execution_errors = [bad_input(f"{huge}: the number is too large")]
         yield

@@ -14,6 +14,7 @@ the response budget (`schema/budget.py`) bounds it while the response is built.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,6 +35,8 @@ from graphql import (
 )
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
+
+from schema.caching import MAX_CACHED_QUERY_CHARS
 
 LIST_GUESS = 10
 # A read of the check-in history made for one object alone (`progress(asOf:)`,
@@ -211,7 +214,16 @@ def cost_limit(
             ctx = self.execution_context
             if ctx.graphql_document is not None and ctx.pre_execution_errors is None:
                 # Validation depends on the document only: remember it per document.
-                key = (ctx.query, ctx.operation_name) if ctx.query else None
+                # Keyed by a digest (the text of a padded document is never kept), and
+                # only for texts the parser cache would keep too.
+                key = (
+                    (
+                        hashlib.sha256(ctx.query.encode("utf-8", "surrogatepass")).digest(),
+                        ctx.operation_name,
+                    )
+                    if ctx.query and len(ctx.query) <= MAX_CACHED_QUERY_CHARS
+                    else None
+                )
                 errors = checked.get(key) if key else None
                 if errors is None:
                     errors = list(

@@ -8,6 +8,7 @@ import asyncio
 import csv
 import hmac
 import io
+import json
 import logging
 import re
 import time
@@ -231,6 +232,18 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
         def encode_json(self, data: object) -> str:
             return orjson.dumps(data).decode()
+
+        def decode_json(self, data: str | bytes) -> object:
+            """JSON nested too deep, not UTF-8, or with a number of thousands of digits is
+            unreadable JSON (400, or 4400 on a socket), not an internal error."""
+            try:
+                return json.loads(data)
+            except json.JSONDecodeError:
+                raise
+            except (RecursionError, ValueError) as exc:
+                raise json.JSONDecodeError(
+                    f"unreadable JSON ({type(exc).__name__})", "", 0
+                ) from None
 
         def create_response(self, response_data, sub_response):  # type: ignore[no-untyped-def]
             """A result that failed because the database is out is a 503 with

@@ -661,3 +661,37 @@ def test_caches_are_bounded_by_bytes_not_only_entries():
             pass
         assert ext.execution_context.graphql_document is not None
     assert _parse_cached.cache_info().currsize == 1  # the padded text was not kept
+
+
+async def test_item11_bodies_and_numbers_past_what_parsers_take_are_clear_errors(
+    org: Org, client, db
+):
+    """Found from outside: JSON nested 5,000 deep, a body that is not UTF-8, and integers
+    of thousands of digits in the body or the document were internal errors (500)."""
+    before = await events_total(org)
+    headers = {"Authorization": f"Bearer {org.admin_token}", "content-type": "application/json"}
+    bodies = [
+        b'{"query": "{ viewer { role } }", "variables": {"a": ' + b"[" * 5000 + b"]" * 5000 + b"}}",
+        b'{"query": "{ viewer { role } }", "x": "\xff\xfe"}',
+        b'{"query": "{ viewer { role } }", "variables": {"a": ' + b"9" * 5000 + b"}}",
+    ]
+    for body in bodies:
+        r = await client.post("/graphql", content=body, headers=headers)
+        assert r.status_code == 400, (body[:60], r.status_code, r.text[:200])
+        assert "INTERNAL" not in r.text
+    documents = [
+        ("{ objectives(first: " + "9" * 5000 + ") { totalCount } }", {}),
+        ("query($w: Float!) { objectives(first: 1) { totalCount } }", {"w": 10**4000}),
+        (
+            "mutation($i: CreateCycleInput!) { createCycle(input: $i) { cycle { id } } }",
+            {"i": {"name": "Q", "startsOn": "2026-01-01", "endsOn": "2026-02-01", "x": 10**50}},
+        ),
+    ]
+    for query, variables in documents:
+        r = await client.post(
+            "/graphql", json={"query": query, "variables": variables}, headers=headers
+        )
+        body = r.json()
+        assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
+        assert "INTERNAL" not in r.text
+    assert await events_total(org) == before
