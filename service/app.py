@@ -177,8 +177,17 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             pool_timeout=settings.db_pool_timeout_seconds,
             statement_timeout=settings.db_statement_timeout_seconds,
         )
+        # The event hub reads through a small pool of its own, so that revocations and
+        # progress reach sockets even while requests hold every pooled connection.
+        app.state.hub_db = Database(
+            database_url,
+            pool_size=2,
+            connect_timeout=settings.db_connect_timeout_seconds,
+            pool_timeout=settings.db_pool_timeout_seconds,
+            statement_timeout=settings.db_statement_timeout_seconds,
+        )
         app.state.hub = EventHub(
-            app.state.db,
+            app.state.hub_db,
             queue_size=settings.subscriber_queue_size,
             poll_seconds=settings.event_poll_seconds,
             health_seconds=settings.listener_health_seconds,
@@ -195,6 +204,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             if reminders is not None:
                 reminders.cancel()
             await app.state.hub.stop()
+            await app.state.hub_db.dispose()
             await app.state.db.dispose()
 
     app = FastAPI(

@@ -117,8 +117,15 @@ def claim_id(claims: dict, name: str) -> int:
 
 
 def _expiry(claims: dict) -> float | None:
+    """The instant the token ends, as PyJWT read it when it checked it: a number, or a
+    string of digits (which PyJWT accepts too, so a socket's timer must as well)."""
     exp = claims.get("exp")
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
+    if isinstance(exp, bool):
+        return None
+    try:
+        return float(int(exp)) if isinstance(exp, str) else float(exp)
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 async def authenticate(conn: AsyncConnection, token: str, secret: str) -> Principal:

@@ -177,17 +177,21 @@ async def test_item3_every_operation_is_authenticated_again(
     await ws.close()
 
 
+@pytest.mark.parametrize("as_text", [False, True], ids=["number", "digits"])
 async def test_item3_an_expired_token_closes_its_socket_when_it_expires(
-    replicas, tree: Tree, org: Org
+    replicas, tree: Tree, org: Org, as_text: bool
 ):
+    """`exp` as a number, or as a string of digits (which the JWT library accepts too:
+    found from outside, such a socket outlived its token)."""
     server = await replicas()
     now = datetime.now(UTC)
+    exp = int((now + timedelta(seconds=3)).timestamp())
     token = jwt.encode(
         {
             "sub": str(org.admin_id),
             "org": str(org.id),
             "iat": now,
-            "exp": now + timedelta(seconds=3),
+            "exp": str(exp) if as_text else exp,
         },
         JWT_SECRET,
         algorithm="HS256",
