@@ -442,9 +442,18 @@ async def test_subscriptions_respect_visibility_and_tenants(
         await asyncio.sleep(0.5)
         await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 10)
         await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_y), 20)
+        rolled_up = await next_event(events)
         event = await next_event(events)
         task.cancel()
-    assert event["checkIn"]["value"] == 20  # the hidden team's check-in never came
+    # The hidden team's check-in reaches the outsider only as what it moved above it:
+    # neither the check-in, nor who made it, nor the hidden objective and key result.
+    assert rolled_up["checkIn"] is None and rolled_up["actor"] is None
+    shown = {c["node"]["id"] for c in rolled_up["changes"]}
+    assert shown and not shown & {
+        tree.gid("KeyResult", tree.kr_x),
+        encode("Objective", tree.obj_x.id),
+    }
+    assert event["checkIn"]["value"] == 20
     assert events.empty()
     assert hidden.visibility == "TEAM"
     other_org, other_admin = await db.transaction(
