@@ -71,9 +71,11 @@ def require_check_in(
     objective_owner: int | None,
     key_result_owner: int | None,
 ) -> None:
+    if p.role == "SERVICE":
+        return  # any key result of its organization, as DESIGN.md says
     if not can_see_objective(p, visibility, team_id, objective_owner):
         raise forbidden("you may not check in on this key result")
-    if p.role == "SERVICE" or can_edit_objective(p, visibility, team_id, objective_owner):
+    if can_edit_objective(p, visibility, team_id, objective_owner):
         return
     if p.role == "MEMBER" and p.user_id is not None and key_result_owner == p.user_id:
         return

@@ -484,8 +484,8 @@ def test_item8_editing_requires_seeing():
         require_check_in(mate, "PRIVATE", 7, 3, 2)  # owning the key result is not enough
     service = Principal(organization_id=1, role="SERVICE", api_key_id=4)
     assert not can_edit_objective(service, "PUBLIC", None, None)
-    with pytest.raises(Rejected):
-        require_check_in(service, "PRIVATE", None, 3, None)
+    # A service checks in on any key result of its organization (DESIGN.md, "Access").
+    require_check_in(service, "PRIVATE", None, 3, None)
     require_check_in(service, "PUBLIC", None, 3, None)
 
 
@@ -512,3 +512,31 @@ async def test_a_payload_never_shows_what_the_write_took_out_of_sight(org: Org, 
         "query($id: ID!) { node(id: $id) { ... on Objective { visibility } } }", {"id": o}
     )
     assert seen["node"]["visibility"] == "PRIVATE"
+
+
+async def test_a_service_checks_in_on_any_key_result_and_sees_nothing_hidden(
+    org: Org, db: Database
+):
+    """DESIGN.md: SERVICE may check in on any key result of its organization (found from
+    outside: a TEAM or PRIVATE one was NOT_FOUND). The payload shows nothing hidden."""
+    _row, key = await db.transaction(lambda s: organizations.create_api_key(s, org.id, "wms"))
+    cycle = await h.active_cycle(org)
+    private = await h.objective(org, cycle, "Board secret", visibility="PRIVATE")
+    kr = await h.key_result(org, private, "Secret KR", start=0, target=10)
+    payload = await h.ok(
+        org,
+        "checkIn",
+        {"keyResultId": kr, "value": 5, "note": "from the wms"},
+        "checkIn { id note } keyResult { title }",
+        token=key,
+    )
+    assert payload["checkIn"] is None and payload["keyResult"] is None
+    assert await h.progress(org, kr) == pytest.approx(0.5)  # the admin sees it landed
+    assert await h.progress(org, private) == pytest.approx(0.5)
+    # A viewer still may not, and gets no hint that it exists.
+    _viewer_id, viewer = await member_of(org, "Vi Viewer", await h.team(org, "T"), "VIEWER")
+    refused = await h.mutate(org, "checkIn", {"keyResultId": kr, "value": 6}, "__typename", viewer)
+    assert [e["code"] for e in refused["userErrors"]] == ["NOT_FOUND"]
+    async with db.connect() as conn:
+        _checked, mismatches = await verify(conn)
+        assert mismatches == []

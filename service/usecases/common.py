@@ -153,7 +153,10 @@ async def key_result(
     key_result_id: int,
     field: str = "keyResultId",
     lock: bool = False,
+    any_visibility: bool = False,
 ) -> tuple[KeyResult, Objective, Cycle]:
+    """The key result, its objective and cycle; NOT_FOUND when absent or hidden from the
+    caller (unless `any_visibility`: a service checks in on any key result)."""
     stmt = (
         select(KeyResult, Objective, Cycle)
         .join(Objective, Objective.id == KeyResult.objective_id)
@@ -166,7 +169,7 @@ async def key_result(
     if row is None:
         raise not_found("key result", field)
     kr, obj, cyc = row
-    if not can_see_objective(p, obj.visibility, obj.team_id, obj.owner_id):
+    if not any_visibility and not can_see_objective(p, obj.visibility, obj.team_id, obj.owner_id):
         raise not_found("key result", field)
     return kr, obj, cyc
 
