@@ -3,7 +3,7 @@
 ADMIN: everything in the organization. MEMBER: create objectives for their teams
 and for themselves, edit what they own and their teams' objectives that they can
 see, check in on those key results. VIEWER: read. SERVICE: read, and check in on
-any key result it can see. Editing always requires seeing. A weight other than 1
+any key result of its organization. Editing always requires seeing. A weight other than 1
 under a parent needs the right to edit that parent.
 Visibility PUBLIC: the organization; TEAM: that team's members and admins;
 PRIVATE: the owner and admins.
