@@ -7,7 +7,7 @@ from typing import Any
 import strawberry
 from graphql import GraphQLError
 from sqlalchemy import DateTime as SADateTime
-from sqlalchemy import Select, case, cast, func, literal, select
+from sqlalchemy import Select, case, cast, exists, func, literal, select
 from strawberry import ID
 
 from schema import ids
@@ -143,6 +143,22 @@ def _objective_query(info: Info, f: ObjectiveFilter | None) -> Select:
         pk = decode_filter_id(gid, type_name, name)
         if pk is not None:
             stmt = stmt.where(column == pk)
+    parent_pk = decode_filter_id(f.parent_id, "Objective", "parentId")
+    if parent_pk is not None:
+        # Children of a parent the caller may not see are not listed by it: the answer
+        # would tell a hidden parent from one that does not exist.
+        parent = OBJECTIVE.alias("filter_parent")
+        stmt = stmt.where(
+            exists(
+                select(literal(1))
+                .select_from(parent)
+                .where(
+                    parent.c.id == parent_pk,
+                    parent.c.organization_id == p.organization_id,
+                    visible_objectives(p, parent),
+                )
+            )
+        )
     if f.roots_only:
         stmt = stmt.where(OBJECTIVE.c.parent_id.is_(None))
     if not f.include_archived:

@@ -812,3 +812,19 @@ async def test_progress_that_rolls_up_from_a_hidden_child_reaches_the_visible_pa
         assert "secret" not in json.dumps(got)
     finally:
         await socket.close()
+
+
+async def test_a_hidden_parent_is_no_filter_to_tell_it_exists(org: Org):
+    """Found from outside: `objectives(filter: {parentId: <hidden>})` listed its visible
+    children, while an id that names nothing listed none: an existence oracle."""
+    cycle = await active_cycle(org)
+    hidden = await objective(org, cycle, "Private parent", visibility="PRIVATE")
+    await objective(org, cycle, "Public child", parentId=hidden)
+    viewer = org.token(ids.decode_as(await user(org, "Vlad Viewer", "VIEWER"), "User"))
+    query = """query($p: ID) { objectives(filter: {parentId: $p}) { totalCount
+        edges { node { title } } } }"""
+    for parent in (hidden, ids.encode("Objective", 10**6)):
+        got = (await org.call(query, {"p": parent}, token=viewer))["objectives"]
+        assert got == {"totalCount": 0, "edges": []}
+    mine = (await org.call(query, {"p": hidden}))["objectives"]  # the admin sees both
+    assert [e["node"]["title"] for e in mine["edges"]] == ["Public child"]
