@@ -812,25 +812,33 @@ async def test_item7_a_non_finite_value_is_refused_by_the_use_case_at_its_index(
     assert await counts(db) == before
 
 
-async def test_item7_a_milestone_bound_to_a_metric_refuses_a_value_it_cannot_take(org: Org, db):
+async def test_item7_a_milestone_takes_the_values_it_can_and_never_blocks_the_feed(org: Org, db):
+    """A bound MILESTONE takes 0 and 1; any other value stays record for it. Found from
+    outside: refusing the batch let any member who binds a milestone (even on a PRIVATE
+    objective of theirs) stop a metric's feed for everyone, and the error named the
+    hidden key result to the poster."""
     cycle = await cycle_now(org)
     kr = await h.key_result(
         org, await h.objective(org, cycle, "Go live"), "Live", "MILESTONE", None, None
     )
+    cost = await h.key_result(
+        org, await h.objective(org, cycle, "Cheaper"), "Cost", "DECREASE", 4.2, 3.6
+    )
     metric = await create_metric(org, "site_live", name="Site live")
     assert (await bind(org, kr, metric))["userErrors"] == []
-    before = await counts(db)
+    assert (await bind(org, cost, metric))["userErrors"] == []
     p = await record(
         org,
         [
             {"metricKey": "site_live", "value": 0, "measuredAt": at(2)},
-            {"metricKey": "site_live", "value": 0.5},
+            {"metricKey": "site_live", "value": 3.9},
         ],
+        token=await service_token(org),
     )
-    assert [(e["code"], e["field"]) for e in p["userErrors"]] == [
-        ("INVALID", ["measurements", "1", "value"])
-    ]
-    assert await counts(db) == before
+    assert p["userErrors"] == [] and len(p["measurements"]) == 2
+    assert "Live" not in str(p["userErrors"])
+    assert (await kr_state(org, kr))["progress"] == 0.0  # took the 0, kept 3.9 as record
+    assert (await kr_state(org, cost))["progress"] == pytest.approx(0.5)
     p = await record(org, [{"metricKey": "site_live", "value": 1}])
     assert p["userErrors"] == [] and (await kr_state(org, kr))["progress"] == 1.0
     await assert_consistent(db)

@@ -493,7 +493,6 @@ async def _check_ins(
     for it, row in zip(fresh, rows, strict=True):
         by_metric[it.metric_id].append((it, row))
     plan: list[tuple[Any, _Item, Any, float]] = []  # key result, item, measurement, progress
-    errors: list[Rejected] = []
     problems: dict[tuple[KeyResultType, float], str | None] = {}
     for kr in bound:
         kind = KeyResultType(kr.type)
@@ -503,19 +502,14 @@ async def _check_ins(
                 continue
             if (kind, it.value) not in problems:  # the same for every key result of a kind
                 problems[(kind, it.value)] = rules.value_error(kind, it.value)
-            problem = problems[(kind, it.value)]
-            if problem:
-                errors.append(
-                    invalid(
-                        f"measurement {it.index}: key result {kr.id} bound to this metric "
-                        f"cannot take it: {problem}",
-                        *_at(it.index, "value"),
-                    )
-                )
+            if problems[(kind, it.value)]:
+                # A value this key result cannot take (a MILESTONE takes 0 or 1) stays
+                # record for it. Refusing the batch would let whoever binds a milestone
+                # stop the metric's feed for everyone, and name a key result the poster
+                # may not see.
                 continue
             progress = rules.key_result_progress(kind, kr.start_value, kr.target_value, it.value)
             plan.append((kr, it, row, progress))
-    _refuse(errors)
     if not plan:
         return [], []
     ids = list((await session.execute(_CHECK_IN_IDS, {"n": len(plan)})).scalars())
