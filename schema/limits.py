@@ -44,6 +44,8 @@ LIST_GUESS = 10
 # one document are refused before they hold the database and the event loop.
 HISTORY_READ = 100
 PRICED_SCALARS = frozenset({"progress", "progressHistory"})
+# A cycle report reads every objective and key result of the cycle, and their records.
+CYCLE_REPORT = 1000
 
 
 class LimitExceeded(Exception):
@@ -85,6 +87,8 @@ class CostWalker:
     def _history_cost(self, name: str, field: Any, node: FieldNode) -> int:
         """What a field that reads the check-in history once per object, unbatched, costs
         beyond its objects: progress as of an instant, and a progress series."""
+        if name == "cycleReport":
+            return CYCLE_REPORT
         if name not in PRICED_SCALARS or not node.arguments:
             return 0
         args = self._args(field, node)

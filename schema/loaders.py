@@ -16,7 +16,7 @@ from strawberry.dataloader import DataLoader as _DataLoader
 from service import models
 from service.auth import Principal
 from service.db import Database
-from service.reads.realism import Point, record_points
+from service.reads.realism import Fit, record_points
 from service.reads.visibility import can_see_objective, visible_events, visible_objectives
 
 OBJECTIVE = models.Objective.__table__
@@ -338,12 +338,12 @@ class Loaders:
             groups[r.start_id].append(r)
         return [groups.get(k, []) for k in keys]
 
-    async def _load_record(self, keys: list[RecordKey]) -> list[list[Point]]:
+    async def _load_record(self, keys: list[RecordKey]) -> list[Fit]:
         """One statement per distinct `now` (one per request) for any number of key results."""
         windows: dict[datetime, dict[int, datetime]] = defaultdict(dict)
         for pk, since, now in keys:
             windows[now][pk] = since
-        found: dict[datetime, dict[int, list[Point]]] = {}
+        found: dict[datetime, dict[int, Fit]] = {}
         async with self.db.connect() as conn:
             for now, since in windows.items():
                 found[now] = await record_points(conn, self._org, list(since), since, now)

@@ -57,5 +57,5 @@ async def realism_of(info: Info, key_result: Any, cycle: Any) -> Realism:
     start, end = rules.cycle_bounds(cycle.starts_on, cycle.ends_on)
     now = info.context.now
     since = rules.record_window(start, end, now)
-    points = await info.context.loaders.record_of.load((key_result.id, since, now))
-    return Realism.of(judge(key_result, points, start, end, now))
+    fit = await info.context.loaders.record_of.load((key_result.id, since, now))
+    return Realism.of(judge(key_result, fit, start, end, now))

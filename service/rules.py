@@ -374,6 +374,28 @@ def realism(
     since = record_window(cycle_start, cycle_end, now)
     record = [(t, v) for t, v in points if since <= t <= now and math.isfinite(v)]
     basis = len(record)
+    slope = _slope_per_week(record) if basis >= MIN_RECORD else None
+    return realism_from_fit(kind, start, target, current, basis, slope, cycle_start, cycle_end, now)
+
+
+def realism_from_fit(
+    kind: KeyResultType,
+    start: float,
+    target: float,
+    current: float,
+    basis: int,
+    slope_per_week: float | None,
+    cycle_start: datetime,
+    cycle_end: datetime,
+    now: datetime,
+) -> Realism:
+    """The same rule over the record's fit rather than its points: how many points lie
+    in the window (`basis`) and the least-squares slope through them, in units per week
+    (None when they share one instant). A database computes these over any number of
+    points (`service/reads/realism.py`); `realism` computes them from a list."""
+    slope = slope_per_week if basis >= MIN_RECORD else None
+    if slope is not None and not math.isfinite(slope):
+        slope = None
     if (
         kind not in (KeyResultType.INCREASE, KeyResultType.DECREASE)
         or definition_error(kind, start, target) is not None
@@ -382,7 +404,6 @@ def realism(
         return Realism(RealismVerdict.UNKNOWN, None, None, None, basis)
     direction = 1.0 if kind is KeyResultType.INCREASE else -1.0
     required = _required_rate(direction, target, current, cycle_start, cycle_end, now)
-    slope = _slope_per_week(record) if basis >= MIN_RECORD else None
     observed = None if slope is None else direction * slope + 0.0  # (never -0.0)
     ratio = None
     if required is not None and observed is not None and observed > 0:

@@ -695,3 +695,22 @@ async def test_item11_bodies_and_numbers_past_what_parsers_take_are_clear_errors
         assert body["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT", body
         assert "INTERNAL" not in r.text
     assert await events_total(org) == before
+
+
+async def test_a_cycle_report_is_priced_as_the_whole_cycle_it_reads(org: Org, client):
+    """Found from outside: 25 aliases of `cycleReport` cost 275 and held the database for
+    11 s. A report reads the whole cycle and costs 1,000."""
+    cycle = await h.active_cycle(org)
+    one = f'{{ cycleReport(cycleId: "{cycle}") {{ realism {{ verdict count }} }} }}'
+    body = (await _query(client, org.admin_token, one)).json()
+    assert "errors" not in body, body
+    assert body["extensions"]["cost"]["requestedQueryCost"] == 1 + 1000 + 10
+    many = (
+        "{ "
+        + " ".join(
+            f'a{i}: cycleReport(cycleId: "{cycle}") {{ realism {{ count }} }}' for i in range(25)
+        )
+        + " }"
+    )
+    r = await _query(client, org.admin_token, many)
+    assert r.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"

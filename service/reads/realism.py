@@ -1,6 +1,7 @@
 """The record a key result's realism is judged by (DESIGN.md, "Realism"), read for many
 key results in one statement: the points (instant, value) of each inside its trailing
-window, ending now.
+window, ending now, counted and fitted by least squares in the database (a metric that
+posts every minute has a hundred thousand points a quarter: they are not shipped).
 
 The record of a key result is its own check-ins and the check-ins of the key results
 it was carried over from, up the chain (the cycle before rarely reaches into the
@@ -16,6 +17,7 @@ shown one by one."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -27,7 +29,6 @@ from service import rules
 # How far up a chain of carry-overs the record reaches (a guard: chains are acyclic).
 MAX_CARRY_DEPTH = 20
 
-Point = tuple[datetime, float]
 
 _RECORD = text(
     """
@@ -51,9 +52,23 @@ _RECORD = text(
         JOIN measurement m ON m.metric_id = k.metric_id AND m.organization_id = :org
         WHERE m.measured_at >= s.since AND m.measured_at <= :now
     )
-    SELECT DISTINCT owner, measured_at, value FROM point ORDER BY owner, measured_at, value
+    SELECT owner, count(*) AS basis,
+           regr_slope(value, extract(epoch FROM measured_at)) * 604800.0 AS slope
+    FROM (SELECT DISTINCT owner, measured_at, value FROM point) AS distinct_point
+    GROUP BY owner
     """
 )
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A key result's record, reduced where it lies: how many distinct points are in the
+    window, and the least-squares slope through them in units per week (None when they
+    share one instant). The points themselves never leave the database, however many a
+    metric posted."""
+
+    basis: int = 0
+    slope_per_week: float | None = None
 
 
 async def record_points(
@@ -62,11 +77,11 @@ async def record_points(
     key_result_ids: Iterable[int],
     window_start: datetime | Mapping[int, datetime],
     now: datetime,
-) -> dict[int, list[Point]]:
+) -> dict[int, Fit]:
     """Each key result's record from `window_start` (one instant for all, or one per key
-    result id) to `now`, oldest first; every id asked for has an entry. One statement."""
+    result id) to `now`, fitted; every id asked for has an entry. One statement."""
     ids = list(dict.fromkeys(key_result_ids))
-    found: dict[int, list[Point]] = {pk: [] for pk in ids}
+    found: dict[int, Fit] = {pk: Fit() for pk in ids}
     if not ids:
         return found
     if isinstance(window_start, Mapping):
@@ -78,20 +93,21 @@ async def record_points(
         {"owners": ids, "since": since, "org": org, "now": now, "max_depth": MAX_CARRY_DEPTH},
     )
     for r in rows:
-        found[r.owner].append((r.measured_at, r.value))
+        found[r.owner] = Fit(r.basis, r.slope)
     return found
 
 
 def judge(
-    key_result: Any, points: list[Point], cycle_start: datetime, cycle_end: datetime, now: datetime
+    key_result: Any, fit: Fit, cycle_start: datetime, cycle_end: datetime, now: datetime
 ) -> rules.Realism:
-    """The rule over a key_result row and its record."""
-    return rules.realism(
+    """The rule over a key_result row and its fitted record."""
+    return rules.realism_from_fit(
         rules.KeyResultType(key_result.type),
         key_result.start_value,
         key_result.target_value,
         key_result.current_value,
-        points,
+        fit.basis,
+        fit.slope_per_week,
         cycle_start,
         cycle_end,
         now,
