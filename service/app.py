@@ -356,9 +356,12 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
         head = migrate.head_revision()
-        if current != head:
+        # At this build's head or newer (a later build's migration, in a rolling deploy)
+        # is ready; behind is not (API.md, "Transport").
+        standing = migrate.readiness(current)
+        if standing == "behind":
             return JSONResponse({"status": "unavailable", "migration": current, "head": head}, 503)
-        return JSONResponse({"status": "ok", "migration": current})
+        return JSONResponse({"status": "ok", "migration": current, "head": head})
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> PlainTextResponse:

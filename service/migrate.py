@@ -47,6 +47,24 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config("postgresql://x/y")).get_current_head()
 
 
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this build ships."""
+    script = ScriptDirectory.from_config(alembic_config("postgresql://x/y"))
+    return frozenset(r.revision for r in script.walk_revisions())
+
+
+def readiness(current: str | None) -> str:
+    """How the database's revision stands to this build: "current" (its head), "newer"
+    (a revision this build does not know: a later build migrated it, and this one keeps
+    serving through a rolling deploy), or "behind" (a known older revision, or none)."""
+    if current is not None and current == head_revision():
+        return "current"
+    if current is not None and current not in known_revisions():
+        return "newer"
+    return "behind"
+
+
 def revision_of(sync_connection) -> str | None:
     return MigrationContext.configure(sync_connection).get_current_revision()
 

@@ -307,3 +307,26 @@ async def test_item10_csv_export_neutralizes_formulas(org: Org, client):
     assert "'-2+3" in titles
     assert rows[0]["objective"].startswith("'=HYPERLINK")
     assert any(row["start"] == "-5.0" for row in rows)
+
+
+async def test_readyz_is_ready_at_head_or_newer_and_not_when_behind(client, db):
+    """API.md: a revision this build does not know (a later build migrated the database
+    in a rolling deploy) counts as ready, so older pods stay in service; behind is not."""
+    from sqlalchemy import text
+
+    from service import migrate
+
+    async def at(revision: str) -> httpx.Response:
+        async with db.connect() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+            await conn.commit()
+        return await client.get("/readyz")
+
+    head = migrate.head_revision()
+    assert (await client.get("/readyz")).json() == {"status": "ok", "migration": head, "head": head}
+    newer = await at("9999_from_a_later_build")
+    assert newer.status_code == 200 and newer.json()["status"] == "ok"
+    behind = await at("0003")
+    assert behind.status_code == 503
+    assert behind.json() == {"status": "unavailable", "migration": "0003", "head": head}
+    assert (await at(head)).status_code == 200
