@@ -2,10 +2,54 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import subprocess
 from typing import Any
 
+import httpx
+
 from tests.conftest import Org
+
+
+async def start_okr(
+    bin_okr: str, port: int, env: dict[str, str], out: Any
+) -> asyncio.subprocess.Process:
+    """A real `okr serve` process on `port`, returned once its /readyz answers 200 (it is
+    stopped, and AssertionError raised, if it never does)."""
+    proc = await asyncio.create_subprocess_exec(
+        bin_okr,
+        "serve",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return proc
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    await stop_okr(proc)
+    raise AssertionError("okr serve did not come up")
+
+
+async def stop_okr(proc: asyncio.subprocess.Process) -> None:
+    """Terminate a server started by `start_okr`; kill it if it does not stop in 10 s."""
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 10)
+    except TimeoutError:
+        proc.kill()
 
 
 def free_port() -> int:

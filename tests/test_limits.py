@@ -9,7 +9,6 @@ import asyncio
 import base64
 import json
 import os
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +26,7 @@ from service.db import Database
 from service.settings import Settings
 from tests import helpers as h
 from tests.conftest import JWT_SECRET, Org
-from tests.helpers import free_port
+from tests.helpers import free_port, start_okr, stop_okr
 
 LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
 
@@ -52,37 +51,12 @@ async def serve(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
             "OKR_CHECK_IN_REMINDER_SECONDS": "0",
             **settings,
         }
-        proc = await asyncio.create_subprocess_exec(
-            bin_okr,
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=LOG,
-            stderr=subprocess.STDOUT,
-        )
-        procs.append(proc)
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                try:
-                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        return Server(port)
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("okr serve did not come up")
+        procs.append(await start_okr(bin_okr, port, env, LOG))
+        return Server(port)
 
     yield start
     for proc in procs:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
+        await stop_okr(proc)
 
 
 async def chain(org: Org, length: int) -> list[str]:

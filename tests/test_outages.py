@@ -11,7 +11,6 @@ import csv
 import io
 import json
 import os
-import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import pytest
 import websockets
 
 from tests.conftest import JWT_SECRET, Org
-from tests.helpers import active_cycle, free_port, key_result, objective
+from tests.helpers import active_cycle, free_port, key_result, objective, start_okr, stop_okr
 
 
 class PostgresProxy:
@@ -142,36 +141,14 @@ async def served(bin_okr, proxy: PostgresProxy, tmp_path: Path) -> AsyncIterator
     }
     out = await asyncio.to_thread(log.open, "ab")
     with out:
-        proc = await asyncio.create_subprocess_exec(
-            bin_okr,
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        try:
+            proc = await start_okr(bin_okr, port, env, out)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {log.read_text()[-2000:]}") from None
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                try:
-                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("okr serve did not come up: " + log.read_text()[-2000:])
         yield Served(port, log)
     finally:
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
+        await stop_okr(proc)
 
 
 VIEWER = "{ viewer { role organization { name } } }"

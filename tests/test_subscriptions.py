@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from datetime import date
 from typing import Any
@@ -25,7 +24,7 @@ from service.auth import issue_token
 from service.db import Database
 from service.usecases import cycles, key_results, objectives, organizations
 from tests.conftest import JWT_SECRET, Org
-from tests.helpers import free_port
+from tests.helpers import free_port, start_okr, stop_okr
 
 PROGRESS = """
 subscription($after: String, $teamId: ID, $objectiveId: ID) {
@@ -63,38 +62,13 @@ async def replicas(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
             "OKR_LISTENER_HEALTH_SECONDS": "0.5",
             **settings,
         }
-        proc = await asyncio.create_subprocess_exec(
-            bin_okr,
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=LOG,
-            stderr=subprocess.STDOUT,
-        )
-        replica = Replica(proc, port)
+        replica = Replica(await start_okr(bin_okr, port, env, LOG), port)
         started.append(replica)
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                try:
-                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        return replica
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("okr serve did not come up")
+        return replica
 
     yield start
     for replica in started:
-        if replica.proc.returncode is None:
-            replica.proc.terminate()
-            try:
-                await asyncio.wait_for(replica.proc.wait(), 10)
-            except TimeoutError:
-                replica.proc.kill()
+        await stop_okr(replica.proc)
 
 
 class Tree:

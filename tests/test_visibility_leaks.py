@@ -14,13 +14,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator
 from itertools import product
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import websockets
 from sqlalchemy import func, select, text
@@ -51,6 +49,8 @@ from tests.helpers import (
     key_result,
     objective,
     ok,
+    start_okr,
+    stop_okr,
     team,
     user,
 )
@@ -507,38 +507,11 @@ async def server(bin_okr, database_url, tmp_path) -> AsyncIterator[Server]:
         "OKR_EVENT_POLL_SECONDS": "2",
     }
     with log.open("ab") as out:
-        proc = await asyncio.create_subprocess_exec(
-            bin_okr,
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    started = Server(proc, port, log)
+        proc = await start_okr(bin_okr, port, env, out)
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                try:
-                    if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("okr serve did not come up")
-        yield started
+        yield Server(proc, port, log)
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
+        await stop_okr(proc)
 
 
 class Socket:
