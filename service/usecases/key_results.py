@@ -212,14 +212,20 @@ def caller_of(p: Principal) -> str:
     return f"organization:{p.organization_id}"
 
 
-def _replay(earlier: CheckIn, value: float, measured_at: datetime | None) -> None:
-    """The same key again must mean the same check-in: same value, same instant."""
-    if measured_at is None:  # "now": so must the first one have been
+def same_as_before(earlier: Any, value: float, measured_at: datetime | None) -> bool:
+    """The idempotency rule of check-ins and measurements alike: the same key again means
+    the same value at the same instant (None: "now", so the first must have been too)."""
+    if measured_at is None:
         assert earlier.measured_at is not None and earlier.created_at is not None
         same_instant = abs(earlier.measured_at - earlier.created_at) <= CLOCK_SKEW
     else:
         same_instant = earlier.measured_at == measured_at
-    if earlier.value != value or not same_instant:
+    return earlier.value == value and same_instant
+
+
+def _replay(earlier: CheckIn, value: float, measured_at: datetime | None) -> None:
+    """The same key again must mean the same check-in: same value, same instant."""
+    if not same_as_before(earlier, value, measured_at):
         raise Rejected(
             ErrorCode.CONFLICT,
             "this idempotency key was already used for a check-in with a different value "

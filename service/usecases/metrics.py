@@ -41,7 +41,7 @@ from service.usecases.common import (
     optional_text,
     required_text,
 )
-from service.usecases.key_results import CLOCK_SKEW, caller_of
+from service.usecases.key_results import CLOCK_SKEW, caller_of, same_as_before
 
 MAX_BATCH = 1000
 MAX_SOURCE = 200
@@ -250,15 +250,6 @@ def _refuse(errors: list[Rejected]) -> None:
         raise BatchRejected(errors[:MAX_REPORTED_ERRORS])
 
 
-def _same(earlier: Any, item: _Item) -> bool:
-    """The check-in rule: the same key again means the same value at the same instant."""
-    if item.measured_at is None:  # "now": so must the first one have been
-        same_instant = abs(earlier.measured_at - earlier.created_at) <= CLOCK_SKEW
-    else:
-        same_instant = earlier.measured_at == item.measured_at
-    return earlier.value == item.value and same_instant
-
-
 _LOCK_METRICS = text(
     "SELECT id, key FROM metric WHERE organization_id = :org AND key = ANY(:keys) "
     "ORDER BY id FOR NO KEY UPDATE"
@@ -420,7 +411,7 @@ async def record_measurements(
             first = earlier.get((it.metric_id, it.idempotency_key or ""))
             if first is None or it.idempotency_key is None:
                 continue
-            if not _same(first, it):
+            if not same_as_before(first, it.value, it.measured_at):
                 errors.append(
                     Rejected(
                         ErrorCode.CONFLICT,
