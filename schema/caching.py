@@ -85,8 +85,13 @@ class ResultCache:
         now = time.monotonic()
         if key in self.entries:
             self._drop(key)
-        for old in [k for k, (t, _r, _s) in self.entries.items() if now - t > self.ttl]:
-            self._drop(old)
+        # Oldest first: sweep expired entries from the front, not the whole cache on
+        # every put (an entry a hit moved back leaves by age or by the bounds below).
+        while self.entries:
+            oldest = next(iter(self.entries))
+            if now - self.entries[oldest][0] <= self.ttl:
+                break
+            self._drop(oldest)
         while self.entries and (
             len(self.entries) >= self.size or self.bytes + size > self.max_bytes
         ):
