@@ -79,8 +79,8 @@ async def seed_chain(url: str, depth: int = 4) -> tuple[str, list[str]]:
     """One organization, an active cycle, an objective chain `depth` deep with a key
     result at every level. Returns (admin token, key result ids)."""
     from schema.ids import encode
-    from service.auth import Principal
     from service.db import Database
+    from service.domain.principal import Principal
     from service.usecases import cycles, key_results, objectives, organizations
 
     db = Database(url, pool_size=2)

@@ -31,7 +31,8 @@ import httpx
 from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, percentile
 from bench.load import verify_clean
 from bench.seed import seed
-from service.auth import Principal, issue_token
+from service.auth import issue_token
+from service.domain.principal import Principal
 
 M2 = """mutation($input: RecordMeasurementsInput!) { recordMeasurements(input: $input) {
   userErrors { code field message } } }"""

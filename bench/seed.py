@@ -14,8 +14,9 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from service import rules
-from service.rules import KeyResultType, Part
+from service.domain import rules
+from service.domain.enums import KeyResultType
+from service.domain.rules import Part
 
 TEAMS = (8, 6, 3)  # departments, teams per department, squads per team: 8 + 48 + 144
 OBJECTIVES = (10, 90, 400, 1500)  # per alignment level

@@ -30,7 +30,7 @@ from schema.queries import Query
 from schema.sharing import SharedStreams, SharingSchema
 from schema.subscriptions import Subscription
 from schema.types import ALL_TYPES
-from service.errors import Unauthenticated
+from service.domain.errors import Unauthenticated
 from service.outage import MESSAGE as OUTAGE_MESSAGE
 from service.outage import SERVICE_UNAVAILABLE, is_unavailable, note_outage
 from service.settings import Settings

@@ -9,9 +9,9 @@ from strawberry.fastapi import BaseContext
 from strawberry.types import Info as _Info
 
 from schema.loaders import Loaders
-from service.auth import Principal
 from service.db import Database
-from service.errors import Unauthenticated
+from service.domain.errors import Unauthenticated
+from service.domain.principal import Principal
 from service.settings import Settings
 
 

@@ -6,13 +6,13 @@ from enum import Enum
 
 import strawberry
 
-from service import rules
-from service.errors import ErrorCode as _ErrorCode
-from service.events import EventKind as _EventKind
+from service.domain import enums as domain_enums
+from service.domain.enums import EventKind as _EventKind
+from service.domain.errors import ErrorCode as _ErrorCode
 
-ProgressStatus = strawberry.enum(rules.ProgressStatus, name="ProgressStatus")
-KeyResultType = strawberry.enum(rules.KeyResultType, name="KeyResultType")
-CycleStatus = strawberry.enum(rules.CycleStatus, name="CycleStatus")
+ProgressStatus = strawberry.enum(domain_enums.ProgressStatus, name="ProgressStatus")
+KeyResultType = strawberry.enum(domain_enums.KeyResultType, name="KeyResultType")
+CycleStatus = strawberry.enum(domain_enums.CycleStatus, name="CycleStatus")
 ErrorCode = strawberry.enum(_ErrorCode, name="ErrorCode")
 EventKind = strawberry.enum(_EventKind, name="EventKind")
 

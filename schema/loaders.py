@@ -14,8 +14,8 @@ from sqlalchemy import Table, and_, func, select, text
 from strawberry.dataloader import DataLoader as _DataLoader
 
 from service import models
-from service.auth import Principal
 from service.db import Database
+from service.domain.principal import Principal
 from service.reads.realism import Fit, record_points
 from service.reads.visibility import can_see_objective, visible_events, visible_objectives
 

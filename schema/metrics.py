@@ -30,7 +30,7 @@ from schema.types import (
     connection,
     page_window,
 )
-from service.errors import Rejected
+from service.domain.errors import Rejected
 from service.usecases import metrics
 
 # --- types ---------------------------------------------------------------------------------

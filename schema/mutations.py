@@ -16,7 +16,7 @@ from schema import ids, metrics
 from schema.context import Info
 from schema.enums import CycleStatus, KeyResultType, Measure, Role, Visibility
 from schema.types import CheckIn, Comment, Cycle, KeyResult, Objective, Team, User, UserError
-from service.errors import ErrorCode, Rejected
+from service.domain.errors import ErrorCode, Rejected
 from service.reads.visibility import can_see_objective
 from service.usecases import (
     comments,

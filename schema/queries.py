@@ -33,8 +33,8 @@ from schema.types import (
     page_window,
     user_of,
 )
+from service.domain.enums import ProgressStatus as Status
 from service.reads.visibility import visible_events, visible_objectives
-from service.rules import ProgressStatus as Status
 
 TOLERANCE = 1e-9
 
@@ -266,7 +266,7 @@ class Query:
         "scores not yet set or confirmed by hand."
     )
     async def cycle_report(self, info: Info, cycle_id: ID) -> CycleReport | None:
-        from service.errors import Rejected
+        from service.domain.errors import Rejected
         from service.reports import cycle_report
 
         pk = decode_filter_id(cycle_id, "Cycle", "cycleId")

@@ -9,10 +9,10 @@ from typing import Any
 import strawberry
 
 from schema.context import Info
-from service import rules
+from service.domain import enums, rules
 from service.reads.realism import judge
 
-RealismVerdict = strawberry.enum(rules.RealismVerdict, name="RealismVerdict")
+RealismVerdict = strawberry.enum(enums.RealismVerdict, name="RealismVerdict")
 
 
 @strawberry.type(description="Is the target realistic, judged by the record.")
@@ -49,7 +49,7 @@ class RealismCount:
 
 def realism_counts(counts: dict[str, int]) -> list[RealismCount]:
     """Every verdict, in the enum's order, zeros included: a mix reads at a glance."""
-    return [RealismCount(verdict=v, count=counts.get(str(v), 0)) for v in rules.RealismVerdict]
+    return [RealismCount(verdict=v, count=counts.get(str(v), 0)) for v in enums.RealismVerdict]
 
 
 async def realism_of(info: Info, key_result: Any, cycle: Any) -> Realism:

@@ -27,8 +27,8 @@ from schema.enums import (
     Visibility,
 )
 from schema.realism import Realism, realism_of
-from service import rules
-from service.errors import Rejected
+from service.domain import enums, rules
+from service.domain.errors import Rejected
 
 if TYPE_CHECKING:
     from schema.metrics import Metric
@@ -145,7 +145,7 @@ class UserError:
 # --- shared computations -----------------------------------------------------------------
 
 
-def _status(info: Info, progress: float, checked_in: bool, cycle: Any) -> rules.ProgressStatus:
+def _status(info: Info, progress: float, checked_in: bool, cycle: Any) -> enums.ProgressStatus:
     p = info.context.principal
     expected = rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now)
     return rules.progress_status(progress, expected, checked_in, *p.thresholds)
@@ -161,7 +161,7 @@ async def _cadence(info: Info, team_id: int | None) -> int:
 
 def _stale(info: Info, kr: Any, cycle: Any, cadence: int) -> bool:
     last = kr.last_check_in_at or kr.created_at
-    return rules.is_stale(rules.CycleStatus(cycle.status), last, cadence, info.context.now)
+    return rules.is_stale(enums.CycleStatus(cycle.status), last, cadence, info.context.now)
 
 
 def _with_cycle(info: Info, cycle_id: int, compute: Callable[[Any], Any]) -> Any:
@@ -337,7 +337,7 @@ class Cycle(Node):
             name=row.name,
             starts_on=row.starts_on,
             ends_on=row.ends_on,
-            status=rules.CycleStatus(row.status),
+            status=enums.CycleStatus(row.status),
         )
 
     @strawberry.field(description="Share of the cycle elapsed, now.")
@@ -346,7 +346,7 @@ class Cycle(Node):
 
     @strawberry.field(description="Ended (past the end of endsOn, UTC) and still ACTIVE.")
     def review_due(self, info: Info) -> bool:
-        status = rules.CycleStatus(self.row.status)
+        status = enums.CycleStatus(self.row.status)
         return rules.review_due(status, self.row.starts_on, self.row.ends_on, info.context.now)
 
 
@@ -478,7 +478,7 @@ class Objective(Node):
     async def stale(self, info: Info) -> bool:
         loaders = info.context.loaders
         cycle = await loaders.cycle.load(self.row.cycle_id)
-        if cycle.status != rules.CycleStatus.ACTIVE:
+        if cycle.status != enums.CycleStatus.ACTIVE:
             return False
         cadence = await _cadence(info, self.row.team_id)
         krs = await loaders.key_results_of.load(self.row.id)
@@ -594,7 +594,7 @@ class KeyResult(Node):
             objective_row=objective,
             id=ID(ids.encode("KeyResult", row.id)),
             title=row.title,
-            type=rules.KeyResultType(row.type),
+            type=enums.KeyResultType(row.type),
             measure=Measure(row.measure),
             unit=row.unit,
             start_value=row.start_value,
@@ -660,7 +660,7 @@ class KeyResult(Node):
     @strawberry.field(description="When the next check-in is due (None outside ACTIVE).")
     async def next_check_in_due(self, info: Info) -> datetime | None:
         objective, cycle = await self._objective_and_cycle(info)
-        if cycle.status != rules.CycleStatus.ACTIVE:
+        if cycle.status != enums.CycleStatus.ACTIVE:
             return None
         last = self.row.last_check_in_at or self.row.created_at
         return last + timedelta(days=await _cadence(info, objective.team_id))
@@ -738,7 +738,7 @@ class KeyResult(Node):
         points = sorted((r.measured_at, r.value) for r in rows if start <= r.measured_at < end)
         p = info.context.principal
         got = rules.forecast(
-            rules.KeyResultType(self.row.type),
+            enums.KeyResultType(self.row.type),
             self.row.start_value,
             self.row.target_value,
             points,
@@ -937,7 +937,7 @@ async def progress_changes(info: Info, changes: list[dict[str, Any]]) -> list[Pr
                 node=node,
                 previous_progress=change["previous"],
                 progress=change["progress"],
-                status=rules.ProgressStatus(change["status"]),
+                status=enums.ProgressStatus(change["status"]),
             )
         )
     return out

@@ -40,9 +40,10 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from schema.context import Context
-from service.auth import Principal, bearer
-from service.errors import Unauthenticated
-from service.events import EventKind
+from service.auth import bearer
+from service.domain.enums import EventKind
+from service.domain.errors import Unauthenticated
+from service.domain.principal import Principal
 from service.fanout import EventHub, Watcher
 
 log = logging.getLogger(__name__)

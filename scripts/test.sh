@@ -13,4 +13,5 @@ python3 -m venv .venv
 .venv/bin/ruff format --check .
 .venv/bin/hadolint Dockerfile
 .venv/bin/mypy
+.venv/bin/lint-imports
 .venv/bin/python -m pytest -q "$@"

@@ -11,8 +11,8 @@ PRIVATE: the owner and admins.
 
 from __future__ import annotations
 
-from service.auth import Principal
-from service.errors import forbidden
+from service.domain.errors import forbidden
+from service.domain.principal import Principal
 from service.reads.visibility import can_see_objective
 
 

@@ -28,9 +28,10 @@ from schema.api import build_schema
 from schema.context import Context
 from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, refusal
 from service import migrate
-from service.auth import Authenticator, Principal, bearer
+from service.auth import Authenticator, bearer
 from service.db import Database, count_statements
-from service.errors import Rejected, Unauthenticated
+from service.domain.errors import Rejected, Unauthenticated
+from service.domain.principal import Principal
 from service.fanout import EventHub
 from service.outage import MESSAGE as OUTAGE_MESSAGE
 from service.outage import (

@@ -7,44 +7,17 @@ status bounds and cadence), loaded with one statement per request.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import secrets
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import jwt
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.errors import Unauthenticated
-
-API_KEY_PREFIX = "okr_"
-
-
-@dataclass(frozen=True)
-class Principal:
-    organization_id: int
-    role: str  # ADMIN, MEMBER, VIEWER or SERVICE
-    user_id: int | None = None
-    api_key_id: int | None = None
-    team_ids: frozenset[int] = field(default_factory=frozenset)
-    on_track_gap: float = 0.10
-    at_risk_gap: float = 0.25
-    check_in_cadence_days: int = 7
-    # The organization's outbox position when the request was authenticated: every
-    # committed write moves it, so it keys the response cache.
-    event_seq: int = 0
-    # A JWT's expiry (seconds since the epoch): an open WebSocket is closed then.
-    expires_at: float | None = None
-
-    @property
-    def thresholds(self) -> tuple[float, float]:
-        """The organization's status bounds: (on-track gap, at-risk gap)."""
-        return (self.on_track_gap, self.at_risk_gap)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "ADMIN"
+from service.domain.credentials import API_KEY_PREFIX, hash_api_key
+from service.domain.errors import Unauthenticated
+from service.domain.principal import Principal
+from service.usecases.organizations import create_user_from_identity
 
 
 def issue_token(secret: str, user_id: int, organization_id: int, ttl_days: int = 30) -> str:
@@ -56,16 +29,6 @@ def issue_token(secret: str, user_id: int, organization_id: int, ttl_days: int =
         "exp": now + timedelta(days=ttl_days),
     }
     return jwt.encode(claims, secret, algorithm="HS256")
-
-
-def new_api_key() -> tuple[str, str]:
-    """A fresh key (shown once) and the hash that is stored."""
-    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    return key, hash_api_key(key)
-
-
-def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def bearer(header: str | None) -> str:
@@ -238,7 +201,6 @@ class Authenticator:
             raise Unauthenticated("the token names an unknown organization")
         if not s.jwt_create_users:
             raise Unauthenticated("the token names no user of this organization")
-        from service.usecases.organizations import create_user_from_identity
 
         user = await self.db.transaction(
             lambda session: create_user_from_identity(

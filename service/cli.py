@@ -14,7 +14,7 @@ from typing import TypeVar
 from service import migrate
 from service.auth import issue_token
 from service.db import Database, resolve_url
-from service.errors import ErrorCode, Rejected
+from service.domain.errors import ErrorCode, Rejected
 from service.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -212,7 +212,7 @@ def cmd_metric_record(args: argparse.Namespace, settings: Settings) -> int:
     keys a scope of their own ('organization:<id>'). Exit 2 on anything refused."""
     from datetime import datetime
 
-    from service.auth import Principal
+    from service.domain.principal import Principal
     from service.usecases import metrics, organizations
 
     def refuse(message: str) -> int:

@@ -9,8 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import func, select, text
 
-from service.auth import Principal
 from service.db import Database
+from service.domain.principal import Principal
 from service.models import Organization
 from service.usecases import cycles, key_results, metrics, objectives, organizations
 

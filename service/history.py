@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import rules
-from service.rules import KeyResultType, Part
+from service.domain import rules
+from service.domain.enums import KeyResultType
+from service.domain.rules import Part
 
 _SUBTREE = text(
     """

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events
 from service.db import Database
-from service.events import EventKind
+from service.domain.enums import EventKind
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import models, rules
-from service.auth import Principal
-from service.errors import not_found
-from service.events import EventKind
+from service import models
+from service.domain import enums, rules
+from service.domain.enums import EventKind
+from service.domain.errors import not_found
+from service.domain.principal import Principal
 from service.reads.realism import judge, record_points
 from service.reads.visibility import visible_objectives
 
@@ -33,7 +34,7 @@ T = models.Team.__table__
 U = models.User.__table__
 E = models.Event.__table__
 
-SCORED_FROM = (rules.CycleStatus.REVIEW, rules.CycleStatus.CLOSED)
+SCORED_FROM = (enums.CycleStatus.REVIEW, enums.CycleStatus.CLOSED)
 
 
 @dataclass
@@ -82,7 +83,7 @@ class CycleReport:
 
     @property
     def unconfirmed_scores(self) -> int | None:
-        if rules.CycleStatus(self.cycle.status) not in SCORED_FROM:
+        if enums.CycleStatus(self.cycle.status) not in SCORED_FROM:
             return None
         return sum(t.unconfirmed_scores or 0 for t in self.teams)
 
@@ -124,7 +125,7 @@ async def cycle_report(
         ).all():
             krs[k.objective_id].append(k)
     expected = rules.expected_progress(cycle.starts_on, cycle.ends_on, now)
-    status_of_cycle = rules.CycleStatus(cycle.status)
+    status_of_cycle = enums.CycleStatus(cycle.status)
     kr_ids = [k.id for group in krs.values() for k in group]
     start, end = rules.cycle_bounds(cycle.starts_on, cycle.ends_on)
     record = await record_points(

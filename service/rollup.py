@@ -17,8 +17,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import rules
-from service.rules import Part
+from service.domain import rules
+from service.domain.rules import Part
 
 _ANCESTRY = text(
     """

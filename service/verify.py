@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import rules
-from service.rules import KeyResultType, Part
+from service.domain import rules
+from service.domain.enums import KeyResultType
+from service.domain.rules import Part
 
 TOLERANCE = 1e-9
 

@@ -19,8 +19,9 @@ import pytest
 
 from service import migrate
 from service.app import create_app
-from service.auth import Principal, issue_token
+from service.auth import issue_token
 from service.db import Database
+from service.domain.principal import Principal
 from service.settings import Settings
 from service.usecases import organizations
 

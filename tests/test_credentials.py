@@ -578,8 +578,8 @@ async def test_item3_concurrent_deactivations_are_serialized_by_the_admin_lock(
 ):
     """The same race one level down, made certain: the second deactivation starts while
     the first is still open, and must not leave the organization without an admin."""
-    from service.auth import Principal
-    from service.errors import Rejected
+    from service.domain.errors import Rejected
+    from service.domain.principal import Principal
 
     other = await db.transaction(
         lambda s: organizations.create_user(s, org.admin, "Olga", "olga@acme.example", "ADMIN")

@@ -15,9 +15,9 @@ from gql import Client
 from sqlalchemy import text
 
 from schema.ids import decode_as, encode
-from service.auth import Principal
 from service.db import Database
-from service.errors import Rejected
+from service.domain.errors import Rejected
+from service.domain.principal import Principal
 from service.usecases import metrics, organizations
 from service.verify import verify, verify_event_sequences
 from tests import helpers as h

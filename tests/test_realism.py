@@ -15,8 +15,8 @@ import pytest
 
 from schema.ids import decode_as, encode
 from service.db import Database
+from service.domain.rules import cycle_bounds
 from service.reminders import run_forever, write_due_reminders
-from service.rules import cycle_bounds
 from service.usecases import cycles, key_results, objectives, organizations
 from tests import helpers as h
 from tests.conftest import Org

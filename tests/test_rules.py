@@ -5,8 +5,11 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from service.rules import (
-    CycleStatus,
+from service.domain.enums import CycleStatus
+from service.domain.enums import KeyResultType as T
+from service.domain.enums import ProgressStatus as S
+from service.domain.enums import RealismVerdict as V
+from service.domain.rules import (
     Part,
     can_move_cycle,
     definition_error,
@@ -23,15 +26,6 @@ from service.rules import (
     rolled_score,
     shares,
     value_error,
-)
-from service.rules import (
-    KeyResultType as T,
-)
-from service.rules import (
-    ProgressStatus as S,
-)
-from service.rules import (
-    RealismVerdict as V,
 )
 
 UTC = UTC

@@ -27,9 +27,9 @@ from schema import ids
 from schema.api import build_schema
 from schema.sharing import share_key
 from service import events, models
-from service.auth import Principal
 from service.db import Database
-from service.events import EventKind
+from service.domain.enums import EventKind
+from service.domain.principal import Principal
 from service.reads.visibility import (
     ADMIN_ONLY_SUBJECTS,
     OBJECTIVE,

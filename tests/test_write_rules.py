@@ -471,8 +471,8 @@ async def test_item8_a_teammate_may_not_edit_a_private_objective_not_theirs(org:
 
 def test_item8_editing_requires_seeing():
     from service.access import can_edit_objective, require_check_in
-    from service.auth import Principal
-    from service.errors import Rejected
+    from service.domain.errors import Rejected
+    from service.domain.principal import Principal
 
     mate = Principal(organization_id=1, role="MEMBER", user_id=2, team_ids=frozenset({7}))
     assert can_edit_objective(mate, "TEAM", 7, 3)

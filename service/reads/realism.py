@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service import rules
+from service.domain import enums, rules
 
 # How far up a chain of carry-overs the record reaches (a guard: chains are acyclic).
 MAX_CARRY_DEPTH = 20
@@ -102,7 +102,7 @@ def judge(
 ) -> rules.Realism:
     """The rule over a key_result row and its fitted record."""
     return rules.realism_from_fit(
-        rules.KeyResultType(key_result.type),
+        enums.KeyResultType(key_result.type),
         key_result.start_value,
         key_result.target_value,
         key_result.current_value,

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, false, func, or_, select, true
 
 from service import models
-from service.auth import Principal
+from service.domain.principal import Principal
 
 _TABLES = models.metadata.tables
 OBJECTIVE = _TABLES["objective"]

@@ -6,8 +6,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events
 from service.access import require_comment
-from service.auth import Principal
-from service.events import EventKind
+from service.domain.enums import EventKind
+from service.domain.principal import Principal
 from service.models import Comment
 from service.usecases import common
 from service.usecases.common import MAX_TEXT, required_text

@@ -10,13 +10,14 @@ from datetime import UTC, date, datetime
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import rollup, rules
-from service.auth import Principal
-from service.errors import ErrorCode, Rejected, invalid, not_found
+from service import rollup
+from service.domain import rules
+from service.domain.enums import CycleStatus
+from service.domain.errors import ErrorCode, Rejected, invalid, not_found
+from service.domain.principal import Principal
 from service.models import Cycle, KeyResult, Objective, Team, User
 from service.reads.visibility import can_see_objective
 from service.rollup import RollUp
-from service.rules import CycleStatus
 
 MAX_NAME = 200
 MAX_TITLE = 300

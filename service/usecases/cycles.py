@@ -7,13 +7,13 @@ from datetime import date
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events, rules
+from service import events
 from service.access import require_admin
-from service.auth import Principal
-from service.errors import ErrorCode, Rejected, invalid
-from service.events import EventKind
+from service.domain import rules
+from service.domain.enums import CycleStatus, EventKind
+from service.domain.errors import ErrorCode, Rejected, invalid
+from service.domain.principal import Principal
 from service.models import Cycle, Objective
-from service.rules import CycleStatus
 from service.usecases import common
 from service.usecases.common import MAX_NAME, required_text
 

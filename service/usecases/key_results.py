@@ -10,13 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events, rollup, rules
+from service import events, rollup
 from service.access import require_check_in, require_edit_objective
-from service.auth import Principal
-from service.errors import ErrorCode, Rejected, invalid
-from service.events import EventKind
+from service.domain import rules
+from service.domain.enums import CycleStatus, EventKind, KeyResultType
+from service.domain.errors import ErrorCode, Rejected, invalid
+from service.domain.principal import Principal
 from service.models import CHECK_IN_IDEMPOTENCY, CheckIn, Cycle, KeyResult, Objective
-from service.rules import CycleStatus, KeyResultType
 from service.usecases import common
 from service.usecases.common import (
     MAX_IDEMPOTENCY_KEY,

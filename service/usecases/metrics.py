@@ -25,13 +25,13 @@ from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events, rollup, rules
+from service import events, rollup
 from service.access import require_admin, require_edit_objective, require_record_measurements
-from service.auth import Principal
-from service.errors import ErrorCode, Rejected, invalid, not_found
-from service.events import EventKind
+from service.domain import rules
+from service.domain.enums import EventKind, KeyResultType
+from service.domain.errors import ErrorCode, Rejected, invalid, not_found
+from service.domain.principal import Principal
 from service.models import KeyResult, Metric
-from service.rules import KeyResultType
 from service.usecases import common
 from service.usecases.common import (
     MAX_IDEMPOTENCY_KEY,

@@ -13,11 +13,10 @@ from service.access import (
     require_edit_objective,
     require_weight_under,
 )
-from service.auth import Principal
-from service.errors import ErrorCode, Rejected, invalid
-from service.events import EventKind
+from service.domain.enums import CycleStatus, EventKind
+from service.domain.errors import ErrorCode, Rejected, invalid
+from service.domain.principal import Principal
 from service.models import Cycle, Objective
-from service.rules import CycleStatus
 from service.usecases import common
 from service.usecases.common import MAX_TEXT, MAX_TITLE, optional_text, required_text
 

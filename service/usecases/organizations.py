@@ -10,9 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events
 from service.access import require_admin
-from service.auth import Principal, new_api_key
-from service.errors import ErrorCode, Rejected, forbidden, invalid, not_found
-from service.events import EventKind
+from service.domain.credentials import new_api_key
+from service.domain.enums import EventKind
+from service.domain.errors import ErrorCode, Rejected, forbidden, invalid, not_found
+from service.domain.principal import Principal
 from service.models import ApiKey, Organization, Team, TeamMembership, User
 from service.usecases import common
 from service.usecases.common import EMAIL, MAX_NAME, required_text

@@ -6,13 +6,13 @@ from __future__ import annotations
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events, rules
+from service import events
 from service.access import can_edit_objective, require_admin, require_edit_objective
-from service.auth import Principal
-from service.errors import ErrorCode, Rejected, forbidden, invalid
-from service.events import EventKind
+from service.domain import rules
+from service.domain.enums import EventKind, KeyResultType
+from service.domain.errors import ErrorCode, Rejected, forbidden, invalid
+from service.domain.principal import Principal
 from service.models import KeyResult, Objective, Organization, Team
-from service.rules import KeyResultType
 from service.usecases import common
 
 

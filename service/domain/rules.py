@@ -1,7 +1,7 @@
-"""The OKR rules of DESIGN.md as pure functions: no I/O, no framework.
+"""The OKR rules (docs/design.md) as pure functions: no I/O, no framework.
 
 Progress, expected progress, status, staleness, forecast, roll-up, score and realism.
-Every number in DESIGN.md is a case in tests/test_rules.py.
+Every number in docs/design.md is a case in tests/test_rules.py.
 """
 
 from __future__ import annotations
@@ -10,31 +10,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from enum import StrEnum
 
-
-class KeyResultType(StrEnum):
-    INCREASE = "INCREASE"
-    DECREASE = "DECREASE"
-    STAY_ABOVE = "STAY_ABOVE"
-    STAY_BELOW = "STAY_BELOW"
-    MILESTONE = "MILESTONE"
-
-
-class ProgressStatus(StrEnum):
-    NOT_STARTED = "NOT_STARTED"
-    ON_TRACK = "ON_TRACK"
-    AT_RISK = "AT_RISK"
-    OFF_TRACK = "OFF_TRACK"
-    ACHIEVED = "ACHIEVED"
-
-
-class CycleStatus(StrEnum):
-    PLANNING = "PLANNING"
-    ACTIVE = "ACTIVE"
-    REVIEW = "REVIEW"
-    CLOSED = "CLOSED"
-
+from service.domain.enums import CycleStatus, KeyResultType, ProgressStatus, RealismVerdict
 
 # What the rules are defined over. Inside these bounds no sum, difference or quotient
 # below can overflow; the functions stay safe outside them all the same.
@@ -279,13 +256,6 @@ def forecast(
 
 
 # --- realism -------------------------------------------------------------------
-
-
-class RealismVerdict(StrEnum):
-    REALISTIC = "REALISTIC"
-    STRETCH = "STRETCH"
-    UNLIKELY = "UNLIKELY"
-    UNKNOWN = "UNKNOWN"
 
 
 MIN_RECORD = 3  # points of record below which nothing is judged
