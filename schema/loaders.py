@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Table, and_, func, select, text
 from strawberry.dataloader import DataLoader as _DataLoader
 
-from service import models
+from service import models, sql
 from service.db import Database
 from service.domain.principal import Principal
 from service.reads.realism import Fit, record_points
@@ -47,33 +47,20 @@ PageKey = tuple[int, int, int | None]
 # Record keys: (key result id, start of its trailing window, now).
 RecordKey = tuple[int, datetime, datetime]
 
-_ANCESTORS = text(
+_ANCESTORS = sql.walk(
+    sql.ANCESTORS_BY_START,
     """
-    WITH RECURSIVE up(start, id, parent_id, depth) AS (
-        SELECT o.id, o.id, o.parent_id, 0 FROM objective o
-        WHERE o.id = ANY(:ids) AND o.organization_id = :org
-        UNION ALL
-        SELECT up.start, p.id, p.parent_id, up.depth + 1
-        FROM objective p JOIN up ON p.id = up.parent_id
-        WHERE p.organization_id = :org AND up.depth < 1000
-    )
     SELECT up.start AS start_id, o.* FROM up JOIN objective o ON o.id = up.id
     WHERE up.depth > 0 ORDER BY up.start, up.depth
-    """
+    """,
 )
-_DESCENDANTS = text(
+_DESCENDANTS = sql.walk(
+    sql.DESCENDANTS_BY_START,
     """
-    WITH RECURSIVE down(start, id, depth) AS (
-        SELECT o.id, o.id, 0 FROM objective o WHERE o.id = ANY(:ids) AND o.organization_id = :org
-        UNION ALL
-        SELECT down.start, c.id, down.depth + 1
-        FROM objective c JOIN down ON c.parent_id = down.id
-        WHERE c.organization_id = :org AND down.depth < :max_depth
-    )
     SELECT down.start AS start_id, down.depth AS depth, o.* FROM down
     JOIN objective o ON o.id = down.id
     WHERE down.depth > 0 ORDER BY down.start, down.depth, o.id
-    """
+    """,
 )
 
 _LATEST_MEASUREMENTS = text(

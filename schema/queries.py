@@ -6,8 +6,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy import DateTime as SADateTime
-from sqlalchemy import Select, case, cast, exists, func, literal, select
+from sqlalchemy import Select, exists, func, literal, select
 from strawberry import ID
 
 from schema import ids
@@ -33,10 +32,9 @@ from schema.types import (
     page_window,
     user_of,
 )
+from service import sql
 from service.domain.enums import ProgressStatus as Status
 from service.reads.visibility import visible_events, visible_objectives
-
-TOLERANCE = 1e-9
 
 
 def bad_input(message: str) -> GraphQLError:
@@ -97,19 +95,8 @@ async def node_by_id(info: Info, gid: str) -> Node | None:
 
 def status_sql(now: Any, thresholds: tuple[float, float]) -> Any:
     """The status rule in SQL, over objective joined with cycle, for filtering."""
-    start = cast(CYCLE.c.starts_on, SADateTime(timezone=False)).op("AT TIME ZONE")(literal("UTC"))
-    end = cast(CYCLE.c.ends_on + 1, SADateTime(timezone=False)).op("AT TIME ZONE")(literal("UTC"))
-    elapsed = func.extract("epoch", literal(now) - start) / func.extract("epoch", end - start)
-    expected = func.least(func.greatest(elapsed, 0.0), 1.0)
-    gap = expected - OBJECTIVE.c.progress
-    on_track, at_risk = thresholds
-    return case(
-        (OBJECTIVE.c.progress >= 1, literal(Status.ACHIEVED.value)),
-        (OBJECTIVE.c.has_check_in.is_(False), literal(Status.NOT_STARTED.value)),
-        (gap <= on_track + TOLERANCE, literal(Status.ON_TRACK.value)),
-        (gap <= at_risk + TOLERANCE, literal(Status.AT_RISK.value)),
-        else_=literal(Status.OFF_TRACK.value),
-    )
+    o, c = OBJECTIVE.c, CYCLE.c
+    return sql.status(now, thresholds, o.progress, o.has_check_in, c.starts_on, c.ends_on)
 
 
 @strawberry.input

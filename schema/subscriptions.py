@@ -24,6 +24,7 @@ from schema.types import (
     progress_changes,
     user_of,
 )
+from service.events import Scope
 from service.fanout import CursorOutOfRange, EventHub, SubscriberBehind
 
 
@@ -64,12 +65,7 @@ def _after(after: str | None) -> int | None:
 
 
 def _in_scope(row: Any, objective: int | None, team: int | None, cycle: int | None) -> bool:
-    payload = row.payload
-    if objective is not None and objective not in payload.get("objective_ids", ()):
-        return False
-    if team is not None and team not in payload.get("team_ids", ()):
-        return False
-    return cycle is None or cycle in payload.get("cycle_ids", ())
+    return Scope.parse(row.payload).covers(objective, team, cycle)
 
 
 async def _visible(info: Info, row: Any) -> bool:

@@ -17,21 +17,17 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from service import sql
 from service.domain import rules
 from service.domain.enums import KeyResultType
 from service.domain.rules import Part
 
-_SUBTREE = text(
+_SUBTREE = sql.walk(
+    sql.SUBTREE,
     """
-    WITH RECURSIVE down(id) AS (
-        SELECT CAST(:id AS bigint)
-        UNION
-        SELECT o.id FROM objective o JOIN down ON o.parent_id = down.id
-        WHERE o.organization_id = :org
-    )
     SELECT o.id, o.parent_id, o.weight, o.created_at, o.archived_at FROM objective o
     WHERE o.id IN (SELECT id FROM down) AND o.organization_id = :org
-    """
+    """,
 )
 _KEY_RESULTS = text(
     "SELECT id, objective_id, type, start_value, target_value, weight, created_at "

@@ -17,13 +17,12 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events
+from service import events, sql
 from service.db import Database
 from service.domain.enums import EventKind
 
 log = logging.getLogger(__name__)
 
-REMINDER_LOCK = 7_461_003
 # A failing job (the database away, say) logs its stack at most this often.
 ERROR_LOG_SECONDS = 60.0
 
@@ -73,7 +72,9 @@ _REVIEWS_DUE = text(
 async def write_due_reminders(session: AsyncSession, now: datetime) -> int:
     """Write the reminders that are due (both kinds); 0 when another replica holds the
     lock. Returns how many events were written."""
-    got = await session.scalar(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": REMINDER_LOCK})
+    got = await session.scalar(
+        text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": sql.REMINDER_LOCK}
+    )
     if not got:
         return 0
     return await _check_ins_due(session, now) + await _reviews_due(session, now)
@@ -86,19 +87,9 @@ async def _check_ins_due(session: AsyncSession, now: datetime) -> int:
             text("UPDATE key_result SET due_notice_for = :at WHERE id = :id"),
             {"at": r.last_activity, "id": r.id},
         )
+        scope = events.Scope.of_objective(r.objective_id, r.team_id, r.cycle_id)
         await events.record(
-            session,
-            None,
-            r.org,
-            EventKind.CHECK_IN_DUE,
-            "KeyResult",
-            r.id,
-            {
-                "due": r.due.isoformat(),
-                "objective_ids": [r.objective_id],
-                "team_ids": [r.team_id] if r.team_id else [],
-                "cycle_ids": [r.cycle_id],
-            },
+            session, None, r.org, events.check_in_due(r.id, r.due.isoformat(), scope)
         )
     return len(rows)
 
@@ -109,15 +100,8 @@ async def _reviews_due(session: AsyncSession, now: datetime) -> int:
     kind = str(EventKind.CYCLE_REVIEW_DUE)
     rows = (await session.execute(_REVIEWS_DUE, {"today": today, "kind": kind})).all()
     for r in rows:
-        await events.record(
-            session,
-            None,
-            r.org,
-            EventKind.CYCLE_REVIEW_DUE,
-            "Cycle",
-            r.id,
-            {"name": r.name, "ends_on": r.ends_on.isoformat(), "cycle_ids": [r.id]},
-        )
+        due = events.cycle_review_due(r.id, r.name, r.ends_on.isoformat())
+        await events.record(session, None, r.org, due)
     return len(rows)
 
 

@@ -17,32 +17,19 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import sql
 from service.domain import rules
 from service.domain.rules import Part
+from service.events import Scope
 
-_ANCESTRY = text(
-    """
-    WITH RECURSIVE up(id, parent_id) AS (
-        SELECT id, parent_id FROM objective WHERE id = ANY(:ids) AND organization_id = :org
-        UNION
-        SELECT o.id, o.parent_id FROM objective o JOIN up ON o.id = up.parent_id
-        WHERE o.organization_id = :org
-    )
-    SELECT id FROM up
-    """
-)
+_ANCESTRY = sql.walk(sql.ANCESTRY, "SELECT id FROM up")
 # Find and lock the chain in one statement; the caller checks it did not move meanwhile.
-_LOCK_ANCESTRY = text(
+_LOCK_ANCESTRY = sql.walk(
+    sql.ANCESTRY,
     """
-    WITH RECURSIVE up(id, parent_id) AS (
-        SELECT id, parent_id FROM objective WHERE id = ANY(:ids) AND organization_id = :org
-        UNION
-        SELECT o.id, o.parent_id FROM objective o JOIN up ON o.id = up.parent_id
-        WHERE o.organization_id = :org
-    )
     SELECT o.id, o.parent_id FROM objective o WHERE o.id IN (SELECT id FROM up)
     ORDER BY o.id FOR UPDATE OF o
-    """
+    """,
 )
 _OBJECTIVES = text(
     """
@@ -99,13 +86,8 @@ class RollUp:
             cycle_ids=sorted({self.cycle_of[i] for i in up}),
         )
 
-    def payload(self, leading: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        return {
-            "changes": (leading or []) + self.changes,
-            "objective_ids": self.objective_ids,
-            "team_ids": self.team_ids,
-            "cycle_ids": self.cycle_ids,
-        }
+    def scope(self) -> Scope:
+        return Scope(tuple(self.objective_ids), tuple(self.team_ids), tuple(self.cycle_ids))
 
 
 async def _lock_ancestry(session: AsyncSession, org: int, start: list[int]) -> list[int]:

@@ -28,7 +28,7 @@ from schema.api import build_schema
 from schema.sharing import share_key
 from service import events, models
 from service.db import Database
-from service.domain.enums import EventKind
+from service.domain.enums import EventKind, SubjectType
 from service.domain.principal import Principal
 from service.reads.visibility import (
     ADMIN_ONLY_SUBJECTS,
@@ -146,7 +146,10 @@ class World:
         team_check_in = ids.decode_as(self.check_ins["team_goal"], "CheckIn")
         await db.transaction(
             lambda s: events.record(
-                s, org.admin, org.id, EventKind.CHECK_IN, "CheckIn", team_check_in, {}
+                s,
+                org.admin,
+                org.id,
+                events.Event(EventKind.CHECK_IN, SubjectType.CHECK_IN, team_check_in),
             )
         )
         # Objectives without an owner (legacy rows, or made so by hand): the rule must
@@ -259,35 +262,17 @@ async def test_item2_the_world_writes_every_subject_type_and_the_rule_names_each
 
 
 def test_item2_every_subject_type_the_outbox_writes_has_a_reader_rule():
-    """Every `events.record(...)` in the service names a subject type the rule decides on
-    (a new one would otherwise be admin-only without anyone having chosen so)."""
-    import ast
+    """The outbox writes only `SubjectType`s (every `events.Event` is typed so), and the
+    rule decides on each (a new one would otherwise be admin-only without anyone having
+    chosen so)."""
+    import typing
 
-    root = Path(__file__).resolve().parent.parent / "service"
-    written: dict[str, str] = {}
-    for path in root.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "record"
-                and isinstance(node.func.value, ast.Name)
-                and node.func.value.id == "events"
-            ):
-                keyword = [k.value for k in node.keywords if k.arg == "subject_type"]
-                subject = node.args[4] if len(node.args) > 4 else (keyword or [None])[0]
-                assert subject is not None, f"{path}:{node.lineno} names no subject type"
-                literals = [
-                    n.value
-                    for n in ast.walk(subject)
-                    if isinstance(n, ast.Constant) and isinstance(n.value, str)
-                ]
-                assert literals, f"{path}:{node.lineno}: the subject type is not a literal"
-                for name in literals:
-                    written[name] = f"{path.name}:{node.lineno}"
-    assert {"Objective", "KeyResult", "Comment", "ApiKey", "Team", "User"} <= set(written)
+    hints = typing.get_type_hints(events.Event)
+    assert hints["subject_type"] is SubjectType
+    written = {str(s) for s in SubjectType}
+    assert {"Objective", "KeyResult", "Comment", "ApiKey", "Team", "User"} <= written
     named = set(ORG_WIDE_SUBJECTS) | set(OBJECTIVE_SUBJECTS) | set(ADMIN_ONLY_SUBJECTS)
-    unknown = {name: where for name, where in written.items() if name not in named}
+    unknown = written - named
     assert not unknown, f"decide in service/reads/visibility.py who may read {unknown}"
 
 
@@ -649,10 +634,12 @@ async def test_item12_an_unexpected_error_in_a_subscription_is_masked(
                 s,
                 org.admin,
                 org.id,
-                EventKind.OBJECTIVE_UPDATED,
-                "Objective",
-                pk,
-                {"changes": [{"type": "Objective", "id": pk, "progress": 0.5}]},
+                events.Event(
+                    EventKind.OBJECTIVE_UPDATED,
+                    SubjectType.OBJECTIVE,
+                    pk,
+                    {"changes": [{"type": "Objective", "id": pk, "progress": 0.5}]},
+                ),
             )
         )
         ops = ["shared", "own"]

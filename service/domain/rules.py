@@ -24,6 +24,8 @@ CYCLE_ORDER = [CycleStatus.PLANNING, CycleStatus.ACTIVE, CycleStatus.REVIEW, Cyc
 DEFAULT_ON_TRACK_GAP = 0.10
 DEFAULT_AT_RISK_GAP = 0.25
 GRACE = timedelta(days=1)
+# A hair of tolerance in the status rule, so that 0.6 - 0.5 counts as the 0.10 it means.
+STATUS_TOLERANCE = 1e-9
 
 
 def clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
@@ -138,10 +140,9 @@ def progress_status(
     if not checked_in:
         return ProgressStatus.NOT_STARTED
     gap = expected - progress
-    # A hair of tolerance so that 0.6 - 0.5 counts as the 0.10 it means.
-    if gap <= on_track_gap + 1e-9:
+    if gap <= on_track_gap + STATUS_TOLERANCE:
         return ProgressStatus.ON_TRACK
-    if gap <= at_risk_gap + 1e-9:
+    if gap <= at_risk_gap + STATUS_TOLERANCE:
         return ProgressStatus.AT_RISK
     return ProgressStatus.OFF_TRACK
 

@@ -6,7 +6,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events
 from service.access import require_comment
-from service.domain.enums import EventKind
 from service.domain.principal import Principal
 from service.models import Comment
 from service.usecases import common
@@ -38,18 +37,8 @@ async def add_comment(
     )
     session.add(row)
     await session.flush()
+    scope = events.Scope.of_objective(objective.id, objective.team_id, objective.cycle_id)
     await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.COMMENT_ADDED,
-        "Comment",
-        row.id,
-        {
-            "objective_ids": [objective.id],
-            "cycle_ids": [objective.cycle_id],
-            "team_ids": [objective.team_id] if objective.team_id else [],
-            "key_result_id": key_result_id,
-        },
+        session, p, p.organization_id, events.comment_added(row.id, key_result_id, scope)
     )
     return row

@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import rollup
+from service import rollup, sql
 from service.domain import rules
 from service.domain.enums import CycleStatus
 from service.domain.errors import ErrorCode, Rejected, invalid, not_found
@@ -26,7 +26,6 @@ MAX_NOTE = 5_000
 MAX_UNIT = 32
 MAX_IDEMPOTENCY_KEY = 128
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-ALIGNMENT_LOCK = 7_461_002 << 32  # + organization id: one alignment change at a time
 
 
 def now() -> datetime:
@@ -179,7 +178,7 @@ async def lock_alignment(session: AsyncSession, organization_id: int) -> None:
     """Alignment changes in one organization run one at a time, so two concurrent
     re-parentings cannot together close a loop that neither sees alone."""
     await session.execute(
-        text("SELECT pg_advisory_xact_lock(:k)"), {"k": ALIGNMENT_LOCK + organization_id}
+        text("SELECT pg_advisory_xact_lock(:k)"), {"k": sql.ALIGNMENT_LOCK + organization_id}
     )
 
 

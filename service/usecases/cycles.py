@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import events
 from service.access import require_admin
 from service.domain import rules
-from service.domain.enums import CycleStatus, EventKind
+from service.domain.enums import CycleStatus
 from service.domain.errors import ErrorCode, Rejected, invalid
 from service.domain.principal import Principal
 from service.models import Cycle, Objective
@@ -39,15 +39,7 @@ async def create_cycle(
     row = Cycle(organization_id=p.organization_id, name=name, starts_on=starts_on, ends_on=ends_on)
     session.add(row)
     await session.flush()
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.CYCLE_CREATED,
-        "Cycle",
-        row.id,
-        {"name": name, "cycle_ids": [row.id]},
-    )
+    await events.record(session, p, p.organization_id, events.cycle_created(row.id, name))
     return row
 
 
@@ -69,7 +61,7 @@ async def set_cycle_status(
         )
     row.status = str(new)
     await session.flush()
-    payload: dict = {"from": str(current), "to": str(new), "cycle_ids": [row.id]}
+    rolled: events.Scope | None = None
     if new is CycleStatus.REVIEW:
         # Each key result's score starts at its progress; objectives' scores follow.
         await session.execute(_SCORE_AT_PROGRESS, {"cycle": row.id, "org": p.organization_id})
@@ -84,10 +76,7 @@ async def set_cycle_status(
             .scalars()
             .all()
         )
-        rolled = await common.roll_up(session, p, list(ids))
-        payload["objective_ids"] = rolled.objective_ids
-        payload["team_ids"] = rolled.team_ids
-    await events.record(
-        session, p, p.organization_id, EventKind.CYCLE_STATUS_CHANGED, "Cycle", row.id, payload
-    )
+        rolled = (await common.roll_up(session, p, list(ids))).scope()
+    changed = events.cycle_status_changed(row.id, str(current), str(new), rolled)
+    await events.record(session, p, p.organization_id, changed)
     return row

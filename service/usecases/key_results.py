@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import events, rollup
 from service.access import require_check_in, require_edit_objective
 from service.domain import rules
-from service.domain.enums import CycleStatus, EventKind, KeyResultType
+from service.domain.enums import CycleStatus, KeyResultType
 from service.domain.errors import ErrorCode, Rejected, invalid
 from service.domain.principal import Principal
 from service.models import CHECK_IN_IDEMPOTENCY, CheckIn, Cycle, KeyResult, Objective
@@ -124,15 +124,9 @@ async def create_key_result(
     session.add(row)
     await session.flush()
     rolled = await common.roll_up(session, p, [objective_id])
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.KEY_RESULT_CREATED,
-        "KeyResult",
-        row.id,
-        {"title": title, **rolled.payload([_change(row, row.progress, cycle, p)])},
-    )
+    changes = [_change(row, row.progress, cycle, p), *rolled.changes]
+    created = events.key_result_created(row.id, title, changes, rolled.scope())
+    await events.record(session, p, p.organization_id, created)
     return row
 
 
@@ -191,15 +185,9 @@ async def update_key_result(
     kr.updated_at = common.now()
     await session.flush()
     rolled = await common.roll_up(session, p, [kr.objective_id])
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.KEY_RESULT_UPDATED,
-        "KeyResult",
-        kr.id,
-        {"before": before, "after": clean, **rolled.payload([_change(kr, previous, cycle, p)])},
-    )
+    changes = [_change(kr, previous, cycle, p), *rolled.changes]
+    updated = events.key_result_updated(kr.id, before, clean, changes, rolled.scope())
+    await events.record(session, p, p.organization_id, updated)
     return kr
 
 
@@ -336,16 +324,9 @@ async def check_in(
     kr.updated_at = now
     await session.flush()
     rolled = await common.roll_up(session, p, [objective.id])
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.CHECK_IN,
-        "KeyResult",
-        kr.id,
-        {"value": value, **rolled.payload([_change(kr, previous, cycle, p)])},
-        check_in_id=row.id,
-    )
+    changes = [_change(kr, previous, cycle, p), *rolled.changes]
+    checked = events.checked_in(kr.id, row.id, value, changes, rolled.scope())
+    await events.record(session, p, p.organization_id, checked)
     return row, kr
 
 
@@ -384,20 +365,6 @@ async def score_key_result(
     kr.updated_at = common.now()
     await session.flush()
     rolled = await common.roll_up(session, p, [kr.objective_id])
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.KEY_RESULT_SCORED,
-        "KeyResult",
-        kr.id,
-        {
-            "before": before,
-            "score": value,
-            "reason": kr.score_reason,
-            "objective_ids": rolled.objective_ids,
-            "team_ids": rolled.team_ids,
-            "cycle_ids": rolled.cycle_ids,
-        },
-    )
+    scored = events.key_result_scored(kr.id, before, value, kr.score_reason, rolled.scope())
+    await events.record(session, p, p.organization_id, scored)
     return kr

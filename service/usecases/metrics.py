@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import events, rollup
 from service.access import require_admin, require_edit_objective, require_record_measurements
 from service.domain import rules
-from service.domain.enums import EventKind, KeyResultType
+from service.domain.enums import KeyResultType
 from service.domain.errors import ErrorCode, Rejected, invalid, not_found
 from service.domain.principal import Principal
 from service.models import KeyResult, Metric
@@ -104,13 +104,7 @@ async def create_metric(
     if row is None:
         raise Rejected(ErrorCode.CONFLICT, f"a metric with the key {key!r} exists already", ["key"])
     await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.METRIC_CREATED,
-        "Metric",
-        row.id,
-        {"key": key, "name": name, "unit": unit},
+        session, p, p.organization_id, events.metric_created(row.id, key, name, unit)
     )
     return row
 
@@ -148,21 +142,9 @@ async def bind_key_result(
     kr.version += 1
     kr.updated_at = common.now()
     await session.flush()
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.KEY_RESULT_BOUND,
-        "KeyResult",
-        kr.id,
-        {
-            "before": {"metric_id": before},
-            "after": {"metric_id": metric_id},
-            "objective_ids": [objective.id],
-            "team_ids": [objective.team_id] if objective.team_id is not None else [],
-            "cycle_ids": [cycle.id],
-        },
-    )
+    scope = events.Scope.of_objective(objective.id, objective.team_id, cycle.id)
+    bound = events.key_result_bound(kr.id, before, metric_id, scope)
+    await events.record(session, p, p.organization_id, bound)
     return kr
 
 
@@ -449,17 +431,8 @@ async def record_measurements(
             stored[it.index] = row
         result.check_ins, progress_events = await _check_ins(session, p, caller, now, fresh, rows)
         await _record_events(session, p, fresh, rows, found)
-        for kr_id, payload, check_in_id in progress_events:
-            await events.record(
-                session,
-                p,
-                org,
-                EventKind.CHECK_IN,
-                "KeyResult",
-                kr_id,
-                payload,
-                check_in_id=check_in_id,
-            )
+        for event in progress_events:
+            await events.record(session, p, org, event)
     result.measurements = [stored[it.index] for it in items]
     return result
 
@@ -591,12 +564,17 @@ async def _check_ins(
             ),
         }
         last = last_of[kr_id]
-        payload = {
-            "value": last.value,
-            "check_ins": made[kr_id],
-            **rolled.chain(kr.objective_id).payload([change]),
-        }
-        progress_events.append((kr_id, payload, last.id))
+        chain = rolled.chain(kr.objective_id)
+        progress_events.append(
+            events.checked_in(
+                kr_id,
+                last.id,
+                last.value,
+                [change, *chain.changes],
+                chain.scope(),
+                check_ins=made[kr_id],
+            )
+        )
     return list(check_ins), progress_events
 
 
@@ -614,19 +592,12 @@ async def _record_events(
             last[it.metric_id] = row
     keys = {v: k for k, v in found.items()}
     for metric_id in sorted(counts):
-        await events.record(
-            session,
-            p,
-            p.organization_id,
-            EventKind.MEASUREMENTS_RECORDED,
-            "Metric",
+        latest = last[metric_id]
+        recorded = events.measurements_recorded(
             metric_id,
-            {
-                "key": keys[metric_id],
-                "count": counts[metric_id],
-                "latest": {
-                    "value": last[metric_id].value,
-                    "measured_at": last[metric_id].measured_at.isoformat(),
-                },
-            },
+            keys[metric_id],
+            counts[metric_id],
+            latest.value,
+            latest.measured_at.isoformat(),
         )
+        await events.record(session, p, p.organization_id, recorded)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events
+from service import events, sql
 from service.access import (
     require_create_objective,
     require_edit_objective,
     require_weight_under,
 )
-from service.domain.enums import CycleStatus, EventKind
+from service.domain.enums import CycleStatus
 from service.domain.errors import ErrorCode, Rejected, invalid
 from service.domain.principal import Principal
 from service.models import Cycle, Objective
@@ -23,17 +22,7 @@ from service.usecases.common import MAX_TEXT, MAX_TITLE, optional_text, required
 VISIBILITIES = ("PUBLIC", "TEAM", "PRIVATE")
 EDITABLE = ("title", "description", "owner_id", "weight", "visibility")
 
-_SUBTREE = text(
-    """
-    WITH RECURSIVE down(id) AS (
-        SELECT CAST(:id AS bigint)
-        UNION
-        SELECT o.id FROM objective o JOIN down ON o.parent_id = down.id
-        WHERE o.organization_id = :org
-    )
-    SELECT EXISTS (SELECT 1 FROM down WHERE id = :parent)
-    """
-)
+_SUBTREE = sql.walk(sql.SUBTREE, "SELECT EXISTS (SELECT 1 FROM down WHERE id = :parent)")
 
 
 def _overlap(a: Cycle, b: Cycle) -> bool:
@@ -103,15 +92,8 @@ async def create_objective(
     session.add(row)
     await session.flush()
     rolled = await common.roll_up(session, p, [row.id])
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.OBJECTIVE_CREATED,
-        "Objective",
-        row.id,
-        {"title": title, **rolled.payload()},
-    )
+    created = events.objective_created(row.id, title, rolled.changes, rolled.scope())
+    await events.record(session, p, p.organization_id, created)
     return row
 
 
@@ -172,19 +154,13 @@ async def update_objective(
     row.version += 1
     row.updated_at = common.now()
     await session.flush()
-    payload: dict[str, Any] = {
-        "before": before,
-        "after": clean,
-        "objective_ids": [row.id],
-        "team_ids": [row.team_id] if row.team_id else [],
-        "cycle_ids": [row.cycle_id],
-    }
+    updated = events.objective_updated(
+        row.id, before, clean, events.Scope.of_objective(row.id, row.team_id, row.cycle_id)
+    )
     if "weight" in clean and row.parent_id is not None:
         rolled = await common.roll_up(session, p, [row.parent_id])
-        payload.update(rolled.payload())
-    await events.record(
-        session, p, p.organization_id, EventKind.OBJECTIVE_UPDATED, "Objective", row.id, payload
-    )
+        updated = events.objective_updated(row.id, before, clean, rolled.scope(), rolled.changes)
+    await events.record(session, p, p.organization_id, updated)
     return row
 
 
@@ -213,15 +189,10 @@ async def align_objective(
     row.updated_at = common.now()
     await session.flush()
     rolled = await common.roll_up(session, p, [i for i in (old_parent, parent_id, row.id) if i])
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.OBJECTIVE_ALIGNED,
-        "Objective",
-        row.id,
-        {"from": old_parent, "to": parent_id, **rolled.payload()},
+    aligned = events.objective_aligned(
+        row.id, old_parent, parent_id, rolled.changes, rolled.scope()
     )
+    await events.record(session, p, p.organization_id, aligned)
     return row
 
 
@@ -234,15 +205,8 @@ async def archive_objective(session: AsyncSession, p: Principal, objective_id: i
     row.updated_at = row.archived_at
     await session.flush()
     rolled = await common.roll_up(session, p, [row.id])
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.OBJECTIVE_ARCHIVED,
-        "Objective",
-        row.id,
-        rolled.payload(),
-    )
+    archived = events.objective_archived(row.id, rolled.changes, rolled.scope())
+    await events.record(session, p, p.organization_id, archived)
     return row
 
 
@@ -264,18 +228,8 @@ async def reflect_on_objective(
         setattr(row, key, value)
     row.updated_at = common.now()
     await session.flush()
+    scope = events.Scope.of_objective(row.id, row.team_id, row.cycle_id)
     await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.OBJECTIVE_REFLECTED,
-        "Objective",
-        row.id,
-        {
-            **clean,
-            "objective_ids": [row.id],
-            "cycle_ids": [row.cycle_id],
-            "team_ids": [row.team_id] if row.team_id else [],
-        },
+        session, p, p.organization_id, events.objective_reflected(row.id, clean, scope)
     )
     return row

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import events
 from service.access import require_admin
 from service.domain.credentials import new_api_key
-from service.domain.enums import EventKind
 from service.domain.errors import ErrorCode, Rejected, forbidden, invalid, not_found
 from service.domain.principal import Principal
 from service.models import ApiKey, Organization, Team, TeamMembership, User
@@ -57,13 +56,7 @@ async def create_organization(
     session.add(admin)
     await session.flush()
     await events.record(
-        session,
-        None,
-        org.id,
-        EventKind.ORGANIZATION_CREATED,
-        "Organization",
-        org.id,
-        {"name": name, "slug": slug, "admin_user_id": admin.id},
+        session, None, org.id, events.organization_created(org.id, name, slug, admin.id)
     )
     return org, admin
 
@@ -88,15 +81,7 @@ async def create_user(
             await session.flush()
     except IntegrityError:
         raise Rejected(ErrorCode.CONFLICT, f"{email} is already a user here", ["email"]) from None
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.USER_CREATED,
-        "User",
-        row.id,
-        {"email": email, "role": role},
-    )
+    await events.record(session, p, p.organization_id, events.user_created(row.id, email, role))
     return row
 
 
@@ -110,15 +95,7 @@ async def create_team(
     row = Team(organization_id=p.organization_id, name=name, parent_id=parent_id)
     session.add(row)
     await session.flush()
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.TEAM_CREATED,
-        "Team",
-        row.id,
-        {"name": name, "parent_id": parent_id, "team_ids": [row.id]},
-    )
+    await events.record(session, p, p.organization_id, events.team_created(row.id, name, parent_id))
     return row
 
 
@@ -131,15 +108,7 @@ async def add_team_member(session: AsyncSession, p: Principal, team_id: int, use
         return team  # already a member: nothing to write
     session.add(TeamMembership(organization_id=p.organization_id, team_id=team_id, user_id=user_id))
     await session.flush()
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.TEAM_MEMBER_ADDED,
-        "Team",
-        team_id,
-        {"user_id": user_id, "team_ids": [team_id]},
-    )
+    await events.record(session, p, p.organization_id, events.team_member_added(team_id, user_id))
     return team
 
 
@@ -158,15 +127,7 @@ async def remove_team_member(
     )
     if removed is None:
         raise not_found("a membership of this user in this team", "userId")
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.TEAM_MEMBER_REMOVED,
-        "Team",
-        team_id,
-        {"user_id": user_id, "team_ids": [team_id]},
-    )
+    await events.record(session, p, p.organization_id, events.team_member_removed(team_id, user_id))
     return team
 
 
@@ -205,13 +166,7 @@ async def deactivate_user(session: AsyncSession, p: Principal, user_id: int) -> 
     target.active = False
     await session.flush()
     await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.USER_DEACTIVATED,
-        "User",
-        target.id,
-        {"email": target.email},
+        session, p, p.organization_id, events.user_deactivated(target.id, target.email)
     )
     return target
 
@@ -242,9 +197,7 @@ async def create_api_key(
     row = ApiKey(organization_id=organization_id, name=name, key_hash=key_hash)
     session.add(row)
     await session.flush()
-    await events.record(
-        session, None, organization_id, EventKind.API_KEY_CREATED, "ApiKey", row.id, {"name": name}
-    )
+    await events.record(session, None, organization_id, events.api_key_created(row.id, name))
     return row, key
 
 
@@ -276,15 +229,7 @@ async def revoke_api_key(session: AsyncSession, organization_id: int, name: str)
     if not ids:
         raise not_found(f"active API key {name!r}", "name")
     for key_id in ids:
-        await events.record(
-            session,
-            None,
-            organization_id,
-            EventKind.API_KEY_REVOKED,
-            "ApiKey",
-            key_id,
-            {"name": name},
-        )
+        await events.record(session, None, organization_id, events.api_key_revoked(key_id, name))
     return len(ids)
 
 
@@ -302,13 +247,6 @@ async def create_user_from_identity(
     row = User(organization_id=organization_id, name=name, email=email, role="MEMBER")
     session.add(row)
     await session.flush()
-    await events.record(
-        session,
-        None,
-        organization_id,
-        EventKind.USER_CREATED,
-        "User",
-        row.id,
-        {"email": email, "role": "MEMBER", "source": "identity provider"},
-    )
+    created = events.user_created(row.id, email, "MEMBER", source="identity provider")
+    await events.record(session, None, organization_id, created)
     return row

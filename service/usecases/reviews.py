@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import events
 from service.access import can_edit_objective, require_admin, require_edit_objective
 from service.domain import rules
-from service.domain.enums import EventKind, KeyResultType
+from service.domain.enums import KeyResultType
 from service.domain.errors import ErrorCode, Rejected, forbidden, invalid
 from service.domain.principal import Principal
 from service.models import KeyResult, Objective, Organization, Team
@@ -138,20 +138,10 @@ async def carry_over_objective(
         .values(parent_id=new.id)
     )
     rolled = await common.roll_up(session, p, [new.id])
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.OBJECTIVE_CARRIED_OVER,
-        "Objective",
-        new.id,
-        {
-            "from": source.id,
-            "to_cycle": target.id,
-            "key_results": {str(k): v for k, v in mapping.items()},
-            **rolled.payload(),
-        },
+    carried = events.objective_carried_over(
+        new.id, source.id, target.id, mapping, rolled.changes, rolled.scope()
     )
+    await events.record(session, p, p.organization_id, carried)
     return new, created
 
 
@@ -175,12 +165,5 @@ async def set_check_in_cadence(
         await session.execute(
             update(Team).where(Team.id == team.id).values(check_in_cadence_days=days)
         )
-    await events.record(
-        session,
-        p,
-        p.organization_id,
-        EventKind.CHECK_IN_CADENCE_CHANGED,
-        "Team" if team_id else "Organization",
-        team_id or p.organization_id,
-        {"days": days, "team_ids": [team_id] if team_id else []},
-    )
+    changed = events.check_in_cadence_changed(p.organization_id, team_id, days)
+    await events.record(session, p, p.organization_id, changed)
