@@ -1,5 +1,5 @@
 """Realism in GraphQL: is a key result's target realistic, judged by its record
-(DESIGN.md, "Realism"; the rule is `service.rules.realism`, the record's read
+(docs/design.md, "Realism"; the rule is `service.domain.rules.realism`, the record's read
 `service.reads.realism`, batched per request by `Loaders.record_of`)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Who may see and change what (DESIGN.md, "Access").
+"""Who may see and change what (docs/design.md, "Access").
 
 ADMIN: everything in the organization. MEMBER: create objectives for their teams
 and for themselves, edit what they own and their teams' objectives that they can
@@ -72,7 +72,7 @@ def require_check_in(
     key_result_owner: int | None,
 ) -> None:
     if p.role == "SERVICE":
-        return  # any key result of its organization, as DESIGN.md says
+        return  # any key result of its organization, as docs/design.md says
     if not can_see_objective(p, visibility, team_id, objective_owner):
         raise forbidden("you may not check in on this key result")
     if can_edit_objective(p, visibility, team_id, objective_owner):

@@ -358,7 +358,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             )
         head = migrate.head_revision()
         # At this build's head or newer (a later build's migration, in a rolling deploy)
-        # is ready; behind is not (API.md, "Transport").
+        # is ready; behind is not (docs/design.md, "Transport").
         standing = migrate.readiness(current)
         if standing == "behind":
             return JSONResponse({"status": "unavailable", "migration": current, "head": head}, 503)

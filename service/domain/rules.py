@@ -336,7 +336,7 @@ def realism(
     cycle_end: datetime,
     now: datetime,
 ) -> Realism:
-    """Is the target realistic, judged by the record (DESIGN.md, "Realism")?
+    """Is the target realistic, judged by the record (docs/design.md, "Realism")?
 
     `points` is the record, (instant, value); only the points in the trailing window
     as long as the cycle and ending now count (`basis`). INCREASE and DECREASE only.

@@ -1,4 +1,4 @@
-"""The record a key result's realism is judged by (DESIGN.md, "Realism"), read for many
+"""The record a key result's realism is judged by (docs/design.md, "Realism"), read for many
 key results in one statement: the points (instant, value) of each inside its trailing
 window, ending now, counted and fitted by least squares in the database (a metric that
 posts every minute has a hundred thousand points a quarter: they are not shipped).

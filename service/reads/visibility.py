@@ -1,4 +1,4 @@
-"""Who may see what (DESIGN.md, "Access"): one rule for objectives and one for events,
+"""Who may see what (docs/design.md, "Access"): one rule for objectives and one for events,
 each as a SQL predicate, with the objective rule's Python twin for rows already loaded.
 
 Objectives. ADMIN: all of them. Otherwise PUBLIC ones, the ones the caller owns, and

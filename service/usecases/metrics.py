@@ -1,5 +1,5 @@
 """Metrics: numbers other systems own, posted once and fed to every key result bound to
-them (API.md, "Metrics, realism and review discipline").
+them (docs/design.md, "Metrics").
 
 `record_measurements` takes a batch (up to MAX_BATCH) in one transaction, all or
 nothing. It is built for backfills: every statement works on the whole batch (the
