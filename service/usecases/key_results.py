@@ -251,7 +251,7 @@ async def check_in(
     if idempotency_key is not None:
         idempotency_key = required_text(idempotency_key, "idempotencyKey", MAX_IDEMPOTENCY_KEY)
 
-    # A service posts its numbers to any key result of its organization (docs/design.md,
+    # A service posts its numbers to any key result of its organization (DESIGN.md,
     # "Access"), seen or not; the payload then shows nothing of a hidden one.
     kr, objective, cycle = await common.key_result(
         session, p, key_result_id, lock=True, any_visibility=p.role == "SERVICE"
