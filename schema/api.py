@@ -21,6 +21,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
+from schema import nodes
 from schema.budget import budget_executor
 from schema.caching import BoundedParserCache, ResultCache, result_cache
 from schema.inputs import StorableText
@@ -29,7 +30,6 @@ from schema.mutations import Mutation
 from schema.queries import Query
 from schema.sharing import SharedStreams, SharingSchema
 from schema.subscriptions import Subscription
-from schema.types import ALL_TYPES
 from service.domain.errors import Unauthenticated
 from service.outage import MESSAGE as OUTAGE_MESSAGE
 from service.outage import SERVICE_UNAVAILABLE, is_unavailable, note_outage
@@ -144,7 +144,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        types=ALL_TYPES,
+        types=nodes.object_types(),
         extensions=extensions,
         config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=True),
         # Counts objects, time and bytes while the response is built.

@@ -5,19 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 
-NODE_TYPES = (
-    "Organization",
-    "User",
-    "Team",
-    "Cycle",
-    "Objective",
-    "KeyResult",
-    "CheckIn",
-    "Comment",
-    "Event",
-    "Metric",
-)
+from graphql import GraphQLError
 
+from schema.nodes import NODES
 
 MAX_PK = 2**63 - 1  # bigint
 
@@ -55,7 +45,7 @@ def encode(type_name: str, pk: int) -> str:
 def decode(gid: str) -> tuple[str, int]:
     type_name, _, raw = _unb64(gid).partition(":")
     pk = _number(raw)
-    if type_name not in NODE_TYPES or pk is None:
+    if type_name not in NODES or pk is None:
         raise BadId("not a valid id")
     return type_name, pk
 
@@ -99,3 +89,14 @@ def unpair_cursor(value: str) -> tuple[int, int]:
     if prefix != "p" or first is None or second is None:
         raise BadId("not a valid cursor")
     return (-first if negative else first), second
+
+
+def decode_filter_id(gid: str | None, type_name: str, field: str) -> int | None:
+    """An optional id argument of a filter: None, or the key of a `type_name`; any other
+    id is the caller's mistake (BAD_USER_INPUT)."""
+    if gid is None:
+        return None
+    try:
+        return decode_as(gid, type_name)
+    except BadId as exc:
+        raise GraphQLError(f"{field}: {exc}", extensions={"code": "BAD_USER_INPUT"}) from None

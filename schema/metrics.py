@@ -182,11 +182,6 @@ async def _measurements(
 # --- the Query root's fields ----------------------------------------------------------------
 
 
-async def metric_node(info: Info, pk: int) -> Metric | None:
-    row = await info.context.loaders.metric.load(pk)
-    return Metric.of(row) if row is not None else None
-
-
 async def list_metrics(
     info: Info, first: int | None, after: str | None, search: str | None
 ) -> Connection[Metric]:

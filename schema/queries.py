@@ -9,24 +9,21 @@ from graphql import GraphQLError
 from sqlalchemy import Select, exists, func, literal, select
 from strawberry import ID
 
-from schema import ids
+from schema import ids, nodes
 from schema.context import Info
 from schema.enums import CycleStatus, ProgressStatus, Role
+from schema.ids import decode_filter_id
 from schema.loaders import CYCLE, EVENT, OBJECTIVE, TEAM
-from schema.metrics import Metric, list_metrics, metric_by_key, metric_node
+from schema.metrics import Metric, list_metrics, metric_by_key
 from schema.realism import RealismCount, realism_counts
 from schema.types import (
-    CheckIn,
-    Comment,
     Connection,
     Cycle,
     Event,
-    KeyResult,
     Node,
     Objective,
     Organization,
     Team,
-    User,
     Viewer,
     connection,
     page_window,
@@ -41,56 +38,12 @@ def bad_input(message: str) -> GraphQLError:
     return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})
 
 
-def decode_filter_id(gid: ID | None, type_name: str, field: str) -> int | None:
-    if gid is None:
-        return None
-    try:
-        return ids.decode_as(gid, type_name)
-    except ids.BadId as exc:
-        raise bad_input(f"{field}: {exc}") from None
-
-
-async def resolve_node(info: Info, type_name: str, pk: int) -> Node | None:
-    """Any entity by type and key, or None when it is absent or hidden."""
-    loaders = info.context.loaders
-    if type_name == "Organization":
-        row = await loaders.organization.load(pk)
-        return Organization.of(row) if row else None
-    if type_name == "User":
-        row = await loaders.user.load(pk)
-        return User.of(row) if row else None
-    if type_name == "Team":
-        row = await loaders.team.load(pk)
-        return Team.of(row) if row else None
-    if type_name == "Cycle":
-        row = await loaders.cycle.load(pk)
-        return Cycle.of(row) if row else None
-    if type_name == "Objective":
-        row = await loaders.objective(pk)
-        return Objective.of(row) if row else None
-    if type_name == "KeyResult":
-        row = await loaders.key_result(pk)
-        return KeyResult.of(row) if row else None
-    if type_name == "CheckIn":
-        row = await loaders.check_in(pk)
-        return CheckIn.of(row) if row else None
-    if type_name == "Comment":
-        row = await loaders.comment(pk)
-        return Comment.of(row) if row else None
-    if type_name == "Event":
-        row = await loaders.event(pk)
-        return Event.of(row) if row else None
-    if type_name == "Metric":
-        return await metric_node(info, pk)
-    return None
-
-
 async def node_by_id(info: Info, gid: str) -> Node | None:
     try:
         type_name, pk = ids.decode(gid)
     except ids.BadId:
         return None  # an id that names nothing names nothing we have
-    return await resolve_node(info, type_name, pk)
+    return await nodes.resolve(info, type_name, pk)
 
 
 def status_sql(now: Any, thresholds: tuple[float, float]) -> Any:

@@ -11,10 +11,10 @@ import strawberry
 from graphql import GraphQLError
 from strawberry import ID
 
-from schema import ids
+from schema import ids, nodes
 from schema.context import Info
 from schema.enums import EventKind
-from schema.queries import decode_filter_id, resolve_node
+from schema.ids import decode_filter_id
 from schema.types import (
     CheckIn,
     Event,
@@ -123,7 +123,7 @@ class Subscription:
             ("Team", team, "teamId"),
             ("Cycle", cycle, "cycleId"),
         ):
-            if pk is not None and await resolve_node(info, type_name, pk) is None:
+            if pk is not None and await nodes.resolve(info, type_name, pk) is None:
                 raise GraphQLError(f"{name}: not found", extensions={"code": "NOT_FOUND"})
         async for row in _events(info, after):
             if not row.payload.get("changes") or not _in_scope(row, objective, team, cycle):

@@ -14,7 +14,7 @@ from graphql import GraphQLError
 from strawberry import ID
 from strawberry.scalars import JSON
 
-from schema import ids
+from schema import ids, nodes
 from schema.context import Info
 from schema.enums import (
     CycleStatus,
@@ -30,7 +30,7 @@ from schema.realism import Realism, realism_of
 from service.domain import enums, rules
 from service.domain.errors import Rejected
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # resolved lazily at run time (strawberry.lazy): no import circle
     from schema.metrics import Metric
 
 T = TypeVar("T")
@@ -300,9 +300,7 @@ class Team(Node):
         first: int | None = None,
         after: str | None = None,
     ) -> Connection[Objective]:
-        from schema.queries import decode_filter_id
-
-        cycle_pk = decode_filter_id(cycle_id, "Cycle", "cycleId")
+        cycle_pk = ids.decode_filter_id(cycle_id, "Cycle", "cycleId")
         first_, position = page_window(info, first, after)
         loaders = info.context.loaders
         rows = await loaders.team_objectives_page(cycle_pk).load((self.row.id, first_, position))
@@ -705,9 +703,7 @@ class KeyResult(Node):
     ) -> Annotated[Metric, strawberry.lazy("schema.metrics")] | None:
         if self.row.metric_id is None:
             return None
-        from schema.metrics import metric_node
-
-        return await metric_node(info, self.row.metric_id)
+        return await nodes.resolve(info, "Metric", self.row.metric_id)
 
     @strawberry.field(description="The key result of an earlier cycle this continues.")
     async def carried_from(self, info: Info) -> KeyResult | None:
@@ -850,9 +846,7 @@ class Event(Node):
 
     @strawberry.field(description="What the event is about (null when hidden or deleted).")
     async def subject(self, info: Info) -> Node | None:
-        from schema.queries import resolve_node
-
-        return await resolve_node(info, self.row.subject_type, self.row.subject_id)
+        return await nodes.resolve(info, self.row.subject_type, self.row.subject_id)
 
     @strawberry.field
     async def check_in(self, info: Info) -> CheckIn | None:
@@ -925,11 +919,9 @@ async def _history(
 
 
 async def progress_changes(info: Info, changes: list[dict[str, Any]]) -> list[ProgressChange]:
-    from schema.queries import resolve_node
-
     out = []
     for change in changes:
-        node = await resolve_node(info, change["type"], change["id"])
+        node = await nodes.resolve(info, change["type"], change["id"])
         if node is None:
             continue  # hidden from this caller, or gone
         out.append(
@@ -941,6 +933,3 @@ async def progress_changes(info: Info, changes: list[dict[str, Any]]) -> list[Pr
             )
         )
     return out
-
-
-ALL_TYPES = [Organization, User, Team, Cycle, Objective, KeyResult, CheckIn, Comment, Event]
