@@ -19,17 +19,9 @@ from schema import ids
 from schema.context import Info
 from schema.inputs import instant
 from schema.loaders import MEASUREMENT, METRIC
-from schema.types import (
-    CheckIn,
-    Connection,
-    Edge,
-    KeyResult,
-    Node,
-    PageInfo,
-    UserError,
-    connection,
-    page_window,
-)
+from schema.types.check_in import CheckIn
+from schema.types.common import Connection, Edge, Node, PageInfo, UserError, connection, page_window
+from schema.types.key_result import KeyResult
 from service.domain.errors import Rejected
 from service.usecases import metrics
 

@@ -15,7 +15,14 @@ from strawberry import ID, UNSET
 from schema import ids, metrics
 from schema.context import Info
 from schema.enums import CycleStatus, KeyResultType, Measure, Role, Visibility
-from schema.types import CheckIn, Comment, Cycle, KeyResult, Objective, Team, User, UserError
+from schema.types.check_in import CheckIn
+from schema.types.comment import Comment
+from schema.types.common import UserError
+from schema.types.cycle import Cycle
+from schema.types.key_result import KeyResult
+from schema.types.objective import Objective
+from schema.types.organization import User
+from schema.types.team import Team
 from service.domain.errors import ErrorCode, Rejected
 from service.reads.visibility import can_see_objective
 from service.usecases import (

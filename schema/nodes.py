@@ -45,15 +45,20 @@ def _visible(loader: str) -> Load:
 NODES: dict[str, NodeType] = {
     node.name: node
     for node in (
-        NodeType("Organization", "schema.types", models.Organization, _batched("organization")),
-        NodeType("User", "schema.types", models.User, _batched("user")),
-        NodeType("Team", "schema.types", models.Team, _batched("team")),
-        NodeType("Cycle", "schema.types", models.Cycle, _batched("cycle")),
-        NodeType("Objective", "schema.types", models.Objective, _visible("objective")),
-        NodeType("KeyResult", "schema.types", models.KeyResult, _visible("key_result")),
-        NodeType("CheckIn", "schema.types", models.CheckIn, _visible("check_in")),
-        NodeType("Comment", "schema.types", models.Comment, _visible("comment")),
-        NodeType("Event", "schema.types", models.Event, _visible("event")),
+        NodeType(
+            "Organization",
+            "schema.types.organization",
+            models.Organization,
+            _batched("organization"),
+        ),
+        NodeType("User", "schema.types.organization", models.User, _batched("user")),
+        NodeType("Team", "schema.types.team", models.Team, _batched("team")),
+        NodeType("Cycle", "schema.types.cycle", models.Cycle, _batched("cycle")),
+        NodeType("Objective", "schema.types.objective", models.Objective, _visible("objective")),
+        NodeType("KeyResult", "schema.types.key_result", models.KeyResult, _visible("key_result")),
+        NodeType("CheckIn", "schema.types.check_in", models.CheckIn, _visible("check_in")),
+        NodeType("Comment", "schema.types.comment", models.Comment, _visible("comment")),
+        NodeType("Event", "schema.types.event", models.Event, _visible("event")),
         NodeType("Metric", "schema.metrics", models.Metric, _batched("metric")),
     )
 }

@@ -16,19 +16,12 @@ from schema.ids import decode_filter_id
 from schema.loaders import CYCLE, EVENT, OBJECTIVE, TEAM
 from schema.metrics import Metric, list_metrics, metric_by_key
 from schema.realism import RealismCount, realism_counts
-from schema.types import (
-    Connection,
-    Cycle,
-    Event,
-    Node,
-    Objective,
-    Organization,
-    Team,
-    Viewer,
-    connection,
-    page_window,
-    user_of,
-)
+from schema.types.common import Connection, Node, connection, page_window, user_of
+from schema.types.cycle import Cycle
+from schema.types.event import Event
+from schema.types.objective import Objective
+from schema.types.organization import Organization, Viewer
+from schema.types.team import Team
 from service import sql
 from service.domain.enums import ProgressStatus as Status
 from service.reads.visibility import visible_events, visible_objectives

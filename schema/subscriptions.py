@@ -15,15 +15,10 @@ from schema import ids, nodes
 from schema.context import Info
 from schema.enums import EventKind
 from schema.ids import decode_filter_id
-from schema.types import (
-    CheckIn,
-    Event,
-    ProgressChange,
-    User,
-    check_in_of,
-    progress_changes,
-    user_of,
-)
+from schema.types.check_in import CheckIn
+from schema.types.common import ProgressChange, check_in_of, progress_changes, user_of
+from schema.types.event import Event
+from schema.types.organization import User
 from service.events import Scope
 from service.fanout import CursorOutOfRange, EventHub, SubscriberBehind
 

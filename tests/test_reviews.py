@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import text
 
 from schema.ids import decode_as
-from service.reminders import REMINDER_LOCK, write_due_reminders
+from service.reminders import write_due_reminders
+from service.sql import REMINDER_LOCK
 from tests import helpers as h
 from tests.conftest import Org
 

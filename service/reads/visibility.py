@@ -15,7 +15,7 @@ Events. An event is shown when its subject may be seen:
 - ApiKey, and any subject type not named here: admins only (a new kind of event stays
   hidden until someone decides who may read it).
 Progress changes inside a shown event that touch hidden objectives are dropped when the
-event is shaped (schema/types.py progress_changes). The feed, its totalCount,
+event is shaped (schema/types/common.py progress_changes). The feed, its totalCount,
 node(Event), history and both subscriptions use this one predicate.
 """
 

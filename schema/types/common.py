@@ -1,0 +1,288 @@
+"""What every node type shares: Relay (Node, connections), user errors, history series,
+and the read-time rules (status, staleness)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+
+import strawberry
+from graphql import GraphQLError
+from strawberry import ID
+
+from schema import ids, nodes
+from schema.context import Info
+from schema.enums import (
+    ErrorCode,
+    ProgressStatus,
+)
+from service.domain import enums, rules
+from service.domain.errors import Rejected
+
+if TYPE_CHECKING:  # resolved lazily at run time (strawberry.lazy): no import circle
+    from schema.types.check_in import CheckIn
+    from schema.types.event import Event
+    from schema.types.organization import User
+
+T = TypeVar("T")
+
+
+@strawberry.enum
+class HistoryInterval(Enum):
+    HOUR = "HOUR"
+    DAY = "DAY"
+    WEEK = "WEEK"
+
+
+STEPS = {"HOUR": timedelta(hours=1), "DAY": timedelta(days=1), "WEEK": timedelta(weeks=1)}
+
+
+MAX_POINTS = 400
+
+
+@strawberry.type
+class ProgressPoint:
+    at: datetime
+    progress: float
+
+
+# --- Relay -------------------------------------------------------------------------
+
+
+@strawberry.interface(description="An object with a global id.")
+class Node:
+    id: ID
+
+
+@strawberry.type
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+    counter: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="All items across pages (counted only when asked for).")
+    async def total_count(self) -> int:
+        return await self.counter()
+
+
+def page_window(info: Info, first: int | None, after: str | None) -> tuple[int, int | None]:
+    """Checked `first` and decoded `after`; out-of-range is a clear error, never a cut."""
+    settings = info.context.settings
+    if first is None:
+        first = settings.default_page_size
+    if first < 0 or first > settings.max_page_size:
+        raise GraphQLError(
+            f"first must be between 0 and {settings.max_page_size}",
+            extensions={"code": "BAD_USER_INPUT"},
+        )
+    position = None
+    if after is not None:
+        try:
+            position = ids.uncursor(after)
+        except ids.BadId as exc:
+            raise GraphQLError(str(exc), extensions={"code": "BAD_USER_INPUT"}) from None
+    return first, position
+
+
+def connection(
+    rows: list[Any],
+    first: int,
+    after: int | None,
+    wrap: Callable[[Any], Any],
+    counter: Callable[[], Awaitable[int]],
+    position: Callable[[Any], int] = lambda r: r.id,
+) -> Connection[Any]:
+    has_next = len(rows) > first
+    rows = rows[:first]
+    edges = [Edge(cursor=ids.cursor(position(r)), node=wrap(r)) for r in rows]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=has_next,
+            has_previous_page=after is not None,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        counter=counter,
+    )
+
+
+# --- errors --------------------------------------------------------------------------
+
+
+@strawberry.type(description="An input the caller can fix; the mutation changed nothing.")
+class UserError:
+    code: ErrorCode
+    field: list[str] | None
+    message: str
+
+    @classmethod
+    def of(cls, exc: Rejected) -> UserError:
+        return cls(code=exc.code, field=exc.field, message=exc.message)
+
+
+# --- shared computations -----------------------------------------------------------------
+
+
+def _status(info: Info, progress: float, checked_in: bool, cycle: Any) -> enums.ProgressStatus:
+    p = info.context.principal
+    expected = rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now)
+    return rules.progress_status(progress, expected, checked_in, *p.thresholds)
+
+
+async def _cadence(info: Info, team_id: int | None) -> int:
+    if team_id is not None:
+        team = await info.context.loaders.team.load(team_id)
+        if team is not None and team.check_in_cadence_days:
+            return team.check_in_cadence_days
+    return info.context.principal.check_in_cadence_days
+
+
+def _stale(info: Info, kr: Any, cycle: Any, cadence: int) -> bool:
+    last = kr.last_check_in_at or kr.created_at
+    return rules.is_stale(enums.CycleStatus(cycle.status), last, cadence, info.context.now)
+
+
+def _with_cycle(info: Info, cycle_id: int, compute: Callable[[Any], Any]) -> Any:
+    """`compute(cycle)` at once when the cycle is loaded already, else after loading it
+    (a resolver that need not await stays cheap: no task per field)."""
+    cycle = info.context.loaders.known_cycle(cycle_id)
+    if cycle is not None:
+        return compute(cycle)
+
+    async def later() -> Any:
+        return compute(await info.context.loaders.cycle.load(cycle_id))
+
+    return later()
+
+
+async def user_of(
+    info: Info, pk: int | None
+) -> Annotated[User, strawberry.lazy("schema.types.organization")] | None:
+    """A user by id through the request's loader (None for none, or one gone)."""
+    if pk is None:
+        return None
+    row = await info.context.loaders.user.load(pk)
+    return nodes.NODES["User"].type.of(row) if row else None
+
+
+async def check_in_of(
+    info: Info, pk: int | None
+) -> Annotated[CheckIn, strawberry.lazy("schema.types.check_in")] | None:
+    """A check-in by id, or None when there is none or the caller may not see it."""
+    if pk is None:
+        return None
+    row = await info.context.loaders.check_in(pk)
+    return nodes.NODES["CheckIn"].type.of(row) if row else None
+
+
+def _hidden(what: str) -> GraphQLError:
+    """For a non-null relation whose row the caller may not see: the parent becomes null,
+    and nothing of the row is shown. (Reached only if the parent itself was shown by a
+    path that skipped the visibility rule.)"""
+    return GraphQLError(f"{what}: not found", extensions={"code": "NOT_FOUND"})
+
+
+# --- the change feed ---------------------------------------------------------------------------
+
+
+@strawberry.type
+class ProgressChange:
+    node: Node
+    previous_progress: float
+    progress: float
+    status: ProgressStatus
+
+
+def _aware(t: datetime, name: str) -> datetime:
+    from schema.inputs import instant
+
+    # Near year 1 or 9999 the arithmetic on it would overflow: a clear error instead.
+    return instant(t if t.tzinfo else t.replace(tzinfo=UTC), name)
+
+
+async def _series_values(info: Info, kind: str, row: Any, instants: list[datetime]) -> list[float]:
+    from service import history
+
+    org = info.context.principal.organization_id
+    async with info.context.db.connect() as conn:
+        if kind == "Objective":
+            return await history.objective_series(conn, org, row.id, instants)
+        return await history.key_result_series(conn, org, row, instants)
+
+
+def _series_one(info: Info, kind: str, row: Any, as_of: datetime) -> Awaitable[float]:
+    async def compute() -> float:
+        return (await _series_values(info, kind, row, [_aware(as_of, "asOf")]))[0]
+
+    return compute()
+
+
+async def _series(
+    info: Info, kind: str, row: Any, start: datetime, end: datetime, interval: HistoryInterval
+) -> list[ProgressPoint]:
+    start, end = _aware(start, "from"), _aware(end, "to")
+    step = STEPS[interval.value]
+    if end < start:
+        raise GraphQLError("`to` must not be before `from`", extensions={"code": "BAD_USER_INPUT"})
+    if (end - start) / step + 1 > MAX_POINTS:
+        raise GraphQLError(
+            f"at most {MAX_POINTS} points; widen the interval",
+            extensions={"code": "BAD_USER_INPUT"},
+        )
+    instants = []
+    t = start
+    while t <= end:
+        instants.append(t)
+        t += step
+    values = await _series_values(info, kind, row, instants)
+    return [ProgressPoint(at=t, progress=v) for t, v in zip(instants, values, strict=True)]
+
+
+async def _history(
+    info: Info, kind: str, pk: int, first: int | None, after: str | None
+) -> Connection[Annotated[Event, strawberry.lazy("schema.types.event")]]:
+    first_, position = page_window(info, first, after)
+    loaders = info.context.loaders
+    rows = await loaders.history_page[kind].load((pk, first_, position))
+    return connection(
+        rows,
+        first_,
+        position,
+        nodes.NODES["Event"].type.of,
+        lambda: loaders.history_count[kind].load(pk),
+        position=lambda r: r.seq,
+    )
+
+
+async def progress_changes(info: Info, changes: list[dict[str, Any]]) -> list[ProgressChange]:
+    out = []
+    for change in changes:
+        node = await nodes.resolve(info, change["type"], change["id"])
+        if node is None:
+            continue  # hidden from this caller, or gone
+        out.append(
+            ProgressChange(
+                node=node,
+                previous_progress=change["previous"],
+                progress=change["progress"],
+                status=enums.ProgressStatus(change["status"]),
+            )
+        )
+    return out
