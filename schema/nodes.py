@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from sqlmodel import SQLModel
@@ -27,7 +28,7 @@ class NodeType:
     model: type[SQLModel]
     load: Load
 
-    @property
+    @cached_property
     def type(self) -> Any:
         return getattr(importlib.import_module(self.module), self.name)
 
