@@ -30,7 +30,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FunctionType, ModuleType
@@ -41,21 +40,76 @@ from _pytest.runner import runtestprotocol
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 60  # a mutant whose tests run longer than this is counted as killed (a hang)
 
-# Mutants no test can tell from the original, keyed by (scope, original, mutant), where
-# original and mutant are the unparsed expression or statement that changed. The reason is
-# printed with the count. Keep each reason to one line.
-EQUIVALENT: dict[tuple[str, str, str], str] = {
-    # The bounds below are what the rules are *defined over*; no rule reads them. They are
-    # enforced by service/usecases/common.py and tested there (tests/test_limits.py).
-    ("<module>", "MAX_WEIGHT = 1000.0", "MAX_WEIGHT = 1001.0"): "a use-case bound, no rule reads it",
-    ("<module>", "MAX_WEIGHT = 1000.0", "MAX_WEIGHT = 999.0"): "a use-case bound, no rule reads it",
-    ("<module>", "MAX_MAGNITUDE = 1000000000000000.0", "MAX_MAGNITUDE = 1000000000000001.0"): (
-        "a use-case bound, no rule reads it"
+# Mutants no test can tell from the original, as (scope, original, mutant, reason): original
+# and mutant are the unparsed statement (or condition) that changed, so the list survives
+# edits that move lines. Each reason is one line and is printed beside the mutant.
+_BOUND = "a bound the use cases enforce (usecases/common.py, test_limits.py); no rule reads it"
+_ORIGIN = "a least-squares line does not depend on the instant its x is measured from"
+_CENTRED = "sum((x - mx) * (y - my)) equals it, since the centred values sum to zero"
+_STRICT = "xs and ys are built from the same points, so they are always of one length"
+_ZERO_TOP = "top is 0 only when every value is 0: the slope is 0 whatever scales it"
+_SLOPE_FORECAST = "slope = sum(((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))) / sxx"
+_SLOPE_FORECAST_X = "slope = sum(((x + mx) * (y - my) for x, y in zip(xs, ys, strict=True))) / sxx"
+_SLOPE_FORECAST_Y = "slope = sum(((x - mx) * (y + my) for x, y in zip(xs, ys, strict=True))) / sxx"
+_SLOPE_NOT_STRICT = "slope = sum(((x - mx) * (y - my) for x, y in zip(xs, ys, strict=False))) / sxx"
+_YS = "ys = [v / top for _, v in points] if top > 0 else [{} for _ in points]"
+_SCALE = "slope = slope * top if top {} else slope"
+_EQUIVALENT: list[tuple[str, str, str, str]] = [
+    ("<module>", "MAX_WEIGHT = 1000.0", "MAX_WEIGHT = 1001.0", _BOUND),
+    ("<module>", "MAX_WEIGHT = 1000.0", "MAX_WEIGHT = 999.0", _BOUND),
+    (
+        "<module>",
+        "MAX_MAGNITUDE = 1000000000000000.0",
+        "MAX_MAGNITUDE = 1000000000000001.0",
+        _BOUND,
     ),
-    ("<module>", "MAX_MAGNITUDE = 1000000000000000.0", "MAX_MAGNITUDE = 999999999999999.0"): (
-        "a use-case bound, no rule reads it"
+    ("<module>", "MAX_MAGNITUDE = 1000000000000000.0", "MAX_MAGNITUDE = 999999999999999.0", _BOUND),
+    ("<module>", "EARLIEST_DATE = date(1900, 1, 1)", "EARLIEST_DATE = date(1901, 1, 1)", _BOUND),
+    ("<module>", "EARLIEST_DATE = date(1900, 1, 1)", "EARLIEST_DATE = date(1899, 1, 1)", _BOUND),
+    ("<module>", "EARLIEST_DATE = date(1900, 1, 1)", "EARLIEST_DATE = date(1900, 2, 1)", _BOUND),
+    ("<module>", "EARLIEST_DATE = date(1900, 1, 1)", "EARLIEST_DATE = date(1900, 1, 2)", _BOUND),
+    ("<module>", "LATEST_DATE = date(2999, 12, 31)", "LATEST_DATE = date(3000, 12, 31)", _BOUND),
+    ("<module>", "LATEST_DATE = date(2999, 12, 31)", "LATEST_DATE = date(2998, 12, 31)", _BOUND),
+    ("<module>", "LATEST_DATE = date(2999, 12, 31)", "LATEST_DATE = date(2999, 12, 30)", _BOUND),
+    (
+        "clamp",
+        "return lo if x <= lo else hi if x >= hi else x",
+        "return lo if x <= lo else hi if x > hi else x",
+        "x == hi returns x, which is hi (1.0 has one sign)",
     ),
-}
+    ("forecast", "origin = points[0][0]", "origin = points[1][0]", _ORIGIN),
+    ("forecast", "origin = points[0][0]", "origin = points[-1][0]", _ORIGIN),
+    ("forecast", _SLOPE_FORECAST, _SLOPE_FORECAST_X, _CENTRED),
+    ("forecast", _SLOPE_FORECAST, _SLOPE_NOT_STRICT, _STRICT),
+    ("_slope_per_week", "origin = points[0][0]", "origin = points[1][0]", _ORIGIN),
+    ("_slope_per_week", "origin = points[0][0]", "origin = points[-1][0]", _ORIGIN),
+    ("_slope_per_week", _YS.format("0.0"), _YS.format("1.0"), _ZERO_TOP),
+    ("_slope_per_week", _YS.format("0.0"), _YS.format("-1.0"), _ZERO_TOP),
+    (
+        "_slope_per_week",
+        "mx, my = (sum(xs) / n, sum(ys) / n)",
+        "mx, my = (sum(xs) / n, sum(ys) * n)",
+        "sum((x - mx) * (y - c)) is the same for every c, since sum(x - mx) is zero",
+    ),
+    ("_slope_per_week", _SLOPE_FORECAST, _SLOPE_FORECAST_X, _CENTRED),
+    ("_slope_per_week", _SLOPE_FORECAST, _SLOPE_FORECAST_Y, _CENTRED),
+    ("_slope_per_week", _SLOPE_FORECAST, _SLOPE_NOT_STRICT, _STRICT),
+    ("_slope_per_week", _SCALE.format("> 0"), _SCALE.format(">= 0"), _ZERO_TOP),
+    ("_slope_per_week", _SCALE.format("> 0"), _SCALE.format("> -1"), _ZERO_TOP),
+    (
+        "realism_from_fit",
+        "observed <= 0 or ratio is None",
+        "observed < 0 or ratio is None",
+        "with observed <= 0 there is no ratio: `ratio is None` gives the same verdict",
+    ),
+    (
+        "realism_from_fit",
+        "observed <= 0 or ratio is None",
+        "observed <= -1 or ratio is None",
+        "with observed <= 0 there is no ratio: `ratio is None` gives the same verdict",
+    ),
+]
+EQUIVALENT: dict[tuple[str, str, str], str] = {(s, b, a): why for s, b, a, why in _EQUIVALENT}
 
 
 @dataclass(frozen=True)
@@ -285,7 +339,7 @@ def _patch(module: ModuleType, tree: ast.Module) -> None:
         elif not isinstance(old, ModuleType) and not name.startswith("__"):
             try:
                 same = type(old) is type(new) and bool(old == new)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 same = False
             if not same:
                 setattr(module, name, new)
@@ -320,7 +374,7 @@ class _Runner:
                 if any(r.failed for r in reports):
                     os._exit(1)
             code = 0
-        except BaseException:  # noqa: BLE001 - a mutant that cannot even load is killed
+        except BaseException:  # a mutant that cannot even load is killed
             code = 1
         os._exit(code)
 
