@@ -17,7 +17,12 @@ The operators:
   - `return x` -> `return None`
 
 Prints each survivor with its line, then `killed K, survived S, equivalent E (of N)`.
-Exit status 0 only when nothing survives. Not part of scripts/test.sh: it takes minutes.
+Exit status 0 only when nothing survives. Not part of scripts/test.sh: it takes minutes
+(about 4 on 2 idle cores; each mutant is a fork of one collected test session).
+
+Issue 14 item 7, measured with this script over service/rules.py and tests/test_rules.py:
+before the item-7 rows, 392 mutants: 320 killed, 68 survived, 4 equivalent; after them,
+364 killed, 0 survived, 28 equivalent (listed in _EQUIVALENT with their reasons).
 """
 
 from __future__ import annotations

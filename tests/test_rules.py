@@ -4,6 +4,8 @@ import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.rules import (
     DEFAULT_AT_RISK_GAP,
@@ -874,3 +876,57 @@ def test_item7_the_required_rate_when_the_distance_overflows():
     assert got.required_rate == pytest.approx(BIG / 3)
     got = realism(T.DECREASE, BIG, -BIG, BIG / 2, RISING, CS, CE, MID)
     assert got.required_rate == pytest.approx(1.5 * BIG / 6)
+
+
+# Properties over any finite input (hypothesis; derandomized, so a mutant run is repeatable).
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+PROPERTY = settings(max_examples=200, deadline=None, database=None, derandomize=True)
+
+
+@PROPERTY
+@given(st.sampled_from(list(T)), FINITE, FINITE, st.floats())
+def test_item7_progress_is_a_fraction_never_minus_zero(kind, start, target, current):
+    if definition_error(kind, start, target) is not None:
+        return
+    got = key_result_progress(kind, start, target, current)
+    assert 0 <= got <= 1
+    assert got != 0 or positive_zero(got)
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 1e308),
+            st.floats(0, 1),
+            st.booleans(),
+            st.none() | st.floats(0, 1),
+        ),
+        max_size=5,
+    )
+)
+def test_item7_roll_ups_are_fractions_and_shares_add_up(rows):
+    parts = [Part(w, p, archived=a, score=s) for w, p, a, s in rows]
+    for got in (roll_up(parts), rolled_score(parts)):
+        assert got is None or (0 <= got <= 1 and (got != 0 or positive_zero(got)))
+    got_shares = shares(parts)
+    if sum(s.weight for s in got_shares) > 0:
+        assert sum(s.share for s in got_shares) == pytest.approx(1.0)
+    else:
+        assert all(s.share == 0 for s in got_shares)
+
+
+@PROPERTY
+@given(
+    st.lists(st.tuples(st.integers(0, 90 * 86400), st.floats(-1e6, 1e6)), min_size=2, max_size=6),
+    st.integers(-(10**9), 10**9),
+)
+def test_item7_a_forecast_does_not_depend_on_when_it_is_read_from(points, shift):
+    """Moving every instant and the cycle's end by one amount leaves the line where it is
+    (why the choice of the first point as origin is an equivalent mutant)."""
+    at = [(T0 + timedelta(seconds=x), v) for x, v in points]
+    moved = [(t + timedelta(seconds=shift), v) for t, v in at]
+    a = forecast(T.INCREASE, -1e6, 1e6, at, END)
+    b = forecast(T.INCREASE, -1e6, 1e6, moved, END + timedelta(seconds=shift))
+    assert a is not None and b is not None
+    assert b.value == pytest.approx(a.value, rel=1e-6, abs=1e-3)
