@@ -4,21 +4,29 @@ import math
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.domain.enums import CycleStatus
 from service.domain.enums import KeyResultType as T
 from service.domain.enums import ProgressStatus as S
 from service.domain.enums import RealismVerdict as V
 from service.domain.rules import (
+    DEFAULT_AT_RISK_GAP,
+    DEFAULT_ON_TRACK_GAP,
+    STRETCH_RATIO,
     Part,
+    accepts_check_ins,
     can_move_cycle,
     definition_error,
     expected_progress,
     forecast,
+    is_finite,
     is_stale,
     key_result_progress,
     progress_status,
     realism,
+    realism_from_fit,
     record_window,
     review_due,
     roll_up,
@@ -569,3 +577,350 @@ def test_item4_the_window_of_a_cycle_longer_than_history():
 def test_item5_review_due(status, now, due):
     assert review_due(status, date(2026, 1, 1), date(2026, 3, 31), now) is due
     assert review_due(status, date(2026, 1, 1), date.max, now) is False
+
+
+# --- issue 14 item 7: the rows that tell every mutant of rules.py from the rules ---------
+# (scripts/mutants.sh runs the mutants; the ones no row can tell apart are listed there.)
+
+
+def positive_zero(x: float) -> bool:
+    """0.0 and not -0.0: a progress or rate a client would read as "-0"."""
+    return x == 0 and math.copysign(1.0, x) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "target", "current", "expected"),
+    [
+        (T.INCREASE, 5, 5, 7, 0.0),  # a start equal to its target (never valid): no progress
+        (T.DECREASE, 3, 3, 1, 0.0),
+        (T.INCREASE, 0, 10, float("nan"), 0.0),  # a fraction is never NaN
+        (T.INCREASE, 0, 10, -0.0, 0.0),
+        (T.DECREASE, 4.20, 3.57, 4.20, 0.0),  # 0 / -0.63 is -0.0: read as 0
+        (T.INCREASE, 0, 10, 10, 1.0),
+    ],
+)
+def test_item7_progress_edges(kind, start, target, current, expected):
+    got = key_result_progress(kind, start, target, current)
+    assert got == expected
+    assert got != 0 or positive_zero(got)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "bad"),
+    [
+        (T.MILESTONE, 0, False),  # not done yet is a check-in too
+        (T.MILESTONE, 1, False),
+        (T.MILESTONE, -1, True),
+        (T.MILESTONE, 2, True),
+        (T.STAY_ABOVE, -1, False),
+    ],
+)
+def test_item7_milestone_check_ins(kind, value, bad):
+    assert (value_error(kind, value) is not None) is bad
+
+
+@pytest.mark.parametrize(
+    ("status", "accepts"),
+    [
+        (CycleStatus.PLANNING, False),
+        (CycleStatus.ACTIVE, True),
+        (CycleStatus.REVIEW, True),  # late numbers
+        (CycleStatus.CLOSED, False),  # read-only
+    ],
+)
+def test_item7_check_ins_by_cycle_status(status, accepts):
+    assert accepts_check_ins(status) is accepts
+
+
+@pytest.mark.parametrize(
+    ("x", "finite"),
+    [(None, False), (0.0, True), (-2.5, True), (float("nan"), False), (float("inf"), False)],
+)
+def test_item7_is_finite(x, finite):
+    assert is_finite(x) is finite
+
+
+@pytest.mark.parametrize(
+    ("progress", "expected", "status"),
+    [
+        # The hair of tolerance belongs to the bound: a gap of exactly bound + 1e-9 is in.
+        (0.0, DEFAULT_ON_TRACK_GAP + 1e-9, S.ON_TRACK),
+        (0.0, DEFAULT_AT_RISK_GAP + 1e-9, S.AT_RISK),
+        (0.0, math.nextafter(DEFAULT_ON_TRACK_GAP + 1e-9, 1), S.AT_RISK),
+        (0.0, math.nextafter(DEFAULT_AT_RISK_GAP + 1e-9, 1), S.OFF_TRACK),
+    ],
+)
+def test_item7_status_tolerance_is_inclusive(progress, expected, status):
+    assert progress_status(progress, expected, True) is status
+
+
+def test_item7_a_part_counts_and_is_not_checked_in_unless_told():
+    part = Part(1, 0.5)
+    assert roll_up([part]) == 0.5
+    assert rolled_checked_in([part]) is False
+    assert [s.share for s in shares([part])] == [1.0]
+
+
+@pytest.mark.parametrize(
+    ("weights", "expected"),
+    [
+        ([0.5], [1.0]),  # a total weight below 1 still shares all of it
+        ([0.25, 0.25], [0.5, 0.5]),
+        ([0.0, 0.0], [0.0, 0.0]),
+    ],
+)
+def test_item7_shares_of_small_weights(weights, expected):
+    assert [s.share for s in shares([Part(w, 1.0) for w in weights])] == expected
+
+
+@pytest.mark.parametrize(
+    ("parts", "score"),
+    [
+        # Scores whose weights are all 0: zero total weight contributes nothing, as progress.
+        ([Part(0, 0, score=0.8), Part(0, 0, score=0.4)], 0.0),
+        ([Part(0, 0, score=0.8), Part(0.5, 0, score=0.4)], 0.4),
+    ],
+)
+def test_item7_scores_of_zero_weight(parts, score):
+    got = rolled_score(parts)
+    assert got == score and positive_zero(got) is (score == 0)
+
+
+@pytest.mark.parametrize(
+    ("points", "value", "status"),
+    [
+        # The forecast of a MILESTONE reads the line as a check-in: 1 from 0.5 up, else 0.
+        (pts((0, 0), (30, 0), (60, 1)), 1.0, S.ACHIEVED),  # the line reads 4/3 at the end
+        (pts((0, 0), (45, 0)), 0.0, S.OFF_TRACK),
+        (pts((5, 0), (5, 1)), 1.0, S.ACHIEVED),  # one instant: the mean, 0.5, on the bound
+        (pts((0, 1), (45, 1)), 1.0, S.ACHIEVED),
+        (pts((0, 1), (30, 1), (60, 0)), 0.0, S.OFF_TRACK),  # the line reads -1/3
+        (pts((0, 0), (30, 0), (60, 0), (90, 1)), 1.0, S.ACHIEVED),  # the line reads 0.7
+        (pts((0, 1), (30, 0), (60, 0), (90, 0)), 0.0, S.OFF_TRACK),  # the line reads -0.2
+    ],
+)
+def test_item7_forecast_of_a_milestone(points, value, status):
+    got = forecast(T.MILESTONE, 0, 1, points, END)
+    assert (got.value, got.progress, got.status) == (value, value, status)
+
+
+def slope_for_ratio(required: float, ratio: float) -> float:
+    """An observed rate for which `required / observed` is exactly `ratio` as a float."""
+    slope = required / ratio
+    for _ in range(1000):
+        got = required / slope
+        if got == ratio:
+            return slope
+        slope = math.nextafter(slope, 0.0 if got < ratio else math.inf)
+    raise AssertionError(f"no float slope gives the ratio {ratio}")
+
+
+# now MID: 6 weeks left, 30 to go from 30 to 60: a required rate of exactly 5 a week
+@pytest.mark.parametrize(
+    ("ratio", "verdict"),
+    [
+        (1 + 1e-9, V.REALISTIC),  # the tolerance of the bound is inclusive
+        (math.nextafter(1 + 1e-9, 2), V.STRETCH),
+        (STRETCH_RATIO + 1e-9, V.STRETCH),
+        (math.nextafter(STRETCH_RATIO + 1e-9, 3), V.UNLIKELY),
+    ],
+)
+def test_item7_realism_ratio_bounds(ratio, verdict):
+    slope = slope_for_ratio(5.0, ratio)
+    got = realism_from_fit(T.INCREASE, 0, 60, 30, 3, slope, CS, CE, MID)
+    assert (got.verdict, got.required_rate, got.ratio) == (verdict, 5.0, ratio)
+
+
+@pytest.mark.parametrize(
+    ("basis", "slope", "expected"),
+    [
+        (2, 5.0, (V.UNKNOWN, None)),  # a slope over fewer than 3 points is not read
+        (3, 5.0, (V.REALISTIC, 5.0)),
+        (4, 5.0, (V.REALISTIC, 5.0)),
+        (40, 2.5, (V.STRETCH, 2.5)),
+        (4, None, (V.UNKNOWN, None)),  # one instant: no slope
+        (4, float("inf"), (V.UNKNOWN, None)),
+    ],
+)
+def test_item7_realism_from_fit_basis(basis, slope, expected):
+    got = realism_from_fit(T.INCREASE, 0, 60, 30, basis, slope, CS, CE, MID)
+    assert (got.verdict, got.observed_rate) == expected
+    assert got.basis == basis and got.required_rate == 5.0
+
+
+@pytest.mark.parametrize(
+    ("cycle_start", "cycle_end"),
+    [
+        (CE, CE),  # a cycle without length: no weeks to spread the rest over
+        (CE + timedelta(days=3), CE),  # ends before it starts
+    ],
+)
+def test_item7_realism_of_a_cycle_without_weeks(cycle_start, cycle_end):
+    got = realism_from_fit(T.INCREASE, 0, 60, 30, 3, 5.0, cycle_start, cycle_end, MID)
+    assert got.verdict is V.UNKNOWN and got.required_rate is None and got.ratio is None
+
+
+LATE = CE - timedelta(days=3)  # the last days: 3/7 of a week left
+
+
+@pytest.mark.parametrize(
+    ("kind", "start", "target", "current", "points", "now", "expected"),
+    [
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            60,
+            wk((6, 0), (3, 30), (0, 60), at=CE),
+            CE,
+            (V.UNKNOWN, None, 10.0, None, 3),
+            id="at the cycle's end, target reached",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            58,
+            wk((6, 28), (3, 43), (0, 58), at=LATE),
+            LATE,
+            (V.REALISTIC, 14 / 3, 5.0, 14 / 15, 3),
+            id="less than a week left",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            30,
+            wk((12, -30), (6, 0), (0, 30)),
+            MID,
+            (V.REALISTIC, 5.0, 5.0, 1.0, 3),
+            id="a point on the window's start counts",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            30,
+            wk((6, 0), (4, 10), (2, 20), (0, 30)),
+            MID,
+            (V.REALISTIC, 5.0, 5.0, 1.0, 4),
+            id="four points",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            0.6,
+            0.3,
+            wk((6, 0.0), (3, 0.15), (0, 0.3)),
+            MID,
+            (V.REALISTIC, 0.05, 0.05, 1.0, 3),
+            id="values below 1",
+        ),
+        pytest.param(
+            T.INCREASE,
+            0,
+            60,
+            30,
+            wk((6, 0), (3, 0), (0, 0)),
+            MID,
+            (V.UNLIKELY, 5.0, 0.0, None, 3),
+            id="a record of zeros",
+        ),
+        pytest.param(
+            T.DECREASE,
+            4.20,
+            3.57,
+            4.0,
+            wk((6, 4.0), (3, 4.0), (0, 4.0)),
+            MID,
+            (V.UNLIKELY, 0.43 / 6, 0.0, None, 3),
+            id="DECREASE, flat",
+        ),
+        pytest.param(
+            T.DECREASE,
+            4.20,
+            3.57,
+            3.57,
+            wk((6, 3.77), (3, 3.67), (0, 3.57)),
+            MID,
+            (V.REALISTIC, 0.0, 0.1 / 3, 0.0, 3),
+            id="DECREASE on its target",
+        ),
+    ],
+)
+def test_item7_realism_edges(kind, start, target, current, points, now, expected):
+    got = realism(kind, start, target, current, points, CS, CE, now)
+    verdict, required, observed, ratio, basis = expected
+    assert (got.verdict, got.basis) == (verdict, basis)
+    for value, want in (
+        (got.required_rate, required),
+        (got.observed_rate, observed),
+        (got.ratio, ratio),
+    ):
+        if want is None:
+            assert value is None
+        else:
+            assert value == pytest.approx(want)
+            assert value != 0 or positive_zero(value)  # never "-0" in the direction
+
+
+def test_item7_the_required_rate_when_the_distance_overflows():
+    # From -1e308 to 1e308 is past every float; halved, it is not: 2e308 over 6 weeks.
+    got = realism(T.INCREASE, -BIG, BIG, -BIG, RISING, CS, CE, MID)
+    assert got.required_rate == pytest.approx(BIG / 3)
+    got = realism(T.DECREASE, BIG, -BIG, BIG / 2, RISING, CS, CE, MID)
+    assert got.required_rate == pytest.approx(1.5 * BIG / 6)
+
+
+# Properties over any finite input (hypothesis; derandomized, so a mutant run is repeatable).
+FINITE = st.floats(allow_nan=False, allow_infinity=False)
+PROPERTY = settings(max_examples=200, deadline=None, database=None, derandomize=True)
+
+
+@PROPERTY
+@given(st.sampled_from(list(T)), FINITE, FINITE, st.floats())
+def test_item7_progress_is_a_fraction_never_minus_zero(kind, start, target, current):
+    if definition_error(kind, start, target) is not None:
+        return
+    got = key_result_progress(kind, start, target, current)
+    assert 0 <= got <= 1
+    assert got != 0 or positive_zero(got)
+
+
+@PROPERTY
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(0, 1e308),
+            st.floats(0, 1),
+            st.booleans(),
+            st.none() | st.floats(0, 1),
+        ),
+        max_size=5,
+    )
+)
+def test_item7_roll_ups_are_fractions_and_shares_add_up(rows):
+    parts = [Part(w, p, archived=a, score=s) for w, p, a, s in rows]
+    for got in (roll_up(parts), rolled_score(parts)):
+        assert got is None or (0 <= got <= 1 and (got != 0 or positive_zero(got)))
+    got_shares = shares(parts)
+    if sum(s.weight for s in got_shares) > 0:
+        assert sum(s.share for s in got_shares) == pytest.approx(1.0)
+    else:
+        assert all(s.share == 0 for s in got_shares)
+
+
+@PROPERTY
+@given(
+    st.lists(st.tuples(st.integers(0, 90 * 86400), st.floats(-1e6, 1e6)), min_size=2, max_size=6),
+    st.integers(-(10**9), 10**9),
+)
+def test_item7_a_forecast_does_not_depend_on_when_it_is_read_from(points, shift):
+    """Moving every instant and the cycle's end by one amount leaves the line where it is
+    (why the choice of the first point as origin is an equivalent mutant)."""
+    at = [(T0 + timedelta(seconds=x), v) for x, v in points]
+    moved = [(t + timedelta(seconds=shift), v) for t, v in at]
+    a = forecast(T.INCREASE, -1e6, 1e6, at, END)
+    b = forecast(T.INCREASE, -1e6, 1e6, moved, END + timedelta(seconds=shift))
+    assert a is not None and b is not None
+    assert b.value == pytest.approx(a.value, rel=1e-6, abs=1e-3)
