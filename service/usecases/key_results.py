@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy import Date, DateTime, Float, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import configure_mappers
 
 from service import events, rollup, rules
 from service.access import require_check_in, require_edit_objective
@@ -303,7 +304,21 @@ def _model(model: type[M], data: dict[str, Any]) -> M:
             elif isinstance(column.type, Float):
                 value = float(value)
         values[column.name] = value
-    return model(**values)
+    return _construct(model, values)
+
+
+def _construct(model: type[M], values: dict[str, Any]) -> M:
+    """A detached model instance holding `values` (one per column), built without the
+    per-attribute validation and instrumentation events of `model(**values)` (0.4 ms a
+    row, most of a check-in's own CPU time otherwise). Nothing is added to a session."""
+    configure_mappers()  # at once when nothing is new; the attributes need their mappers
+    row = model.__new__(model)
+    model._sa_class_manager._new_state_if_none(row)  # type: ignore[attr-defined]
+    row.__dict__.update(values)
+    object.__setattr__(row, "__pydantic_fields_set__", set(values))
+    object.__setattr__(row, "__pydantic_extra__", None)
+    object.__setattr__(row, "__pydantic_private__", None)
+    return row
 
 
 def _check_in_event(p: Principal, key_result_id: int, payload: dict[str, Any]) -> dict[str, Any]:
@@ -397,20 +412,23 @@ async def check_in(
         if not start <= measured_at < end:
             raise invalid("measuredAt must lie inside the cycle", "measuredAt")
     progress = rules.key_result_progress(kind, kr.start_value, kr.target_value, value)
-    row = CheckIn(
-        id=read["next_id"],
-        organization_id=p.organization_id,
-        key_result_id=kr.id,
-        value=value,
-        confidence=confidence,
-        note=note,
-        author_id=p.user_id,
-        api_key_id=p.api_key_id,
-        caller=caller,
-        progress=progress,
-        idempotency_key=idempotency_key,
-        measured_at=measured_at or now,
-        created_at=now,
+    row = _construct(
+        CheckIn,
+        dict(
+            id=read["next_id"],
+            organization_id=p.organization_id,
+            key_result_id=kr.id,
+            value=value,
+            confidence=confidence,
+            note=note,
+            author_id=p.user_id,
+            api_key_id=p.api_key_id,
+            caller=caller,
+            progress=progress,
+            idempotency_key=idempotency_key,
+            measured_at=measured_at or now,
+            created_at=now,
+        ),
     )
     # Measured last (ids only grow, and every check-in of this key result queues on its
     # lock): then it is the current value.
