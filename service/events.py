@@ -113,21 +113,23 @@ async def record(
     session: AsyncSession, actor: Principal | None, organization_id: int, event: Event
 ) -> int:
     """Write the event; call it last in the transaction. Returns its sequence number."""
-    result = await session.execute(
-        _RECORD,
-        {
-            "org": organization_id,
-            "kind": str(event.kind),
-            "user_id": actor.user_id if actor else None,
-            "api_key_id": actor.api_key_id if actor else None,
-            "subject_type": str(event.subject_type),
-            "subject_id": event.subject_id,
-            "check_in_id": event.check_in_id,
-            "payload": json.dumps(event.payload()),
-            "channel": CHANNEL,
-        },
-    )
+    result = await session.execute(_RECORD, {"org": organization_id, **parameters(actor, event)})
     return result.scalar_one()
+
+
+def parameters(actor: Principal | None, event: Event) -> dict[str, Any]:
+    """The outbox row's bound parameters, for `record` and for a write that folds the
+    event into its own statement (the check-in's, service/usecases/key_results.py)."""
+    return {
+        "kind": str(event.kind),
+        "user_id": actor.user_id if actor else None,
+        "api_key_id": actor.api_key_id if actor else None,
+        "subject_type": str(event.subject_type),
+        "subject_id": event.subject_id,
+        "check_in_id": event.check_in_id,
+        "payload": json.dumps(event.payload()),
+        "channel": CHANNEL,
+    }
 
 
 # --- one constructor per kind ---------------------------------------------------------

@@ -4,56 +4,98 @@ ancestor, bottom-up, inside the caller's transaction.
 Concurrency: the rows are locked in id order (one global order, so two roll-ups
 through a shared ancestor queue instead of deadlocking), then read again in a new
 statement, which under READ COMMITTED sees every roll-up committed before the lock
-was granted. No update is lost.
+was granted. No update is lost. Both happen in one round trip: the PL/pgSQL function
+`okr_lock_chain` (migration 0007) locks and reads; the roll-up itself is computed here
+by the pure rules.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import sql
 from service.domain import rules
 from service.domain.rules import Part
 from service.events import Scope
 
-_ANCESTRY = sql.walk(sql.ANCESTRY, "SELECT id FROM up")
-# Find and lock the chain in one statement; the caller checks it did not move meanwhile.
-_LOCK_ANCESTRY = sql.walk(
-    sql.ANCESTRY,
-    """
-    SELECT o.id, o.parent_id FROM objective o WHERE o.id IN (SELECT id FROM up)
-    ORDER BY o.id FOR UPDATE OF o
-    """,
-)
-_OBJECTIVES = text(
-    """
-    SELECT o.id, o.parent_id, o.team_id, o.cycle_id, o.progress, o.has_check_in, o.score,
-           c.starts_on, c.ends_on, c.status AS cycle_status
-    FROM objective o JOIN cycle c ON c.id = o.cycle_id
-    WHERE o.id = ANY(:ids) AND o.organization_id = :org
-    """
-)
-_PARTS = text(
-    """
-    SELECT 'KeyResult' AS kind, id, objective_id AS owner, weight, progress,
-           last_check_in_id IS NOT NULL AS checked_in, score, false AS archived
-    FROM key_result WHERE objective_id = ANY(:ids) AND organization_id = :org
-    UNION ALL
-    SELECT 'Objective', id, parent_id, weight, progress, has_check_in, score,
-           archived_at IS NOT NULL
-    FROM objective WHERE parent_id = ANY(:ids) AND organization_id = :org
-    """
-)
+# Lock `start` and every ancestor in id order and read them and their parts afresh, in
+# one round trip (migration 0007: a loop that locks again should the chain have moved).
+_LOCK_CHAIN = text("SELECT okr_lock_chain(:org, CAST(:ids AS bigint[]))")
 _UPDATE = text(
     "UPDATE objective SET progress = :progress, has_check_in = :has_check_in, score = :score "
     "WHERE id = :id AND organization_id = :org"
 )
+
+
+@dataclass(frozen=True)
+class ChainObjective:
+    id: int
+    parent_id: int | None
+    team_id: int | None
+    cycle_id: int
+    progress: float
+    has_check_in: bool
+    score: float | None
+    starts_on: date
+    ends_on: date
+
+
+@dataclass(frozen=True)
+class ChainPart:
+    kind: str  # "KeyResult" or "Objective"
+    id: int
+    owner: int
+    weight: float
+    progress: float
+    checked_in: bool
+    score: float | None
+    archived: bool
+
+
+@dataclass
+class Chain:
+    """The locked objectives and the parts of each, as `okr_lock_chain` read them."""
+
+    objectives: dict[int, ChainObjective]
+    parts_of: dict[int, list[ChainPart]]
+
+    @classmethod
+    def of(cls, data: dict[str, Any] | None) -> Chain:
+        objectives: dict[int, ChainObjective] = {}
+        parts_of: dict[int, list[ChainPart]] = defaultdict(list)
+        if data:
+            for i, parent, team, cycle, progress, has, score, starts, ends in data["objectives"]:
+                objectives[i] = ChainObjective(
+                    i,
+                    parent,
+                    team,
+                    cycle,
+                    float(progress),
+                    has,
+                    None if score is None else float(score),
+                    date.fromisoformat(starts),
+                    date.fromisoformat(ends),
+                )
+            for is_kr, i, owner, weight, progress, checked, score, archived in data["parts"]:
+                parts_of[owner].append(
+                    ChainPart(
+                        "KeyResult" if is_kr else "Objective",
+                        i,
+                        owner,
+                        float(weight),
+                        float(progress),
+                        checked,
+                        None if score is None else float(score),
+                        archived,
+                    )
+                )
+        return cls(objectives, parts_of)
 
 
 @dataclass
@@ -90,22 +132,6 @@ class RollUp:
         return Scope(tuple(self.objective_ids), tuple(self.team_ids), tuple(self.cycle_ids))
 
 
-async def _lock_ancestry(session: AsyncSession, org: int, start: list[int]) -> list[int]:
-    rows = (await session.execute(_LOCK_ANCESTRY, {"ids": start, "org": org})).all()
-    locked = {r.id for r in rows}
-    # The locked rows are read fresh: if a parent changed between the recursive scan and
-    # the lock (a concurrent re-alignment), the chain they form differs; lock again.
-    while True:
-        parents = {r.parent_id for r in rows if r.parent_id is not None}
-        if parents <= locked:
-            return sorted(locked)
-        ids = set((await session.execute(_ANCESTRY, {"ids": start, "org": org})).scalars())
-        rows = (
-            await session.execute(_LOCK_ANCESTRY, {"ids": sorted(ids | locked), "org": org})
-        ).all()
-        locked |= {r.id for r in rows}
-
-
 def status_of(
     progress: float, checked_in: bool, starts_on, ends_on, thresholds, now: datetime
 ) -> str:
@@ -113,26 +139,27 @@ def status_of(
     return str(rules.progress_status(progress, expected, checked_in, *thresholds))
 
 
-async def recompute(
-    session: AsyncSession,
-    org: int,
-    start: list[int],
+async def lock_chain(session: AsyncSession, org: int, start: list[int]) -> Chain:
+    """Lock `start` and every ancestor (id order) and read them and their parts afresh:
+    one statement, one round trip."""
+    raw = (await session.execute(_LOCK_CHAIN, {"org": org, "ids": start})).scalar_one()
+    return Chain.of(orjson.loads(raw) if isinstance(raw, str | bytes) else raw)
+
+
+Values = tuple[float, bool, float | None]  # progress, checked in, score
+
+
+def compute(
+    chain: Chain,
     *,
     thresholds: tuple[float, float],
     now: datetime,
-) -> RollUp:
-    """Recompute `start` and all their ancestors; write what differs."""
-    start = [i for i in start if i is not None]
-    if not start:
-        return RollUp()
-    ids = await _lock_ancestry(session, org, start)
-    objectives = {
-        r.id: r for r in (await session.execute(_OBJECTIVES, {"ids": ids, "org": org})).all()
-    }
-    parts_of: dict[int, list[Any]] = defaultdict(list)
-    for r in (await session.execute(_PARTS, {"ids": ids, "org": org})).all():
-        parts_of[r.owner].append(r)
-
+    fresh_parts: dict[tuple[str, int], Values] | None = None,
+) -> tuple[RollUp, list[dict[str, Any]]]:
+    """Recompute every locked objective bottom-up with the pure rules. `fresh_parts`
+    holds parts this transaction changes but has not written yet (a check-in's key
+    result). Returns what changed and the objective rows to write (those that differ)."""
+    objectives = chain.objectives
     # Children before parents: post-order over the locked set.
     order: list[int] = []
     seen: set[int] = set()
@@ -152,28 +179,22 @@ async def recompute(
     for i in sorted(objectives):
         visit(i)
 
-    fresh: dict[int, tuple[float, bool, float | None]] = {}
+    fresh: dict[tuple[str, int], Values] = dict(fresh_parts or {})
     result = RollUp()
-    updates = []
+    updates: list[dict[str, Any]] = []
     for i in order:
         row = objectives[i]
         parts = []
-        for p in parts_of[i]:
-            progress, checked_in, score = p.progress, p.checked_in, p.score
-            if p.kind == "Objective" and p.id in fresh:
-                progress, checked_in, score = fresh[p.id]
+        for p in chain.parts_of.get(i, ()):
+            progress, checked_in, score = fresh.get(
+                (p.kind, p.id), (p.progress, p.checked_in, p.score)
+            )
             parts.append(Part(p.weight, progress, p.archived, checked_in, score))
         value = (rules.roll_up(parts), rules.rolled_checked_in(parts), rules.rolled_score(parts))
-        fresh[i] = value
+        fresh[("Objective", i)] = value
         if value != (row.progress, row.has_check_in, row.score):
             updates.append(
-                {
-                    "id": i,
-                    "org": org,
-                    "progress": value[0],
-                    "has_check_in": value[1],
-                    "score": value[2],
-                }
+                {"id": i, "progress": value[0], "has_check_in": value[1], "score": value[2]}
             )
         result.changes.append(
             {
@@ -186,8 +207,6 @@ async def recompute(
                 ),
             }
         )
-    if updates:
-        await session.execute(_UPDATE, updates)
     result.objective_ids = order
     for r in objectives.values():
         result.parent_of[r.id] = r.parent_id
@@ -195,4 +214,24 @@ async def recompute(
         result.cycle_of[r.id] = r.cycle_id
     result.team_ids = sorted({r.team_id for r in objectives.values() if r.team_id is not None})
     result.cycle_ids = sorted({r.cycle_id for r in objectives.values()})
+    return result, updates
+
+
+async def recompute(
+    session: AsyncSession,
+    org: int,
+    start: list[int],
+    *,
+    thresholds: tuple[float, float],
+    now: datetime,
+) -> RollUp:
+    """Recompute `start` and all their ancestors; write what differs. Two statements:
+    lock and read (`lock_chain`), then the objectives that changed."""
+    start = [i for i in start if i is not None]
+    if not start:
+        return RollUp()
+    chain = await lock_chain(session, org, start)
+    result, updates = compute(chain, thresholds=thresholds, now=now)
+    if updates:
+        await session.execute(_UPDATE, [{**u, "org": org} for u in updates])
     return result

@@ -108,3 +108,196 @@ async def test_concurrent_check_ins_through_the_api(db: Database, org: Org):
     async with db.connect() as conn:
         _checked, mismatches = await verify(conn)
     assert mismatches == []
+
+
+async def _check(db: Database, checked_in: int | None = None) -> None:
+    """verify clean, gapless sequences, and (when given) one CHECK_IN event per check-in."""
+    async with db.connect() as conn:
+        _checked, mismatches = await verify(conn)
+        assert mismatches == [], mismatches[:5]
+        assert await verify_event_sequences(conn) == []
+        events_ = (
+            await conn.execute(text("SELECT count(*) FROM event WHERE kind = 'CHECK_IN'"))
+        ).scalar()
+        rows = (await conn.execute(text("SELECT count(*) FROM check_in"))).scalar()
+        linked = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM event e JOIN check_in c ON c.id = e.check_in_id "
+                    "WHERE e.kind = 'CHECK_IN'"
+                )
+            )
+        ).scalar()
+    assert events_ == rows == linked
+    if checked_in is not None:
+        assert rows == checked_in
+
+
+async def test_many_writers_on_one_key_result(db: Database, org: Org):
+    """Forty writers on the very same key result: each queues on its lock, none is lost,
+    and the stored current value is the one committed last."""
+    _root, krs = await build_tree(db, org)
+    kr = krs[0]
+    values = [float(v) for v in range(40)]
+
+    async def one(value: float):
+        return await db.transaction(
+            lambda s: key_results.check_in(s, org.admin, key_result_id=kr, value=value)
+        )
+
+    done = await asyncio.gather(*(one(v) for v in values))
+    assert len({row.id for row, _kr in done}) == len(values)
+    await _check(db, len(values))
+    async with db.connect() as conn:
+        last = (
+            await conn.execute(
+                text(
+                    "SELECT k.current_value, c.value FROM key_result k "
+                    "JOIN check_in c ON c.id = k.last_check_in_id WHERE k.id = :id"
+                ),
+                {"id": kr},
+            )
+        ).one()
+        top = (
+            await conn.execute(
+                text(
+                    "SELECT value FROM check_in WHERE key_result_id = :id "
+                    "ORDER BY measured_at DESC, id DESC LIMIT 1"
+                ),
+                {"id": kr},
+            )
+        ).scalar()
+    assert last.current_value == last.value == top
+
+
+async def test_racing_retries_with_one_idempotency_key(db: Database, org: Org):
+    """The same key sent by twenty concurrent retries: one check-in, one event, and every
+    retry answers with it."""
+    _root, krs = await build_tree(db, org)
+
+    async def one():
+        return await db.transaction(
+            lambda s: key_results.check_in(
+                s, org.admin, key_result_id=krs[3], value=42.0, idempotency_key="retry-1"
+            )
+        )
+
+    done = await asyncio.gather(*(one() for _ in range(20)))
+    assert len({row.id for row, _kr in done}) == 1
+    await _check(db, 1)
+
+
+async def test_writers_on_disjoint_chains(db: Database, org: Org):
+    """Two separate trees written at once: no lock is shared but the organization's
+    sequence; both stay exact and the events gapless."""
+    _a, left = await build_tree(db, org)
+    _b, right = await build_tree(db, org)
+    rng = random.Random(11)
+    plan = [(rng.choice(left if n % 2 else right), rng.uniform(0, 100)) for n in range(60)]
+
+    async def one(kr: int, value: float):
+        return await db.transaction(
+            lambda s: key_results.check_in(s, org.admin, key_result_id=kr, value=value)
+        )
+
+    await asyncio.gather(*(one(kr, v) for kr, v in plan))
+    await _check(db, len(plan))
+
+
+async def test_check_ins_while_the_tree_is_realigned(db: Database, org: Org):
+    """Check-ins racing re-alignments (chains that change under shared ancestors) and
+    weight changes on sibling key results: every roll-up still exact afterwards. The
+    moved leaves take no check-ins meanwhile: align_objective locks the objective before
+    its ancestors, out of the id order, so a check-in under the very objective being
+    moved can deadlock with it (retried, but not without end)."""
+    root, krs = await build_tree(db, org)
+    async with db.connect() as conn:
+        mids = list(
+            (
+                await conn.execute(
+                    text("SELECT id FROM objective WHERE parent_id = :r ORDER BY id"),
+                    {"r": root},
+                )
+            ).scalars()
+        )
+        leaves = list(
+            (
+                await conn.execute(
+                    text("SELECT id FROM objective WHERE parent_id = ANY(:m) ORDER BY id"),
+                    {"m": mids},
+                )
+            ).scalars()
+        )
+    rng = random.Random(3)
+    moved = leaves[::2]
+    async with db.connect() as conn:
+        krs = list(
+            (
+                await conn.execute(
+                    text("SELECT id FROM key_result WHERE objective_id <> ALL(:m) ORDER BY id"),
+                    {"m": moved},
+                )
+            ).scalars()
+        )
+    check_ins = 0
+    work = []
+    for n in range(60):
+        if n % 6 == 0:
+            leaf, mid = rng.choice(moved), rng.choice(mids)
+            work.append(
+                db.transaction(
+                    lambda s, leaf=leaf, mid=mid: objectives.align_objective(
+                        s, org.admin, leaf, mid
+                    )
+                )
+            )
+        elif n % 6 == 1:
+            kr, w = rng.choice(krs), rng.uniform(0, 5)
+            work.append(
+                db.transaction(
+                    lambda s, kr=kr, w=w: key_results.update_key_result(
+                        s, org.admin, kr, None, {"weight": w}
+                    )
+                )
+            )
+        else:
+            kr, v = rng.choice(krs), rng.uniform(0, 100)
+            check_ins += 1
+            work.append(
+                db.transaction(
+                    lambda s, kr=kr, v=v: key_results.check_in(
+                        s, org.admin, key_result_id=kr, value=v
+                    )
+                )
+            )
+    await asyncio.gather(*work)
+    await _check(db, check_ins)
+
+
+async def test_backdated_check_ins_racing(db: Database, org: Org):
+    """Backdated and current check-ins on one key result at once: the current value is
+    the one measured last, whatever the commit order."""
+    from datetime import UTC, datetime, timedelta
+
+    _root, krs = await build_tree(db, org)
+    kr = krs[1]
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    stamps = [base + timedelta(hours=h) for h in random.Random(5).sample(range(500), 30)]
+
+    async def one(n: int, at: datetime):
+        return await db.transaction(
+            lambda s: key_results.check_in(
+                s, org.admin, key_result_id=kr, value=float(n), measured_at=at
+            )
+        )
+
+    await asyncio.gather(*(one(n, at) for n, at in enumerate(stamps)))
+    await _check(db, len(stamps))
+    latest = stamps.index(max(stamps))
+    async with db.connect() as conn:
+        current = (
+            await conn.execute(
+                text("SELECT current_value FROM key_result WHERE id = :id"), {"id": kr}
+            )
+        ).scalar()
+    assert current == float(latest)
