@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import websockets
+from sqlalchemy import text
 
 from tests import test_subscriptions as subs
 from tests.conftest import JWT_SECRET, Org
@@ -22,7 +23,9 @@ CHECK_IN = "mutation($i: CheckInInput!) { checkIn(input: $i) { userErrors { mess
 tree = subs.tree  # the fixture
 
 
-async def serve_workers(bin_okr: str, database_url: str, tmp_path, n: int) -> tuple[Any, int]:
+async def serve_workers(
+    bin_okr: str, database_url: str, tmp_path, n: int, **settings: str
+) -> tuple[Any, int]:
     port = free_port()
     env = {
         **os.environ,
@@ -30,6 +33,7 @@ async def serve_workers(bin_okr: str, database_url: str, tmp_path, n: int) -> tu
         "OKR_JWT_SECRET": JWT_SECRET,
         "OKR_DATA_DIR": str(tmp_path),
         "OKR_EVENT_POLL_SECONDS": "2",
+        **settings,
     }
     proc = await asyncio.create_subprocess_exec(
         bin_okr,
@@ -114,6 +118,38 @@ async def test_a_subscriber_on_one_worker_sees_check_ins_made_through_another(
         proc.terminate()
         code = await asyncio.wait_for(proc.wait(), 30)
     assert code == 0  # drained and exited cleanly
+
+
+async def test_reminders_are_written_once_across_workers(
+    bin_okr, database_url, tmp_path, tree: subs.Tree, db
+):
+    # Both key results fell silent a month ago; three workers race to remind.
+    await db.transaction(
+        lambda s: s.execute(
+            text(
+                "UPDATE key_result SET created_at = now() - interval '30 days' WHERE id = ANY(:ids)"
+            ),
+            {"ids": [tree.kr_x.id, tree.kr_y.id]},
+        )
+    )
+    proc, _port = await serve_workers(
+        bin_okr, database_url, tmp_path, 3, OKR_CHECK_IN_REMINDER_SECONDS="0.1"
+    )
+    try:
+        await asyncio.sleep(3)  # dozens of runs of the job in each worker
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    async with db.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT subject_id, count(*) AS n FROM event WHERE kind = 'CHECK_IN_DUE' "
+                    "GROUP BY subject_id ORDER BY subject_id"
+                )
+            )
+        ).all()
+    assert [(r.subject_id, r.n) for r in rows] == sorted([(tree.kr_x.id, 1), (tree.kr_y.id, 1)])
 
 
 def test_workers_must_be_positive(bin_okr):
