@@ -36,7 +36,14 @@ TEAMS = 10
 
 
 async def _client(
-    ws_url: str, tokens: list[str], count: int, rate: float, events: int, ready, out
+    ws_url: str,
+    tokens: list[str],
+    count: int,
+    rate: float,
+    events: int,
+    read_seconds: float,
+    ready,
+    out,
 ) -> None:
     latencies: list[float] = []
     failures: list[str] = []
@@ -86,26 +93,35 @@ async def _client(
             latencies.append((arrived - occurred) * 1000)
 
     try:
+        # Every socket reads until it has every event or the run is over (a socket
+        # whose events never came counts as missed deliveries, not a hang).
         await asyncio.wait_for(
-            asyncio.gather(*(read(ws) for ws in conns), return_exceptions=True), 600
+            asyncio.gather(*(read(ws) for ws in conns), return_exceptions=True), read_seconds
         )
+    except TimeoutError:
+        pass
     finally:
         out.put(("latencies", latencies))
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
 
 
-def client_process(ws_url, tokens, count, rate, events, ready, out) -> None:
+def client_process(ws_url, tokens, count, rate, events, read_seconds, ready, out) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_client(ws_url, tokens, count, rate, events, ready, out))
+    asyncio.run(_client(ws_url, tokens, count, rate, events, read_seconds, ready, out))
 
 
 def subscribers_on_server(base: str) -> int:
-    for line in httpx.get(f"{base}/metrics").text.splitlines():
+    """The server's own count; -1 while it is too busy to answer."""
+    try:
+        text = httpx.get(f"{base}/metrics", timeout=30).text
+    except httpx.TransportError:
+        return -1
+    for line in text.splitlines():
         if line.startswith("okr_subscribers "):
             return int(float(line.split()[1]))
     return -1
@@ -121,6 +137,7 @@ def run(
     interval: float,
     processes: int,
     rate: float,
+    subscribe_wait: float = 180.0,
 ) -> dict:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -136,6 +153,7 @@ def run(
                 count,
                 rate / processes,
                 events,
+                subscribe_wait + events * interval + 60,
                 ready,
                 out,
             ),
@@ -152,9 +170,13 @@ def run(
     for ready in readies:
         if not ready.wait(600):
             raise RuntimeError("clients did not connect")
-    deadline = time.time() + 60
+    # Subscribe messages may still be queued on the server: wait until it counts them.
+    waited = time.time()
+    deadline = waited + subscribe_wait
     while subscribers_on_server(server.base) < opened and time.time() < deadline:
         time.sleep(0.2)
+    registered = subscribers_on_server(server.base)
+    waited = time.time() - waited
     time.sleep(1.0)
     server_ps = psutil.Process(server.proc.pid)
     cpu_before = server_ps.cpu_times()
@@ -190,6 +212,9 @@ def run(
         "accept_failures": failed,
         "failure_samples": samples[:5],
         "seconds_to_open": round(open_seconds, 1),
+        "subscribed_before_first_event": registered,
+        "seconds_until_subscribed": round(waited, 1),
+        "missed_deliveries": opened * events - len(latencies),
         "events": events,
         "deliveries": len(latencies),
         "latency_ms_p50": round(percentile(latencies, 50), 1),
