@@ -1,11 +1,14 @@
 """Commit-to-client latency of progressChanged with many concurrent subscribers.
 
-One `okr serve` process; the subscribers live in other processes (raw WebSocket
-clients speaking graphql-transport-ws). A poster commits check-ins at a steady pace;
-each subscriber records, for every event, its arrival time minus the event's
+One `okr serve` process (or `--workers N`); the subscribers live in other processes
+(raw WebSocket clients speaking graphql-transport-ws), opened at a steady rate
+(`--rate`, 1,000 a second by default) as 100 distinct members (ten teams of ten, so
+ten visibility classes). A poster commits check-ins at a steady pace; each subscriber
+stamps every frame as it arrives and records arrival time minus the event's
 `occurredAt` (the database clock at the outbox insert, just before commit).
+Connections that fail to open, authenticate or subscribe are counted, not retried.
 
-    python -m bench.subscribers --subscribers 100 1000 10000
+    python -m bench.subscribers --subscribers 1000 10000
 
 Prints a JSON report (also written to bench/results/subscribers.json).
 """
@@ -24,67 +27,101 @@ import httpx
 import psutil
 import websockets
 
-from bench.common import BenchDatabase, ServerProcess, percentile, seed_chain
+from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, percentile, seed_chain
 
 SUBSCRIPTION = "subscription { progressChanged { cursor occurredAt } }"
 CHECK_IN = "mutation($i: CheckInInput!) { checkIn(input: $i) { userErrors { message } } }"
+MEMBERS = 100
+TEAMS = 10
 
 
-async def _client(ws_url: str, token: str, count: int, events: int, ready, go, out) -> None:
+async def _client(
+    ws_url: str,
+    tokens: list[str],
+    count: int,
+    rate: float,
+    events: int,
+    read_seconds: float,
+    ready,
+    out,
+) -> None:
     latencies: list[float] = []
-    gate = asyncio.Semaphore(100)
+    failures: list[str] = []
+    started = time.monotonic()
 
-    async def one() -> websockets.ClientConnection:
-        async with gate:
+    async def one(i: int) -> websockets.ClientConnection | None:
+        await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+        try:
             ws = await websockets.connect(
                 ws_url,
                 subprotocols=["graphql-transport-ws"],
                 compression=None,
                 open_timeout=60,
                 ping_interval=None,
+                max_queue=None,
             )
+            token = tokens[i % len(tokens)]
             await ws.send(
                 json.dumps(
                     {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
                 )
             )
-            await ws.recv()
+            ack = json.loads(await asyncio.wait_for(ws.recv(), 60))
+            if ack.get("type") != "connection_ack":
+                raise RuntimeError(f"refused: {ack}")
             await ws.send(
                 json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION}})
             )
             return ws
+        except Exception as exc:
+            failures.append(f"{type(exc).__name__}: {exc}"[:200])
+            return None
 
-    conns = await asyncio.gather(*(one() for _ in range(count)))
+    opened = await asyncio.gather(*(one(i) for i in range(count)))
+    conns = [ws for ws in opened if ws is not None]
+    out.put(("opened", len(conns), failures[:5], len(failures), time.monotonic() - started))
     ready.set()
 
     async def read(ws) -> None:
         for _ in range(events):
-            message = json.loads(await ws.recv())
-            arrived = time.time()
+            frame = await ws.recv()
+            arrived = time.time()  # stamped at arrival, before anything is parsed
+            message = json.loads(frame)
             occurred = datetime.fromisoformat(
                 message["payload"]["data"]["progressChanged"]["occurredAt"]
             ).timestamp()
             latencies.append((arrived - occurred) * 1000)
 
     try:
-        await asyncio.wait_for(asyncio.gather(*(read(ws) for ws in conns)), 600)
+        # Every socket reads until it has every event or the run is over (a socket
+        # whose events never came counts as missed deliveries, not a hang).
+        await asyncio.wait_for(
+            asyncio.gather(*(read(ws) for ws in conns), return_exceptions=True), read_seconds
+        )
+    except TimeoutError:
+        pass
     finally:
-        out.put(latencies)
+        out.put(("latencies", latencies))
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
 
 
-def client_process(ws_url, token, count, events, ready, go, out) -> None:
+def client_process(ws_url, tokens, count, rate, events, read_seconds, ready, out) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_client(ws_url, token, count, events, ready, go, out))
+    asyncio.run(_client(ws_url, tokens, count, rate, events, read_seconds, ready, out))
 
 
 def subscribers_on_server(base: str) -> int:
-    for line in httpx.get(f"{base}/metrics").text.splitlines():
+    """The server's own count; -1 while it is too busy to answer."""
+    try:
+        text = httpx.get(f"{base}/metrics", timeout=30).text
+    except httpx.TransportError:
+        return -1
+    for line in text.splitlines():
         if line.startswith("okr_subscribers "):
             return int(float(line.split()[1]))
     return -1
@@ -92,12 +129,15 @@ def subscribers_on_server(base: str) -> int:
 
 def run(
     server: ServerProcess,
+    tokens: list[str],
     token: str,
     krs: list[str],
     n: int,
     events: int,
     interval: float,
     processes: int,
+    rate: float,
+    subscribe_wait: float = 180.0,
 ) -> dict:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -107,17 +147,37 @@ def run(
         ready = ctx.Event()
         proc = ctx.Process(
             target=client_process,
-            args=(f"ws://127.0.0.1:{server.port}/graphql", token, count, events, ready, None, out),
+            args=(
+                f"ws://127.0.0.1:{server.port}/graphql",
+                tokens,
+                count,
+                rate / processes,
+                events,
+                subscribe_wait + events * interval + 60,
+                ready,
+                out,
+            ),
         )
         proc.start()
         readies.append(ready)
         procs.append(proc)
+    opened, failed, samples, open_seconds = 0, 0, [], 0.0
+    for _ in procs:
+        _, ok, sample, bad, seconds = out.get(timeout=600)
+        opened, failed = opened + ok, failed + bad
+        samples += sample
+        open_seconds = max(open_seconds, seconds)
     for ready in readies:
         if not ready.wait(600):
             raise RuntimeError("clients did not connect")
-    deadline = time.time() + 120
-    while subscribers_on_server(server.base) < n and time.time() < deadline:
+    # Subscribe messages may still be queued on the server: wait until it counts them.
+    waited = time.time()
+    deadline = waited + subscribe_wait
+    while subscribers_on_server(server.base) < opened and time.time() < deadline:
         time.sleep(0.2)
+    registered = subscribers_on_server(server.base)
+    waited = time.time() - waited
+    time.sleep(1.0)
     server_ps = psutil.Process(server.proc.pid)
     cpu_before = server_ps.cpu_times()
     peak_rss = server_ps.memory_info().rss
@@ -134,7 +194,7 @@ def run(
             time.sleep(interval)
     latencies: list[float] = []
     for _ in procs:
-        latencies += out.get(timeout=900)
+        latencies += out.get(timeout=900)[1]
         peak_rss = max(peak_rss, server_ps.memory_info().rss)
     finished = time.time()
     for proc in procs:
@@ -146,6 +206,15 @@ def run(
         time.sleep(0.2)
     return {
         "subscribers": n,
+        "opened_per_second": rate,
+        "members": len(tokens),
+        "accepted": opened,
+        "accept_failures": failed,
+        "failure_samples": samples[:5],
+        "seconds_to_open": round(open_seconds, 1),
+        "subscribed_before_first_event": registered,
+        "seconds_until_subscribed": round(waited, 1),
+        "missed_deliveries": opened * events - len(latencies),
         "events": events,
         "deliveries": len(latencies),
         "latency_ms_p50": round(percentile(latencies, 50), 1),
@@ -157,27 +226,79 @@ def run(
     }
 
 
-async def prepare(database: BenchDatabase) -> tuple[str, list[str]]:
+async def prepare(database: BenchDatabase) -> tuple[str, list[str], list[str]]:
+    """The chain, and MEMBERS members in TEAMS teams: (admin token, key results, member
+    tokens)."""
+    from sqlalchemy import text
+
+    from service.auth import Principal, issue_token
+    from service.db import Database
+    from service.usecases import organizations
+
     await database.create()
-    return await seed_chain(database.url)
+    token, krs = await seed_chain(database.url)
+    db = Database(database.url, pool_size=2)
+    try:
+        async with db.connect() as conn:
+            admin = (
+                await conn.execute(
+                    text("SELECT id, organization_id FROM app_user WHERE email = :e"),
+                    {"e": "bench@bench.example"},
+                )
+            ).one()
+        p = Principal(organization_id=admin.organization_id, role="ADMIN", user_id=admin.id)
+        tokens = []
+        teams = [
+            await db.transaction(lambda s, t=t: organizations.create_team(s, p, f"Wall {t}", None))
+            for t in range(TEAMS)
+        ]
+        for m in range(MEMBERS):
+            user = await db.transaction(
+                lambda s, m=m: organizations.create_user(
+                    s, p, f"Screen {m}", f"screen{m}@bench.example", "MEMBER"
+                )
+            )
+            team = teams[m % TEAMS]
+            await db.transaction(
+                lambda s, t=team.id, u=user.id: organizations.add_team_member(s, p, t, u)
+            )
+            tokens.append(issue_token(JWT_SECRET, user.id, admin.organization_id))
+    finally:
+        await db.dispose()
+    return token, krs, tokens
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--subscribers", type=int, nargs="+", default=[100, 1000, 10000])
+    ap.add_argument("--subscribers", type=int, nargs="+", default=[1000, 10000])
     ap.add_argument("--events", type=int, default=20)
     ap.add_argument("--interval", type=float, default=0.5, help="seconds between check-ins")
-    ap.add_argument("--client-processes", type=int, default=2)
+    ap.add_argument("--client-processes", type=int, default=4)
+    ap.add_argument("--rate", type=float, default=1000.0, help="connections opened a second")
     args = ap.parse_args()
 
     database = BenchDatabase()
-    token, krs = asyncio.run(prepare(database))
-    server = ServerProcess(database.url, OKR_SUBSCRIBER_QUEUE_SIZE="10000", OKR_POOL_SIZE="10")
+    token, krs, tokens = asyncio.run(prepare(database))
+    server = ServerProcess(
+        database.url,
+        OKR_SUBSCRIBER_QUEUE_SIZE="10000",
+        OKR_POOL_SIZE="10",
+    )
     results = []
     try:
         server.wait_ready()
         for n in args.subscribers:
-            result = run(server, token, krs, n, args.events, args.interval, args.client_processes)
+            result = run(
+                server,
+                tokens,
+                token,
+                krs,
+                n,
+                args.events,
+                args.interval,
+                args.client_processes,
+                args.rate,
+            )
             print(json.dumps(result), flush=True)
             results.append(result)
     finally:

@@ -78,6 +78,7 @@ async def _events(info: Info, after: str | None) -> AsyncGenerator[Any, None]:
         subscriber = await hub.subscribe(principal.organization_id, position)
     except CursorOutOfRange as exc:
         raise GraphQLError(str(exc), extensions={"code": "BAD_USER_INPUT"}) from None
+    subscriber.audience = getattr(info.context, "audience", None)  # a broadcast's members
     rows = subscriber.rows()
     try:
         async for row in rows:

@@ -39,6 +39,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
+from schema.broadcast import LEGACY_WS, TRANSPORT_WS, Member, Outlet, broadcast_key, broadcasts_of
 from schema.context import Context
 from service.auth import bearer
 from service.domain.enums import EventKind
@@ -204,7 +205,51 @@ class Guard:
                 await self.task
 
 
-class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+class Broadcasting:
+    """Both handlers: a subscription that can be broadcast (schema/broadcast.py) joins
+    its broadcast instead of running on its own; its frames go through the socket's
+    `Outlet`, written by the broadcast's task, with no per-event work here."""
+
+    context: Context
+    schema: Any
+    websocket: Any
+    outlet: Outlet | None = None
+
+    async def join_broadcast(
+        self, operation_id: str, query: Any, variables: Any, operation_name: Any, protocol: str
+    ) -> Member | None:
+        ctx = self.context
+        key = await broadcast_key(self.schema, query, variables, operation_name, ctx)
+        if key is None:
+            return None
+        active = getattr(ctx, "active_subscriptions", 0)
+        if active >= getattr(self.schema, "max_per_connection", 20):
+            return None  # the schema's own path reports TOO_MANY_SUBSCRIPTIONS
+        if self.outlet is None:
+            self.outlet = Outlet(self.websocket.ws.send_text, ctx.settings.subscriber_queue_size)
+        ctx.active_subscriptions = active + 1
+        return broadcasts_of(self.schema).join(
+            self.schema,
+            key,
+            self.outlet,
+            operation_id,
+            protocol,
+            query,
+            variables,
+            operation_name,
+            ctx,
+        )
+
+    def left_broadcast(self, member: Member) -> None:
+        member.leave()
+        self.context.active_subscriptions -= 1
+
+    def close_outlet(self) -> None:
+        if self.outlet is not None:
+            self.outlet.close()
+
+
+class TransportWSHandler(Broadcasting, BaseGraphQLTransportWSHandler[Context, None]):
     """graphql-transport-ws with the guard above (Strawberry's own init timeout runs
     with `connection_init_wait_timeout`, which the router takes from the settings)."""
 
@@ -236,6 +281,26 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 return
         await super().handle_subscribe(message)
 
+    async def run_operation(self, operation: Any) -> None:
+        member = await self.join_broadcast(
+            operation.id,
+            operation.query,
+            operation.variables,
+            operation.operation_name,
+            TRANSPORT_WS,
+        )
+        if member is None:
+            await super().run_operation(operation)
+            return
+        try:
+            await member.done.wait()  # cancelled when the client completes it
+        finally:
+            self.left_broadcast(member)
+        # It ended on its own; its last frames are on the outlet. Free the id.
+        operation.completed = True
+        if self.operations.get(operation.id) is operation:
+            del self.operations[operation.id]
+
     async def end(self, reason: str) -> None:
         for operation_id in list(self.operations):
             await self.cleanup_operation(operation_id)
@@ -244,9 +309,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def shutdown(self) -> None:
         await self.guard.stop()
         await super().shutdown()
+        self.close_outlet()
 
 
-class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
+class LegacyWSHandler(Broadcasting, BaseGraphQLWSHandler[Context, None]):
     """The legacy graphql-ws protocol with the guard above, an init timeout (the same
     setting), and one connection_init per socket."""
 
@@ -264,6 +330,7 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
             with contextlib.suppress(BaseException):
                 await deadline
             await self.guard.stop()
+            self.close_outlet()
 
     async def _init_deadline(self) -> None:
         await asyncio.sleep(self.view.connection_init_wait_timeout.total_seconds())
@@ -294,6 +361,24 @@ class LegacyWSHandler(BaseGraphQLWSHandler[Context, None]):
                 await self.send_message({"type": "error", "id": message["id"], "payload": refused})
                 return
         await super().handle_start(message)
+
+    async def handle_async_results(
+        self, operation_id: str, query: str, operation_name: str | None, variables: Any
+    ) -> None:
+        member = await self.join_broadcast(
+            operation_id, query, variables, operation_name, LEGACY_WS
+        )
+        if member is None:
+            await super().handle_async_results(operation_id, query, operation_name, variables)
+            return
+        try:
+            await member.done.wait()
+        except asyncio.CancelledError:  # stopped: graphql-ws confirms with complete
+            member.end(complete=True)
+        finally:
+            self.left_broadcast(member)
+            self.subscriptions.pop(operation_id, None)
+            self.tasks.pop(operation_id, None)
 
     async def end(self, reason: str) -> None:
         await self.cleanup()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -40,8 +41,7 @@ def _prepare(settings: Settings) -> str:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from service import demo
-    from service.app import create_app
+    from service import demo, workers
 
     url = _prepare(settings)
     if args.demo:
@@ -75,19 +75,33 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print(("Seeded" if created else "Found") + " the demo organization 'northwind'.")
             print(f"GraphiQL: http://{shown}:{args.port}/graphql")
             print(f"Admin token (Dana Okafor, ADMIN):\n{token}", flush=True)
-    app = create_app(settings, url)
-    # uvicorn re-raises SIGTERM after its graceful shutdown; exit normally instead, so
-    # that the embedded database is stopped by its exit handler.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    uvicorn.run(
-        app,
+    options = dict(
         host=args.host,
         port=args.port,
         log_level=args.log_level,
         ws="websockets-sansio" if _has_sansio() else "auto",
         ws_max_size=settings.max_body_bytes,  # as HTTP bodies; the app checks it too
+        timeout_graceful_shutdown=args.drain_seconds,
     )
+    if args.workers > 1:
+        # N processes on one port (service/workers.py): each builds its app from the
+        # URL resolved here, so an embedded database is started once, by this process.
+        os.environ[workers.URL_ENV] = url
+        uvicorn.run("service.workers:app_factory", factory=True, workers=args.workers, **options)
+        return 0
+    app = workers.build(url)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exit normally instead, so
+    # that the embedded database is stopped by its exit handler.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    uvicorn.run(app, **options)
     return 0
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
 
 
 def _has_sansio() -> bool:
@@ -325,6 +339,18 @@ def parser() -> argparse.ArgumentParser:
         "--demo", action="store_true", help="seed the demo organization when the database is empty"
     )
     serve.add_argument("--log-level", default="info")
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        help="server processes on the one port (default 1; each has its own event listener)",
+    )
+    serve.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, how long open requests and sockets get to finish",
+    )
     serve.set_defaults(func=cmd_serve)
 
     sub.add_parser("migrate", help="apply migrations to head").set_defaults(func=cmd_migrate)

@@ -78,6 +78,8 @@ class Subscriber:
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
         self.behind = False
         self.closed = False
+        # How many clients this subscriber serves (a broadcast serves many): /metrics.
+        self.audience: Callable[[], int] | None = None
 
     def offer(self, row: Any) -> None:
         if self.behind or self.closed:
@@ -366,5 +368,8 @@ class EventHub:
     @property
     def subscriber_count(self) -> int:
         return sum(
-            not isinstance(sub, Watcher) for subs in self.subscribers.values() for sub in subs
+            (1 if sub.audience is None else sub.audience())
+            for subs in self.subscribers.values()
+            for sub in subs
+            if not isinstance(sub, Watcher)
         )

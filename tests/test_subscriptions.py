@@ -264,8 +264,12 @@ async def test_a_subscriber_that_stops_reading_is_closed_with_its_cursor(
     note = os.urandom(2000).hex()  # incompressible
     # A raw client, without compression, that reads one event and then stops; the
     # socket buffers fill and the server's queue for it overflows.
-    async with websockets.connect(
-        server.ws, subprotocols=["graphql-transport-ws"], compression=None, max_size=2**22
+    async with websockets.connect(  # no keepalive: this client stops reading on purpose
+        server.ws,
+        subprotocols=["graphql-transport-ws"],
+        compression=None,
+        max_size=2**22,
+        ping_interval=None,
     ) as ws:
         await ws.send(
             json.dumps(

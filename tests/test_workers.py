@@ -1,0 +1,173 @@
+"""`okr serve --workers N` with real processes: N workers on one port, each with its own
+event listener, so a subscriber on one worker sees a check-in made through another, in
+order; and the server drains and exits cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from typing import Any
+
+import httpx
+import websockets
+from sqlalchemy import text
+
+from schema import ids
+from tests import test_subscriptions as subs
+from tests.conftest import JWT_SECRET, Org
+from tests.helpers import free_port, stop_okr
+
+SUBSCRIPTION = "subscription { progressChanged { cursor checkIn { value } } }"
+CHECK_IN = "mutation($i: CheckInInput!) { checkIn(input: $i) { userErrors { message } } }"
+tree = subs.tree  # the fixture
+
+
+async def serve_workers(
+    bin_okr: str, database_url: str, tmp_path, n: int, **settings: str
+) -> tuple[Any, int]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "OKR_DATABASE_URL": database_url,
+        "OKR_JWT_SECRET": JWT_SECRET,
+        "OKR_DATA_DIR": str(tmp_path),
+        "OKR_EVENT_POLL_SECONDS": "2",
+        **settings,
+    }
+    proc = await asyncio.create_subprocess_exec(
+        bin_okr,
+        *("serve", "--port", str(port), "--workers", str(n), "--log-level", "warning"),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subs.LOG,
+        stderr=subprocess.STDOUT,
+    )
+    async with httpx.AsyncClient() as http:
+        for _ in range(300):
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return proc, port
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    await stop_okr(proc)
+    raise AssertionError("okr serve --workers did not come up")
+
+
+async def subscriber(port: int, token: str) -> tuple[Any, str]:
+    """A raw graphql-transport-ws subscriber, and the pid of the worker it landed on."""
+    ws = await websockets.connect(
+        f"ws://127.0.0.1:{port}/graphql", subprotocols=["graphql-transport-ws"]
+    )
+    pid = ws.response.headers["x-okr-worker"]
+    await ws.send(
+        json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
+    )
+    assert json.loads(await ws.recv())["type"] == "connection_ack"
+    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION}}))
+    return ws, pid
+
+
+async def test_a_subscriber_on_one_worker_sees_check_ins_made_through_another(
+    bin_okr, database_url, tmp_path, tree: subs.Tree, org: Org
+):
+    proc, port = await serve_workers(bin_okr, database_url, tmp_path, 2)
+    sockets: dict[str, Any] = {}
+    try:
+        for _ in range(10):
+            # Connections land where the kernel puts them: one idle worker may take a
+            # series of them one at a time, so they are opened in bursts.
+            burst = await asyncio.gather(*(subscriber(port, org.admin_token) for _ in range(12)))
+            for ws, pid in burst:
+                if pid in sockets:
+                    await ws.close()
+                else:
+                    sockets[pid] = ws
+            if len(sockets) == 2:
+                break
+        assert len(sockets) == 2, "every connection landed on one worker"
+        assert proc.pid not in {int(p) for p in sockets}  # workers, not the supervisor
+        await asyncio.sleep(0.5)
+        kr = tree.gid("KeyResult", tree.kr_x)
+        through: list[str] = []
+        value = 0
+
+        def variables(v: int) -> dict:
+            return {"i": {"keyResultId": kr, "value": v}}
+
+        async def post(http: httpx.AsyncClient, v: int) -> str:
+            r = await http.post(
+                f"http://127.0.0.1:{port}/graphql",
+                headers={"Authorization": f"Bearer {org.admin_token}", "Connection": "close"},
+                json={"query": CHECK_IN, "variables": variables(v)},
+            )
+            assert r.json()["data"]["checkIn"]["userErrors"] == [], r.text
+            return r.headers["x-okr-worker"]
+
+        async with httpx.AsyncClient(timeout=30) as http:
+            # Bursts of check-ins on fresh connections until both workers took some.
+            while set(through) != set(sockets) and value < 60:
+                burst = range(value + 1, value + 7)
+                through += await asyncio.gather(*(post(http, v) for v in burst))
+                value += len(burst)
+        assert set(through) == set(sockets), through
+        streams = []
+        for ws in sockets.values():
+            seen = []
+            for _ in range(value):
+                message = json.loads(await asyncio.wait_for(ws.recv(), 15))
+                assert message["type"] == "next", message
+                event = message["payload"]["data"]["progressChanged"]
+                seen.append((ids.uncursor(event["cursor"]), event["checkIn"]["value"]))
+            streams.append(seen)
+            assert sorted(v for _, v in seen) == list(range(1, value + 1))  # every one, once
+            assert [c for c, _ in seen] == sorted(c for c, _ in seen)  # in commit order
+        assert streams[0] == streams[1]  # both workers' subscribers saw the same feed
+    finally:
+        for ws in sockets.values():
+            await ws.close()
+        proc.terminate()
+        code = await asyncio.wait_for(proc.wait(), 30)
+    assert code == 0  # drained and exited cleanly
+
+
+async def test_reminders_are_written_once_across_workers(
+    bin_okr, database_url, tmp_path, tree: subs.Tree, db
+):
+    # Both key results fell silent a month ago; three workers race to remind.
+    await db.transaction(
+        lambda s: s.execute(
+            text(
+                "UPDATE key_result SET created_at = now() - interval '30 days' WHERE id = ANY(:ids)"
+            ),
+            {"ids": [tree.kr_x.id, tree.kr_y.id]},
+        )
+    )
+    proc, _port = await serve_workers(
+        bin_okr, database_url, tmp_path, 3, OKR_CHECK_IN_REMINDER_SECONDS="0.1"
+    )
+    try:
+        await asyncio.sleep(3)  # dozens of runs of the job in each worker
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    async with db.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT subject_id, count(*) AS n FROM event WHERE kind = 'CHECK_IN_DUE' "
+                    "GROUP BY subject_id ORDER BY subject_id"
+                )
+            )
+        ).all()
+    assert [(r.subject_id, r.n) for r in rows] == sorted([(tree.kr_x.id, 1), (tree.kr_y.id, 1)])
+
+
+def test_workers_must_be_positive(bin_okr):
+    done = subprocess.run(
+        [bin_okr, "serve", "--workers", "0"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "must be at least 1" in done.stderr
