@@ -44,7 +44,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from service.app import create_app
 
     url = _prepare(settings)
-    if args.demo:
+    if args.demo:  # a front end in development may call it from localhost (service/cors.py)
+        settings = settings.model_copy(update={"cors_localhost": True})
 
         async def seed(db: Database) -> tuple[int, int] | None:
             if not await demo.is_empty(db):
