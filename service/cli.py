@@ -100,9 +100,12 @@ def _has_sansio() -> bool:
 
 
 def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    url = _prepare(settings)
-    print(f"migrated to {migrate.head_revision()}")
-    del url
+    newer = migrate.upgrade(resolve_url(settings))  # under an advisory lock
+    if newer:
+        print(f"the database is at {newer}, newer than this build's {migrate.head_revision()}:")
+        print("nothing done")
+    else:
+        print(f"migrated to {migrate.head_revision()}")
     return 0
 
 
