@@ -168,6 +168,15 @@ class Schema(SharingSchema):
     without one; a server's error is logged (with its stack) where it is masked, and an
     outage by service/outage.py, so neither is logged twice."""
 
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """A syntax error raised while parsing (our parser cache parses in an
+        extension hook) skips the extensions' masking: it gets its code here."""
+        result = await super().execute(*args, **kwargs)
+        for error in getattr(result, "errors", None) or ():
+            if not (error.extensions or {}).get("code"):
+                error.extensions = {**(error.extensions or {}), "code": code_for(error)}
+        return result
+
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         context = getattr(execution_context, "context", None)
         request_id = getattr(context, "request_id", None)
