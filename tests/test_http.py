@@ -4,8 +4,11 @@ JSON, GraphQL over HTTP's media type, and rate limits per API key and per user."
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import os
+import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -22,6 +25,7 @@ from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.usecases import organizations
 from tests.conftest import JWT_SECRET, Org
+from tests.helpers import free_port, stop_okr
 
 QUERY = "query Viewer { viewer { role organization { name } } }"
 DIGEST = hashlib.sha256(QUERY.encode()).hexdigest()
@@ -326,3 +330,51 @@ def test_token_bucket_refills_at_its_rate() -> None:
     for caller in ("x", "y", "z"):
         bounded.take(caller)
     assert len(bounded._buckets) == 2
+
+
+async def test_okr_serve_demo_allows_localhost_origins(
+    bin_okr: str, database_url: str, tmp_path: Path
+) -> None:
+    """The real command: `okr serve --demo` answers a browser's preflight from a dev
+    server on localhost, and no other origin."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "OKR_DATABASE_URL": database_url,
+        "OKR_JWT_SECRET": JWT_SECRET,
+        "OKR_DATA_DIR": str(tmp_path),
+    }
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            bin_okr,
+            "serve",
+            "--demo",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                for _ in range(300):
+                    try:
+                        if (await http.get("/readyz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await asyncio.sleep(0.1)
+                ok = await http.options(
+                    "/graphql", headers={"Origin": "http://localhost:5173", **PREFLIGHT}
+                )
+                assert ok.status_code == 200, (tmp_path / "serve.log").read_text()
+                assert ok.headers["access-control-allow-origin"] == "http://localhost:5173"
+                refused = await http.options(
+                    "/graphql", headers={"Origin": "https://elsewhere.example", **PREFLIGHT}
+                )
+                assert "access-control-allow-origin" not in refused.headers
+        finally:
+            await stop_okr(proc)
