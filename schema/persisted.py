@@ -40,16 +40,26 @@ class RequestError(Exception):
 
 
 def sha256_hex(query: str) -> str:
-    return hashlib.sha256(query.encode("utf-8")).hexdigest()
+    # "surrogatepass": a lone surrogate (which JSON can carry) is hashed, not a crash;
+    # schema/inputs.py refuses it later with a clear error.
+    return hashlib.sha256(query.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class PersistedQueries:
-    """Query texts by their SHA-256, least recently used first out."""
+    """Query texts by their SHA-256, least recently used first out: at most
+    `max_entries` texts of at most `max_query_bytes` each, `max_total_bytes` in all."""
 
-    def __init__(self, max_entries: int, max_query_bytes: int) -> None:
+    def __init__(
+        self,
+        max_entries: int,
+        max_query_bytes: int = 100_000,
+        max_total_bytes: int = 16_000_000,
+    ) -> None:
         self.max_entries = max_entries
         self.max_query_bytes = max_query_bytes
+        self.max_total_bytes = max_total_bytes
         self._texts: OrderedDict[str, str] = OrderedDict()
+        self.bytes = 0
         self.hits = 0
         self.misses = 0
 
@@ -66,12 +76,17 @@ class PersistedQueries:
         return text
 
     def put(self, digest: str, query: str) -> None:
-        if self.max_entries <= 0 or len(query.encode("utf-8")) > self.max_query_bytes:
+        size = len(query.encode("utf-8", "surrogatepass"))
+        if self.max_entries <= 0 or size > self.max_query_bytes:
             return  # too large to keep: it runs, and the client sends it again next time
+        if digest in self._texts:
+            self._texts.move_to_end(digest)
+            return
         self._texts[digest] = query
-        self._texts.move_to_end(digest)
-        while len(self._texts) > self.max_entries:
-            self._texts.popitem(last=False)
+        self.bytes += size
+        while len(self._texts) > self.max_entries or self.bytes > self.max_total_bytes:
+            _digest, dropped = self._texts.popitem(last=False)
+            self.bytes -= len(dropped.encode("utf-8", "surrogatepass"))
 
     def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> str | None:
         """The query to run for a request: its own, or the stored one its hash names.

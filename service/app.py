@@ -298,7 +298,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
     )
     # HTTP: persisted queries and rate limits (schema/http.py), CORS (service/cors.py).
-    graphql.persisted = PersistedQueries(settings.persisted_queries_size, settings.max_body_bytes)
+    graphql.persisted = PersistedQueries(settings.persisted_queries_size)
     if settings.rate_limit_per_minute:
         graphql.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.include_router(graphql, prefix="/graphql")

@@ -219,6 +219,10 @@ def test_the_store_is_a_bounded_lru() -> None:
     big = "{ " + "a " * 100 + "}"
     assert store.resolve(big, apq(hashlib.sha256(big.encode()).hexdigest())) == big
     assert len(store) == 2  # too large to keep, but it ran
+    by_bytes = PersistedQueries(max_entries=100, max_query_bytes=100, max_total_bytes=12)
+    for text, digest in zip(texts, digests, strict=True):
+        by_bytes.resolve(text, apq(digest))
+    assert len(by_bytes) == 2 and by_bytes.bytes == 10  # five bytes each
 
 
 # -- GraphiQL, JSON errors, batches, GraphQL over HTTP ---------------------------------------
