@@ -27,6 +27,8 @@ from service.ratelimit import RATE_LIMITED, RateLimiter, caller_key
 
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 BATCHING_NOT_SUPPORTED = "BATCHING_NOT_SUPPORTED"
+# Strawberry's own refusals, answered as JSON with these codes (else BAD_REQUEST).
+_HTTP_CODES = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
 
 # Whether the request being answered asked for application/graphql-response+json.
 _wants_graphql_response: contextvars.ContextVar[bool] = contextvars.ContextVar(
@@ -156,7 +158,8 @@ class HTTPGraphQLRouter(GraphQLRouter):
             return self._error(exc.status, exc.body(), exc.headers)
         except HTTPException as exc:
             status = exc.status_code
-            body = {"errors": [{"message": exc.reason, "extensions": {"code": BAD_REQUEST}}]}
+            code = _HTTP_CODES.get(status, BAD_REQUEST)
+            body = {"errors": [{"message": exc.reason, "extensions": {"code": code}}]}
             return self._error(status, body, {})
         finally:
             _wants_graphql_response.reset(token)

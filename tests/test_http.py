@@ -239,6 +239,12 @@ async def test_graphiql_only_for_a_browser(make_client, org: Org) -> None:
             r = await c.get("/graphql", headers={"Accept": accept})
             assert r.status_code == 400, accept
             assert r.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
+    async with make_client(graphiql=False) as c:
+        r = await c.get("/graphql", headers={"Accept": "text/html"})
+        assert r.status_code == 404
+        assert r.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+        r = await c.put("/graphql", json={"query": QUERY})
+        assert r.status_code == 405
 
 
 async def test_request_errors_are_json(make_client, org: Org) -> None:
