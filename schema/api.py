@@ -38,24 +38,15 @@ from service.settings import Settings
 log = logging.getLogger("okr.graphql")
 _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 
-# Codes of errors that stop a request before it runs (schema/http.py answers them 400
-# under GraphQL over HTTP's media type). Apollo's spelling where it has one.
+# Codes of errors graphql-core and Strawberry make without one (Apollo's spelling where
+# it has one). Those found before execution are answered 400 under GraphQL over HTTP's
+# media type (schema/http.py).
 GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
 GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
 QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
 TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
 TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
 BAD_REQUEST = "BAD_REQUEST"
-REQUEST_FAILED_CODES = frozenset(
-    {
-        GRAPHQL_PARSE_FAILED,
-        GRAPHQL_VALIDATION_FAILED,
-        QUERY_TOO_DEEP,
-        TOO_MANY_ALIASES,
-        TOO_MANY_TOKENS,
-        "QUERY_TOO_COSTLY",
-    }
-)
 _TOO_DEEP = re.compile(r"exceeds maximum operation depth of \d+$")
 _ALIASES = re.compile(r"^\d+ aliases found\. Allowed: \d+$")
 
@@ -75,7 +66,9 @@ def code_for(error: GraphQLError) -> str:
         return "BAD_USER_INPUT"  # a variable's value does not fit its type
     if error.path is None:
         return GRAPHQL_VALIDATION_FAILED  # reported before execution
-    return "INTERNAL_SERVER_ERROR"  # graphql-core's own, while executing (a null where none may be)
+    if isinstance(error.original_error, GraphQLError):
+        return "BAD_USER_INPUT"  # raised on purpose while executing: an argument's value
+    return "INTERNAL_SERVER_ERROR"
 
 
 def is_client_error(error: GraphQLError) -> bool:
