@@ -231,8 +231,9 @@ async def prepare(database: BenchDatabase) -> tuple[str, list[str], list[str]]:
     tokens)."""
     from sqlalchemy import text
 
-    from service.auth import Principal, issue_token
+    from service.auth import issue_token
     from service.db import Database
+    from service.domain.principal import Principal
     from service.usecases import organizations
 
     await database.create()

@@ -17,7 +17,22 @@ config = context.config
 target_metadata = models.metadata
 
 
+def _newer(connection) -> str | None:
+    """The database's revision when a later build wrote it (one this build does not
+    know): `okr serve` and `okr migrate` then leave it alone (service/migrate.py)."""
+    from alembic.runtime.migration import MigrationContext
+
+    from service.migrate import known_revisions
+
+    current = MigrationContext.configure(connection).get_current_revision()
+    return current if current is not None and current not in known_revisions() else None
+
+
 def _run(connection) -> None:
+    # Read under the lock: a newer build may have migrated while this one waited.
+    if config.attributes.get("skip_if_newer") and (newer := _newer(connection)):
+        config.attributes["newer_revision"] = newer
+        return
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -9,7 +9,7 @@ from functools import partial
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.exceptions import MissingQueryError
 from strawberry.extensions import (
     DisableIntrospection,
@@ -37,6 +37,47 @@ from service.settings import Settings
 
 log = logging.getLogger("okr.graphql")
 _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
+
+# Codes of errors graphql-core and Strawberry make without one (Apollo's spelling where
+# it has one). Those found before execution are answered 400 under GraphQL over HTTP's
+# media type (schema/http.py).
+GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
+GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
+QUERY_TOO_DEEP = "QUERY_TOO_DEEP"
+TOO_MANY_ALIASES = "TOO_MANY_ALIASES"
+TOO_MANY_TOKENS = "TOO_MANY_TOKENS"
+BAD_REQUEST = "BAD_REQUEST"
+_TOO_DEEP = re.compile(r"exceeds maximum operation depth of \d+$")
+_ALIASES = re.compile(r"^\d+ aliases found\. Allowed: \d+$")
+
+
+def code_for(error: GraphQLError) -> str:
+    """The code of an error graphql-core or Strawberry's limiters made without one."""
+    message = error.message
+    if isinstance(error, GraphQLSyntaxError):
+        if message.startswith("Syntax Error: Document contains more than"):
+            return TOO_MANY_TOKENS
+        return GRAPHQL_PARSE_FAILED
+    if _TOO_DEEP.search(message):
+        return QUERY_TOO_DEEP
+    if _ALIASES.match(message):
+        return TOO_MANY_ALIASES
+    if message.startswith("Variable '$"):
+        return "BAD_USER_INPUT"  # a variable's value does not fit its type
+    if error.path is None:
+        return GRAPHQL_VALIDATION_FAILED  # reported before execution
+    if isinstance(error.original_error, GraphQLError):
+        return "BAD_USER_INPUT"  # raised on purpose while executing: an argument's value
+    return "INTERNAL_SERVER_ERROR"
+
+
+def is_client_error(error: GraphQLError) -> bool:
+    """The caller's mistake (or refusal), not the service's fault."""
+    original = error.original_error
+    return original is None or isinstance(
+        original, (GraphQLError, Unauthenticated, *_REQUEST_ERRORS)
+    )
+
 
 # What Strawberry raises about the request itself (no query, no such operation, a query
 # sent where only subscriptions run): the caller's to fix, so shown as it is.
@@ -68,7 +109,12 @@ class MaskUnexpectedErrors(SchemaExtension):
 
     def _shape(self, error: GraphQLError) -> GraphQLError:
         original = error.original_error
-        if original is None or isinstance(original, (GraphQLError, *_REQUEST_ERRORS)):
+        if original is None or isinstance(original, GraphQLError):
+            if not (error.extensions or {}).get("code"):
+                error.extensions = {**(error.extensions or {}), "code": code_for(error)}
+            return error
+        if isinstance(original, _REQUEST_ERRORS):
+            error.extensions = {**(error.extensions or {}), "code": BAD_REQUEST}
             return error
         if isinstance(original, Unauthenticated):
             return GraphQLError(
@@ -109,6 +155,29 @@ class MaskUnexpectedErrorsAndSuggestions(MaskUnexpectedErrors):
     hide_suggestions = True
 
 
+class Schema(SharingSchema):
+    """Strawberry logs every error at ERROR with a traceback. Here a client's mistake
+    (syntax, validation, limits, bad input, no credentials) is logged once at INFO,
+    without one; a server's error is logged (with its stack) where it is masked, and an
+    outage by service/outage.py, so neither is logged twice."""
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        """A syntax error raised while parsing (our parser cache parses in an
+        extension hook) skips the extensions' masking: it gets its code here."""
+        result = await super().execute(*args, **kwargs)
+        for error in getattr(result, "errors", None) or ():
+            if not (error.extensions or {}).get("code"):
+                error.extensions = {**(error.extensions or {}), "code": code_for(error)}
+        return result
+
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        context = getattr(execution_context, "context", None)
+        request_id = getattr(context, "request_id", None)
+        for error in errors:
+            if is_client_error(error):
+                log.info("client error (request %s): %s", request_id, error.message)
+
+
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     settings = settings or Settings()
     development = settings.env == "development"
@@ -140,7 +209,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             )
         )
     )
-    schema = SharingSchema(
+    schema = Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,

@@ -22,13 +22,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.requests import HTTPConnection, Request
 from strawberry import UNSET
 from strawberry.exceptions import ConnectionRejectionError
-from strawberry.fastapi import GraphQLRouter
 
 from schema.api import build_schema
 from schema.context import Context
+from schema.http import HTTPGraphQLRouter
+from schema.persisted import PersistedQueries
 from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, refusal
 from service import migrate
 from service.auth import Authenticator, bearer
+from service.cors import add_cors
 from service.db import Database, count_statements
 from service.domain.errors import Rejected, Unauthenticated
 from service.domain.principal import Principal
@@ -42,6 +44,7 @@ from service.outage import (
     is_unavailable,
     note_outage,
 )
+from service.ratelimit import RateLimiter
 from service.reminders import run_forever as run_reminders
 from service.settings import Settings
 
@@ -226,13 +229,13 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         if connection.scope["type"] != "http":
             return ctx  # WebSockets authenticate on connection_init
         request = Request(connection.scope)
-        if request.method == "GET" and "query" not in request.query_params:
+        if request.method == "GET" and not {"query", "extensions"} & set(request.query_params):
             return ctx  # the GraphiQL page itself
         token = bearer(connection.headers.get("authorization"))
         ctx.authenticate_as(await authenticator(connection.app).authenticate(token))
         return ctx
 
-    class Router(GraphQLRouter):
+    class Router(HTTPGraphQLRouter):
         """WebSockets authenticate on connection_init and again for every operation, and
         close when their credential ends (schema/ws.py)."""
 
@@ -295,6 +298,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         keep_alive_interval=15,
         connection_init_wait_timeout=timedelta(seconds=settings.ws_init_timeout_seconds),
     )
+    # HTTP: persisted queries and rate limits (schema/http.py), CORS (service/cors.py).
+    graphql.persisted = PersistedQueries(settings.persisted_queries_size)
+    if settings.rate_limit_per_minute:
+        graphql.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.include_router(graphql, prefix="/graphql")
 
     @app.exception_handler(Unauthenticated)
@@ -368,7 +375,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def prometheus(request: Request) -> PlainTextResponse:
         if settings.metrics_token:  # OKR_METRICS_TOKEN: scrapers send it as a bearer token
             given = request.headers.get("authorization", "")
-            expected = f"Bearer {settings.metrics_token}"
+            expected = f"Bearer {settings.metrics_token.get_secret_value()}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
                 return PlainTextResponse(
                     "a metrics token is required\n",
@@ -396,5 +403,6 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         )
 
     app.add_middleware(StatementCounter, telemetry=telemetry, max_body=settings.max_body_bytes)
-    app.add_middleware(OutageGuard)  # outermost: whatever escapes becomes JSON
+    app.add_middleware(OutageGuard)  # whatever escapes becomes JSON
+    add_cors(app, settings)  # outermost, so that errors carry CORS headers too
     return app

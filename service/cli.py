@@ -44,7 +44,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from service import demo, workers
 
     url = _prepare(settings)
-    if args.demo:
+    if args.demo:  # a front end in development may call it from localhost (service/cors.py)
+        settings = settings.model_copy(update={"cors_localhost": True})
 
         async def seed(db: Database) -> tuple[int, int] | None:
             if not await demo.is_empty(db):
@@ -113,9 +114,12 @@ def _has_sansio() -> bool:
 
 
 def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    url = _prepare(settings)
-    print(f"migrated to {migrate.head_revision()}")
-    del url
+    newer = migrate.upgrade(resolve_url(settings))  # under an advisory lock
+    if newer:
+        print(f"the database is at {newer}, newer than this build's {migrate.head_revision()}:")
+        print("nothing done")
+    else:
+        print(f"migrated to {migrate.head_revision()}")
     return 0
 
 

@@ -70,7 +70,7 @@ def to_async_url(url: str) -> str:
 def resolve_url(settings: Settings) -> str:
     """The configured database, or the embedded one (started on first use)."""
     if settings.database_url:
-        return to_async_url(settings.database_url)
+        return to_async_url(settings.database_url.get_secret_value())
     from service import embedded
 
     server = embedded.start(settings.data_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -14,6 +15,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 import migrations
 from service.db import to_async_url
+
+log = logging.getLogger("okr.migrate")
 
 
 def alembic_config(url: str) -> Config:
@@ -33,8 +36,23 @@ def _in_thread(fn, *args) -> None:
     raise RuntimeError("call upgrade() through asyncio.to_thread inside an event loop")
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    _in_thread(command.upgrade, alembic_config(url), revision)
+def upgrade(url: str, revision: str = "head") -> str | None:
+    """Migrate to `revision` under the advisory lock of migrations/env.py, so that
+    workers and replicas starting at once migrate one at a time (the others wait and
+    find nothing left to do). A database at a revision this build does not know (a
+    later build migrated it, in a rolling deploy) is left as it is: that revision is
+    returned, and None when the database was migrated or already current."""
+    cfg = alembic_config(url)
+    cfg.attributes["skip_if_newer"] = True
+    _in_thread(command.upgrade, cfg, revision)
+    newer = cfg.attributes.get("newer_revision")
+    if newer is not None:
+        log.warning(
+            "the database is at revision %s, newer than this build's head %s: not migrating",
+            newer,
+            head_revision(),
+        )
+    return newer
 
 
 def downgrade(url: str, revision: str = "base") -> None:

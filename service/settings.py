@@ -5,11 +5,11 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import platformdirs
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _default_data_dir() -> Path:
@@ -17,14 +17,17 @@ def _default_data_dir() -> Path:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="OKR_", env_file=".env", extra="ignore")
+    # A refused value is never echoed in the error (it may be a password or a secret).
+    model_config = SettingsConfigDict(
+        env_prefix="OKR_", env_file=".env", extra="ignore", hide_input_in_errors=True
+    )
 
     env: Literal["development", "production"] = "development"
     # Unset: an embedded PostgreSQL under `data_dir` is started and used.
-    database_url: str | None = None
+    database_url: SecretStr | None = None  # it may carry the password
     data_dir: Path = Field(default_factory=_default_data_dir)
     # Unset: generated once and kept beside the embedded database.
-    jwt_secret: str | None = None
+    jwt_secret: SecretStr | None = None
     jwt_ttl_days: int = 30
     pool_size: int = 10
     # Outages (service/outage.py): no request waits on the database longer than these.
@@ -52,7 +55,20 @@ class Settings(BaseSettings):
     ws_init_timeout_seconds: float = 10.0
 
     # When set, GET /metrics requires `Authorization: Bearer <metrics_token>`.
-    metrics_token: str | None = None
+    metrics_token: SecretStr | None = None
+
+    # Browsers (CORS): the origins allowed to call /graphql, comma-separated
+    # (e.g. `https://app.example.com,https://admin.example.com`); none by default.
+    # `okr serve --demo` also allows http://localhost:* and http://127.0.0.1:*.
+    cors_origins: Annotated[list[str], NoDecode] = []
+    cors_localhost: bool = False
+
+    # Apollo's automatic persisted queries: query texts kept per process (0: none kept,
+    # so every hash-only request is answered PersistedQueryNotFound).
+    persisted_queries_size: int = Field(default=1000, ge=0)
+
+    # Requests per minute per API key and per user, per process (0: no limit).
+    rate_limit_per_minute: int = Field(default=0, ge=0)
 
     # Limits checked while a response is built (per event for subscriptions): objects
     # in it, seconds spent, and bytes of its JSON. Past one, the request ends in an error.
@@ -83,12 +99,27 @@ class Settings(BaseSettings):
     jwt_default_org: str | None = None  # the slug used when the claim is absent
     jwt_create_users: bool = False  # unknown users: refused, or created as MEMBER
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [o.strip() for o in value.split(",") if o.strip()]
+        if isinstance(value, list):
+            for origin in value:
+                if not isinstance(origin, str) or (
+                    origin != "*" and not origin.startswith(("http://", "https://"))
+                ):
+                    raise ValueError("OKR_CORS_ORIGINS: each origin is http(s)://host[:port], or *")
+            return [o.rstrip("/") for o in value]
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
         if self.env == "production":
             if self.database_url is None:
                 raise ValueError("OKR_DATABASE_URL must be set when OKR_ENV=production")
-            if not self.jwt_secret or len(self.jwt_secret) < 32:
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else ""
+            if len(secret) < 32:
                 raise ValueError(
                     "OKR_JWT_SECRET of at least 32 characters is required in production"
                 )
@@ -113,7 +144,7 @@ class Settings(BaseSettings):
     def resolved_jwt_secret(self) -> str:
         """The configured secret, or one generated once and kept in the data folder."""
         if self.jwt_secret:
-            return self.jwt_secret
+            return self.jwt_secret.get_secret_value()
         path = self.data_dir / "jwt_secret"
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)

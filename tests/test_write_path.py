@@ -8,10 +8,10 @@ import asyncio
 from datetime import date
 
 import pytest
-from service.domain.errors import ErrorCode, Rejected
 from sqlalchemy import text
 
 from service.db import Database, count_statements
+from service.domain.errors import ErrorCode, Rejected
 from service.usecases import cycles, key_results, objectives
 from service.verify import verify, verify_event_sequences
 from tests.conftest import Org
