@@ -360,7 +360,6 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     app.add_middleware(StatementCounter, max_body=settings.max_body_bytes)
     # Observability (service/observability): request id, metrics, traces.
     tracing.configure()
-    app.add_middleware(observability.AdoptRequestId)  # the app sees the request's id
     app.add_middleware(OutageGuard)  # whatever escapes becomes JSON
     app.add_middleware(observability.ObservedRequests)  # outermost: id, figures, span
     return app

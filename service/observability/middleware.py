@@ -13,9 +13,8 @@ from typing import Any
 from strawberry.extensions import SchemaExtension
 
 from service.observability import logs, metrics, tracing
-from service.outage import request_id_var
 
-SCOPE_KEY = "okr.request_id"
+SCOPE_KEY = "okr.request_id"  # OutageGuard (service/outage.py) adopts it
 
 
 @dataclass
@@ -111,25 +110,6 @@ def _is_operation(scope: Any, facts: RequestFacts) -> bool:
     if facts.operation is not None or scope.get("method") == "POST":
         return True
     return b"query=" in scope.get("query_string", b"")
-
-
-class AdoptRequestId:
-    """ASGI middleware just inside OutageGuard: the app and its errors see the id the
-    outermost middleware chose (service.outage.request_id_var)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        rid = scope.get(SCOPE_KEY)
-        if rid is None or scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        token = request_id_var.set(rid)
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            request_id_var.reset(token)
 
 
 class OperationFacts(SchemaExtension):
