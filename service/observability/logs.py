@@ -66,6 +66,23 @@ def _current() -> str | None:
     return request_id_var.get()
 
 
+class ClientMistakes(logging.Filter):
+    """On Strawberry's `strawberry.execution` logger: an error the client made (a query
+    that does not parse or validate: a GraphQLError with no original exception) is
+    logged once at INFO, as one line without a traceback; errors raised by the service
+    keep their level and stack."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.msg
+        if record.levelno < logging.ERROR or getattr(error, "original_error", True) is not None:
+            return True
+        message = getattr(error, "message", str(error))
+        record.msg, record.args = "client error: %s", (message,)
+        record.exc_info = record.exc_text = record.stack_info = None
+        record.levelno, record.levelname = logging.INFO, "INFO"
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
@@ -128,7 +145,10 @@ def logging_config(level: str = "info", fmt: str | None = None) -> dict[str, Any
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "service.observability.logs.RequestIdFilter"}},
+        "filters": {
+            "request_id": {"()": "service.observability.logs.RequestIdFilter"},
+            "client_mistakes": {"()": "service.observability.logs.ClientMistakes"},
+        },
         "formatters": {"default": formatter},
         "handlers": {
             "default": {
@@ -143,6 +163,12 @@ def logging_config(level: str = "info", fmt: str | None = None) -> dict[str, Any
             "uvicorn": {"handlers": [], "level": level_name, "propagate": True},
             "uvicorn.error": {"handlers": [], "level": level_name, "propagate": True},
             "uvicorn.access": {"handlers": [], "level": level_name, "propagate": True},
+            "strawberry.execution": {
+                "handlers": [],
+                "level": level_name,
+                "propagate": True,
+                "filters": ["client_mistakes"],
+            },
             **{name: {"handlers": [], "level": quiet, "propagate": True} for name in CHATTY},
         },
     }
