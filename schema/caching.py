@@ -29,6 +29,8 @@ import orjson
 from graphql.language.parser import parse
 from strawberry.extensions import SchemaExtension
 
+from service.observability.metrics import count_cache
+
 MAX_CACHED_QUERY_CHARS = 20_000
 
 
@@ -66,14 +68,17 @@ class ResultCache:
         found = self.entries.get(key)
         if found is None:
             self.misses += 1
+            count_cache(hit=False)
             return None
         stored, result, _size = found
         if time.monotonic() - stored > self.ttl:
             self._drop(key)
             self.misses += 1
+            count_cache(hit=False)
             return None
         self.entries.move_to_end(key)
         self.hits += 1
+        count_cache(hit=True)
         return result
 
     def put(self, key: tuple, result: Any) -> None:

@@ -1,4 +1,5 @@
-"""The FastAPI application: GraphQL at /graphql, health, readiness and telemetry.
+"""The FastAPI application: GraphQL at /graphql, health, readiness and telemetry
+(service/observability).
 
 This is the one module that knows both the core and the GraphQL face."""
 
@@ -6,19 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import hmac
 import io
 import json
 import logging
 import re
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import orjson
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.requests import HTTPConnection, Request
 from strawberry import UNSET
 from strawberry.exceptions import ConnectionRejectionError
@@ -35,6 +34,9 @@ from service.db import Database, count_statements
 from service.domain.errors import Rejected, Unauthenticated
 from service.domain.principal import Principal
 from service.fanout import EventHub
+from service.observability import metrics as telemetry
+from service.observability import middleware as observability
+from service.observability import tracing
 from service.outage import MESSAGE as OUTAGE_MESSAGE
 from service.outage import (
     RETRY_AFTER_SECONDS,
@@ -49,36 +51,6 @@ from service.reminders import run_forever as run_reminders
 from service.settings import Settings
 
 log = logging.getLogger("okr")
-
-
-class Telemetry:
-    """The service's own figures for Prometheus (GET /metrics). "Telemetry" in code, so
-    that "metric" stays the domain's word (service/usecases/metrics.py)."""
-
-    def __init__(self) -> None:
-        self.requests = 0
-        self.errors_401 = 0
-        self.seconds = 0.0
-
-    def render(self, db: Database, hub: EventHub | None) -> str:
-        pool = db.engine.pool
-        checked_out = getattr(pool, "checkedout", lambda: 0)()
-        subscribers = hub.subscriber_count if hub else 0
-        reconnects = hub.reconnects if hub else 0
-        return (
-            "# TYPE okr_subscribers gauge\n"
-            f"okr_subscribers {subscribers}\n"
-            "# TYPE okr_event_listener_reconnects_total counter\n"
-            f"okr_event_listener_reconnects_total {reconnects}\n"
-            "# TYPE okr_http_requests_total counter\n"
-            f"okr_http_requests_total {self.requests}\n"
-            "# TYPE okr_http_unauthenticated_total counter\n"
-            f"okr_http_unauthenticated_total {self.errors_401}\n"
-            "# TYPE okr_http_request_seconds_total counter\n"
-            f"okr_http_request_seconds_total {self.seconds:.6f}\n"
-            "# TYPE okr_db_connections_checked_out gauge\n"
-            f"okr_db_connections_checked_out {checked_out}\n"
-        )
 
 
 class BodyTooLarge(Exception):
@@ -104,9 +76,8 @@ class StatementCounter:
     """ASGI middleware: counts each request's SQL statements and reports them in the
     `x-sql-statements` header (benchmarks and tests read it)."""
 
-    def __init__(self, app, telemetry: Telemetry, max_body: int) -> None:
+    def __init__(self, app, max_body: int) -> None:
         self.app = app
-        self.telemetry = telemetry
         self.max_body = max_body
 
     def _too_large(self, scope) -> bool:
@@ -153,7 +124,6 @@ class StatementCounter:
             return
         receive = self._limited(receive)
         holder = count_statements()
-        started = time.perf_counter()
 
         async def counted_send(message) -> None:
             if message["type"] == "http.response.start":
@@ -162,16 +132,10 @@ class StatementCounter:
                 message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, receive, counted_send)
-        finally:
-            self.telemetry.requests += 1
-            self.telemetry.seconds += time.perf_counter() - started
+        await self.app(scope, receive, counted_send)
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
-    telemetry = Telemetry()
-
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(
@@ -290,8 +254,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 raise ConnectionRejectionError(refusal("authentication required"))
             return UNSET
 
+    schema = build_schema(settings)
+    schema.extensions = (*schema.extensions, *observability.schema_extensions())
     graphql = Router(
-        build_schema(settings),
+        schema,
         context_getter=get_context,
         graphql_ide="graphiql" if settings.graphiql_enabled else None,
         keep_alive=True,
@@ -306,7 +272,6 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     @app.exception_handler(Unauthenticated)
     async def unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
-        telemetry.errors_401 += 1
         return JSONResponse(
             {
                 "data": None,
@@ -372,20 +337,18 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         return JSONResponse({"status": "ok", "migration": current, "head": head})
 
     @app.get("/metrics")
-    async def prometheus(request: Request) -> PlainTextResponse:
-        if settings.metrics_token:  # OKR_METRICS_TOKEN: scrapers send it as a bearer token
-            given = request.headers.get("authorization", "")
-            expected = f"Bearer {settings.metrics_token.get_secret_value()}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return PlainTextResponse(
-                    "a metrics token is required\n",
-                    status_code=401,
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-        return PlainTextResponse(
-            telemetry.render(app.state.db, getattr(app.state, "hub", None)),
-            media_type="text/plain; version=0.0.4",
-        )
+    async def prometheus(request: Request) -> Response:
+        if not telemetry.token_accepted(
+            settings.metrics_token, request.headers.get("authorization")
+        ):
+            return PlainTextResponse(
+                "a metrics token is required\n",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        observability.sampler.sample(app.state)
+        body, content_type = telemetry.render()
+        return Response(body, media_type=content_type)
 
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(_request: Request, _exc: BodyTooLarge) -> JSONResponse:
@@ -402,7 +365,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             status_code=413,
         )
 
-    app.add_middleware(StatementCounter, telemetry=telemetry, max_body=settings.max_body_bytes)
+    app.add_middleware(StatementCounter, max_body=settings.max_body_bytes)
+    # Observability (service/observability): request id, metrics, traces.
+    tracing.configure()
     app.add_middleware(OutageGuard)  # whatever escapes becomes JSON
-    add_cors(app, settings)  # outermost, so that errors carry CORS headers too
+    app.add_middleware(observability.ObservedRequests)  # outermost: id, figures, span
+    add_cors(app, settings)  # outermost, so that errors and preflights carry CORS headers
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.config
 import os
 import signal
 import sys
@@ -16,6 +17,7 @@ from service import migrate
 from service.auth import issue_token
 from service.db import Database, resolve_url
 from service.domain.errors import ErrorCode, Rejected
+from service.observability import logs
 from service.settings import Settings, get_settings
 
 T = TypeVar("T")
@@ -80,6 +82,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=args.log_config,
         ws="websockets-sansio" if _has_sansio() else "auto",
         ws_max_size=settings.max_body_bytes,  # as HTTP bodies; the app checks it too
         timeout_graceful_shutdown=args.drain_seconds,
@@ -427,7 +430,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        log_config = logs.logging_config(getattr(args, "log_level", "info"))
+    except ValueError as exc:  # OKR_LOG_FORMAT or --log-level not understood
+        print(f"okr: {exc}", file=sys.stderr)
+        return 2
+    logging.config.dictConfig(log_config)
+    args.log_config = log_config  # uvicorn applies it in every worker
     try:
         settings = get_settings()
     except Exception as exc:  # settings refused (e.g. unsafe production config)

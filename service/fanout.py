@@ -86,6 +86,7 @@ class Subscriber:
             return
         try:
             self.queue.put_nowait(row)
+            self.hub.deliveries += 1  # read by service/observability/metrics.py
         except asyncio.QueueFull:
             self.behind = True  # closed with its cursor when it next reads
             log.info(
@@ -176,6 +177,7 @@ class EventHub:
         self._supervisor: asyncio.Task | None = None
         self._stopping = False
         self.reconnects = 0
+        self.deliveries = 0  # events handed to subscribers' queues
 
     # --- lifecycle --------------------------------------------------------------
 

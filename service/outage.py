@@ -177,7 +177,8 @@ class OutageGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        rid = new_request_id()
+        # The id service/observability chose (the client's X-Request-ID or a new one).
+        rid = scope.get("okr.request_id") or new_request_id()
         token = request_id_var.set(rid)
         if scope["type"] == "websocket":
             try:

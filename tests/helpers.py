@@ -13,10 +13,11 @@ from tests.conftest import Org
 
 
 async def start_okr(
-    bin_okr: str, port: int, env: dict[str, str], out: Any
+    bin_okr: str, port: int, env: dict[str, str], out: Any, *args: str
 ) -> asyncio.subprocess.Process:
-    """A real `okr serve` process on `port`, returned once its /readyz answers 200 (it is
-    stopped, and AssertionError raised, if it never does)."""
+    """A real `okr serve` process on `port` (with any further `args`, e.g. "--demo"),
+    returned once its /readyz answers 200 (it is stopped, and AssertionError raised, if
+    it never does)."""
     proc = await asyncio.create_subprocess_exec(
         bin_okr,
         "serve",
@@ -24,6 +25,7 @@ async def start_okr(
         str(port),
         "--log-level",
         "warning",
+        *args,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=out,
