@@ -167,7 +167,8 @@ DOCUMENTS = [
     ("not covered: viewer", "query { viewer { role } objectives { edges { node { id } } } }", []),
     (
         "search",
-        'query { objectives(filter: {search: "plan", status: [NOT_STARTED, ON_TRACK]}) { edges { node { id title } } } }',
+        'query { objectives(filter: {search: "plan", status: [NOT_STARTED, ON_TRACK]}) '
+        "{ edges { node { id title } } } }",
         [],
     ),
 ]
