@@ -4,7 +4,7 @@ For a validated query, the fields below each root field are collected with graph
 own field collection (it applies @skip/@include, merges fields by response key, fills
 argument defaults). The plan then walks the selection level by level: for all the rows of
 one level it fetches each selected relation in one set-based statement (the request's
-data loaders, batched: objectives, their key results, last check-ins, owners, teams,
+statements of service/reads/rows.py on one connection: objectives, their key results, last check-ins, owners, teams,
 cycles, check-in pages), computes derived values (status, expected progress, stale, next
 due, forecast) with the pure rules in service/rules.py, and builds the response dict
 directly, serialised by the schema's own scalars and enums. Nothing resolves per field.
@@ -39,6 +39,7 @@ from graphql.execution.values import get_argument_values
 from schema import ids
 from schema.enums import Measure, Role, Visibility
 from service import rules
+from service.reads.rows import Reads
 from service.reads.visibility import can_see_objective
 
 Row = Any
@@ -77,15 +78,13 @@ def _named(t: Any) -> Any:
 class Plan:
     """One request's planned read: its rows, caches and the budget's counts."""
 
-    def __init__(self, executor: Any) -> None:
+    def __init__(self, executor: Any, reads: Reads) -> None:
         self.ex = executor
         ctx = executor.context_value
-        if not getattr(ctx, "is_authenticated", False):
-            raise Unsupported("not signed in")
         self.ctx = ctx
         self.p = ctx.principal
         self.now = ctx.now
-        self.loaders = ctx.loaders
+        self.reads = reads
         self.settings = ctx.settings
         self.objects = 0
         self.chars = 0
@@ -224,25 +223,15 @@ class Plan:
         return got
 
     async def cycles_of(self, objectives: list[Row]) -> list[Row]:
-        known = self.loaders.known["cycle"]
-        wanted = {o.cycle_id for o in objectives} - set(known)
-        if wanted:
-            await self.loaders.cycle.load_many(list(wanted))
+        known = await self.reads.by_id("cycle", [o.cycle_id for o in objectives])
         return [known[o.cycle_id] for o in objectives]
 
     async def objectives_of(self, krs: list[Row]) -> list[Row]:
-        known = self.loaders.known["objective"]
-        wanted = {k.objective_id for k in krs} - set(known)
-        if wanted:
-            await self.loaders.objective_raw.load_many(list(wanted))
+        known = await self.reads.by_id("objective", [k.objective_id for k in krs])
         return [known[k.objective_id] for k in krs]
 
     async def cadences(self, objectives: list[Row]) -> list[int]:
-        team_ids = [o.team_id for o in objectives if o.team_id is not None]
-        known = self.loaders.known["team"]
-        wanted = set(team_ids) - set(known)
-        if wanted:
-            await self.loaders.team.load_many(list(wanted))
+        known = await self.reads.by_id("team", [o.team_id for o in objectives])
         default = self.p.check_in_cadence_days
         out = []
         for o in objectives:
@@ -320,15 +309,13 @@ def _progress(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 
 async def _user(plan: Plan, sel: Sel, rows: list[Row], column: str) -> list[Any]:
     keys = [getattr(r, column) for r in rows]
-    wanted = sorted({k for k in keys if k is not None})
-    found = dict(zip(wanted, await plan.loaders.user.load_many(wanted), strict=True))
+    found = await plan.reads.by_id("app_user", keys)
     return await plan.related("User", sel, [found.get(k) if k is not None else None for k in keys])
 
 
 async def _team(plan: Plan, sel: Sel, rows: list[Row], column: str) -> list[Any]:
     keys = [getattr(r, column) for r in rows]
-    wanted = sorted({k for k in keys if k is not None})
-    found = dict(zip(wanted, await plan.loaders.team.load_many(wanted), strict=True))
+    found = await plan.reads.by_id("team", keys)
     return await plan.related("Team", sel, [found.get(k) if k is not None else None for k in keys])
 
 
@@ -353,7 +340,7 @@ async def _o_expected(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 
 
 async def _key_results_of(plan: Plan, rows: list[Row]) -> list[list[Row]]:
-    return list(await plan.loaders.key_results_of.load_many([r.id for r in rows]))
+    return await plan.reads.grouped("key_result", "objective_id", [r.id for r in rows])
 
 
 async def _o_key_results(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
@@ -390,9 +377,8 @@ async def _o_stale(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 
 async def _o_parent(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     keys = [r.parent_id for r in rows]
-    wanted = sorted({k for k in keys if k is not None})
-    found = dict(zip(wanted, await plan.loaders.objective_raw.load_many(wanted), strict=True))
-    sees = plan.loaders.sees
+    found = await plan.reads.by_id("objective", keys)
+    sees = plan.reads.sees
     targets = []
     for k in keys:
         row = found.get(k) if k is not None else None
@@ -405,8 +391,8 @@ async def _o_descendants(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     if max_depth is not None and max_depth < 0:
         raise Unsupported("maxDepth < 0")
     depth = min(max_depth if max_depth is not None else 1000, 1000)
-    groups = await plan.loaders.descendants_of.load_many([(r.id, depth) for r in rows])
-    sees = plan.loaders.sees
+    groups = await plan.reads.descendants([r.id for r in rows], depth)
+    sees = plan.reads.sees
     return await plan.related_lists("Objective", sel, [[d for d in g if sees(d)] for g in groups])
 
 
@@ -462,24 +448,23 @@ async def _k_objective(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 async def _k_last_check_in(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     # The key result is shown, so its check-ins may be: the raw read is the checked one.
     keys = [r.last_check_in_id for r in rows]
-    wanted = sorted({k for k in keys if k is not None})
-    found = dict(zip(wanted, await plan.loaders.check_in_raw.load_many(wanted), strict=True))
+    found = await plan.reads.by_id("check_in", keys)
     return await plan.related("CheckIn", sel, [found.get(k) if k else None for k in keys])
 
 
 def _k_check_ins(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
     first, position = plan.window(sel)
-    loaders = plan.loaders
+    reads = plan.reads
 
     async def run() -> list[Any]:
-        pages = await loaders.check_ins_page.load_many([(r.id, first, position) for r in rows])
+        pages = await reads.check_in_pages([r.id for r in rows], first, position)
         sources = [
             Page(
-                list(page),
+                page,
                 first,
                 position,
                 "CheckIn",
-                lambda pk=r.id: loaders.check_ins_count.load(pk),
+                lambda pk=r.id: reads.check_in_count(pk),
             )
             for r, page in zip(rows, pages, strict=True)
         ]
@@ -490,7 +475,7 @@ def _k_check_ins(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
 
 async def _k_forecast(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     cycles = await plan.cycles_of(await plan.objectives_of(rows))
-    histories = await plan.loaders.check_ins_of.load_many([r.id for r in rows])
+    histories = await plan.reads.grouped("check_in", "key_result_id", [r.id for r in rows])
     p = plan.p
     out: list[Any] = []
     for r, c, history in zip(rows, cycles, histories, strict=True):
@@ -516,19 +501,17 @@ async def _k_forecast(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 def _t_objectives(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
     cycle_pk = plan.decode(sel.args.get("cycleId"), "Cycle")
     first, position = plan.window(sel)
-    loaders = plan.loaders
+    reads = plan.reads
 
     async def run() -> list[Any]:
-        pages = await loaders.team_objectives_page(cycle_pk).load_many(
-            [(r.id, first, position) for r in rows]
-        )
+        pages = await reads.team_objective_pages([r.id for r in rows], cycle_pk, first, position)
         sources = [
             Page(
-                list(page),
+                page,
                 first,
                 position,
                 "Objective",
-                lambda pk=r.id: loaders.team_objectives_count(cycle_pk).load(pk),
+                lambda pk=r.id: reads.team_objective_count(pk, cycle_pk),
             )
             for r, page in zip(rows, pages, strict=True)
         ]
@@ -725,16 +708,16 @@ async def _root_node(plan: Plan, sel: Sel) -> Any:
         return None
     if type_name not in _NODE_TYPES:
         raise Unsupported(f"node of {type_name}")
-    loaders = plan.loaders
-    reader = {
-        "Objective": loaders.objective,
-        "KeyResult": loaders.key_result,
-        "CheckIn": loaders.check_in,
-        "User": loaders.user.load,
-        "Team": loaders.team.load,
-        "Cycle": loaders.cycle.load,
-    }[type_name]
-    row = await reader(pk)
+    reads = plan.reads
+    if type_name == "Objective":
+        row = await reads.objective(pk)
+    elif type_name == "KeyResult":
+        row = await reads.key_result(pk)
+    elif type_name == "CheckIn":
+        row = await reads.check_in(pk)
+    else:
+        table = {"User": "app_user", "Team": "team", "Cycle": "cycle"}[type_name]
+        row = (await reads.by_id(table, [pk])).get(pk)
     if row is None:
         return None
     return (await plan.build(type_name, sel.details, [row]))[0]
@@ -755,7 +738,9 @@ _FILTER_FIELDS = {
 async def _root_objectives(plan: Plan, sel: Sel) -> Any:
     from types import SimpleNamespace
 
-    from schema.queries import OBJECTIVE, ObjectiveFilter, _count, _keyset_page, _objective_query
+    from sqlalchemy import func, select
+
+    from schema.queries import OBJECTIVE, ObjectiveFilter, _objective_query
 
     first, position = plan.window(sel)
     raw = sel.args.get("filter")
@@ -776,9 +761,18 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
             plan.decode(gid, type_name)
     info: Any = SimpleNamespace(context=plan.ctx)
     base = _objective_query(info, f)
-    rows = await _keyset_page(info, base, OBJECTIVE.c.id, first, position)
-    await plan.loaders.prime_cycles(rows)
-    page = Page(list(rows), first, position, "Objective", lambda: _count(info, base))
+    stmt = base.order_by(OBJECTIVE.c.id).limit(first + 1)
+    if position is not None:
+        stmt = stmt.where(OBJECTIVE.c.id > position)
+    reads = plan.reads
+    rows = await reads.execute(stmt)
+    reads.remember("objective", rows)
+
+    async def count() -> int:
+        got = await reads.execute(select(func.count()).select_from(base.subquery()))
+        return int(got[0][0])
+
+    page = Page(rows, first, position, "Objective", count)
     return (await plan.build(_connection_type(sel), sel.details, [page]))[0]
 
 
@@ -787,7 +781,15 @@ ROOTS = {"node": _root_node, "objectives": _root_objectives}
 
 async def run_planned(executor: Any, root_type: GraphQLObjectType, grouped: Any) -> dict:
     """The data of a query, built by the plan; Unsupported when the plan cannot."""
-    plan = Plan(executor)
+    ctx = executor.context_value
+    if not getattr(ctx, "is_authenticated", False):
+        raise Unsupported("not signed in")
+    async with Reads.open(ctx.db, ctx.principal) as reads:
+        return await _run(Plan(executor, reads), root_type, grouped)
+
+
+async def _run(plan: Plan, root_type: GraphQLObjectType, grouped: Any) -> dict:
+    executor = plan.ex
     data: dict[str, Any] = {}
     root_sels = []
     for response_key, fdl in grouped.items():
