@@ -53,6 +53,7 @@ async def run(op: str, requests: int, url: str, dsn: str, counts: dict) -> None:
         for _ in range(requests // 8):
             await asyncio.gather(*(one() for _ in range(8)))
         profile.disable()
+        profile.dump_stats(f"/tmp/okr-profile-{op}.prof")
         elapsed = time.perf_counter() - started
         print(f"{op}: {requests} requests in {elapsed:.2f}s, {elapsed / requests * 1000:.1f} ms each;"
               f" planned {fastpath.SWITCH.planned - before}")

@@ -3,9 +3,9 @@
 For a validated query, the fields below each root field are collected with graphql-core's
 own field collection (it applies @skip/@include, merges fields by response key, fills
 argument defaults). The plan then walks the selection level by level: for all the rows of
-one level it fetches each selected relation in one set-based statement (the request's
-statements of service/reads/rows.py on one connection: objectives, their key results, last check-ins, owners, teams,
-cycles, check-in pages), computes derived values (status, expected progress, stale, next
+one level it fetches each selected relation in one set-based statement (service/reads/
+rows.py, all on one connection: objectives, their key results, last check-ins, owners,
+teams, cycles, check-in pages), computes derived values (status, expected progress, stale, next
 due, forecast) with the pure rules in service/rules.py, and builds the response dict
 directly, serialised by the schema's own scalars and enums. Nothing resolves per field.
 
@@ -78,13 +78,13 @@ def _named(t: Any) -> Any:
 class Plan:
     """One request's planned read: its rows, caches and the budget's counts."""
 
-    def __init__(self, executor: Any, reads: Reads) -> None:
+    def __init__(self, executor: Any, reads: Any) -> None:
         self.ex = executor
         ctx = executor.context_value
         self.ctx = ctx
         self.p = ctx.principal
         self.now = ctx.now
-        self.reads = reads
+        self.reads: Reads = reads
         self.settings = ctx.settings
         self.objects = 0
         self.chars = 0
@@ -780,18 +780,34 @@ ROOTS = {"node": _root_node, "objectives": _root_objectives}
 
 
 async def run_planned(executor: Any, root_type: GraphQLObjectType, grouped: Any) -> dict:
-    """The data of a query, built by the plan; Unsupported when the plan cannot."""
+    """The data of a query, built by the plan; Unsupported when the plan cannot. The
+    whole document is checked against what the plan covers before any statement runs,
+    so a fallback costs the executor's statements only."""
     ctx = executor.context_value
     if not getattr(ctx, "is_authenticated", False):
         raise Unsupported("not signed in")
+    plan = Plan(executor, None)
+    root_sels = _root_selections(plan, root_type, grouped)
+    for _key, name, sel in root_sels:
+        if sel is not None:
+            _check(plan, sel, name)
     async with Reads.open(ctx.db, ctx.principal) as reads:
-        return await _run(Plan(executor, reads), root_type, grouped)
+        plan.reads = reads
+        data: dict[str, Any] = {}
+        for response_key, name, sel in root_sels:
+            if sel is None:
+                data[response_key] = root_type.name
+                plan.chars += len(root_type.name)
+                continue
+            data[response_key] = await ROOTS[name](plan, sel)
+    if plan.chars > plan.settings.max_response_bytes:
+        raise Unsupported("past the byte budget: the executor gives its error")
+    return data
 
 
-async def _run(plan: Plan, root_type: GraphQLObjectType, grouped: Any) -> dict:
+def _root_selections(plan: Plan, root_type: GraphQLObjectType, grouped: Any) -> list[Any]:
     executor = plan.ex
-    data: dict[str, Any] = {}
-    root_sels = []
+    root_sels: list[Any] = []
     for response_key, fdl in grouped.items():
         node = fdl[0].node
         name = node.name.value
@@ -811,15 +827,33 @@ async def _run(plan: Plan, root_type: GraphQLObjectType, grouped: Any) -> dict:
         sel = Sel(response_key, name, args, fdl)
         sel.rtype = _named(field_def.type)
         root_sels.append((response_key, name, sel))
-    for response_key, name, sel in root_sels:
-        if name is None:
-            data[response_key] = root_type.name
-            plan.chars += len(root_type.name)
-            continue
-        data[response_key] = await ROOTS[name](plan, sel)
-    if plan.chars > plan.settings.max_response_bytes:
-        raise Unsupported("past the byte budget: the executor gives its error")
-    return data
+    return root_sels
+
+
+def _check(plan: Plan, sel: Sel, name: str) -> None:
+    """Everything below a root field is covered, and no argument is one the executor
+    would answer with an error (those are left to it)."""
+    args = sel.args
+    if "first" in args or "after" in args:
+        plan.window(sel)
+    if args.get("cycleId") is not None:
+        plan.decode(args["cycleId"], "Cycle")
+    if args.get("maxDepth") is not None and args["maxDepth"] < 0:
+        raise Unsupported("maxDepth < 0")
+    if args.get("asOf") is not None:
+        raise Unsupported("asOf")
+    if sel.leaf is not None or sel.name == "__typename":
+        return
+    rtype = sel.rtype
+    if isinstance(rtype, GraphQLObjectType):
+        types = [rtype]
+    elif name == "node":
+        types = [plan.ex.schema.type_map[t] for t in _NODE_TYPES]
+    else:
+        raise Unsupported(f"{rtype}")
+    for t in types:
+        for child in plan.selections(t, sel.details):
+            _check(plan, child, child.name)
 
 
 class Switch:
