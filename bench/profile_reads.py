@@ -55,8 +55,11 @@ async def run(op: str, requests: int, url: str, dsn: str, counts: dict) -> None:
         profile.disable()
         profile.dump_stats(f"/tmp/okr-profile-{op}.prof")
         elapsed = time.perf_counter() - started
-        print(f"{op}: {requests} requests in {elapsed:.2f}s, {elapsed / requests * 1000:.1f} ms each;"
-              f" planned {fastpath.SWITCH.planned - before}")
+        each = elapsed / requests * 1000
+        print(
+            f"{op}: {requests} requests in {elapsed:.2f}s, {each:.1f} ms each;"
+            f" planned {fastpath.SWITCH.planned - before}"
+        )
         pstats.Stats(profile).sort_stats("cumulative").print_stats(35)
         pstats.Stats(profile).sort_stats("tottime").print_stats(25)
     await app.state.db.dispose()

@@ -19,13 +19,17 @@ executor applies it; masking and the result cache sit outside and see no differe
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from graphql import (
+    GraphQLBoolean,
     GraphQLEnumType,
+    GraphQLFloat,
+    GraphQLInt,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
@@ -73,6 +77,42 @@ def _named(t: Any) -> Any:
     while isinstance(t, (GraphQLNonNull, GraphQLList)):
         t = t.of_type
     return t
+
+
+def _enum_serializer(t: GraphQLEnumType) -> Callable[[Any], Any]:
+    """The enum's serialize, by a dict lookup for the values it knows (members hash as
+    their values), the schema's own for anything else."""
+    names = {v.value: name for name, v in t.values.items()}
+    serialize = t.serialize
+
+    def fast(value: Any) -> Any:
+        got = names.get(value)
+        return got if got is not None else serialize(value)
+
+    return fast
+
+
+def _fast_float(value: Any) -> Any:
+    if type(value) is float and math.isfinite(value):
+        return value
+    return GraphQLFloat.serialize(value)
+
+
+def _fast_int(value: Any) -> Any:
+    if type(value) is int and -(2**31) <= value < 2**31:
+        return value
+    return GraphQLInt.serialize(value)
+
+
+def _fast_bool(value: Any) -> Any:
+    return value if type(value) is bool else GraphQLBoolean.serialize(value)
+
+
+_FAST: dict[str, Callable[[Any], Any]] = {
+    "Float": _fast_float,
+    "Int": _fast_int,
+    "Boolean": _fast_bool,
+}
 
 
 class Plan:
@@ -139,8 +179,10 @@ class Plan:
             sel.nullable = not isinstance(field_def.type, GraphQLNonNull)
             named = _named(field_def.type)
             sel.rtype = named
-            if isinstance(named, (GraphQLScalarType, GraphQLEnumType)):
-                sel.leaf = named.serialize
+            if isinstance(named, GraphQLEnumType):
+                sel.leaf = _enum_serializer(named)
+            elif isinstance(named, GraphQLScalarType):
+                sel.leaf = _FAST.get(named.name, named.serialize)
             out.append(sel)
         self._plans[key] = out
         return out
@@ -290,11 +332,15 @@ class Page:
 
 
 def _attr(name: str, wrap: Callable[[Any], Any] | None = None) -> Callable[..., list[Any]]:
+    """A column of table rows (records: read by item)."""
     if wrap is None:
-        return lambda plan, sel, rows: [getattr(r, name) for r in rows]
-    return lambda plan, sel, rows: [
-        None if (v := getattr(r, name)) is None else wrap(v) for r in rows
-    ]
+        return lambda plan, sel, rows: [r[name] for r in rows]
+    return lambda plan, sel, rows: [None if (v := r[name]) is None else wrap(v) for r in rows]
+
+
+def _field(name: str) -> Callable[..., list[Any]]:
+    """An attribute of computed objects (a forecast)."""
+    return lambda plan, sel, rows: [getattr(r, name) for r in rows]
 
 
 def _gid(type_name: str) -> Callable[..., list[Any]]:
@@ -663,7 +709,7 @@ _CYCLE = {
     "expectedProgress": _cy_expected,
     "reviewDue": _cy_review_due,
 }
-_FORECAST = {"value": _attr("value"), "progress": _attr("progress"), "status": _attr("status")}
+_FORECAST = {"value": _field("value"), "progress": _field("progress"), "status": _field("status")}
 _PAGE_INFO = {
     "hasNextPage": _pi_next,
     "hasPreviousPage": _pi_previous,
@@ -767,6 +813,7 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
     reads = plan.reads
     rows = await reads.execute(stmt)
     reads.remember("objective", rows)
+    await reads.by_id("cycle", [r.cycle_id for r in rows])
 
     async def count() -> int:
         got = await reads.execute(select(func.count()).select_from(base.subquery()))
