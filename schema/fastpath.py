@@ -193,19 +193,17 @@ class Plan:
         serialize = sel.leaf
         assert serialize is not None
         key = sel.key
-        chars = 0
+        if not sel.nullable and None in values:
+            raise Unsupported("null in a non-null field")
+        # The budget counts raw strings as the executor's complete_leaf_value does.
+        self.chars += sum(len(v) for v in values if type(v) is str)
+        if sel.name == "__typename" or (sel.rtype is not None and sel.rtype.name in _STRINGS):
+            if all(type(v) is str or v is None for v in values):
+                for d, v in zip(out, values, strict=True):
+                    d[key] = v
+                return
         for d, v in zip(out, values, strict=True):
-            if v is None:
-                if not sel.nullable:
-                    raise Unsupported("null in a non-null field")
-                d[key] = None
-                continue
-            if type(v) is str:
-                chars += len(v)
-                d[key] = v if sel.rtype is not None and sel.rtype.name in _STRINGS else serialize(v)
-            else:
-                d[key] = serialize(v)
-        self.chars += chars
+            d[key] = None if v is None else serialize(v)
 
     async def build(
         self, type_name: str, details: list[Any], rows: list[Row]
@@ -343,8 +341,25 @@ def _field(name: str) -> Callable[..., list[Any]]:
     return lambda plan, sel, rows: [getattr(r, name) for r in rows]
 
 
+_GIDS: dict[tuple[str, int], str] = {}
+
+
 def _gid(type_name: str) -> Callable[..., list[Any]]:
-    return lambda plan, sel, rows: [ids.encode(type_name, r.id) for r in rows]
+    """Global ids, remembered (the same rows are asked for again and again)."""
+
+    def encode(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+        if len(_GIDS) > 200_000:
+            _GIDS.clear()
+        out = []
+        for r in rows:
+            key = (type_name, r["id"])
+            got = _GIDS.get(key)
+            if got is None:
+                got = _GIDS[key] = ids.encode(type_name, key[1])
+            out.append(got)
+        return out
+
+    return encode
 
 
 def _progress(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
