@@ -75,6 +75,11 @@ _GROUPED = {
     ("check_in", "key_result_id"): "SELECT * FROM check_in WHERE organization_id = $1 "
     "AND key_result_id = ANY($2::int8[]) ORDER BY id",
 }
+_KEY_RESULT_SEEN = """
+SELECT k.*, o.visibility AS o_visibility, o.team_id AS o_team_id, o.owner_id AS o_owner_id
+FROM key_result k JOIN objective o ON o.id = k.objective_id
+WHERE k.organization_id = $1 AND k.id = $2
+"""
 _DESCENDANTS = """
 WITH RECURSIVE down(start, id, depth) AS (
     SELECT o.id, o.id, 0 FROM objective o WHERE o.id = ANY($2::int8[]) AND o.organization_id = $1
@@ -151,10 +156,18 @@ class Reads:
         return row if row is not None and self.sees(row) else None
 
     async def key_result(self, pk: int) -> Rec | None:
-        row = (await self.by_id("key_result", [pk])).get(pk)
-        if row is None or await self.objective(row.objective_id) is None:
+        known = self.known["key_result"]
+        if pk in known:
+            row = known[pk]
+            return row if await self.objective(row.objective_id) is not None else None
+        # The key result with what the rule reads of its objective: one statement.
+        found = await self.fetch(_KEY_RESULT_SEEN, self.org, pk)
+        if not found:
             return None
-        return row
+        row = found[0]
+        known[pk] = row
+        seen = can_see_objective(self.p, row["o_visibility"], row["o_team_id"], row["o_owner_id"])
+        return row if seen else None
 
     async def check_in(self, pk: int) -> Rec | None:
         row = (await self.by_id("check_in", [pk])).get(pk)
