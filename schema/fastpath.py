@@ -54,6 +54,11 @@ class Unsupported(Exception):
     """The plan does not cover this document (or this request): use the executor."""
 
 
+class OverBudget(Exception):
+    """The response would hold more objects than the budget allows, for certain (rows
+    that would all be shown): the executor's error, without running it."""
+
+
 _ALLOWED_DIRECTIVES = {"skip", "include"}
 _SENTINEL = object()
 
@@ -245,6 +250,8 @@ class Plan:
         self, type_name: str, sel: Sel, groups: list[list[Row]]
     ) -> list[list[dict[str, Any]]]:
         flat = [r for g in groups for r in g]
+        if self.objects + len(flat) > self.settings.max_response_objects:
+            raise OverBudget
         built = await self.build(type_name, sel.details, flat)
         out, i = [], 0
         for g in groups:
@@ -452,7 +459,14 @@ async def _o_descendants(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     if max_depth is not None and max_depth < 0:
         raise Unsupported("maxDepth < 0")
     depth = min(max_depth if max_depth is not None else 1000, 1000)
-    groups = await plan.reads.descendants([r.id for r in rows], depth)
+    # Past the object budget the executor answers (with its error): the walk stops there.
+    at_most = plan.settings.max_response_objects - plan.objects
+    got = await plan.reads.descendants([r.id for r in rows], depth, max(at_most, 0))
+    if got is None:
+        if plan.reads.sees_all:  # every row would be shown
+            raise OverBudget
+        raise Unsupported("past the object budget: the executor gives its error")
+    groups = got
     sees = plan.reads.sees
     return await plan.related_lists("Objective", sel, [[d for d in g if sees(d)] for g in groups])
 
@@ -954,6 +968,15 @@ def planned_executor(base: type) -> type:
             async def planned() -> Any:
                 try:
                     data = await run_planned(self, root_type, grouped_field_set)
+                except OverBudget:
+                    if not self.budget.exhausted():  # past the deadline: the executor's
+                        self.budget.too_many_objects()  # build_response gives the error
+                        SWITCH.planned += 1
+                        return {}
+                    result = general(
+                        root_type, root_value, grouped_field_set, serially, new_defer_usages
+                    )
+                    return await result if self.is_awaitable(result) else result
                 except Exception as exc:  # Unsupported, or anything: the executor answers
                     if not isinstance(exc, Unsupported):
                         log.debug("planned read gave up: %r", exc)

@@ -87,10 +87,10 @@ WITH RECURSIVE down(start, id, depth) AS (
     SELECT down.start, c.id, down.depth + 1
     FROM objective c JOIN down ON c.parent_id = down.id
     WHERE c.organization_id = $1 AND down.depth < $3
-)
-SELECT down.start AS start_id, down.depth AS depth, o.* FROM down
-JOIN objective o ON o.id = down.id
-WHERE down.depth > 0 ORDER BY down.start, down.depth, o.id
+), capped AS (SELECT * FROM down LIMIT $4)
+SELECT capped.start AS start_id, capped.depth AS depth, o.* FROM capped
+JOIN objective o ON o.id = capped.id
+WHERE capped.depth > 0 ORDER BY capped.start, capped.depth, o.id
 """
 
 
@@ -250,11 +250,20 @@ class Reads:
             args.append(cycle)
         return int((await self.fetch(sql, *args))[0]["n"])
 
-    async def descendants(self, keys: list[int], depth: int) -> list[list[Rec]]:
+    async def descendants(
+        self, keys: list[int], depth: int, at_most: int
+    ) -> list[list[Rec]] | None:
         """Each objective's whole subtree to `depth` levels, parents before children
-        (unchecked: the caller filters by `sees`, as the executor does)."""
+        (unchecked: the caller filters by `sees`, as the executor does); None when there
+        are more than `at_most` rows in all (the walk stops there, in the database)."""
         groups: dict[int, list[Rec]] = defaultdict(list)
         if keys:
-            for r in await self.fetch(_DESCENDANTS, self.org, sorted(set(keys)), depth):
+            seeds = len(set(keys))
+            rows = await self.fetch(
+                _DESCENDANTS, self.org, sorted(set(keys)), depth, seeds + at_most + 1
+            )
+            if len(rows) > at_most:
+                return None
+            for r in rows:
                 groups[r.start_id].append(r)
         return [groups.get(k, []) for k in keys]
