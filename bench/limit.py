@@ -36,6 +36,18 @@ Q3 = """
 SELECT id, value, note, created_at FROM check_in
 WHERE organization_id = $1 AND key_result_id = $2 ORDER BY id DESC LIMIT 100
 """
+Q4 = """
+SELECT k.id, k.title, k.type, k.progress, k.current_value, k.start_value, k.target_value,
+       k.last_check_in_id, k.last_check_in_at, k.created_at, o.team_id,
+       cy.starts_on, cy.ends_on, cy.status,
+       c.value, c.note, c.measured_at, c.created_at AS checked_at
+FROM key_result k
+JOIN objective o ON o.id = k.objective_id
+JOIN cycle cy ON cy.id = o.cycle_id
+LEFT JOIN check_in c ON c.key_result_id = k.id
+WHERE k.organization_id = $1 AND k.id = $2
+ORDER BY c.id DESC
+"""
 M1 = """
 WITH c AS (
     INSERT INTO check_in (organization_id, key_result_id, value, progress, caller)
@@ -126,6 +138,35 @@ async def app(scope, receive, send) -> None:
         elif path == "/q3":
             rows = await conn.fetch(Q3, args["org"], args["kr"])
             await _json(send, [dict(r) for r in rows])
+        elif path == "/q4":
+            # The key result, its cycle and all its check-ins (the forecast's input,
+            # the 50 latest shown); nothing computed.
+            rows = await conn.fetch(Q4, args["org"], args["kr"])
+            head = rows[0]
+            checks = [
+                {
+                    "value": r["value"],
+                    "note": r["note"],
+                    "measuredAt": r["measured_at"],
+                    "createdAt": r["checked_at"],
+                }
+                for r in rows
+                if r["value"] is not None
+            ]
+            await _json(
+                send,
+                {
+                    "id": head["id"],
+                    "title": head["title"],
+                    "type": head["type"],
+                    "progress": head["progress"],
+                    "currentValue": head["current_value"],
+                    "targetValue": head["target_value"],
+                    "cycle": [head["starts_on"], head["ends_on"], head["status"]],
+                    "points": [[c["measuredAt"], c["value"]] for c in checks],
+                    "checkIns": checks[:50],
+                },
+            )
         elif path == "/m1":
             count = await conn.fetchval(M1, args["org"], args["kr"], float(args["value"]))
             await _json(send, {"objectives": count})

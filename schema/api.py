@@ -24,6 +24,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from schema import nodes
 from schema.budget import budget_executor
 from schema.caching import BoundedParserCache, ResultCache, result_cache
+from schema.fastpath import planned_executor
 from schema.inputs import StorableText
 from schema.limits import cost_limit
 from schema.mutations import Mutation
@@ -217,10 +218,13 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         extensions=extensions,
         config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=True),
         # Counts objects, time and bytes while the response is built.
-        execution_context_class=budget_executor(
-            settings.max_response_objects,
-            settings.execution_deadline_seconds,
-            settings.max_response_bytes,
+        # Queries the plan covers are answered by it (schema/fastpath.py).
+        execution_context_class=planned_executor(
+            budget_executor(
+                settings.max_response_objects,
+                settings.execution_deadline_seconds,
+                settings.max_response_bytes,
+            )
         ),
     )
     schema.shared = SharedStreams(settings.subscriber_queue_size)

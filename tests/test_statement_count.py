@@ -26,7 +26,7 @@ query($team: ID!, $cycle: ID!) { node(id: $team) { ... on Team {
 """
 
 
-async def dashboard_statements(org: Org, db: Database, n: int) -> int:
+async def dashboard_statements(org: Org, db: Database, n: int, query: str = DASHBOARD) -> int:
     p = org.admin
     team = await db.transaction(lambda s: organizations.create_team(s, p, f"Team {n}", None))
     owner = await db.transaction(
@@ -70,7 +70,7 @@ async def dashboard_statements(org: Org, db: Database, n: int) -> int:
     response = await org.client.post(
         "/graphql",
         json={
-            "query": DASHBOARD,
+            "query": query,
             "variables": {"team": encode("Team", team.id), "cycle": encode("Cycle", cycle.id)},
         },
         headers={"Authorization": f"Bearer {org.admin_token}"},
@@ -90,3 +90,21 @@ async def test_dashboard_statement_count_does_not_grow(org: Org, db: Database):
     print(f"dashboard statements: {five} for 5 objectives, {fifty} for 50")
     assert five == fifty
     assert five <= 15
+
+
+# What the plan covers (schema/fastpath.py): the dashboard without `contributions`.
+PLANNED_DASHBOARD = DASHBOARD.replace("contributions { weight share }", "")
+
+
+async def test_planned_dashboard_statement_count_does_not_grow(org: Org, db: Database):
+    from schema import fastpath
+
+    before = fastpath.SWITCH.planned
+    five = await dashboard_statements(org, db, 5, PLANNED_DASHBOARD)
+    fifty = await dashboard_statements(org, db, 50, PLANNED_DASHBOARD)
+    assert fastpath.SWITCH.planned >= before + 2, "the plan did not answer"
+    print(f"planned dashboard statements: {five} for 5 objectives, {fifty} for 50")
+    assert five == fifty
+    # auth, team, its objectives, their total, cycles, owners, teams, parents, key
+    # results, last check-ins, check-in authors: one statement each, whatever the size.
+    assert five <= 12

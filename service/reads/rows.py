@@ -1,0 +1,269 @@
+"""The read side's set-based statements, for planned reads (schema/fastpath.py).
+
+One `Reads` per request holds one pooled connection and runs every statement of the
+plan on it, one after another (no transaction of its own: each statement is its own
+snapshot, as the data loaders' batches are). Statements take whole sets of keys
+(`= ANY($2)`), so their number depends on the document, never on the data. Rows come
+back as typed, read-only records with attribute access (`Rec`), never ORM instances.
+
+Visibility: objectives through the one rule of service/reads/visibility.py, its SQL
+predicate for pages and counts (rendered once per caller), its Python twin for rows
+already loaded (parents, descendants, a node and what it hangs from).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from operator import itemgetter
+from typing import Any
+
+import asyncpg
+from sqlalchemy.dialects import postgresql
+
+from service import models
+from service.auth import Principal
+from service.db import Database, _statement_count
+from service.reads.visibility import can_see_objective, visible_objectives
+
+
+class Rec(asyncpg.Record):
+    """A row with its columns as attributes too (row.id as well as row["id"])."""
+
+    __slots__ = ()
+
+
+# Every column of every table (and the few computed ones the reads add) as a property
+# reading the record's item: C all the way, no __getattr__ fallback per access.
+for _name in {c.name for t in models.metadata.tables.values() for c in t.columns} | {
+    "start_id",
+    "depth",
+    "_rn",
+    "n",
+}:
+    if not hasattr(asyncpg.Record, _name):
+        setattr(Rec, _name, property(itemgetter(_name)))
+
+
+_VISIBLE_SQL: dict[tuple[Any, ...], str] = {}
+
+
+def visible_sql(p: Principal) -> str:
+    """The objective rule's SQL predicate over the table `objective`, rendered with its
+    values inline (ids and fixed words only), once per kind of caller."""
+    key = (p.is_admin, p.user_id, tuple(sorted(p.team_ids)))
+    got = _VISIBLE_SQL.get(key)
+    if got is None:
+        expr = visible_objectives(p)
+        got = str(
+            expr.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+        )
+        if len(_VISIBLE_SQL) > 1000:
+            _VISIBLE_SQL.clear()
+        _VISIBLE_SQL[key] = got
+    return got
+
+
+_BY_ID = {
+    table: f"SELECT * FROM {table} WHERE organization_id = $1 AND id = ANY($2::int8[])"
+    for table in ("objective", "key_result", "check_in", "app_user", "team", "cycle")
+}
+_GROUPED = {
+    ("key_result", "objective_id"): "SELECT * FROM key_result WHERE organization_id = $1 "
+    "AND objective_id = ANY($2::int8[]) ORDER BY id",
+    ("check_in", "key_result_id"): "SELECT * FROM check_in WHERE organization_id = $1 "
+    "AND key_result_id = ANY($2::int8[]) ORDER BY id",
+}
+_KEY_RESULT_SEEN = """
+SELECT k.*, o.visibility AS o_visibility, o.team_id AS o_team_id, o.owner_id AS o_owner_id
+FROM key_result k JOIN objective o ON o.id = k.objective_id
+WHERE k.organization_id = $1 AND k.id = $2
+"""
+_DESCENDANTS = """
+WITH RECURSIVE down(start, id, depth) AS (
+    SELECT o.id, o.id, 0 FROM objective o WHERE o.id = ANY($2::int8[]) AND o.organization_id = $1
+    UNION ALL
+    SELECT down.start, c.id, down.depth + 1
+    FROM objective c JOIN down ON c.parent_id = down.id
+    WHERE c.organization_id = $1 AND down.depth < $3
+), capped AS (SELECT * FROM down LIMIT $4)
+SELECT capped.start AS start_id, capped.depth AS depth, o.* FROM capped
+JOIN objective o ON o.id = capped.id
+WHERE capped.depth > 0 ORDER BY capped.start, capped.depth, o.id
+"""
+
+
+class Reads:
+    """Set-based reads for one request, on one connection, with rows kept by id."""
+
+    def __init__(self, conn: Any, raw: asyncpg.Connection, p: Principal) -> None:
+        self.sa = conn  # the SQLAlchemy connection, for statements built as expressions
+        self.raw = raw
+        self.p = p
+        self.org = p.organization_id
+        self.known: dict[str, dict[int, Rec]] = defaultdict(dict)
+        self.sees_all = p.is_admin
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, db: Database, p: Principal) -> AsyncIterator[Reads]:
+        async with db.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            yield cls(conn, raw, p)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Rec]:
+        holder = _statement_count.get()
+        if holder is not None:
+            holder.n += 1
+        return await self.raw.fetch(sql, *args, record_class=Rec)
+
+    async def execute(self, stmt: Any) -> list[Rec]:
+        """A statement built with SQLAlchemy (the objective filters), rendered for asyncpg
+        and run on the same connection as the rest."""
+        compiled = stmt.compile(
+            dialect=self.sa.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        params = compiled.params
+        names = compiled.positiontup or []
+        return await self.fetch(compiled.string, *[params[n] for n in names])
+
+    def sees(self, row: Any) -> bool:
+        if self.sees_all:
+            return True
+        return can_see_objective(self.p, row.visibility, row.team_id, row.owner_id)
+
+    # --- by id -----------------------------------------------------------------------
+
+    async def by_id(self, table: str, keys: Iterable[int | None]) -> dict[int, Rec]:
+        """Rows of `table` (unchecked) for these ids, from what is known or one statement."""
+        known = self.known[table]
+        wanted = {k for k in keys if k is not None and k not in known}
+        if wanted:
+            for r in await self.fetch(_BY_ID[table], self.org, sorted(wanted)):
+                known[r.id] = r
+        return known
+
+    def remember(self, table: str, rows: Iterable[Any]) -> None:
+        known = self.known[table]
+        for r in rows:
+            known.setdefault(r.id, r)
+
+    # --- visibility-checked single rows (node) ---------------------------------------------
+
+    async def objective(self, pk: int) -> Rec | None:
+        row = (await self.by_id("objective", [pk])).get(pk)
+        return row if row is not None and self.sees(row) else None
+
+    async def key_result(self, pk: int) -> Rec | None:
+        known = self.known["key_result"]
+        if pk in known:
+            row = known[pk]
+            return row if await self.objective(row.objective_id) is not None else None
+        # The key result with what the rule reads of its objective: one statement.
+        found = await self.fetch(_KEY_RESULT_SEEN, self.org, pk)
+        if not found:
+            return None
+        row = found[0]
+        known[pk] = row
+        seen = can_see_objective(self.p, row["o_visibility"], row["o_team_id"], row["o_owner_id"])
+        return row if seen else None
+
+    async def check_in(self, pk: int) -> Rec | None:
+        row = (await self.by_id("check_in", [pk])).get(pk)
+        if row is None or await self.key_result(row.key_result_id) is None:
+            return None
+        return row
+
+    # --- groups and pages ------------------------------------------------------------------
+
+    async def grouped(self, table: str, column: str, keys: list[int]) -> list[list[Rec]]:
+        groups: dict[int, list[Rec]] = defaultdict(list)
+        if keys:
+            for r in await self.fetch(_GROUPED[(table, column)], self.org, sorted(set(keys))):
+                groups[r[column]].append(r)
+        self.remember(table, (r for g in groups.values() for r in g))
+        return [groups.get(k, []) for k in keys]
+
+    async def check_in_pages(
+        self, keys: list[int], first: int, after: int | None
+    ) -> list[list[Rec]]:
+        """Newest first, `first + 1` per key result (the one more tells of a next page)."""
+        sql = (
+            "SELECT * FROM (SELECT *, row_number() OVER "
+            "(PARTITION BY key_result_id ORDER BY id DESC) AS _rn FROM check_in "
+            "WHERE organization_id = $1 AND key_result_id = ANY($2::int8[])"
+            + (" AND id < $4" if after is not None else "")
+            + ") s WHERE _rn <= $3 ORDER BY key_result_id, _rn"
+        )
+        args: list[Any] = [self.org, sorted(set(keys)), first + 1]
+        if after is not None:
+            args.append(after)
+        groups: dict[int, list[Rec]] = defaultdict(list)
+        for r in await self.fetch(sql, *args):
+            groups[r.key_result_id].append(r)
+        return [groups.get(k, []) for k in keys]
+
+    async def check_in_count(self, key_result: int) -> int:
+        rows = await self.fetch(
+            "SELECT count(*) AS n FROM check_in WHERE organization_id = $1 AND key_result_id = $2",
+            self.org,
+            key_result,
+        )
+        return int(rows[0]["n"])
+
+    async def team_objective_pages(
+        self, teams: list[int], cycle: int | None, first: int, after: int | None
+    ) -> list[list[Rec]]:
+        """Objectives of each team the caller may see (in `cycle` when given), by id."""
+        where = [
+            "organization_id = $1",
+            "team_id = ANY($2::int8[])",
+            f"({visible_sql(self.p)})",
+        ]
+        args: list[Any] = [self.org, sorted(set(teams)), first + 1]
+        if cycle is not None:
+            args.append(cycle)
+            where.append(f"cycle_id = ${len(args)}")
+        if after is not None:
+            args.append(after)
+            where.append(f"id > ${len(args)}")
+        sql = (
+            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY team_id ORDER BY id) "
+            f"AS _rn FROM objective WHERE {' AND '.join(where)}) s "
+            "WHERE _rn <= $3 ORDER BY team_id, _rn"
+        )
+        groups: dict[int, list[Rec]] = defaultdict(list)
+        for r in await self.fetch(sql, *args):
+            groups[r.team_id].append(r)
+        self.remember("objective", (r for g in groups.values() for r in g))
+        return [groups.get(k, []) for k in teams]
+
+    async def team_objective_count(self, team: int, cycle: int | None) -> int:
+        sql = (
+            "SELECT count(*) AS n FROM objective WHERE organization_id = $1 AND team_id = $2 "
+            f"AND ({visible_sql(self.p)})"
+        )
+        args: list[Any] = [self.org, team]
+        if cycle is not None:
+            sql += " AND cycle_id = $3"
+            args.append(cycle)
+        return int((await self.fetch(sql, *args))[0]["n"])
+
+    async def descendants(
+        self, keys: list[int], depth: int, at_most: int
+    ) -> list[list[Rec]] | None:
+        """Each objective's whole subtree to `depth` levels, parents before children
+        (unchecked: the caller filters by `sees`, as the executor does); None when there
+        are more than `at_most` rows in all (the walk stops there, in the database)."""
+        groups: dict[int, list[Rec]] = defaultdict(list)
+        if keys:
+            seeds = len(set(keys))
+            rows = await self.fetch(
+                _DESCENDANTS, self.org, sorted(set(keys)), depth, seeds + at_most + 1
+            )
+            if len(rows) > at_most:
+                return None
+            for r in rows:
+                groups[r.start_id].append(r)
+        return [groups.get(k, []) for k in keys]
