@@ -42,7 +42,7 @@ from graphql.execution.values import get_argument_values
 
 from schema import ids
 from schema.enums import Measure, Role, Visibility
-from service import rules
+from service.domain import rules
 from service.reads.rows import Reads
 from service.reads.visibility import can_see_objective
 

@@ -48,6 +48,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     url = _prepare(settings)
     if args.demo:  # a front end in development may call it from localhost (service/cors.py)
         settings = settings.model_copy(update={"cors_localhost": True})
+        os.environ["OKR_CORS_LOCALHOST"] = "true"  # and so may every worker's settings
 
         async def seed(db: Database) -> tuple[int, int] | None:
             if not await demo.is_empty(db):
@@ -93,7 +94,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         os.environ[workers.URL_ENV] = url
         uvicorn.run("service.workers:app_factory", factory=True, workers=args.workers, **options)
         return 0
-    app = workers.build(url)
+    app = workers.build(url, settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit normally instead, so
     # that the embedded database is stopped by its exit handler.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

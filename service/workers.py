@@ -18,7 +18,10 @@ operator (and the tests) can tell which process answered.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 WORKER_HEADER = b"x-okr-worker"
 URL_ENV = "OKR_SERVE_DATABASE_URL"  # the parent's resolved URL, for its workers
@@ -49,11 +52,11 @@ class WorkerHeader:
         return getattr(self.app, name)
 
 
-def build(database_url: str) -> WorkerHeader:
+def build(database_url: str, settings: Settings | None = None) -> WorkerHeader:
     from service.app import create_app
     from service.settings import get_settings
 
-    return WorkerHeader(create_app(get_settings(), database_url))
+    return WorkerHeader(create_app(settings or get_settings(), database_url))
 
 
 def app_factory() -> WorkerHeader:

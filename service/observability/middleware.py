@@ -22,7 +22,14 @@ class RequestFacts:
     """What the GraphQL layer learned about a request, for its metrics."""
 
     operation: tuple[str | None, str | None] | None = None
-    codes: list[str] = field(default_factory=list)
+    errors: list[Any] = field(default_factory=list)  # read when the response is done
+
+    @property
+    def codes(self) -> list[str]:
+        """Each error's code as answered: read at the end, since some are given their
+        code after the operation's extensions ran (schema/api.py, Schema.execute)."""
+        found = ((getattr(e, "extensions", None) or {}).get("code") for e in self.errors)
+        return [code if isinstance(code, str) else "UNCODED" for code in found]
 
 
 facts_var: contextvars.ContextVar[RequestFacts | None] = contextvars.ContextVar(
@@ -130,9 +137,7 @@ class OperationFacts(SchemaExtension):
         result = getattr(ctx, "result", None)
         if result is not None and result.errors:
             errors.extend(e for e in result.errors if all(e is not x for x in errors))
-        for error in errors:
-            code = (getattr(error, "extensions", None) or {}).get("code")
-            facts.codes.append(code if isinstance(code, str) else "UNCODED")
+        facts.errors.extend(errors)
 
 
 def schema_extensions() -> list[Any]:

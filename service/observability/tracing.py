@@ -13,6 +13,8 @@ The opentelemetry packages are needed only when tracing is on (the `tracing` ext
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
@@ -124,6 +126,23 @@ def end_request_span(started: Any, status: int | None, request_id: str | None) -
         span.set_attribute("okr.request_id", request_id)
     span.end()
     context.detach(token)
+
+
+@contextmanager
+def statement_span(statement: str) -> Iterator[None]:
+    """A CLIENT span for a statement sent past SQLAlchemy (the planned reads' asyncpg
+    calls, service/reads/rows.py); nothing when tracing is off."""
+    if _provider is None:
+        yield
+        return
+    from opentelemetry import trace
+
+    verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "SQL"
+    attributes = {"db.system": "postgresql", "db.statement": statement[:2000], "db.operation": verb}
+    with tracer("okr.db").start_as_current_span(
+        verb, kind=trace.SpanKind.CLIENT, attributes=attributes
+    ):
+        yield
 
 
 def _hook_statements() -> None:

@@ -23,8 +23,9 @@ import asyncpg
 from sqlalchemy.dialects import postgresql
 
 from service import models
-from service.auth import Principal
 from service.db import Database, _statement_count
+from service.domain.principal import Principal
+from service.observability.tracing import statement_span
 from service.reads.visibility import can_see_objective, visible_objectives
 
 
@@ -116,7 +117,8 @@ class Reads:
         holder = _statement_count.get()
         if holder is not None:
             holder.n += 1
-        return await self.raw.fetch(sql, *args, record_class=Rec)
+        with statement_span(sql):
+            return await self.raw.fetch(sql, *args, record_class=Rec)
 
     async def execute(self, stmt: Any) -> list[Rec]:
         """A statement built with SQLAlchemy (the objective filters), rendered for asyncpg
