@@ -21,7 +21,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
-from schema import nodes
+from schema import federation, nodes
 from schema.budget import budget_executor
 from schema.caching import BoundedParserCache, ResultCache, result_cache
 from schema.fastpath import planned_executor
@@ -156,7 +156,7 @@ class MaskUnexpectedErrorsAndSuggestions(MaskUnexpectedErrors):
     hide_suggestions = True
 
 
-class Schema(SharingSchema):
+class Schema(SharingSchema, federation.Subgraph):
     """Strawberry logs every error at ERROR with a traceback. Here a client's mistake
     (syntax, validation, limits, bad input, no credentials) is logged once at INFO,
     without one; a server's error is logged (with its stack) where it is masked, and an
@@ -191,6 +191,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
+    if not (settings.introspection_enabled or settings.federation):
+        extensions.append(federation.refuse_subgraph_sdl())
     extensions.append(StorableText)
     # It validates the document with every rule the others added.
     extensions.append(
@@ -210,6 +212,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             )
         )
     )
+    federation.add_keys()
     schema = Schema(
         query=Query,
         mutation=Mutation,
@@ -217,6 +220,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         types=nodes.object_types(),
         extensions=extensions,
         config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=True),
+        federation_version=federation.FEDERATION_VERSION,
         # Counts objects, time and bytes while the response is built.
         # Queries the plan covers are answered by it (schema/fastpath.py).
         execution_context_class=planned_executor(
@@ -234,4 +238,10 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
 
 
 def sdl(settings: Settings | None = None) -> str:
-    return build_schema(settings).as_str() + "\n"
+    """The client SDL (schema/schema.graphql): what codegen reads, without federation."""
+    return federation.client_sdl(build_schema(settings))
+
+
+def subgraph_sdl(settings: Settings | None = None) -> str:
+    """The subgraph SDL (schema/subgraph.graphql): what `_service { sdl }` answers."""
+    return federation.subgraph_sdl(build_schema(settings))

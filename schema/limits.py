@@ -3,7 +3,8 @@ cost in the style of GitHub's and Shopify's (returned in `extensions.cost`).
 
 Cost: every object a query can return counts 1, multiplied by the page sizes of the
 connections around it; a plain list counts as LIST_GUESS items, `nodes(ids:)` as its
-ids. Scalars are free, but for the two that read the check-in history once per object
+ids and `_entities(representations:)` (federation) as its representations. Scalars are
+free, but for the two that read the check-in history once per object
 (HISTORY_READ). Arguments are read as execution will read them: graphql-core's
 own coercion, with the variables' and the arguments' defaults. Depth, tokens and
 aliases are limited by Strawberry's own extensions beside this one.
@@ -163,7 +164,8 @@ class CostWalker:
             elif getattr(owner, "name", "").endswith("Connection"):
                 inner = multiplier  # edges, pageInfo: counted by the connection's page size
             elif is_list:
-                ids = self._args(field, node).get("ids")
+                args = self._args(field, node)
+                ids = args.get("ids", args.get("representations"))  # nodes, _entities
                 size = len(ids) if isinstance(ids, list) else LIST_GUESS
                 inner = multiplier * max(size, 1)
                 total += inner

@@ -284,14 +284,18 @@ def cmd_metric_record(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
-    from schema.api import sdl
+    from schema.api import build_schema
+    from schema.federation import client_sdl, subgraph_sdl
 
-    text = sdl(settings)
-    if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    schema = build_schema(settings)
+    if not args.output:
+        sys.stdout.write(subgraph_sdl(schema) if args.subgraph else client_sdl(schema))
+        return 0
+    # The client SDL at --output, the subgraph SDL beside it (schema/subgraph.graphql).
+    with open(args.output, "w") as f:
+        f.write(client_sdl(schema))
+    with open(os.path.join(os.path.dirname(args.output), "subgraph.graphql"), "w") as f:
+        f.write(subgraph_sdl(schema))
     return 0
 
 
@@ -411,8 +415,15 @@ def parser() -> argparse.ArgumentParser:
     record.add_argument("--idempotency-key", help="the same key again records nothing new")
     record.set_defaults(func=cmd_metric_record)
 
-    export = sub.add_parser("export-schema", help="print the GraphQL SDL")
+    export = sub.add_parser(
+        "export-schema",
+        help="print the client SDL; with -o FILE, write it there and the federation "
+        "subgraph SDL beside it (subgraph.graphql)",
+    )
     export.add_argument("--output", "-o")
+    export.add_argument(
+        "--subgraph", action="store_true", help="print the subgraph SDL (_service.sdl) instead"
+    )
     export.set_defaults(func=cmd_export_schema)
 
     bench = sub.add_parser("bench", help="benchmark data").add_subparsers(

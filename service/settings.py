@@ -88,6 +88,8 @@ class Settings(BaseSettings):
     # None: on in development, off in production.
     graphiql: bool | None = None
     introspection: bool | None = None
+    # Serve `_service { sdl }` (Apollo Federation) even where introspection is off.
+    federation: bool = False
 
     # Tokens from a company's identity provider (RS256/ES256), beside our own HS256.
     jwt_public_key: str | None = None  # a PEM key, or the path of one

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 import strawberry
 from graphql import GraphQLError
 from strawberry import ID
+from strawberry.federation.schema_directives import Shareable
 
 from schema import ids, nodes
 from schema.context import Info
@@ -56,7 +57,7 @@ class Node:
     id: ID
 
 
-@strawberry.type
+@strawberry.type(directives=[Shareable()])  # every Relay subgraph has one
 class PageInfo:
     has_next_page: bool
     has_previous_page: bool
