@@ -10,14 +10,18 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from schema.api import sdl
+from schema.api import sdl, subgraph_sdl
 from service import migrate, models
 
 SDL_FILE = Path(__file__).parent.parent / "schema" / "schema.graphql"
+SUBGRAPH_FILE = SDL_FILE.parent / "subgraph.graphql"  # the federation subgraph's SDL
 
 
 def test_exported_schema_matches_the_code():
     assert SDL_FILE.read_text() == sdl(), "run: okr export-schema -o schema/schema.graphql"
+    assert SUBGRAPH_FILE.read_text() == subgraph_sdl(), (
+        "run: okr export-schema -o schema/schema.graphql"
+    )
 
 
 async def _diff_and_tables(url: str) -> tuple[list, set[str]]:
