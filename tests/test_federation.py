@@ -451,3 +451,49 @@ def test_without_shareable_page_info_composition_fails(composer: str, tmp_path):
     assert text != SUBGRAPH_SDL.read_text()
     result = _compose(composer, tmp_path, text)
     assert result["errors"] and any("PageInfo" in e for e in result["errors"])
+
+
+def test_the_subgraphs_agree_where_they_overlap_checked_from_python():
+    """Without Node: the rules composition applies to the types both subgraphs define.
+    A type in both is an entity keyed alike in both, or @shareable in both with the same
+    fields and field types."""
+    ours, theirs = parse(SUBGRAPH_SDL.read_text()), parse(BADGES)
+
+    def objects(document: Any) -> dict[str, ObjectTypeDefinitionNode]:
+        return {
+            d.name.value: d
+            for d in document.definitions
+            if isinstance(d, ObjectTypeDefinitionNode) and d.name.value != "Query"
+        }
+
+    def fields(definition: ObjectTypeDefinitionNode) -> dict[str, str]:
+        from graphql import print_ast
+
+        return {f.name.value: print_ast(f.type) for f in definition.fields or ()}
+
+    mine, other = objects(ours), objects(theirs)
+    shared = set(mine) & set(other)
+    assert shared == {"User", "PageInfo"}
+    for name in shared:
+        a, b = _directives(mine[name]), _directives(other[name])
+        if "key" in b:
+            assert [k["fields"] for k in a["key"]] == [k["fields"] for k in b["key"]] == ["id"]
+            for field in fields(other[name]).keys() & fields(mine[name]).keys():
+                assert field == "id", f"{name}.{field} would need @shareable"
+            assert fields(mine[name])["id"] == fields(other[name])["id"] == "ID!"
+        else:
+            assert "shareable" in a and "shareable" in b
+            assert fields(mine[name]) == fields(other[name])
+
+
+async def test_entities_need_credentials_like_nodes(world: World):
+    rep = [{"__typename": "Organization", "id": world.ids["Organization"]}]
+    refused = await world.org.client.post(
+        "/graphql", json={"query": ENTITIES, "variables": {"r": rep}}
+    )
+    like = await world.org.client.post(
+        "/graphql", json={"query": NODES, "variables": {"ids": [world.ids["Organization"]]}}
+    )
+    assert refused.status_code == like.status_code == 401, refused.text
+    assert refused.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    assert not (refused.json().get("data") or {}).get("_entities")
