@@ -28,7 +28,7 @@ from schema.http import HTTPGraphQLRouter
 from schema.persisted import PersistedQueries
 from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, refusal
 from service import migrate
-from service.auth import AUTH_CONNECTIONS, Authenticator, bearer
+from service.auth import Authenticator, bearer
 from service.cors import add_cors
 from service.db import Database, count_statements
 from service.domain.errors import Rejected, Unauthenticated
@@ -154,15 +154,6 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             pool_timeout=settings.db_pool_timeout_seconds,
             statement_timeout=settings.db_statement_timeout_seconds,
         )
-        # Authentication reads through a few connections of its own (service/auth.py), so
-        # a burst of sockets is never refused because requests hold the main pool.
-        app.state.auth_db = Database(
-            database_url,
-            pool_size=AUTH_CONNECTIONS // 2,
-            connect_timeout=settings.db_connect_timeout_seconds,
-            pool_timeout=settings.db_pool_timeout_seconds,
-            statement_timeout=settings.db_statement_timeout_seconds,
-        )
         app.state.hub = EventHub(
             app.state.hub_db,
             queue_size=settings.subscriber_queue_size,
@@ -182,7 +173,6 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 reminders.cancel()
             await app.state.hub.stop()
             await app.state.hub_db.dispose()
-            await app.state.auth_db.dispose()
             await app.state.db.dispose()
 
     app = FastAPI(
@@ -194,15 +184,14 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         state = application.state
         if getattr(state, "authenticator", None) is None or state.authenticator.db is not state.db:
             old = getattr(state, "authenticator", None)
-            state.authenticator = Authenticator(settings, state.db, getattr(state, "auth_db", None))
+            state.authenticator = Authenticator(settings, state.db)
             hub = getattr(state, "hub", None)
             if old is not None and hub is not None and old.cache.notice in hub.notice_hooks:
                 hub.notice_hooks.remove(old.cache.notice)
             if hub is not None:  # the cache forgets by the replica's notifications
                 hub.notice_hooks.append(state.authenticator.cache.notice)
                 state.authenticator.cache.listening = lambda: hub.listening
-            else:
-                state.authenticator.cache.listening = lambda: False
+                state.authenticator.healthy = lambda: hub.listening
         return state.authenticator
 
     async def get_context(connection: HTTPConnection) -> Context:

@@ -10,13 +10,14 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -148,9 +149,11 @@ async def user_principal(conn: AsyncConnection, user_id: int, org_id: int) -> Pr
 # A WebSocket's connection_init may use a principal read this long ago (per process).
 CACHE_SECONDS = 1.5
 CACHE_ENTRIES = 10_000
-# Authentication reads go through a few connections of their own; callers queue for
-# them (never refused for waiting alone) and give up after this long.
-AUTH_CONNECTIONS = 4
+# At most this many authentication reads hold pooled connections at once; the others
+# queue for a turn. A turn that finds the pool starved (requests hold every connection)
+# waits again while the database is known to be healthy, up to AUTH_WAIT_SECONDS in all,
+# rather than being refused: a real outage still fails at once (1013 on a socket).
+AUTH_CONNECTIONS = 8
 AUTH_WAIT_SECONDS = 30.0
 
 
@@ -241,22 +244,24 @@ class Authenticator:
     against a public key or a JWKS document, with issuer, audience and expiry.
 
     A lookup is one statement on an autocommit connection (no BEGIN, no ROLLBACK),
-    taken from `auth_db` (a small pool of its own, when given) behind a queue, so a
-    burst of connections waits its turn instead of failing on the pool's timeout.
-    `authenticate(token, cached=True)` (a WebSocket's connection_init) may answer from
-    the PrincipalCache, and concurrent lookups of one token share one read."""
+    behind a queue of AUTH_CONNECTIONS turns, so a burst of connections waits its turn
+    instead of failing on the pool's timeout. `authenticate(token, cached=True)` (a
+    WebSocket's connection_init) may answer from the PrincipalCache, and concurrent
+    lookups of one token share one read."""
 
-    def __init__(self, settings, db, auth_db=None) -> None:
+    def __init__(self, settings, db) -> None:
         self.settings = settings
         self.db = db
-        self.auth_db = auth_db if auth_db is not None else db
-        pool = self.auth_db.engine.pool
+        pool = db.engine.pool
         capacity = pool.size() + max(0, getattr(pool, "_max_overflow", 0))
         self._slots = asyncio.Semaphore(max(1, min(AUTH_CONNECTIONS, capacity)))
-        self._engine = self.auth_db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.cache = PrincipalCache()
+        # Whether the database is known to be answering (the replica's event listener);
+        # only then is a starved pool waited for again.
+        self.healthy: Callable[[], bool] = lambda: False
         self._inflight: dict[bytes, asyncio.Future[Principal]] = {}
-        self.lookups = 0  # reads of the database, for tests and /metrics
+        self.lookups = 0  # reads of the database, for tests
         self.secret = settings.resolved_jwt_secret()
         self._jwks = (
             jwt.PyJWKClient(settings.jwks_url, cache_keys=True) if settings.jwks_url else None
@@ -265,7 +270,8 @@ class Authenticator:
 
     @asynccontextmanager
     async def _connect(self) -> AsyncIterator[AsyncConnection]:
-        """An autocommit connection of the authentication pool, waited for in turn."""
+        """An autocommit pooled connection, waited for in turn (see AUTH_CONNECTIONS)."""
+        deadline = time.monotonic() + AUTH_WAIT_SECONDS
         try:
             await asyncio.wait_for(self._slots.acquire(), AUTH_WAIT_SECONDS)
         except TimeoutError:
@@ -273,7 +279,14 @@ class Authenticator:
                 f"no database connection for authentication within {AUTH_WAIT_SECONDS:.0f} s"
             ) from None
         try:
-            async with self._engine.connect() as conn:
+            async with AsyncExitStack() as stack:
+                while True:
+                    try:
+                        conn = await stack.enter_async_context(self._engine.connect())
+                        break
+                    except sa_exc.TimeoutError:  # the pool is starved, not the database
+                        if not self.healthy() or time.monotonic() >= deadline:
+                            raise
                 self.lookups += 1
                 yield conn
         finally:

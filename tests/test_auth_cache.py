@@ -9,6 +9,7 @@ import asyncio
 import time
 
 import pytest
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 
 from service.auth import Authenticator, PrincipalCache, token_digest
@@ -104,9 +105,10 @@ async def member(db: Database) -> tuple[int, int, str]:
     return created.id, admin.id, issue_token(JWT_SECRET, admin.id, created.id)
 
 
-def authenticator(db: Database, auth_db: Database | None = None) -> Authenticator:
-    auth = Authenticator(Settings(jwt_secret=JWT_SECRET, database_url=None), db, auth_db)
+def authenticator(db: Database) -> Authenticator:
+    auth = Authenticator(Settings(jwt_secret=JWT_SECRET, database_url=None), db)
     auth.cache.listening = lambda: True
+    auth.healthy = lambda: True
     return auth
 
 
@@ -179,7 +181,9 @@ async def test_many_waiting_for_a_small_pool_are_queued_not_refused(
     database_url: str, db: Database, member
 ):
     """200 distinct lookups at once through two connections whose pool gives up after
-    50 ms: every one waits its turn and succeeds."""
+    50 ms, while requests hold both connections for 0.3 s: every lookup waits its turn
+    and succeeds. Without a healthy database the same starvation is refused (1013 on a
+    socket, 503 over HTTP)."""
     org_id, _admin, _token = member
     keys = []
     for i in range(20):
@@ -189,9 +193,24 @@ async def test_many_waiting_for_a_small_pool_are_queued_not_refused(
         keys.append(key)
     small = Database(database_url, pool_size=1, pool_timeout=0.05)
     try:
-        auth = authenticator(db, small)
+        auth = authenticator(small)
+
+        async def hold() -> None:
+            async with small.connect() as conn:
+                await conn.execute(text("SELECT pg_sleep(0.3)"))
+
+        holders = [asyncio.create_task(hold()) for _ in range(2)]
+        await asyncio.sleep(0.05)
         found = await asyncio.gather(*(auth.authenticate(keys[i % 20]) for i in range(200)))
+        await asyncio.gather(*holders)
         assert len(found) == 200 and {p.organization_id for p in found} == {org_id}
         assert auth.lookups == 200
+
+        auth.healthy = lambda: False
+        holders = [asyncio.create_task(hold()) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(sa_exc.TimeoutError):
+            await auth.authenticate(keys[0])
+        await asyncio.gather(*holders)
     finally:
         await small.dispose()
