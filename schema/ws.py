@@ -3,10 +3,13 @@
 A socket authenticates once, on `connection_init`, but a credential can be taken away
 while the socket stays open. So, under both subprotocols:
 
-- every operation (`subscribe` in graphql-transport-ws, `start` in graphql-ws) is
-  authenticated again with the socket's token; a revoked, expired or deactivated
-  credential gets an error for that operation, which does not run, and a principal
-  that changed (teams added) is used from then on;
+- connection_init may be answered from a principal read a moment ago on this process
+  (service/auth.py's PrincipalCache: 1.5 s at most, dropped by any event of the
+  organization), and the first operation within FRESH_SECONDS of it uses that
+  authentication; every other operation (`subscribe` in graphql-transport-ws, `start`
+  in graphql-ws) is authenticated again from the database with the socket's token; a
+  revoked, expired or deactivated credential gets an error for that operation, which
+  does not run, and a principal that changed (teams added) is used from then on;
 - the socket is closed with 4403 and a reason when its JWT expires (a timer set by its
   `exp`), and when its API key is revoked, its user deactivated or removed from a team.
   Those changes are events of the outbox; every replica's EventHub reads them (a
@@ -54,6 +57,9 @@ INIT_TIMEOUT = 4408
 TOO_MANY_INITS = 4429
 TRY_AGAIN_LATER = 1013
 TOO_BIG = 1009
+# The first operation within this long of connection_init uses its authentication;
+# every later one is authenticated again, from the database.
+FRESH_SECONDS = 1.0
 
 Refusal = dict[str, Any]  # a GraphQL error: {"message": ..., "extensions": {"code": ...}}
 
@@ -63,9 +69,12 @@ class SocketView(Protocol):
 
     max_message_bytes: int
 
-    async def authenticate_token(self, context: Context, token: str) -> Principal:
+    async def authenticate_token(
+        self, context: Context, token: str, *, cached: bool = False
+    ) -> Principal:
         """The principal of `token`; raises Unauthenticated, or ConnectionRejectionError
-        with an error payload of its own (the database is out, say)."""
+        with an error payload of its own (the database is out, say). `cached`: a
+        principal read a moment ago will do (service/auth.py's PrincipalCache)."""
         ...
 
 
@@ -130,10 +139,11 @@ class Guard:
         self.task: asyncio.Task | None = None
         self.ended = asyncio.Event()
         self.reason = ""
+        self.admitted_at: float | None = None  # when connection_init was authenticated
 
-    async def _authenticate(self, token: str) -> Principal | Refusal:
+    async def _authenticate(self, token: str, cached: bool = False) -> Principal | Refusal:
         try:
-            return await self.view.authenticate_token(self.context, token)
+            return await self.view.authenticate_token(self.context, token, cached=cached)
         except Unauthenticated as exc:
             return refusal(str(exc))
         except ConnectionRejectionError as exc:
@@ -145,10 +155,11 @@ class Guard:
             token = token_of(params, self.context.request.headers)
         except Unauthenticated as exc:
             return refusal(str(exc))
-        principal = await self._authenticate(token)
+        principal = await self._authenticate(token, cached=True)
         if not isinstance(principal, Principal):
             return principal
         self.token, self.principal = token, principal
+        self.admitted_at = time.monotonic()
         self.context.authenticate_as(principal)
         return None
 
@@ -187,6 +198,14 @@ class Guard:
             return refusal(self.reason)
         if self.token is None:
             return refusal("authentication required")
+        admitted, self.admitted_at = self.admitted_at, None
+        if admitted is not None and time.monotonic() - admitted <= FRESH_SECONDS:
+            # The first operation right after connection_init: that authentication
+            # stands (the watcher, started from its event position, and the expiry
+            # timer cover what changed since).
+            p = self.principal
+            if p is not None and (p.expires_at is None or p.expires_at > time.time()):
+                return None
         principal = await self._authenticate(self.token)
         if not isinstance(principal, Principal):
             return principal

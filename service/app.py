@@ -183,7 +183,15 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     def authenticator(application) -> Authenticator:
         state = application.state
         if getattr(state, "authenticator", None) is None or state.authenticator.db is not state.db:
+            old = getattr(state, "authenticator", None)
             state.authenticator = Authenticator(settings, state.db)
+            hub = getattr(state, "hub", None)
+            if old is not None and hub is not None and old.cache.notice in hub.notice_hooks:
+                hub.notice_hooks.remove(old.cache.notice)
+            if hub is not None:  # the cache forgets by the replica's notifications
+                hub.notice_hooks.append(state.authenticator.cache.notice)
+                state.authenticator.cache.listening = lambda: hub.listening
+                state.authenticator.healthy = lambda: hub.listening
         return state.authenticator
 
     async def get_context(connection: HTTPConnection) -> Context:
@@ -237,9 +245,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
                 response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
             return response
 
-        async def authenticate_token(self, context: Context, token: str) -> Principal:
+        async def authenticate_token(
+            self, context: Context, token: str, *, cached: bool = False
+        ) -> Principal:
             try:
-                return await authenticator(context.request.app).authenticate(token)
+                return await authenticator(context.request.app).authenticate(token, cached=cached)
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise

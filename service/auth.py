@@ -7,16 +7,24 @@ status bounds and cadence), loaded with one statement per request.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import jwt
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.domain.credentials import API_KEY_PREFIX, hash_api_key
 from service.domain.errors import Unauthenticated
 from service.domain.principal import Principal
+from service.outage import DatabaseUnavailable
 from service.usecases.organizations import create_user_from_identity
 
 
@@ -97,7 +105,7 @@ async def authenticate(conn: AsyncConnection, token: str, secret: str) -> Princi
         row = (await conn.execute(_API_KEY, {"hash": hash_api_key(token)})).one_or_none()
         if row is None:
             raise Unauthenticated("unknown or revoked API key")
-        if row.stale:
+        if row.stale:  # at most once a minute per key
             await conn.execute(_KEY_USED, {"id": row.id})
             await conn.commit()
         return Principal(
@@ -138,21 +146,191 @@ async def user_principal(conn: AsyncConnection, user_id: int, org_id: int) -> Pr
     )
 
 
+# A WebSocket's connection_init may use a principal read this long ago (per process).
+CACHE_SECONDS = 1.5
+CACHE_ENTRIES = 10_000
+# At most this many authentication reads hold pooled connections at once; the others
+# queue for a turn. A turn that finds the pool starved (requests hold every connection)
+# waits again while the database is known to be healthy, up to AUTH_WAIT_SECONDS in all,
+# rather than being refused: a real outage still fails at once (1013 on a socket).
+AUTH_CONNECTIONS = 8
+AUTH_WAIT_SECONDS = 30.0
+
+
+def token_digest(token: str) -> bytes:
+    """What the cache is keyed by: never the token itself."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass(slots=True)
+class _Entry:
+    principal: Principal
+    at: float  # time.monotonic() when it was read
+
+
+class PrincipalCache:
+    """The principals of recently seen credentials, for a short time, bounded (LRU).
+
+    An entry is dropped when it is older than `ttl`, when its token expires, and as soon
+    as this process hears of any committed event of its organization after the one the
+    principal was read at (`notice`, called by the EventHub for every NOTIFY, before it
+    reads the rows): revoked keys, deactivated users and removed memberships are such
+    events. While the hub has no listener (`listening` false) nothing is cached or used,
+    since a notification could be missed."""
+
+    def __init__(self, ttl: float = CACHE_SECONDS, size: int = CACHE_ENTRIES) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        self.by_org: dict[int, set[bytes]] = {}
+        self.seen: dict[int, int] = {}  # the latest event sequence heard of, per organization
+        self.listening: Any = lambda: True
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, digest: bytes) -> Principal | None:
+        entry = self.entries.get(digest)
+        if entry is None:
+            return None
+        p = entry.principal
+        if (
+            time.monotonic() - entry.at > self.ttl
+            or (p.expires_at is not None and p.expires_at <= time.time())
+            or not self.listening()
+        ):
+            self._drop(digest)
+            return None
+        self.entries.move_to_end(digest)
+        return p
+
+    def put(self, digest: bytes, principal: Principal, read_at: float) -> None:
+        org = principal.organization_id
+        if not self.listening() or principal.event_seq < self.seen.get(org, 0):
+            return  # read before an event this process has heard of: not kept
+        self._drop(digest)
+        self.entries[digest] = _Entry(principal, read_at)
+        self.by_org.setdefault(org, set()).add(digest)
+        while len(self.entries) > self.size:
+            self._drop(next(iter(self.entries)))
+
+    def notice(self, org: int | None, seq: int) -> None:
+        """An event `seq` of organization `org` was committed (None: notifications may
+        have been missed, so forget everything)."""
+        if org is None:
+            self.entries.clear()
+            self.by_org.clear()
+            self.seen.clear()
+            return
+        if seq > self.seen.get(org, 0):
+            self.seen[org] = seq
+        for digest in list(self.by_org.get(org, ())):
+            entry = self.entries.get(digest)
+            if entry is None or entry.principal.event_seq < seq:
+                self._drop(digest)
+
+    def _drop(self, digest: bytes) -> None:
+        entry = self.entries.pop(digest, None)
+        if entry is not None:
+            digests = self.by_org.get(entry.principal.organization_id)
+            if digests is not None:
+                digests.discard(digest)
+                if not digests:
+                    self.by_org.pop(entry.principal.organization_id, None)
+
+
 class Authenticator:
     """Every kind of bearer token the service takes: API keys, its own HS256 JWTs, and
     (when configured) RS256/ES256 JWTs of the company's identity provider, verified
-    against a public key or a JWKS document, with issuer, audience and expiry."""
+    against a public key or a JWKS document, with issuer, audience and expiry.
+
+    A lookup is one statement on an autocommit connection (no BEGIN, no ROLLBACK),
+    behind a queue of AUTH_CONNECTIONS turns, so a burst of connections waits its turn
+    instead of failing on the pool's timeout. `authenticate(token, cached=True)` (a
+    WebSocket's connection_init) may answer from the PrincipalCache, and concurrent
+    lookups of one token share one read."""
 
     def __init__(self, settings, db) -> None:
         self.settings = settings
         self.db = db
+        pool = db.engine.pool
+        capacity = pool.size() + max(0, getattr(pool, "_max_overflow", 0))
+        self._slots = asyncio.Semaphore(max(1, min(AUTH_CONNECTIONS, capacity)))
+        self._engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.cache = PrincipalCache()
+        # Whether the database is known to be answering (the replica's event listener);
+        # only then is a starved pool waited for again.
+        self.healthy: Callable[[], bool] = lambda: False
+        self._inflight: dict[bytes, asyncio.Future[Principal]] = {}
+        self.lookups = 0  # reads of the database, for tests
         self.secret = settings.resolved_jwt_secret()
         self._jwks = (
             jwt.PyJWKClient(settings.jwks_url, cache_keys=True) if settings.jwks_url else None
         )
         self._public_key = _load_key(settings.jwt_public_key) if settings.jwt_public_key else None
 
-    async def authenticate(self, token: str) -> Principal:
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[AsyncConnection]:
+        """An autocommit pooled connection, waited for in turn (see AUTH_CONNECTIONS)."""
+        deadline = time.monotonic() + AUTH_WAIT_SECONDS
+        try:
+            await asyncio.wait_for(self._slots.acquire(), AUTH_WAIT_SECONDS)
+        except TimeoutError:
+            raise DatabaseUnavailable(
+                f"no database connection for authentication within {AUTH_WAIT_SECONDS:.0f} s"
+            ) from None
+        try:
+            async with AsyncExitStack() as stack:
+                while True:
+                    try:
+                        conn = await stack.enter_async_context(self._engine.connect())
+                        break
+                    except sa_exc.TimeoutError:  # the pool is starved, not the database
+                        if not self.healthy() or time.monotonic() >= deadline:
+                            raise
+                self.lookups += 1
+                yield conn
+        finally:
+            self._slots.release()
+
+    async def authenticate(self, token: str, *, cached: bool = False) -> Principal:
+        if not cached:
+            return await self._authenticate(token)
+        digest = token_digest(token)
+        principal = self.cache.get(digest)
+        if principal is not None:
+            self.cache.hits += 1
+            return principal
+        waiting = self._inflight.get(digest)
+        if waiting is not None:
+            self.cache.hits += 1
+            try:
+                return await asyncio.shield(waiting)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not waiting.cancelled() or (task is not None and task.cancelling()):
+                    raise
+                return await self._authenticate(token)  # the first caller went away
+        self.cache.misses += 1
+        future: asyncio.Future[Principal] = asyncio.get_running_loop().create_future()
+        self._inflight[digest] = future
+        read_at = time.monotonic()
+        try:
+            principal = await self._authenticate(token)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no warning when nobody else waited
+            raise
+        else:
+            future.set_result(principal)
+            self.cache.put(digest, principal, read_at)
+            return principal
+        finally:
+            self._inflight.pop(digest, None)
+
+    async def _authenticate(self, token: str) -> Principal:
         alg = None
         if not token.startswith(API_KEY_PREFIX):
             try:
@@ -160,7 +338,7 @@ class Authenticator:
             except jwt.PyJWTError as exc:
                 raise Unauthenticated(f"invalid token: {exc}") from None
         if alg in (None, "HS256") or not self.settings.external_tokens:
-            async with self.db.connect() as conn:
+            async with self._connect() as conn:
                 return await authenticate(conn, token, self.secret)
         if alg not in self.settings.jwt_algorithms:
             raise Unauthenticated(f"tokens signed with {alg} are not accepted")
@@ -192,7 +370,7 @@ class Authenticator:
         if not slug or not email:
             raise Unauthenticated("the token names no organization or no email")
         email = str(email).strip().lower()
-        async with self.db.connect() as conn:
+        async with self._connect() as conn:
             found = (await conn.execute(_BY_EMAIL, {"slug": slug, "email": email})).one_or_none()
             if found is not None and found.user_id is not None:
                 principal = await user_principal(conn, found.user_id, found.org_id)
@@ -207,7 +385,7 @@ class Authenticator:
                 session, found.org_id, email, str(claims.get("name") or email.split("@")[0])
             )
         )
-        async with self.db.connect() as conn:
+        async with self._connect() as conn:
             principal = await user_principal(conn, user.id, found.org_id)
         return replace(principal, expires_at=_expiry(claims))
 

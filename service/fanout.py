@@ -178,6 +178,22 @@ class EventHub:
         self._stopping = False
         self.reconnects = 0
         self.deliveries = 0  # events handed to subscribers' queues
+        # Called with (organization, sequence) for every notification, at once and before
+        # any row is read, and with (None, 0) when notifications may have been missed
+        # (a new listener connection): the authentication cache forgets by them.
+        self.notice_hooks: list[Callable[[int | None, int], None]] = []
+
+    @property
+    def listening(self) -> bool:
+        """Whether notifications reach this replica right now."""
+        return self.listener is not None and not self.listener.is_closed()
+
+    def _tell(self, org: int | None, seq: int) -> None:
+        for hook in self.notice_hooks:
+            try:
+                hook(org, seq)
+            except Exception:
+                log.exception("a notification hook failed")
 
     # --- lifecycle --------------------------------------------------------------
 
@@ -204,10 +220,12 @@ class EventHub:
         conn = await asyncpg.connect(**listener_params(self.db.url), timeout=10)
         conn.add_termination_listener(self._on_lost)
         await conn.add_listener(CHANNEL, self._on_notify)
+        self._tell(None, 0)
         self.listener = conn
         log.info("listening for events on %r", CHANNEL)
 
     def _on_lost(self, _conn: asyncpg.Connection) -> None:
+        self._tell(None, 0)
         if self._stopping:
             return
         log.warning("event listener connection lost")
@@ -268,6 +286,7 @@ class EventHub:
         except ValueError:
             log.warning("ignoring malformed notification %r", payload)
             return
+        self._tell(org, seq)
         if self.subscribers.get(org) and seq > self.last_seen.get(org, 0):
             self._schedule(org)
 
