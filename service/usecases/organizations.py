@@ -11,13 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import events
 from service.access import require_admin
 from service.domain.credentials import new_api_key
+from service.domain.enums import Role
 from service.domain.errors import ErrorCode, Rejected, forbidden, invalid, not_found
 from service.domain.principal import Principal
 from service.models import ApiKey, Organization, Team, TeamMembership, User
-from service.usecases import common
+from service.usecases import commands, common
 from service.usecases.common import EMAIL, MAX_NAME, required_text
 
-ROLES = ("ADMIN", "MEMBER", "VIEWER")
+GRANTABLE = (Role.ADMIN, Role.MEMBER, Role.VIEWER)  # a SERVICE is an API key, not a user
 
 
 def slugify(name: str) -> str:
@@ -61,35 +62,35 @@ async def create_organization(
     return org, admin
 
 
-async def create_user(
-    session: AsyncSession, p: Principal, name: str, email: str, role: str
-) -> User:
+async def create_user(session: AsyncSession, p: Principal, cmd: commands.CreateUser) -> User:
     require_admin(p)
-    name = required_text(name, "name", MAX_NAME)
-    email = _email(email)
-    if role not in ROLES:
-        raise invalid(f"role must be one of {', '.join(ROLES)}", "role")
+    name = required_text(cmd.name, "name", MAX_NAME)
+    email = _email(cmd.email)
+    role = cmd.role
+    if role not in GRANTABLE:
+        raise invalid(f"role must be one of {', '.join(GRANTABLE)}", "role")
     taken = await session.scalar(
         select(User.id).where(User.organization_id == p.organization_id, User.email == email)
     )
     if taken:
         raise Rejected(ErrorCode.CONFLICT, f"{email} is already a user here", ["email"])
-    row = User(organization_id=p.organization_id, name=name, email=email, role=role)
+    row = User(organization_id=p.organization_id, name=name, email=email, role=str(role))
     session.add(row)
     try:
         async with session.begin_nested():
             await session.flush()
     except IntegrityError:
         raise Rejected(ErrorCode.CONFLICT, f"{email} is already a user here", ["email"]) from None
-    await events.record(session, p, p.organization_id, events.user_created(row.id, email, role))
+    await events.record(
+        session, p, p.organization_id, events.user_created(row.id, email, str(role))
+    )
     return row
 
 
-async def create_team(
-    session: AsyncSession, p: Principal, name: str, parent_id: int | None
-) -> Team:
+async def create_team(session: AsyncSession, p: Principal, cmd: commands.CreateTeam) -> Team:
     require_admin(p)
-    name = required_text(name, "name", MAX_NAME)
+    name = required_text(cmd.name, "name", MAX_NAME)
+    parent_id = cmd.parent_id
     if parent_id is not None:
         await common.team(session, p, parent_id, "parentId")
     row = Team(organization_id=p.organization_id, name=name, parent_id=parent_id)
@@ -99,8 +100,9 @@ async def create_team(
     return row
 
 
-async def add_team_member(session: AsyncSession, p: Principal, team_id: int, user_id: int) -> Team:
+async def add_team_member(session: AsyncSession, p: Principal, cmd: commands.TeamMember) -> Team:
     require_admin(p)
+    team_id, user_id = cmd.team_id, cmd.user_id
     team = await common.team(session, p, team_id)
     await common.user(session, p, user_id)
     existing = await session.get(TeamMembership, (team_id, user_id))
@@ -112,12 +114,11 @@ async def add_team_member(session: AsyncSession, p: Principal, team_id: int, use
     return team
 
 
-async def remove_team_member(
-    session: AsyncSession, p: Principal, team_id: int, user_id: int
-) -> Team:
+async def remove_team_member(session: AsyncSession, p: Principal, cmd: commands.TeamMember) -> Team:
     """The user no longer sees the team's TEAM objectives; their open WebSockets are
     closed (the event tells every replica)."""
     require_admin(p)
+    team_id, user_id = cmd.team_id, cmd.user_id
     team = await common.team(session, p, team_id)
     await common.user(session, p, user_id)
     removed = await session.scalar(
@@ -131,11 +132,13 @@ async def remove_team_member(
     return team
 
 
-async def deactivate_user(session: AsyncSession, p: Principal, user_id: int) -> User:
+async def deactivate_user(
+    session: AsyncSession, p: Principal, cmd: commands.DeactivateUser
+) -> User:
     """Take access away from a person: their tokens stop working at once, over HTTP and
     on open WebSockets (the event tells every replica). Their history stays."""
     require_admin(p)
-    target = await common.user(session, p, user_id)
+    target = await common.user(session, p, cmd.user_id)
     if target.id == p.user_id:
         raise forbidden("an admin may not deactivate themselves", "userId")
     # The organization's admins, locked: two admins deactivating each other at once

@@ -13,19 +13,20 @@ from service.domain.enums import KeyResultType
 from service.domain.errors import ErrorCode, Rejected, forbidden, invalid
 from service.domain.principal import Principal
 from service.models import KeyResult, Objective, Organization, Team
-from service.usecases import common
+from service.usecases import commands, common
 
 
 async def carry_over_objective(
-    session: AsyncSession,
-    p: Principal,
-    objective_id: int,
-    to_cycle_id: int,
-    key_result_ids: list[int],
+    session: AsyncSession, p: Principal, cmd: commands.CarryOver
 ) -> tuple[Objective, list[KeyResult]]:
     """Copy an objective and the chosen key results into a later cycle: each key result
     starts from its last current value, with no check-ins; alignment is kept where the
     parent (or a child) was carried over too."""
+    objective_id, to_cycle_id, key_result_ids = (
+        cmd.objective_id,
+        cmd.to_cycle_id,
+        cmd.key_result_ids,
+    )
     source, source_cycle = await common.objective(session, p, objective_id)
     require_edit_objective(p, source.visibility, source.team_id, source.owner_id)
     target = await common.cycle(session, p, to_cycle_id, "toCycleId")
@@ -146,9 +147,11 @@ async def carry_over_objective(
 
 
 async def set_check_in_cadence(
-    session: AsyncSession, p: Principal, team_id: int | None, days: int | None
-) -> None:
-    """The organization's cadence (team None), or a team's override (days None clears)."""
+    session: AsyncSession, p: Principal, cmd: commands.SetCheckInCadence
+) -> commands.SetCheckInCadence:
+    """The organization's cadence (team None), or a team's override (days None clears);
+    returns the cadence as set."""
+    team_id, days = cmd.team_id, cmd.days
     require_admin(p)
     if days is not None and not 1 <= days <= 366:
         raise invalid("days must lie between 1 and 366", "days")
@@ -167,3 +170,4 @@ async def set_check_in_cadence(
         )
     changed = events.check_in_cadence_changed(p.organization_id, team_id, days)
     await events.record(session, p, p.organization_id, changed)
+    return cmd
