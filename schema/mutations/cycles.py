@@ -9,7 +9,6 @@ import strawberry
 from strawberry import ID
 
 from schema.context import Info
-from schema.enums import CycleStatus
 from schema.mutations.common import Payload, mutate, required_gid
 from schema.types.cycle import Cycle
 from service.domain import enums
@@ -29,7 +28,7 @@ class CreateCycleInput:
 @strawberry.input
 class SetCycleStatusInput:
     cycle_id: ID
-    status: CycleStatus
+    status: enums.CycleStatus
 
     def command(self) -> commands.SetCycleStatus:
         return commands.SetCycleStatus(

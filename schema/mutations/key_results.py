@@ -9,7 +9,7 @@ import strawberry
 from strawberry import ID, UNSET
 
 from schema.context import Info
-from schema.enums import KeyResultType, Measure
+from schema.enums import Measure
 from schema.mutations.common import (
     Payload,
     gid,
@@ -33,7 +33,7 @@ def _kr_id(value: ID) -> int:
 class CreateKeyResultInput:
     objective_id: ID
     title: str
-    type: KeyResultType
+    type: enums.KeyResultType
     measure: Measure = Measure.NUMBER
     unit: str | None = None
     start_value: float | None = strawberry.field(

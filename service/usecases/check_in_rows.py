@@ -34,7 +34,7 @@ def same_as_before(earlier: Any, value: float, measured_at: datetime | None) -> 
         same_instant = abs(earlier.measured_at - earlier.created_at) <= CLOCK_SKEW
     else:
         same_instant = earlier.measured_at == measured_at
-    return earlier.value == value and same_instant
+    return bool(earlier.value == value and same_instant)
 
 
 def replay(earlier: CheckIn, value: float, measured_at: datetime | None) -> None:
@@ -72,7 +72,7 @@ def construct(model: type[M], values: dict[str, Any]) -> M:
     per-attribute validation and instrumentation events of `model(**values)` (0.4 ms a
     row, most of a check-in's own CPU time otherwise). Nothing is added to a session."""
     configure_mappers()  # at once when nothing is new; the attributes need their mappers
-    row = model.__new__(model)
+    row: M = model.__new__(model)
     model._sa_class_manager._new_state_if_none(row)  # type: ignore[attr-defined]
     row.__dict__.update(values)
     object.__setattr__(row, "__pydantic_fields_set__", set(values))

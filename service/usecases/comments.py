@@ -31,8 +31,10 @@ async def add_comment(session: AsyncSession, p: Principal, cmd: commands.AddComm
     )
     session.add(row)
     await session.flush()
-    scope = events.Scope.of_objective(objective.id, objective.team_id, objective.cycle_id)
+    scope = events.Scope.of_objective(
+        common.id_of(objective), objective.team_id, objective.cycle_id
+    )
     await events.record(
-        session, p, p.organization_id, events.comment_added(row.id, key_result_id, scope)
+        session, p, p.organization_id, events.comment_added(common.id_of(row), key_result_id, scope)
     )
     return row

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import events
 from service.access import require_admin
@@ -35,7 +36,9 @@ async def create_cycle(session: AsyncSession, p: Principal, cmd: commands.Create
     row = Cycle(organization_id=p.organization_id, name=name, starts_on=starts_on, ends_on=ends_on)
     session.add(row)
     await session.flush()
-    await events.record(session, p, p.organization_id, events.cycle_created(row.id, name))
+    await events.record(
+        session, p, p.organization_id, events.cycle_created(common.id_of(row), name)
+    )
     return row
 
 
@@ -64,15 +67,16 @@ async def set_cycle_status(
         ids = (
             (
                 await session.execute(
-                    select(Objective.id).where(
-                        Objective.cycle_id == row.id, Objective.organization_id == p.organization_id
+                    select(col(Objective.id)).where(
+                        col(Objective.cycle_id) == row.id,
+                        col(Objective.organization_id) == p.organization_id,
                     )
                 )
             )
             .scalars()
             .all()
         )
-        rolled = (await common.roll_up(session, p, list(ids))).scope()
-    changed = events.cycle_status_changed(row.id, str(current), str(new), rolled)
+        rolled = (await common.roll_up(session, p, [i for i in ids if i is not None])).scope()
+    changed = events.cycle_status_changed(common.id_of(row), str(current), str(new), rolled)
     await events.record(session, p, p.organization_id, changed)
     return row

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import events, rollup
 from service.access import require_check_in, require_edit_objective
@@ -113,7 +114,7 @@ async def create_key_result(
     await session.flush()
     rolled = await common.roll_up(session, p, [objective_id])
     changes = [_change(row, row.progress, cycle, p), *rolled.changes]
-    created = events.key_result_created(row.id, title, changes, rolled.scope())
+    created = events.key_result_created(common.id_of(row), title, changes, rolled.scope())
     await events.record(session, p, p.organization_id, created)
     return row
 
@@ -167,7 +168,7 @@ async def update_key_result(
     await session.flush()
     rolled = await common.roll_up(session, p, [kr.objective_id])
     changed = [_change(kr, previous, cycle, p), *rolled.changes]
-    updated = events.key_result_updated(kr.id, before, clean, changed, rolled.scope())
+    updated = events.key_result_updated(common.id_of(kr), before, clean, changed, rolled.scope())
     await events.record(session, p, p.organization_id, updated)
     return kr
 
@@ -342,11 +343,19 @@ async def check_in(
         thresholds=p.thresholds,
         now=now,
         fresh_parts={
-            ("KeyResult", kr.id): (kr.progress, kr.last_check_in_id is not None, kr.score)
+            ("KeyResult", common.id_of(kr)): (
+                kr.progress,
+                kr.last_check_in_id is not None,
+                kr.score,
+            )
         },
     )
     checked = events.checked_in(
-        kr.id, row.id, value, [_change(kr, previous, cycle, p), *rolled.changes], rolled.scope()
+        common.id_of(kr),
+        common.id_of(row),
+        value,
+        [_change(kr, previous, cycle, p), *rolled.changes],
+        rolled.scope(),
     )
     written = (
         await session.execute(
@@ -379,7 +388,7 @@ async def check_in(
         )
     ).one_or_none()
     if written is None:
-        earlier_row = await _earlier(session, p, kr.id, caller, idempotency_key)
+        earlier_row = await _earlier(session, p, common.id_of(kr), caller, idempotency_key)
         if earlier_row is None:
             raise AssertionError("a check-in conflicted with none")
         replay(earlier_row, value, measured_at)
@@ -395,10 +404,10 @@ async def _earlier(
         await session.execute(
             select(CheckIn)
             .where(
-                CheckIn.key_result_id == key_result_id,
-                CheckIn.caller == caller,
-                CheckIn.idempotency_key == key,
-                CheckIn.organization_id == p.organization_id,
+                col(CheckIn.key_result_id) == key_result_id,
+                col(CheckIn.caller) == caller,
+                col(CheckIn.idempotency_key) == key,
+                col(CheckIn.organization_id) == p.organization_id,
             )
             .execution_options(populate_existing=True)
         )
@@ -423,6 +432,8 @@ async def score_key_result(
     kr.updated_at = common.now()
     await session.flush()
     rolled = await common.roll_up(session, p, [kr.objective_id])
-    scored = events.key_result_scored(kr.id, before, value, kr.score_reason, rolled.scope())
+    scored = events.key_result_scored(
+        common.id_of(kr), before, value, kr.score_reason, rolled.scope()
+    )
     await events.record(session, p, p.organization_id, scored)
     return kr

@@ -8,6 +8,7 @@ import re
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import events
 from service.access import require_admin, require_edit_objective
@@ -66,7 +67,7 @@ async def create_metric(session: AsyncSession, p: Principal, cmd: commands.Creat
     if row is None:
         raise Rejected(ErrorCode.CONFLICT, f"a metric with the key {key!r} exists already", ["key"])
     await events.record(
-        session, p, p.organization_id, events.metric_created(row.id, key, name, unit)
+        session, p, p.organization_id, events.metric_created(common.id_of(row), key, name, unit)
     )
     return row
 
@@ -80,7 +81,9 @@ async def metric(session: AsyncSession, p: Principal, metric_id: int, field: str
 
 async def metric_by_key(session: AsyncSession, p: Principal, key: str) -> Metric:
     row = await session.scalar(
-        select(Metric).where(Metric.organization_id == p.organization_id, Metric.key == key)
+        select(Metric).where(
+            col(Metric.organization_id) == p.organization_id, col(Metric.key) == key
+        )
     )
     if row is None:
         raise not_found(f"metric {key!r}", "key")
@@ -105,7 +108,9 @@ async def bind_key_result(
     kr.version += 1
     kr.updated_at = common.now()
     await session.flush()
-    scope = events.Scope.of_objective(objective.id, objective.team_id, cycle.id)
-    bound = events.key_result_bound(kr.id, before, metric_id, scope)
+    scope = events.Scope.of_objective(
+        common.id_of(objective), objective.team_id, common.id_of(cycle)
+    )
+    bound = events.key_result_bound(common.id_of(kr), before, metric_id, scope)
     await events.record(session, p, p.organization_id, bound)
     return kr

@@ -266,7 +266,7 @@ async def _check_ins(
     now: datetime,
     fresh: list[Item],
     rows: list[Any],
-) -> tuple[list[Any], list[tuple[int, dict[str, Any], int]]]:
+) -> tuple[list[Any], list[events.Event]]:
     """The new measurements as check-ins on their metrics' bound key results; each chain
     rolls up once. Returns the check-ins and, per affected key result, its one CHECK_IN
     event (key result, payload, its last check-in of the batch) for the caller to write."""

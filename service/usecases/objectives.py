@@ -80,8 +80,8 @@ async def create_objective(
     )
     session.add(row)
     await session.flush()
-    rolled = await common.roll_up(session, p, [row.id])
-    created = events.objective_created(row.id, title, rolled.changes, rolled.scope())
+    rolled = await common.roll_up(session, p, [common.id_of(row)])
+    created = events.objective_created(common.id_of(row), title, rolled.changes, rolled.scope())
     await events.record(session, p, p.organization_id, created)
     return row
 
@@ -137,11 +137,16 @@ async def update_objective(
     row.updated_at = common.now()
     await session.flush()
     updated = events.objective_updated(
-        row.id, before, clean, events.Scope.of_objective(row.id, row.team_id, row.cycle_id)
+        common.id_of(row),
+        before,
+        clean,
+        events.Scope.of_objective(common.id_of(row), row.team_id, row.cycle_id),
     )
     if "weight" in clean and row.parent_id is not None:
         rolled = await common.roll_up(session, p, [row.parent_id])
-        updated = events.objective_updated(row.id, before, clean, rolled.scope(), rolled.changes)
+        updated = events.objective_updated(
+            common.id_of(row), before, clean, rolled.scope(), rolled.changes
+        )
     await events.record(session, p, p.organization_id, updated)
     return row
 
@@ -173,7 +178,7 @@ async def align_objective(
     await session.flush()
     rolled = await common.roll_up(session, p, [i for i in (old_parent, parent_id, row.id) if i])
     aligned = events.objective_aligned(
-        row.id, old_parent, parent_id, rolled.changes, rolled.scope()
+        common.id_of(row), old_parent, parent_id, rolled.changes, rolled.scope()
     )
     await events.record(session, p, p.organization_id, aligned)
     return row
@@ -189,8 +194,8 @@ async def archive_objective(
     row.version += 1
     row.updated_at = row.archived_at
     await session.flush()
-    rolled = await common.roll_up(session, p, [row.id])
-    archived = events.objective_archived(row.id, rolled.changes, rolled.scope())
+    rolled = await common.roll_up(session, p, [common.id_of(row)])
+    archived = events.objective_archived(common.id_of(row), rolled.changes, rolled.scope())
     await events.record(session, p, p.organization_id, archived)
     return row
 
@@ -213,8 +218,8 @@ async def reflect_on_objective(
         setattr(row, key, value)
     row.updated_at = common.now()
     await session.flush()
-    scope = events.Scope.of_objective(row.id, row.team_id, row.cycle_id)
+    scope = events.Scope.of_objective(common.id_of(row), row.team_id, row.cycle_id)
     await events.record(
-        session, p, p.organization_id, events.objective_reflected(row.id, clean, scope)
+        session, p, p.organization_id, events.objective_reflected(common.id_of(row), clean, scope)
     )
     return row

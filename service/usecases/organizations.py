@@ -7,6 +7,7 @@ import re
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import events
 from service.access import require_admin
@@ -42,14 +43,16 @@ async def create_organization(
     name = required_text(name, "name", MAX_NAME)
     slug = slugify(slug or name)
     email = _email(admin_email)
-    exists = await session.scalar(select(Organization.id).where(Organization.slug == slug))
+    exists = await session.scalar(
+        select(col(Organization.id)).where(col(Organization.slug) == slug)
+    )
     if exists:
         raise Rejected(ErrorCode.CONFLICT, f"an organization with slug {slug!r} exists", ["slug"])
     org = Organization(name=name, slug=slug)
     session.add(org)
     await session.flush()
     admin = User(
-        organization_id=org.id,
+        organization_id=common.id_of(org),
         name=(admin_name or email.split("@")[0]),
         email=email,
         role="ADMIN",
@@ -57,7 +60,10 @@ async def create_organization(
     session.add(admin)
     await session.flush()
     await events.record(
-        session, None, org.id, events.organization_created(org.id, name, slug, admin.id)
+        session,
+        None,
+        common.id_of(org),
+        events.organization_created(common.id_of(org), name, slug, common.id_of(admin)),
     )
     return org, admin
 
@@ -70,7 +76,9 @@ async def create_user(session: AsyncSession, p: Principal, cmd: commands.CreateU
     if role not in GRANTABLE:
         raise invalid(f"role must be one of {', '.join(GRANTABLE)}", "role")
     taken = await session.scalar(
-        select(User.id).where(User.organization_id == p.organization_id, User.email == email)
+        select(col(User.id)).where(
+            col(User.organization_id) == p.organization_id, col(User.email) == email
+        )
     )
     if taken:
         raise Rejected(ErrorCode.CONFLICT, f"{email} is already a user here", ["email"])
@@ -82,7 +90,7 @@ async def create_user(session: AsyncSession, p: Principal, cmd: commands.CreateU
     except IntegrityError:
         raise Rejected(ErrorCode.CONFLICT, f"{email} is already a user here", ["email"]) from None
     await events.record(
-        session, p, p.organization_id, events.user_created(row.id, email, str(role))
+        session, p, p.organization_id, events.user_created(common.id_of(row), email, str(role))
     )
     return row
 
@@ -96,7 +104,9 @@ async def create_team(session: AsyncSession, p: Principal, cmd: commands.CreateT
     row = Team(organization_id=p.organization_id, name=name, parent_id=parent_id)
     session.add(row)
     await session.flush()
-    await events.record(session, p, p.organization_id, events.team_created(row.id, name, parent_id))
+    await events.record(
+        session, p, p.organization_id, events.team_created(common.id_of(row), name, parent_id)
+    )
     return row
 
 
@@ -123,8 +133,8 @@ async def remove_team_member(session: AsyncSession, p: Principal, cmd: commands.
     await common.user(session, p, user_id)
     removed = await session.scalar(
         delete(TeamMembership)
-        .where(TeamMembership.team_id == team_id, TeamMembership.user_id == user_id)
-        .returning(TeamMembership.user_id)
+        .where(col(TeamMembership.team_id) == team_id, col(TeamMembership.user_id) == user_id)
+        .returning(col(TeamMembership.user_id))
     )
     if removed is None:
         raise not_found("a membership of this user in this team", "userId")
@@ -146,13 +156,13 @@ async def deactivate_user(
     admins = set(
         (
             await session.execute(
-                select(User.id)
+                select(col(User.id))
                 .where(
-                    User.organization_id == p.organization_id,
-                    User.role == "ADMIN",
-                    User.active.is_(True),
+                    col(User.organization_id) == p.organization_id,
+                    col(User.role) == "ADMIN",
+                    col(User.active).is_(True),
                 )
-                .order_by(User.id)
+                .order_by(col(User.id))
                 .with_for_update()
             )
         )
@@ -169,13 +179,13 @@ async def deactivate_user(
     target.active = False
     await session.flush()
     await events.record(
-        session, p, p.organization_id, events.user_deactivated(target.id, target.email)
+        session, p, p.organization_id, events.user_deactivated(common.id_of(target), target.email)
     )
     return target
 
 
 async def organization_by_slug(session: AsyncSession, slug: str) -> Organization:
-    org = await session.scalar(select(Organization).where(Organization.slug == slug))
+    org = await session.scalar(select(Organization).where(col(Organization.slug) == slug))
     if org is None:
         raise not_found(f"organization {slug!r}", "org")
     return org
@@ -184,7 +194,7 @@ async def organization_by_slug(session: AsyncSession, slug: str) -> Organization
 async def user_by_email(session: AsyncSession, organization_id: int, email: str) -> User:
     row = await session.scalar(
         select(User).where(
-            User.organization_id == organization_id, User.email == email.strip().lower()
+            col(User.organization_id) == organization_id, col(User.email) == email.strip().lower()
         )
     )
     if row is None:
@@ -200,14 +210,18 @@ async def create_api_key(
     row = ApiKey(organization_id=organization_id, name=name, key_hash=key_hash)
     session.add(row)
     await session.flush()
-    await events.record(session, None, organization_id, events.api_key_created(row.id, name))
+    await events.record(
+        session, None, organization_id, events.api_key_created(common.id_of(row), name)
+    )
     return row, key
 
 
 async def api_keys(session: AsyncSession, organization_id: int) -> list[ApiKey]:
     """Every key of the organization, revoked ones included, oldest first."""
     rows = await session.scalars(
-        select(ApiKey).where(ApiKey.organization_id == organization_id).order_by(ApiKey.id)
+        select(ApiKey)
+        .where(col(ApiKey.organization_id) == organization_id)
+        .order_by(col(ApiKey.id))
     )
     return list(rows)
 
@@ -218,12 +232,12 @@ async def revoke_api_key(session: AsyncSession, organization_id: int, name: str)
             await session.execute(
                 update(ApiKey)
                 .where(
-                    ApiKey.organization_id == organization_id,
-                    ApiKey.name == name,
-                    ApiKey.revoked_at.is_(None),
+                    col(ApiKey.organization_id) == organization_id,
+                    col(ApiKey.name) == name,
+                    col(ApiKey.revoked_at).is_(None),
                 )
                 .values(revoked_at=common.now())
-                .returning(ApiKey.id)
+                .returning(col(ApiKey.id))
             )
         )
         .scalars()
@@ -232,6 +246,7 @@ async def revoke_api_key(session: AsyncSession, organization_id: int, name: str)
     if not ids:
         raise not_found(f"active API key {name!r}", "name")
     for key_id in ids:
+        assert key_id is not None
         await events.record(session, None, organization_id, events.api_key_revoked(key_id, name))
     return len(ids)
 
@@ -243,13 +258,13 @@ async def create_user_from_identity(
     email = _email(email)
     name = required_text(name, "name", MAX_NAME)
     existing = await session.scalar(
-        select(User).where(User.organization_id == organization_id, User.email == email)
+        select(User).where(col(User.organization_id) == organization_id, col(User.email) == email)
     )
     if existing is not None:
         return existing
     row = User(organization_id=organization_id, name=name, email=email, role="MEMBER")
     session.add(row)
     await session.flush()
-    created = events.user_created(row.id, email, "MEMBER", source="identity provider")
+    created = events.user_created(common.id_of(row), email, "MEMBER", source="identity provider")
     await events.record(session, None, organization_id, created)
     return row
