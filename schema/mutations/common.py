@@ -33,6 +33,7 @@ T = TypeVar("T")
 R_contra = TypeVar("R_contra", contravariant=True)
 P_co = TypeVar("P_co", covariant=True)
 P = TypeVar("P")
+V = TypeVar("V")
 
 
 def gid(value: ID | None, type_name: str, field: str) -> int | None:
@@ -54,6 +55,14 @@ def required_gid(value: ID, type_name: str, field: str) -> int:
 def keep(value: T) -> T | Keep:
     """An update's field: KEEP when the caller left it out (null is a value sent)."""
     return KEEP if value is UNSET else value
+
+
+def keep_as(value: T | None, convert: Callable[[T], V]) -> V | Keep | None:
+    """An update's field converted (a global id decoded, an enum made the domain's):
+    KEEP when left out, None when null was sent."""
+    if value is UNSET:
+        return KEEP
+    return None if value is None else convert(value)
 
 
 @strawberry.interface(

@@ -14,6 +14,7 @@ from schema.mutations.common import (
     Payload,
     gid,
     keep,
+    keep_as,
     mutate,
     required_gid,
     shown_key_result,
@@ -22,7 +23,6 @@ from schema.types.check_in import CheckIn
 from schema.types.key_result import KeyResult
 from service.domain import enums
 from service.usecases import commands, key_results, metrics
-from service.usecases.commands import KEEP, Keep
 
 
 def _kr_id(value: ID) -> int:
@@ -72,18 +72,12 @@ class UpdateKeyResultInput:
     weight: float | None = UNSET
 
     def command(self) -> commands.UpdateKeyResult:
-        owner: int | Keep | None = KEEP
-        if self.owner_id is not UNSET:
-            owner = gid(self.owner_id, "User", "ownerId")
-        measure = keep(self.measure)
         return commands.UpdateKeyResult(
             key_result_id=_kr_id(self.key_result_id),
             expected_version=self.expected_version,
             title=keep(self.title),
-            owner_id=owner,
-            measure=measure
-            if isinstance(measure, Keep) or measure is None
-            else enums.Measure(measure.value),
+            owner_id=keep_as(self.owner_id, lambda v: required_gid(v, "User", "ownerId")),
+            measure=keep_as(self.measure, lambda v: enums.Measure(v.value)),
             unit=keep(self.unit),
             start_value=keep(self.start_value),
             target_value=keep(self.target_value),

@@ -13,6 +13,7 @@ from schema.mutations.common import (
     Payload,
     gid,
     keep,
+    keep_as,
     mutate,
     required_gid,
     shown_objective,
@@ -20,11 +21,6 @@ from schema.mutations.common import (
 from schema.types.objective import Objective
 from service.domain import enums
 from service.usecases import commands, objectives
-from service.usecases.commands import KEEP, Keep
-
-
-def visibility(value: Visibility | None) -> enums.Visibility | None:
-    return None if value is None else enums.Visibility(value.value)
 
 
 @strawberry.input
@@ -64,18 +60,14 @@ class UpdateObjectiveInput:
     visibility: Visibility | None = UNSET
 
     def command(self) -> commands.UpdateObjective:
-        owner: int | Keep | None = KEEP
-        if self.owner_id is not UNSET:
-            owner = gid(self.owner_id, "User", "ownerId")
-        shown = keep(self.visibility)
         return commands.UpdateObjective(
             objective_id=required_gid(self.objective_id, "Objective", "objectiveId"),
             expected_version=self.expected_version,
             title=keep(self.title),
             description=keep(self.description),
-            owner_id=owner,
+            owner_id=keep_as(self.owner_id, lambda v: required_gid(v, "User", "ownerId")),
             weight=keep(self.weight),
-            visibility=shown if isinstance(shown, Keep) else visibility(shown),
+            visibility=keep_as(self.visibility, lambda v: enums.Visibility(v.value)),
         )
 
 
