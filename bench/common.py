@@ -80,8 +80,9 @@ async def seed_chain(url: str, depth: int = 4) -> tuple[str, list[str]]:
     result at every level. Returns (admin token, key result ids)."""
     from schema.ids import encode
     from service.db import Database
+    from service.domain import enums as domain_enums
     from service.domain.principal import Principal
-    from service.usecases import cycles, key_results, objectives, organizations
+    from service.usecases import commands, cycles, key_results, objectives, organizations
 
     db = Database(url, pool_size=2)
     try:
@@ -94,26 +95,38 @@ async def seed_chain(url: str, depth: int = 4) -> tuple[str, list[str]]:
         today = date.today()
         cycle = await db.transaction(
             lambda s: cycles.create_cycle(
-                s, p, "Now", today - timedelta(days=30), today + timedelta(days=60)
+                s,
+                p,
+                commands.CreateCycle("Now", today - timedelta(days=30), today + timedelta(days=60)),
             )
         )
-        await db.transaction(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
+        await db.transaction(
+            lambda s: cycles.set_cycle_status(
+                s, p, commands.SetCycleStatus(cycle.id, domain_enums.CycleStatus.ACTIVE)
+            )
+        )
         parent, krs = None, []
         for level in range(depth):
             obj = await db.transaction(
                 lambda s, level=level, parent=parent: objectives.create_objective(
-                    s, p, cycle_id=cycle.id, title=f"Level {level}", parent_id=parent
+                    s,
+                    p,
+                    commands.CreateObjective(
+                        cycle_id=cycle.id, title=f"Level {level}", parent_id=parent
+                    ),
                 )
             )
             kr = await db.transaction(
                 lambda s, o=obj.id: key_results.create_key_result(
                     s,
                     p,
-                    objective_id=o,
-                    title="KR",
-                    type="INCREASE",
-                    start_value=0,
-                    target_value=1000,
+                    commands.CreateKeyResult(
+                        objective_id=o,
+                        title="KR",
+                        type=domain_enums.KeyResultType.INCREASE,
+                        start_value=0,
+                        target_value=1000,
+                    ),
                 )
             )
             krs.append(encode("KeyResult", kr.id))

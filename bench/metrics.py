@@ -67,41 +67,56 @@ RETURNING (SELECT count(*) FROM m), (SELECT count(*) FROM c), (SELECT count(*) F
 async def prepare(url: str, org: int, cycle: int, admin: int) -> dict[str, list]:
     """A root objective with 10 leaves, a key result on each; the metrics bound to them."""
     from service.db import Database
-    from service.usecases import key_results, metrics, objectives
+    from service.domain import enums as domain_enums
+    from service.usecases import commands, key_results, metrics, objectives
 
     db = Database(url, pool_size=2)
     p = Principal(organization_id=org, role="ADMIN", user_id=admin)
     try:
         root = await db.transaction(
-            lambda s: objectives.create_objective(s, p, cycle_id=cycle, title="Picking")
+            lambda s: objectives.create_objective(
+                s, p, commands.CreateObjective(cycle_id=cycle, title="Picking")
+            )
         )
         krs = []
         for i in range(10):
             leaf = await db.transaction(
                 lambda s, i=i: objectives.create_objective(
-                    s, p, cycle_id=cycle, title=f"Site {i}", parent_id=root.id
+                    s,
+                    p,
+                    commands.CreateObjective(cycle_id=cycle, title=f"Site {i}", parent_id=root.id),
                 )
             )
             kr = await db.transaction(
                 lambda s, o=leaf.id: key_results.create_key_result(
                     s,
                     p,
-                    objective_id=o,
-                    title="Picks per hour",
-                    type="INCREASE",
-                    start_value=0,
-                    target_value=2000,
+                    commands.CreateKeyResult(
+                        objective_id=o,
+                        title="Picks per hour",
+                        type=domain_enums.KeyResultType.INCREASE,
+                        start_value=0,
+                        target_value=2000,
+                    ),
                 )
             )
             krs.append(kr.id)
         shared = await db.transaction(
-            lambda s: metrics.create_metric(s, p, key="picks_per_hour", name="Picks per hour")
+            lambda s: metrics.create_metric(
+                s, p, commands.CreateMetric(key="picks_per_hour", name="Picks per hour")
+            )
         )
         spread = []
         for i, kr in enumerate(krs):
-            await db.transaction(lambda s, kr=kr: metrics.bind_key_result(s, p, kr, shared.id))
+            await db.transaction(
+                lambda s, kr=kr: metrics.bind_key_result(
+                    s, p, commands.BindKeyResult(kr, shared.id)
+                )
+            )
             own = await db.transaction(
-                lambda s, i=i: metrics.create_metric(s, p, key=f"picks_site_{i}", name=f"Site {i}")
+                lambda s, i=i: metrics.create_metric(
+                    s, p, commands.CreateMetric(key=f"picks_site_{i}", name=f"Site {i}")
+                )
             )
             spread.append(own.id)
         return {"key_results": krs, "shared": [shared.id], "spread": spread}
@@ -111,13 +126,17 @@ async def prepare(url: str, org: int, cycle: int, admin: int) -> dict[str, list]
 
 async def rebind(url: str, org: int, admin: int, krs: list[int], metric_ids: list[int]) -> None:
     from service.db import Database
-    from service.usecases import metrics
+    from service.usecases import commands, metrics
 
     db = Database(url, pool_size=2)
     p = Principal(organization_id=org, role="ADMIN", user_id=admin)
     try:
         for kr, metric in zip(krs, metric_ids, strict=True):
-            await db.transaction(lambda s, kr=kr, m=metric: metrics.bind_key_result(s, p, kr, m))
+            await db.transaction(
+                lambda s, kr=kr, m=metric: metrics.bind_key_result(
+                    s, p, commands.BindKeyResult(kr, m)
+                )
+            )
     finally:
         await db.dispose()
 

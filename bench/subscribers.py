@@ -233,8 +233,9 @@ async def prepare(database: BenchDatabase) -> tuple[str, list[str], list[str]]:
 
     from service.auth import issue_token
     from service.db import Database
+    from service.domain import enums as domain_enums
     from service.domain.principal import Principal
-    from service.usecases import organizations
+    from service.usecases import commands, organizations
 
     await database.create()
     token, krs = await seed_chain(database.url)
@@ -250,18 +251,28 @@ async def prepare(database: BenchDatabase) -> tuple[str, list[str], list[str]]:
         p = Principal(organization_id=admin.organization_id, role="ADMIN", user_id=admin.id)
         tokens = []
         teams = [
-            await db.transaction(lambda s, t=t: organizations.create_team(s, p, f"Wall {t}", None))
+            await db.transaction(
+                lambda s, t=t: organizations.create_team(
+                    s, p, commands.CreateTeam(f"Wall {t}", None)
+                )
+            )
             for t in range(TEAMS)
         ]
         for m in range(MEMBERS):
             user = await db.transaction(
                 lambda s, m=m: organizations.create_user(
-                    s, p, f"Screen {m}", f"screen{m}@bench.example", "MEMBER"
+                    s,
+                    p,
+                    commands.CreateUser(
+                        f"Screen {m}", f"screen{m}@bench.example", domain_enums.Role.MEMBER
+                    ),
                 )
             )
             team = teams[m % TEAMS]
             await db.transaction(
-                lambda s, t=team.id, u=user.id: organizations.add_team_member(s, p, t, u)
+                lambda s, t=team.id, u=user.id: organizations.add_team_member(
+                    s, p, commands.TeamMember(t, u)
+                )
             )
             tokens.append(issue_token(JWT_SECRET, user.id, admin.organization_id))
     finally:

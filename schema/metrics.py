@@ -1,5 +1,5 @@
 """The GraphQL face of metrics (service/usecases/metrics.py): the Metric and Measurement
-types, their inputs and payloads, and the resolvers the Query and Mutation roots call.
+types and the resolvers the Query root calls (its mutations: schema/mutations/metrics.py).
 
 A metric is org-wide (everyone in the organization may read it); the key results bound
 to it are shown by their objective's visibility, and so are the check-ins a batch of
@@ -19,11 +19,8 @@ from schema import ids
 from schema.context import Info
 from schema.inputs import instant
 from schema.loaders import MEASUREMENT, METRIC
-from schema.types.check_in import CheckIn
-from schema.types.common import Connection, Edge, Node, PageInfo, UserError, connection, page_window
+from schema.types.common import Connection, Edge, Node, PageInfo, connection, page_window
 from schema.types.key_result import KeyResult
-from service.domain.errors import Rejected
-from service.usecases import metrics
 
 # --- types ---------------------------------------------------------------------------------
 
@@ -214,121 +211,3 @@ async def metric_by_key(info: Info, key: str) -> Metric | None:
             )
         ).one_or_none()
     return Metric.of(row) if row is not None else None
-
-
-# --- inputs and payloads ------------------------------------------------------------------
-
-
-@strawberry.input
-class CreateMetricInput:
-    key: str = strawberry.field(
-        description="Unique in the organization: a lowercase letter, then up to 99 lowercase "
-        "letters, digits, '_', '.' or '-'."
-    )
-    name: str
-    unit: str | None = None
-    description: str | None = None
-
-
-@strawberry.input
-class BindKeyResultInput:
-    key_result_id: ID
-    metric_id: ID | None = strawberry.field(default=None, description="null unbinds.")
-
-
-@strawberry.input
-class MeasurementInput:
-    metric_key: str
-    value: float
-    measured_at: datetime | None = strawberry.field(
-        default=None, description="When the value was true: defaults to now; not in the future."
-    )
-    source: str | None = strawberry.field(
-        default=None, description="Where the value comes from; the note of its check-ins."
-    )
-    idempotency_key: str | None = strawberry.field(
-        default=None,
-        description="The caller's own key, per metric: the same key with the same value and "
-        "instant returns the first measurement; with another value or instant it is a "
-        "CONFLICT.",
-    )
-
-
-@strawberry.input
-class RecordMeasurementsInput:
-    measurements: list[MeasurementInput] = strawberry.field(
-        description=f"Up to {metrics.MAX_BATCH}, recorded all together or not at all."
-    )
-
-
-@strawberry.type
-class MetricPayload:
-    metric: Metric | None = None
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
-
-
-@strawberry.type
-class RecordMeasurementsPayload:
-    measurements: list[Measurement] = strawberry.field(
-        default_factory=list, description="In the order sent; a retried one is the first."
-    )
-    check_ins: list[CheckIn] = strawberry.field(
-        default_factory=list,
-        description="The check-ins the batch made on bound key results the caller may see.",
-    )
-    user_errors: list[UserError] = strawberry.field(default_factory=list)
-
-
-# --- the Mutation root's resolvers -----------------------------------------------------------
-
-
-async def _run(info: Info, work: Any) -> Any:
-    result = await info.context.db.transaction(work)
-    info.context.authenticate_as(info.context.principal)  # fresh loaders see the change
-    return result
-
-
-def _errors(exc: Rejected) -> list[UserError]:
-    return [UserError.of(e) for e in getattr(exc, "errors", [exc])]
-
-
-async def create_metric(info: Info, input: CreateMetricInput) -> MetricPayload:
-    p = info.context.principal
-    try:
-        row = await _run(
-            info,
-            lambda s: metrics.create_metric(
-                s, p, key=input.key, name=input.name, unit=input.unit, description=input.description
-            ),
-        )
-    except Rejected as exc:
-        return MetricPayload(user_errors=_errors(exc))
-    return MetricPayload(metric=Metric.of(row))
-
-
-async def record_measurements(
-    info: Info, input: RecordMeasurementsInput
-) -> RecordMeasurementsPayload:
-    p = info.context.principal
-    batch = [
-        metrics.MeasurementInput(
-            metric_key=m.metric_key,
-            value=m.value,
-            measured_at=m.measured_at,
-            source=m.source,
-            idempotency_key=m.idempotency_key,
-        )
-        for m in input.measurements
-    ]
-    try:
-        recorded = await _run(info, lambda s: metrics.record_measurements(s, p, batch))
-    except Rejected as exc:
-        return RecordMeasurementsPayload(user_errors=_errors(exc))
-    loaders = info.context.loaders
-    shown: dict[int, bool] = {}
-    for kr_id in {c.key_result_id for c in recorded.check_ins}:
-        shown[kr_id] = await loaders.key_result(kr_id) is not None
-    return RecordMeasurementsPayload(
-        measurements=[Measurement.of(r) for r in recorded.measurements],
-        check_ins=[CheckIn.of(c) for c in recorded.check_ins if shown[c.key_result_id]],
-    )

@@ -10,9 +10,10 @@ from datetime import UTC, date, datetime, timedelta
 from sqlalchemy import func, select, text
 
 from service.db import Database
+from service.domain import enums as domain_enums
 from service.domain.principal import Principal
 from service.models import Organization
-from service.usecases import cycles, key_results, metrics, objectives, organizations
+from service.usecases import commands, cycles, key_results, metrics, objectives, organizations
 
 SLUG = "northwind"
 ADMIN_EMAIL = "dana@northwind.example"
@@ -51,39 +52,57 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
         ("finance", "Finance Office", "finance@northwind.example", "VIEWER"),
     ]:
         people[key] = await tx(
-            lambda s, n=name, e=email, r=role: organizations.create_user(s, p, n, e, r)
+            lambda s, n=name, e=email, r=role: organizations.create_user(
+                s, p, commands.CreateUser(n, e, domain_enums.Role(r))
+            )
         )
-    ops = await tx(lambda s: organizations.create_team(s, p, "Operations", None))
+    ops = await tx(
+        lambda s: organizations.create_team(s, p, commands.CreateTeam("Operations", None))
+    )
     teams = {"ops": ops}
     for key, name in [
         ("warehouse", "Warehouse"),
         ("transport", "Transport"),
         ("procurement", "Procurement"),
     ]:
-        teams[key] = await tx(lambda s, n=name: organizations.create_team(s, p, n, ops.id))
+        teams[key] = await tx(
+            lambda s, n=name: organizations.create_team(s, p, commands.CreateTeam(n, ops.id))
+        )
     for team, person in [
         ("ops", admin),
         ("warehouse", people["sam"]),
         ("transport", people["priya"]),
         ("procurement", people["lee"]),
     ]:
-        await tx(lambda s, t=teams[team].id, u=person.id: organizations.add_team_member(s, p, t, u))
+        await tx(
+            lambda s, t=teams[team].id, u=person.id: organizations.add_team_member(
+                s, p, commands.TeamMember(t, u)
+            )
+        )
 
     name, starts_on, ends_on = quarter_of(today)
-    cycle = await tx(lambda s: cycles.create_cycle(s, p, name, starts_on, ends_on))
-    await tx(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
+    cycle = await tx(
+        lambda s: cycles.create_cycle(s, p, commands.CreateCycle(name, starts_on, ends_on))
+    )
+    await tx(
+        lambda s: cycles.set_cycle_status(
+            s, p, commands.SetCycleStatus(cycle.id, domain_enums.CycleStatus.ACTIVE)
+        )
+    )
 
     async def objective(title, team, owner, parent=None, description=None):
         return await tx(
             lambda s: objectives.create_objective(
                 s,
                 p,
-                cycle_id=cycle.id,
-                title=title,
-                team_id=teams[team].id,
-                owner_id=owner.id,
-                parent_id=parent.id if parent else None,
-                description=description,
+                commands.CreateObjective(
+                    cycle_id=cycle.id,
+                    title=title,
+                    team_id=teams[team].id,
+                    owner_id=owner.id,
+                    parent_id=parent.id if parent else None,
+                    description=description,
+                ),
             )
         )
 
@@ -94,14 +113,16 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
             lambda s: key_results.create_key_result(
                 s,
                 p,
-                objective_id=obj.id,
-                title=title,
-                type=kind,
-                measure=measure,
-                unit=unit,
-                start_value=start,
-                target_value=target,
-                owner_id=owner.id if owner else None,
+                commands.CreateKeyResult(
+                    objective_id=obj.id,
+                    title=title,
+                    type=domain_enums.KeyResultType(kind),
+                    measure=domain_enums.Measure(measure),
+                    unit=unit,
+                    start_value=start,
+                    target_value=target,
+                    owner_id=owner.id if owner else None,
+                ),
             )
         )
 
@@ -240,7 +261,7 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
             )
             check_in, _ = await tx(
                 lambda s, k=kr.id, v=value: key_results.check_in(
-                    s, p, key_result_id=k, value=v, confidence=0.7
+                    s, p, commands.CheckIn(key_result_id=k, value=v, confidence=0.7)
                 )
             )
             await tx(lambda s, c=check_in.id, t=at: _date_check_in(s, c, t))
@@ -274,9 +295,15 @@ async def _metrics(db: Database, admin: Principal, cost_kr, damage_kr, now: date
         ("damage_rate", "Damaged parcels", "% of orders", damage_kr, DAMAGE_RATE),
     ]:
         created = await tx(
-            lambda s, k=key, n=name, u=unit: metrics.create_metric(s, admin, key=k, name=n, unit=u)
+            lambda s, k=key, n=name, u=unit: metrics.create_metric(
+                s, admin, commands.CreateMetric(key=k, name=n, unit=u)
+            )
         )
-        await tx(lambda s, k=kr.id, m=created.id: metrics.bind_key_result(s, admin, k, m))
+        await tx(
+            lambda s, k=kr.id, m=created.id: metrics.bind_key_result(
+                s, admin, commands.BindKeyResult(k, m)
+            )
+        )
         for i, value in enumerate(values):
             at = now - timedelta(days=2 + 7 * (len(values) - 1 - i))
             item = metrics.MeasurementInput(

@@ -17,7 +17,8 @@ from strawberry.types.execution import ExecutionResult
 
 from schema import ids
 from schema.broadcast import TRANSPORT_WS, Broadcast, Broadcasts, Member, Outlet
-from service.usecases import key_results, objectives, organizations
+from service.domain import enums as domain_enums
+from service.usecases import commands, key_results, objectives, organizations
 from tests import test_subscriptions as subs
 from tests.conftest import Org
 
@@ -62,35 +63,43 @@ async def test_one_class_gets_one_payload_with_its_own_envelopes(
     p = org.admin
     ann, bob, cat = [
         await db.transaction(
-            lambda s, n=n: organizations.create_user(s, p, n, f"{n}@acme.example", "MEMBER")
+            lambda s, n=n: organizations.create_user(
+                s, p, commands.CreateUser(n, f"{n}@acme.example", domain_enums.Role.MEMBER)
+            )
         )
         for n in ("ann", "bob", "cat")
     ]
     for user in (ann, bob, cat):
         await db.transaction(
-            lambda s, u=user.id: organizations.add_team_member(s, p, tree.team_x.id, u)
+            lambda s, u=user.id: organizations.add_team_member(
+                s, p, commands.TeamMember(tree.team_x.id, u)
+            )
         )
     # Cat owns a PRIVATE objective of team X: her class is her own.
     hidden = await db.transaction(
         lambda s: objectives.create_objective(
             s,
             p,
-            cycle_id=tree.obj_x.cycle_id,
-            title="Cat's secret",
-            team_id=tree.team_x.id,
-            owner_id=cat.id,
-            visibility="PRIVATE",
+            commands.CreateObjective(
+                cycle_id=tree.obj_x.cycle_id,
+                title="Cat's secret",
+                team_id=tree.team_x.id,
+                owner_id=cat.id,
+                visibility=domain_enums.Visibility.PRIVATE,
+            ),
         )
     )
     hidden_kr = await db.transaction(
         lambda s: key_results.create_key_result(
             s,
             p,
-            objective_id=hidden.id,
-            title="secret kr",
-            type="INCREASE",
-            start_value=0,
-            target_value=10,
+            commands.CreateKeyResult(
+                objective_id=hidden.id,
+                title="secret kr",
+                type=domain_enums.KeyResultType.INCREASE,
+                start_value=0,
+                target_value=10,
+            ),
         )
     )
     server = await replicas()

@@ -10,7 +10,8 @@ import random
 from sqlalchemy import text
 
 from service.db import Database
-from service.usecases import cycles, key_results, objectives
+from service.domain import enums as domain_enums
+from service.usecases import commands, cycles, key_results, objectives
 from service.verify import verify, verify_event_sequences
 from tests.conftest import Org
 
@@ -22,15 +23,25 @@ async def build_tree(db: Database, org: Org) -> tuple[int, list[int]]:
     from datetime import date
 
     cycle = await db.transaction(
-        lambda s: cycles.create_cycle(s, p, "Q", date(2026, 1, 1), date(2026, 12, 31))
+        lambda s: cycles.create_cycle(
+            s, p, commands.CreateCycle("Q", date(2026, 1, 1), date(2026, 12, 31))
+        )
     )
-    await db.transaction(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
+    await db.transaction(
+        lambda s: cycles.set_cycle_status(
+            s, p, commands.SetCycleStatus(cycle.id, domain_enums.CycleStatus.ACTIVE)
+        )
+    )
 
     async def objective(title, parent=None, weight=1.0):
         return (
             await db.transaction(
                 lambda s: objectives.create_objective(
-                    s, p, cycle_id=cycle.id, title=title, parent_id=parent, weight=weight
+                    s,
+                    p,
+                    commands.CreateObjective(
+                        cycle_id=cycle.id, title=title, parent_id=parent, weight=weight
+                    ),
                 )
             )
         ).id
@@ -46,12 +57,14 @@ async def build_tree(db: Database, org: Org) -> tuple[int, list[int]]:
                     lambda s, o=leaf, k=k: key_results.create_key_result(
                         s,
                         p,
-                        objective_id=o,
-                        title=f"KR {k}",
-                        type="INCREASE",
-                        start_value=0,
-                        target_value=100,
-                        weight=k + 1,
+                        commands.CreateKeyResult(
+                            objective_id=o,
+                            title=f"KR {k}",
+                            type=domain_enums.KeyResultType.INCREASE,
+                            start_value=0,
+                            target_value=100,
+                            weight=k + 1,
+                        ),
                     )
                 )
                 krs.append(kr.id)
@@ -65,7 +78,9 @@ async def test_concurrent_check_ins_lose_nothing(db: Database, org: Org):
 
     async def one(kr: int, value: float):
         return await db.transaction(
-            lambda s: key_results.check_in(s, org.admin, key_result_id=kr, value=value)
+            lambda s: key_results.check_in(
+                s, org.admin, commands.CheckIn(key_result_id=kr, value=value)
+            )
         )
 
     await asyncio.gather(*(one(kr, v) for kr, v in plan))
@@ -142,7 +157,9 @@ async def test_many_writers_on_one_key_result(db: Database, org: Org):
 
     async def one(value: float):
         return await db.transaction(
-            lambda s: key_results.check_in(s, org.admin, key_result_id=kr, value=value)
+            lambda s: key_results.check_in(
+                s, org.admin, commands.CheckIn(key_result_id=kr, value=value)
+            )
         )
 
     done = await asyncio.gather(*(one(v) for v in values))
@@ -178,7 +195,9 @@ async def test_racing_retries_with_one_idempotency_key(db: Database, org: Org):
     async def one():
         return await db.transaction(
             lambda s: key_results.check_in(
-                s, org.admin, key_result_id=krs[3], value=42.0, idempotency_key="retry-1"
+                s,
+                org.admin,
+                commands.CheckIn(key_result_id=krs[3], value=42.0, idempotency_key="retry-1"),
             )
         )
 
@@ -197,7 +216,9 @@ async def test_writers_on_disjoint_chains(db: Database, org: Org):
 
     async def one(kr: int, value: float):
         return await db.transaction(
-            lambda s: key_results.check_in(s, org.admin, key_result_id=kr, value=value)
+            lambda s: key_results.check_in(
+                s, org.admin, commands.CheckIn(key_result_id=kr, value=value)
+            )
         )
 
     await asyncio.gather(*(one(kr, v) for kr, v in plan))
@@ -247,7 +268,7 @@ async def test_check_ins_while_the_tree_is_realigned(db: Database, org: Org):
             work.append(
                 db.transaction(
                     lambda s, leaf=leaf, mid=mid: objectives.align_objective(
-                        s, org.admin, leaf, mid
+                        s, org.admin, commands.AlignObjective(leaf, mid)
                     )
                 )
             )
@@ -256,7 +277,7 @@ async def test_check_ins_while_the_tree_is_realigned(db: Database, org: Org):
             work.append(
                 db.transaction(
                     lambda s, kr=kr, w=w: key_results.update_key_result(
-                        s, org.admin, kr, None, {"weight": w}
+                        s, org.admin, commands.UpdateKeyResult(kr, None, weight=w)
                     )
                 )
             )
@@ -266,7 +287,7 @@ async def test_check_ins_while_the_tree_is_realigned(db: Database, org: Org):
             work.append(
                 db.transaction(
                     lambda s, kr=kr, v=v: key_results.check_in(
-                        s, org.admin, key_result_id=kr, value=v
+                        s, org.admin, commands.CheckIn(key_result_id=kr, value=v)
                     )
                 )
             )
@@ -287,7 +308,7 @@ async def test_backdated_check_ins_racing(db: Database, org: Org):
     async def one(n: int, at: datetime):
         return await db.transaction(
             lambda s: key_results.check_in(
-                s, org.admin, key_result_id=kr, value=float(n), measured_at=at
+                s, org.admin, commands.CheckIn(key_result_id=kr, value=float(n), measured_at=at)
             )
         )
 

@@ -25,8 +25,9 @@ from sqlalchemy import text
 from schema.ids import decode_as, encode
 from service.app import create_app
 from service.db import Database
+from service.domain import enums as domain_enums
 from service.settings import Settings
-from service.usecases import objectives, organizations
+from service.usecases import commands, objectives, organizations
 from tests.conftest import JWT_SECRET, Org
 from tests.helpers import PAYLOAD_ERRORS, free_port, mutate, team, user
 from tests.test_command import env_for, okr
@@ -208,7 +209,9 @@ async def test_item3_deactivating_a_user_ends_their_tokens_over_http_and_websock
 ):
     first, second = await replicas(), await replicas()
     dana = await db.transaction(
-        lambda s: organizations.create_user(s, org.admin, "Dana", "dana@acme.example", "MEMBER")
+        lambda s: organizations.create_user(
+            s, org.admin, commands.CreateUser("Dana", "dana@acme.example", domain_enums.Role.MEMBER)
+        )
     )
     token = org.token(dana.id)
     sockets = [await connect(first, token, TRANSPORT), await connect(second, token, LEGACY)]
@@ -248,12 +251,20 @@ async def test_item3_removing_a_membership_closes_the_members_sockets(
     server = await replicas()
     p = org.admin
     await db.transaction(
-        lambda s: objectives.update_objective(s, p, tree.obj_x.id, None, {"visibility": "TEAM"})
+        lambda s: objectives.update_objective(
+            s,
+            p,
+            commands.UpdateObjective(tree.obj_x.id, None, visibility=domain_enums.Visibility.TEAM),
+        )
     )
     eve = await db.transaction(
-        lambda s: organizations.create_user(s, p, "Eve", "eve@acme.example", "MEMBER")
+        lambda s: organizations.create_user(
+            s, p, commands.CreateUser("Eve", "eve@acme.example", domain_enums.Role.MEMBER)
+        )
     )
-    await db.transaction(lambda s: organizations.add_team_member(s, p, tree.team_x.id, eve.id))
+    await db.transaction(
+        lambda s: organizations.add_team_member(s, p, commands.TeamMember(tree.team_x.id, eve.id))
+    )
     token = org.token(eve.id)
     objective = tree.gid("Objective", tree.obj_x)
     see = "query($id: ID!) { node(id: $id) { id } }"
@@ -390,9 +401,13 @@ async def test_item3_okr_token_refuses_a_deactivated_user(
     org: Org, db: Database, bin_okr, database_url, tmp_path
 ):
     gone = await db.transaction(
-        lambda s: organizations.create_user(s, org.admin, "Gone", "gone@acme.example", "MEMBER")
+        lambda s: organizations.create_user(
+            s, org.admin, commands.CreateUser("Gone", "gone@acme.example", domain_enums.Role.MEMBER)
+        )
     )
-    await db.transaction(lambda s: organizations.deactivate_user(s, org.admin, gone.id))
+    await db.transaction(
+        lambda s: organizations.deactivate_user(s, org.admin, commands.DeactivateUser(gone.id))
+    )
     code, out, err = await okr(
         bin_okr, env_for(database_url, tmp_path), "token", "--org", "acme-logistics",
         "--email", "gone@acme.example",
@@ -582,13 +597,19 @@ async def test_item3_concurrent_deactivations_are_serialized_by_the_admin_lock(
     from service.domain.principal import Principal
 
     other = await db.transaction(
-        lambda s: organizations.create_user(s, org.admin, "Olga", "olga@acme.example", "ADMIN")
+        lambda s: organizations.create_user(
+            s, org.admin, commands.CreateUser("Olga", "olga@acme.example", domain_enums.Role.ADMIN)
+        )
     )
     olga = Principal(organization_id=org.id, role="ADMIN", user_id=other.id)
     async with db.sessions() as first, first.begin():
-        await organizations.deactivate_user(first, org.admin, other.id)
+        await organizations.deactivate_user(first, org.admin, commands.DeactivateUser(other.id))
         second = asyncio.create_task(
-            db.transaction(lambda s: organizations.deactivate_user(s, olga, org.admin_id))
+            db.transaction(
+                lambda s: organizations.deactivate_user(
+                    s, olga, commands.DeactivateUser(org.admin_id)
+                )
+            )
         )
         await asyncio.sleep(0.5)  # it runs as far as it can before the first commits
     with pytest.raises(Rejected) as refused:

@@ -21,9 +21,10 @@ from schema.persisted import PersistedQueries, RequestError
 from service.app import create_app
 from service.auth import issue_token
 from service.db import Database
+from service.domain import enums as domain_enums
 from service.ratelimit import RateLimiter
 from service.settings import Settings
-from service.usecases import organizations
+from service.usecases import commands, organizations
 from tests.conftest import JWT_SECRET, Org
 from tests.helpers import free_port, stop_okr
 
@@ -295,7 +296,9 @@ async def test_rate_limit_per_user_and_per_api_key(make_client, org: Org, db: Da
     _row, key = await db.transaction(lambda s: organizations.create_api_key(s, org.id, "svc"))
     member = await db.transaction(
         lambda s: organizations.create_user(
-            s, org.admin, "Max Member", "max@acme.example", "MEMBER"
+            s,
+            org.admin,
+            commands.CreateUser("Max Member", "max@acme.example", domain_enums.Role.MEMBER),
         )
     )
     async with make_client(rate_limit_per_minute=2) as c:

@@ -15,9 +15,10 @@ import pytest
 
 from schema.ids import decode_as, encode
 from service.db import Database
+from service.domain import enums as domain_enums
 from service.domain.rules import cycle_bounds
 from service.reminders import run_forever, write_due_reminders
-from service.usecases import cycles, key_results, objectives, organizations
+from service.usecases import commands, cycles, key_results, objectives, organizations
 from tests import helpers as h
 from tests.conftest import Org
 
@@ -226,17 +227,25 @@ async def _dashboard(org: Org, db: Database, n: int) -> int:
     """A team's dashboard with realism on each of 2n key results; its SQL statements."""
     p = org.admin
     now = datetime.now(UTC)
-    team = await db.transaction(lambda s: organizations.create_team(s, p, f"Team {n}", None))
+    team = await db.transaction(
+        lambda s: organizations.create_team(s, p, commands.CreateTeam(f"Team {n}", None))
+    )
     cycle = await db.transaction(
         lambda s: cycles.create_cycle(
-            s, p, f"Cycle {n}", (now - 6 * WEEK).date(), (now + 6 * WEEK).date()
+            s,
+            p,
+            commands.CreateCycle(f"Cycle {n}", (now - 6 * WEEK).date(), (now + 6 * WEEK).date()),
         )
     )
-    await db.transaction(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
+    await db.transaction(
+        lambda s: cycles.set_cycle_status(
+            s, p, commands.SetCycleStatus(cycle.id, domain_enums.CycleStatus.ACTIVE)
+        )
+    )
     for i in range(n):
         obj = await db.transaction(
             lambda s, i=i: objectives.create_objective(
-                s, p, cycle_id=cycle.id, title=f"O{i}", team_id=team.id
+                s, p, commands.CreateObjective(cycle_id=cycle.id, title=f"O{i}", team_id=team.id)
             )
         )
         for k in range(2):
@@ -244,17 +253,21 @@ async def _dashboard(org: Org, db: Database, n: int) -> int:
                 lambda s, o=obj.id, k=k: key_results.create_key_result(
                     s,
                     p,
-                    objective_id=o,
-                    title=f"K{k}",
-                    type="INCREASE",
-                    start_value=0,
-                    target_value=100,
+                    commands.CreateKeyResult(
+                        objective_id=o,
+                        title=f"K{k}",
+                        type=domain_enums.KeyResultType.INCREASE,
+                        start_value=0,
+                        target_value=100,
+                    ),
                 )
             )
             for weeks, value in ((5, 10), (3, 20), (1, 30)):
                 await db.transaction(
                     lambda s, kr=kr.id, w=weeks, v=value: key_results.check_in(
-                        s, p, key_result_id=kr, value=v, measured_at=now - w * WEEK
+                        s,
+                        p,
+                        commands.CheckIn(key_result_id=kr, value=v, measured_at=now - w * WEEK),
                     )
                 )
     query = """query($team: ID!, $cycle: ID!) { node(id: $team) { ... on Team {

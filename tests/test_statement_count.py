@@ -6,7 +6,8 @@ from __future__ import annotations
 from datetime import date
 
 from service.db import Database
-from service.usecases import cycles, key_results, objectives, organizations
+from service.domain import enums as domain_enums
+from service.usecases import commands, cycles, key_results, objectives, organizations
 from tests.conftest import Org
 
 DASHBOARD = """
@@ -28,25 +29,39 @@ query($team: ID!, $cycle: ID!) { node(id: $team) { ... on Team {
 
 async def dashboard_statements(org: Org, db: Database, n: int, query: str = DASHBOARD) -> int:
     p = org.admin
-    team = await db.transaction(lambda s: organizations.create_team(s, p, f"Team {n}", None))
+    team = await db.transaction(
+        lambda s: organizations.create_team(s, p, commands.CreateTeam(f"Team {n}", None))
+    )
     owner = await db.transaction(
-        lambda s: organizations.create_user(s, p, f"Owner {n}", f"owner{n}@acme.example", "MEMBER")
+        lambda s: organizations.create_user(
+            s,
+            p,
+            commands.CreateUser(f"Owner {n}", f"owner{n}@acme.example", domain_enums.Role.MEMBER),
+        )
     )
     cycle = await db.transaction(
-        lambda s: cycles.create_cycle(s, p, f"Cycle {n}", date(2026, 10, 1), date(2026, 12, 31))
+        lambda s: cycles.create_cycle(
+            s, p, commands.CreateCycle(f"Cycle {n}", date(2026, 10, 1), date(2026, 12, 31))
+        )
     )
-    await db.transaction(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
+    await db.transaction(
+        lambda s: cycles.set_cycle_status(
+            s, p, commands.SetCycleStatus(cycle.id, domain_enums.CycleStatus.ACTIVE)
+        )
+    )
     parent = None
     for i in range(n):
         obj = await db.transaction(
             lambda s, i=i, parent=parent: objectives.create_objective(
                 s,
                 p,
-                cycle_id=cycle.id,
-                title=f"O{i}",
-                team_id=team.id,
-                owner_id=owner.id,
-                parent_id=parent,
+                commands.CreateObjective(
+                    cycle_id=cycle.id,
+                    title=f"O{i}",
+                    team_id=team.id,
+                    owner_id=owner.id,
+                    parent_id=parent,
+                ),
             )
         )
         parent = parent or obj.id
@@ -55,15 +70,19 @@ async def dashboard_statements(org: Org, db: Database, n: int, query: str = DASH
                 lambda s, o=obj.id, k=k: key_results.create_key_result(
                     s,
                     p,
-                    objective_id=o,
-                    title=f"K{k}",
-                    type="INCREASE",
-                    start_value=0,
-                    target_value=10,
+                    commands.CreateKeyResult(
+                        objective_id=o,
+                        title=f"K{k}",
+                        type=domain_enums.KeyResultType.INCREASE,
+                        start_value=0,
+                        target_value=10,
+                    ),
                 )
             )
             await db.transaction(
-                lambda s, kr=kr.id: key_results.check_in(s, p, key_result_id=kr, value=3)
+                lambda s, kr=kr.id: key_results.check_in(
+                    s, p, commands.CheckIn(key_result_id=kr, value=3)
+                )
             )
     from schema.ids import encode
 

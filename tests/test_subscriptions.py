@@ -22,7 +22,8 @@ from sqlalchemy import text
 from schema.ids import cursor, encode
 from service.auth import issue_token
 from service.db import Database
-from service.usecases import cycles, key_results, objectives, organizations
+from service.domain import enums as domain_enums
+from service.usecases import commands, cycles, key_results, objectives, organizations
 from tests.conftest import JWT_SECRET, Org
 from tests.helpers import free_port, start_okr, stop_okr
 
@@ -79,44 +80,66 @@ class Tree:
         p = self.org.admin
         tx = self.db.transaction
         cycle = await tx(
-            lambda s: cycles.create_cycle(s, p, "Q", date(2026, 1, 1), date(2027, 12, 31))
+            lambda s: cycles.create_cycle(
+                s, p, commands.CreateCycle("Q", date(2026, 1, 1), date(2027, 12, 31))
+            )
         )
-        await tx(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
-        self.team_x = await tx(lambda s: organizations.create_team(s, p, "X", None))
-        self.team_y = await tx(lambda s: organizations.create_team(s, p, "Y", None))
+        await tx(
+            lambda s: cycles.set_cycle_status(
+                s, p, commands.SetCycleStatus(cycle.id, domain_enums.CycleStatus.ACTIVE)
+            )
+        )
+        self.team_x = await tx(
+            lambda s: organizations.create_team(s, p, commands.CreateTeam("X", None))
+        )
+        self.team_y = await tx(
+            lambda s: organizations.create_team(s, p, commands.CreateTeam("Y", None))
+        )
         self.root = await tx(
-            lambda s: objectives.create_objective(s, p, cycle_id=cycle.id, title="Root")
+            lambda s: objectives.create_objective(
+                s, p, commands.CreateObjective(cycle_id=cycle.id, title="Root")
+            )
         )
         self.obj_x = await tx(
             lambda s: objectives.create_objective(
-                s, p, cycle_id=cycle.id, title="X's", team_id=self.team_x.id, parent_id=self.root.id
+                s,
+                p,
+                commands.CreateObjective(
+                    cycle_id=cycle.id, title="X's", team_id=self.team_x.id, parent_id=self.root.id
+                ),
             )
         )
         self.obj_y = await tx(
             lambda s: objectives.create_objective(
-                s, p, cycle_id=cycle.id, title="Y's", team_id=self.team_y.id
+                s,
+                p,
+                commands.CreateObjective(cycle_id=cycle.id, title="Y's", team_id=self.team_y.id),
             )
         )
         self.kr_x = await tx(
             lambda s: key_results.create_key_result(
                 s,
                 p,
-                objective_id=self.obj_x.id,
-                title="kx",
-                type="INCREASE",
-                start_value=0,
-                target_value=100,
+                commands.CreateKeyResult(
+                    objective_id=self.obj_x.id,
+                    title="kx",
+                    type=domain_enums.KeyResultType.INCREASE,
+                    start_value=0,
+                    target_value=100,
+                ),
             )
         )
         self.kr_y = await tx(
             lambda s: key_results.create_key_result(
                 s,
                 p,
-                objective_id=self.obj_y.id,
-                title="ky",
-                type="INCREASE",
-                start_value=0,
-                target_value=100,
+                commands.CreateKeyResult(
+                    objective_id=self.obj_y.id,
+                    title="ky",
+                    type=domain_enums.KeyResultType.INCREASE,
+                    start_value=0,
+                    target_value=100,
+                ),
             )
         )
         return self
@@ -408,10 +431,16 @@ async def test_subscriptions_respect_visibility_and_tenants(
     server = await replicas()
     p = org.admin
     hidden = await db.transaction(
-        lambda s: objectives.update_objective(s, p, tree.obj_x.id, None, {"visibility": "TEAM"})
+        lambda s: objectives.update_objective(
+            s,
+            p,
+            commands.UpdateObjective(tree.obj_x.id, None, visibility=domain_enums.Visibility.TEAM),
+        )
     )
     outsider = await db.transaction(
-        lambda s: organizations.create_user(s, p, "Outsider", "outsider@acme.example", "MEMBER")
+        lambda s: organizations.create_user(
+            s, p, commands.CreateUser("Outsider", "outsider@acme.example", domain_enums.Role.MEMBER)
+        )
     )
     token = org.token(outsider.id)
     events: asyncio.Queue = asyncio.Queue()

@@ -11,8 +11,9 @@ import pytest
 from sqlalchemy import text
 
 from service.db import Database, count_statements
+from service.domain import enums as domain_enums
 from service.domain.errors import ErrorCode, Rejected
-from service.usecases import cycles, key_results, objectives
+from service.usecases import commands, cycles, key_results, objectives
 from service.verify import verify, verify_event_sequences
 from tests.conftest import Org
 
@@ -20,21 +21,33 @@ from tests.conftest import Org
 async def _chain(db: Database, org: Org, depth: int) -> int:
     p = org.admin
     cycle = await db.transaction(
-        lambda s: cycles.create_cycle(s, p, f"C{depth}", date(2026, 1, 1), date(2026, 12, 31))
+        lambda s: cycles.create_cycle(
+            s, p, commands.CreateCycle(f"C{depth}", date(2026, 1, 1), date(2026, 12, 31))
+        )
     )
-    await db.transaction(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
+    await db.transaction(
+        lambda s: cycles.set_cycle_status(
+            s, p, commands.SetCycleStatus(cycle.id, domain_enums.CycleStatus.ACTIVE)
+        )
+    )
     parent = None
     for level in range(depth):
         row = await db.transaction(
             lambda s, parent=parent, level=level: objectives.create_objective(
-                s, p, cycle_id=cycle.id, title=f"L{level}", parent_id=parent
+                s,
+                p,
+                commands.CreateObjective(cycle_id=cycle.id, title=f"L{level}", parent_id=parent),
             )
         )
         parent = row.id
         # A sibling at each level, so every roll-up has more than one part.
         await db.transaction(
             lambda s, parent=parent: key_results.create_key_result(
-                s, p, objective_id=parent, title="Sibling", type="MILESTONE"
+                s,
+                p,
+                commands.CreateKeyResult(
+                    objective_id=parent, title="Sibling", type=domain_enums.KeyResultType.MILESTONE
+                ),
             )
         )
     assert parent is not None
@@ -42,11 +55,13 @@ async def _chain(db: Database, org: Org, depth: int) -> int:
         lambda s: key_results.create_key_result(
             s,
             p,
-            objective_id=parent,
-            title="Leaf",
-            type="INCREASE",
-            start_value=0,
-            target_value=10,
+            commands.CreateKeyResult(
+                objective_id=parent,
+                title="Leaf",
+                type=domain_enums.KeyResultType.INCREASE,
+                start_value=0,
+                target_value=10,
+            ),
         )
     )
     assert kr.id is not None
@@ -57,7 +72,9 @@ async def _statements_of_one_check_in(db: Database, org: Org, kr: int, value: fl
     async def run() -> int:
         counter = count_statements()
         await db.transaction(
-            lambda s: key_results.check_in(s, org.admin, key_result_id=kr, value=value)
+            lambda s: key_results.check_in(
+                s, org.admin, commands.CheckIn(key_result_id=kr, value=value)
+            )
         )
         return counter.n
 
@@ -85,7 +102,9 @@ async def test_a_check_in_costs_two_statements_at_any_depth(db: Database, org: O
 async def test_the_event_carries_the_chain_and_the_check_in(db: Database, org: Org):
     kr = await _chain(db, org, 3)
     row, stored = await db.transaction(
-        lambda s: key_results.check_in(s, org.admin, key_result_id=kr, value=5.0, note="half")
+        lambda s: key_results.check_in(
+            s, org.admin, commands.CheckIn(key_result_id=kr, value=5.0, note="half")
+        )
     )
     assert row.id is not None and stored.last_check_in_id == row.id
     async with db.connect() as conn:
@@ -137,12 +156,16 @@ async def test_a_rejected_check_in_writes_nothing(db: Database, org: Org):
         before = (await conn.execute(text("SELECT event_seq FROM organization"))).scalar()
     with pytest.raises(Rejected) as missing:
         await db.transaction(
-            lambda s: key_results.check_in(s, org.admin, key_result_id=kr + 999, value=1.0)
+            lambda s: key_results.check_in(
+                s, org.admin, commands.CheckIn(key_result_id=kr + 999, value=1.0)
+            )
         )
     assert missing.value.code == ErrorCode.NOT_FOUND
     with pytest.raises(Rejected) as bad:
         await db.transaction(
-            lambda s: key_results.check_in(s, org.admin, key_result_id=kr, value=float("nan"))
+            lambda s: key_results.check_in(
+                s, org.admin, commands.CheckIn(key_result_id=kr, value=float("nan"))
+            )
         )
     assert bad.value.code == ErrorCode.INVALID
     async with db.connect() as conn:

@@ -80,3 +80,22 @@ class SubjectType(StrEnum):
     COMMENT = "Comment"
     API_KEY = "ApiKey"
     METRIC = "Metric"
+
+
+class Visibility(StrEnum):
+    PUBLIC = "PUBLIC"
+    TEAM = "TEAM"
+    PRIVATE = "PRIVATE"
+
+
+class Measure(StrEnum):
+    NUMBER = "NUMBER"
+    PERCENT = "PERCENT"
+    CURRENCY = "CURRENCY"
+
+
+class Role(StrEnum):
+    ADMIN = "ADMIN"
+    MEMBER = "MEMBER"
+    VIEWER = "VIEWER"
+    SERVICE = "SERVICE"

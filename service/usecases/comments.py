@@ -8,19 +8,13 @@ from service import events
 from service.access import require_comment
 from service.domain.principal import Principal
 from service.models import Comment
-from service.usecases import common
+from service.usecases import commands, common
 from service.usecases.common import MAX_TEXT, required_text
 
 
-async def add_comment(
-    session: AsyncSession,
-    p: Principal,
-    *,
-    objective_id: int | None = None,
-    key_result_id: int | None = None,
-    body: str,
-) -> Comment:
-    body = required_text(body, "body", MAX_TEXT)
+async def add_comment(session: AsyncSession, p: Principal, cmd: commands.AddComment) -> Comment:
+    body = required_text(cmd.body, "body", MAX_TEXT)
+    objective_id, key_result_id = cmd.objective_id, cmd.key_result_id
     if key_result_id is not None:
         _kr, objective, cycle = await common.key_result(session, p, key_result_id, "subjectId")
     else:
@@ -37,8 +31,10 @@ async def add_comment(
     )
     session.add(row)
     await session.flush()
-    scope = events.Scope.of_objective(objective.id, objective.team_id, objective.cycle_id)
+    scope = events.Scope.of_objective(
+        common.id_of(objective), objective.team_id, objective.cycle_id
+    )
     await events.record(
-        session, p, p.organization_id, events.comment_added(row.id, key_result_id, scope)
+        session, p, p.organization_id, events.comment_added(common.id_of(row), key_result_id, scope)
     )
     return row

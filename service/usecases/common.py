@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, date, datetime
+from typing import Protocol
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import rollup, sql
 from service.domain import rules
@@ -26,6 +28,18 @@ MAX_NOTE = 5_000
 MAX_UNIT = 32
 MAX_IDEMPOTENCY_KEY = 128
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class _Stored(Protocol):
+    @property
+    def id(self) -> int | None: ...
+
+
+def id_of(row: _Stored) -> int:
+    """A stored row's id: every row read, or flushed, has one (the models declare it
+    optional for the rows not yet written)."""
+    assert row.id is not None
+    return row.id
 
 
 def now() -> datetime:
@@ -57,7 +71,7 @@ def optional_text(value: str | None, field: str, max_len: int) -> str | None:
     return cleaned or None
 
 
-def finite(value: float, field: str) -> float:
+def finite(value: float | None, field: str) -> float:
     if value is None or not math.isfinite(value):
         raise invalid(f"{field} must be a finite number", field)
     return float(value)
@@ -74,7 +88,7 @@ def amount(value: float, field: str) -> float:
     return value
 
 
-def weight(value: float, field: str = "weight") -> float:
+def weight(value: float | None, field: str = "weight") -> float:
     value = finite(value, field)
     if not 0 <= value <= rules.MAX_WEIGHT:
         raise invalid(f"{field} must lie between 0 and {rules.MAX_WEIGHT:g}", field)
@@ -106,7 +120,9 @@ def writable(cycle: Cycle) -> None:
 async def cycle(
     session: AsyncSession, p: Principal, cycle_id: int, field: str = "cycleId", lock: bool = False
 ) -> Cycle:
-    stmt = select(Cycle).where(Cycle.id == cycle_id, Cycle.organization_id == p.organization_id)
+    stmt = select(Cycle).where(
+        col(Cycle.id) == cycle_id, col(Cycle.organization_id) == p.organization_id
+    )
     row = (await session.execute(stmt.with_for_update() if lock else stmt)).scalar_one_or_none()
     if row is None:
         raise not_found("cycle", field)
@@ -136,8 +152,10 @@ async def objective(
 ) -> tuple[Objective, Cycle]:
     stmt = (
         select(Objective, Cycle)
-        .join(Cycle, Cycle.id == Objective.cycle_id)
-        .where(Objective.id == objective_id, Objective.organization_id == p.organization_id)
+        .join(Cycle, col(Cycle.id) == col(Objective.cycle_id))
+        .where(
+            col(Objective.id) == objective_id, col(Objective.organization_id) == p.organization_id
+        )
     )
     if lock:
         stmt = stmt.with_for_update(of=Objective)
@@ -159,9 +177,11 @@ async def key_result(
     caller (unless `any_visibility`: a service checks in on any key result)."""
     stmt = (
         select(KeyResult, Objective, Cycle)
-        .join(Objective, Objective.id == KeyResult.objective_id)
-        .join(Cycle, Cycle.id == Objective.cycle_id)
-        .where(KeyResult.id == key_result_id, KeyResult.organization_id == p.organization_id)
+        .join(Objective, col(Objective.id) == col(KeyResult.objective_id))
+        .join(Cycle, col(Cycle.id) == col(Objective.cycle_id))
+        .where(
+            col(KeyResult.id) == key_result_id, col(KeyResult.organization_id) == p.organization_id
+        )
     )
     if lock:
         stmt = stmt.with_for_update(of=KeyResult)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import events
 from service.access import require_admin
@@ -14,7 +13,7 @@ from service.domain.enums import CycleStatus
 from service.domain.errors import ErrorCode, Rejected, invalid
 from service.domain.principal import Principal
 from service.models import Cycle, Objective
-from service.usecases import common
+from service.usecases import commands, common
 from service.usecases.common import MAX_NAME, required_text
 
 _SCORE_AT_PROGRESS = text(
@@ -27,28 +26,28 @@ _SCORE_AT_PROGRESS = text(
 )
 
 
-async def create_cycle(
-    session: AsyncSession, p: Principal, name: str, starts_on: date, ends_on: date
-) -> Cycle:
+async def create_cycle(session: AsyncSession, p: Principal, cmd: commands.CreateCycle) -> Cycle:
     require_admin(p)
-    name = required_text(name, "name", MAX_NAME)
-    starts_on = common.cycle_date(starts_on, "startsOn")
-    ends_on = common.cycle_date(ends_on, "endsOn")
+    name = required_text(cmd.name, "name", MAX_NAME)
+    starts_on = common.cycle_date(cmd.starts_on, "startsOn")
+    ends_on = common.cycle_date(cmd.ends_on, "endsOn")
     if ends_on < starts_on:
         raise invalid("endsOn must not be before startsOn", "endsOn")
     row = Cycle(organization_id=p.organization_id, name=name, starts_on=starts_on, ends_on=ends_on)
     session.add(row)
     await session.flush()
-    await events.record(session, p, p.organization_id, events.cycle_created(row.id, name))
+    await events.record(
+        session, p, p.organization_id, events.cycle_created(common.id_of(row), name)
+    )
     return row
 
 
 async def set_cycle_status(
-    session: AsyncSession, p: Principal, cycle_id: int, status: str
+    session: AsyncSession, p: Principal, cmd: commands.SetCycleStatus
 ) -> Cycle:
     require_admin(p)
-    row = await common.cycle(session, p, cycle_id, lock=True)
-    current, new = CycleStatus(row.status), CycleStatus(status)
+    row = await common.cycle(session, p, cmd.cycle_id, lock=True)
+    current, new = CycleStatus(row.status), cmd.status
     if current is new:
         return row  # already there: nothing to write
     if current is CycleStatus.CLOSED:
@@ -68,15 +67,16 @@ async def set_cycle_status(
         ids = (
             (
                 await session.execute(
-                    select(Objective.id).where(
-                        Objective.cycle_id == row.id, Objective.organization_id == p.organization_id
+                    select(col(Objective.id)).where(
+                        col(Objective.cycle_id) == row.id,
+                        col(Objective.organization_id) == p.organization_id,
                     )
                 )
             )
             .scalars()
             .all()
         )
-        rolled = (await common.roll_up(session, p, list(ids))).scope()
-    changed = events.cycle_status_changed(row.id, str(current), str(new), rolled)
+        rolled = (await common.roll_up(session, p, [i for i in ids if i is not None])).scope()
+    changed = events.cycle_status_changed(common.id_of(row), str(current), str(new), rolled)
     await events.record(session, p, p.organization_id, changed)
     return row

@@ -3,23 +3,31 @@ every ancestor in the same transaction."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
-from typing import Any, TypeVar
+from datetime import UTC, datetime
+from typing import Any
 
 import orjson
-from sqlalchemy import Date, DateTime, Float, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import configure_mappers
+from sqlmodel import col
 
 from service import events, rollup
 from service.access import require_check_in, require_edit_objective
 from service.domain import rules
-from service.domain.enums import CycleStatus, KeyResultType
-from service.domain.errors import ErrorCode, Rejected, invalid, not_found
+from service.domain.enums import CycleStatus, KeyResultType, Measure
+from service.domain.errors import invalid, not_found
 from service.domain.principal import Principal
 from service.models import CHECK_IN_IDEMPOTENCY, CheckIn, Cycle, KeyResult, Objective
 from service.reads.visibility import can_see_objective
-from service.usecases import common
+from service.usecases import commands, common
+from service.usecases.check_in_rows import (
+    CLOCK_SKEW,
+    caller_of,
+    construct,
+    from_json,
+    replay,
+)
+from service.usecases.commands import KEEP
 from service.usecases.common import (
     MAX_IDEMPOTENCY_KEY,
     MAX_NOTE,
@@ -28,17 +36,6 @@ from service.usecases.common import (
     optional_text,
     required_text,
 )
-
-MEASURES = ("NUMBER", "PERCENT", "CURRENCY")
-CLOCK_SKEW = timedelta(minutes=1)
-EDITABLE = ("title", "owner_id", "measure", "unit", "start_value", "target_value", "weight")
-
-
-def _kind(value: str) -> KeyResultType:
-    try:
-        return KeyResultType(value)
-    except ValueError:
-        raise invalid(f"unknown key result type {value!r}", "type") from None
 
 
 def _definition(
@@ -76,32 +73,22 @@ def _change(kr: KeyResult, previous: float, cycle: Cycle, p: Principal) -> dict[
     }
 
 
-def _measure(value: str) -> str:
-    if value not in MEASURES:
-        raise invalid(f"measure must be one of {', '.join(MEASURES)}", "measure")
-    return value
+def _measure(value: Measure | None) -> str:
+    if value is None:
+        raise invalid(f"measure must be one of {', '.join(Measure)}", "measure")
+    return str(value)
 
 
 async def create_key_result(
-    session: AsyncSession,
-    p: Principal,
-    *,
-    objective_id: int,
-    title: str,
-    type: str,
-    measure: str = "NUMBER",
-    unit: str | None = None,
-    start_value: float | None = None,
-    target_value: float | None = None,
-    weight: float = 1.0,
-    owner_id: int | None = None,
+    session: AsyncSession, p: Principal, cmd: commands.CreateKeyResult
 ) -> KeyResult:
-    title = required_text(title, "title", MAX_TITLE)
-    kind = _kind(type)
-    measure = _measure(measure)
-    unit = optional_text(unit, "unit", MAX_UNIT)
-    start, target = _definition(kind, start_value, target_value)
-    weight = common.weight(weight)
+    title = required_text(cmd.title, "title", MAX_TITLE)
+    kind = cmd.type
+    measure = str(cmd.measure)
+    unit = optional_text(cmd.unit, "unit", MAX_UNIT)
+    start, target = _definition(kind, cmd.start_value, cmd.target_value)
+    weight = common.weight(cmd.weight)
+    objective_id, owner_id = cmd.objective_id, cmd.owner_id
     objective, cycle = await common.objective(session, p, objective_id)
     common.writable(cycle)
     require_edit_objective(p, objective.visibility, objective.team_id, objective.owner_id)
@@ -127,7 +114,7 @@ async def create_key_result(
     await session.flush()
     rolled = await common.roll_up(session, p, [objective_id])
     changes = [_change(row, row.progress, cycle, p), *rolled.changes]
-    created = events.key_result_created(row.id, title, changes, rolled.scope())
+    created = events.key_result_created(common.id_of(row), title, changes, rolled.scope())
     await events.record(session, p, p.organization_id, created)
     return row
 
@@ -142,36 +129,29 @@ async def _editable(
 
 
 async def update_key_result(
-    session: AsyncSession,
-    p: Principal,
-    key_result_id: int,
-    expected_version: int | None,
-    changes: dict[str, Any],
+    session: AsyncSession, p: Principal, cmd: commands.UpdateKeyResult
 ) -> KeyResult:
-    kr, _objective, cycle = await _editable(session, p, key_result_id)
-    common.check_version(kr.version, expected_version)
-    unknown = set(changes) - set(EDITABLE)
-    if unknown:
-        raise invalid(f"cannot change {', '.join(sorted(unknown))}")
+    kr, _objective, cycle = await _editable(session, p, cmd.key_result_id)
+    common.check_version(kr.version, cmd.expected_version)
     clean: dict[str, Any] = {}
-    if "title" in changes:
-        clean["title"] = required_text(changes["title"], "title", MAX_TITLE)
-    if "measure" in changes:
-        clean["measure"] = _measure(changes["measure"])
-    if "unit" in changes:
-        clean["unit"] = optional_text(changes["unit"], "unit", MAX_UNIT)
-    if "weight" in changes:
-        clean["weight"] = common.weight(changes["weight"])
-    if "owner_id" in changes:
-        if changes["owner_id"] is not None:
-            await common.user(session, p, changes["owner_id"], "ownerId")
-        clean["owner_id"] = changes["owner_id"]
+    if cmd.title is not KEEP:
+        clean["title"] = required_text(cmd.title, "title", MAX_TITLE)
+    if cmd.measure is not KEEP:
+        clean["measure"] = _measure(cmd.measure)
+    if cmd.unit is not KEEP:
+        clean["unit"] = optional_text(cmd.unit, "unit", MAX_UNIT)
+    if cmd.weight is not KEEP:
+        clean["weight"] = common.weight(cmd.weight)
+    if cmd.owner_id is not KEEP:
+        if cmd.owner_id is not None:
+            await common.user(session, p, cmd.owner_id, "ownerId")
+        clean["owner_id"] = cmd.owner_id
     kind = KeyResultType(kr.type)
-    if "start_value" in changes or "target_value" in changes:
+    if cmd.start_value is not KEEP or cmd.target_value is not KEEP:
         start, target = _definition(
             kind,
-            changes.get("start_value", kr.start_value),
-            changes.get("target_value", kr.target_value),
+            kr.start_value if cmd.start_value is KEEP else cmd.start_value,
+            kr.target_value if cmd.target_value is KEEP else cmd.target_value,
         )
         clean["start_value"], clean["target_value"] = start, target
     before = {k: getattr(kr, k) for k in clean}
@@ -187,41 +167,10 @@ async def update_key_result(
     kr.updated_at = common.now()
     await session.flush()
     rolled = await common.roll_up(session, p, [kr.objective_id])
-    changes = [_change(kr, previous, cycle, p), *rolled.changes]
-    updated = events.key_result_updated(kr.id, before, clean, changes, rolled.scope())
+    changed = [_change(kr, previous, cycle, p), *rolled.changes]
+    updated = events.key_result_updated(common.id_of(kr), before, clean, changed, rolled.scope())
     await events.record(session, p, p.organization_id, updated)
     return kr
-
-
-def caller_of(p: Principal) -> str:
-    """Whose idempotency keys these are: a user's and an API key's never share a scope."""
-    if p.user_id is not None:
-        return f"user:{p.user_id}"
-    if p.api_key_id is not None:
-        return f"key:{p.api_key_id}"
-    return f"organization:{p.organization_id}"
-
-
-def same_as_before(earlier: Any, value: float, measured_at: datetime | None) -> bool:
-    """The idempotency rule of check-ins and measurements alike: the same key again means
-    the same value at the same instant (None: "now", so the first must have been too)."""
-    if measured_at is None:
-        assert earlier.measured_at is not None and earlier.created_at is not None
-        same_instant = abs(earlier.measured_at - earlier.created_at) <= CLOCK_SKEW
-    else:
-        same_instant = earlier.measured_at == measured_at
-    return earlier.value == value and same_instant
-
-
-def _replay(earlier: CheckIn, value: float, measured_at: datetime | None) -> None:
-    """The same key again must mean the same check-in: same value, same instant."""
-    if not same_as_before(earlier, value, measured_at):
-        raise Rejected(
-            ErrorCode.CONFLICT,
-            "this idempotency key was already used for a check-in with a different value "
-            "or instant; use a new key for a new check-in",
-            ["idempotencyKey"],
-        )
 
 
 _CHECK_IN_READ = text("SELECT okr_check_in_read(:org, :kr, :caller, :key)")
@@ -276,38 +225,6 @@ _CHECK_IN_WRITE = text(
     """
 )
 
-M = TypeVar("M", CheckIn, KeyResult, Objective, Cycle)
-
-
-def _model(model: type[M], data: dict[str, Any]) -> M:
-    """A row read as json (okr_check_in_read) as its model, with its column types."""
-    values: dict[str, Any] = {}
-    for column in model.__table__.columns:  # type: ignore[attr-defined]
-        value = data.get(column.name)
-        if value is not None:
-            if isinstance(column.type, DateTime):
-                value = datetime.fromisoformat(value)
-            elif isinstance(column.type, Date):
-                value = date.fromisoformat(value)
-            elif isinstance(column.type, Float):
-                value = float(value)
-        values[column.name] = value
-    return _construct(model, values)
-
-
-def _construct(model: type[M], values: dict[str, Any]) -> M:
-    """A detached model instance holding `values` (one per column), built without the
-    per-attribute validation and instrumentation events of `model(**values)` (0.4 ms a
-    row, most of a check-in's own CPU time otherwise). Nothing is added to a session."""
-    configure_mappers()  # at once when nothing is new; the attributes need their mappers
-    row = model.__new__(model)
-    model._sa_class_manager._new_state_if_none(row)  # type: ignore[attr-defined]
-    row.__dict__.update(values)
-    object.__setattr__(row, "__pydantic_fields_set__", set(values))
-    object.__setattr__(row, "__pydantic_extra__", None)
-    object.__setattr__(row, "__pydantic_private__", None)
-    return row
-
 
 def _check_in_event(p: Principal, event: events.Event) -> dict[str, Any]:
     """The CHECK_IN outbox event's parameters (events.record's, prefixed `event_`), for
@@ -316,15 +233,7 @@ def _check_in_event(p: Principal, event: events.Event) -> dict[str, Any]:
 
 
 async def check_in(
-    session: AsyncSession,
-    p: Principal,
-    *,
-    key_result_id: int,
-    value: float,
-    confidence: float | None = None,
-    note: str | None = None,
-    idempotency_key: str | None = None,
-    measured_at: datetime | None = None,
+    session: AsyncSession, p: Principal, cmd: commands.CheckIn
 ) -> tuple[CheckIn, KeyResult]:
     """Record a value. A value may be backdated (`measured_at`) inside the cycle; the key
     result's current value is the one measured last.
@@ -337,14 +246,16 @@ async def check_in(
     Two statements (DESIGN: bench/README.md): `okr_check_in_read` locks the key result,
     then the chain in id order, and reads them afresh; the roll-up is computed here by
     the pure rules; `_CHECK_IN_WRITE` writes everything and the event."""
-    value = common.amount(value, "value")
+    key_result_id, measured_at = cmd.key_result_id, cmd.measured_at
+    value = common.amount(cmd.value, "value")
     now = common.now()
     if measured_at is not None and measured_at.tzinfo is None:
         measured_at = measured_at.replace(tzinfo=UTC)
     if measured_at is not None and measured_at > now + CLOCK_SKEW:
         raise invalid("measuredAt must not lie in the future", "measuredAt")
-    confidence = common.fraction(confidence, "confidence")
-    note = optional_text(note, "note", MAX_NOTE)
+    confidence = common.fraction(cmd.confidence, "confidence")
+    note = optional_text(cmd.note, "note", MAX_NOTE)
+    idempotency_key = cmd.idempotency_key
     if idempotency_key is not None:
         idempotency_key = required_text(idempotency_key, "idempotencyKey", MAX_IDEMPOTENCY_KEY)
     caller = caller_of(p)
@@ -363,9 +274,9 @@ async def check_in(
     if raw is None:
         raise not_found("key result", "keyResultId")
     read = orjson.loads(raw) if isinstance(raw, str | bytes) else raw
-    kr = _model(KeyResult, read["key_result"])
-    objective = _model(Objective, read["objective"])
-    cycle = _model(Cycle, read["cycle"])
+    kr = from_json(KeyResult, read["key_result"])
+    objective = from_json(Objective, read["objective"])
+    cycle = from_json(Cycle, read["cycle"])
     # A service posts its numbers to any key result of its organization (docs/design.md,
     # "Access"), seen or not; the payload then shows nothing of a hidden one.
     if p.role != "SERVICE" and not can_see_objective(
@@ -378,8 +289,8 @@ async def check_in(
     if problem:
         raise invalid(problem, "value")
     if read["earlier"] is not None:
-        earlier = _model(CheckIn, read["earlier"])
-        _replay(earlier, value, measured_at)
+        earlier = from_json(CheckIn, read["earlier"])
+        replay(earlier, value, measured_at)
         return earlier, kr
     common.writable(cycle)
     if not rules.accepts_check_ins(CycleStatus(cycle.status)):
@@ -392,7 +303,7 @@ async def check_in(
         if not start <= measured_at < end:
             raise invalid("measuredAt must lie inside the cycle", "measuredAt")
     progress = rules.key_result_progress(kind, kr.start_value, kr.target_value, value)
-    row = _construct(
+    row = construct(
         CheckIn,
         dict(
             id=read["next_id"],
@@ -432,11 +343,19 @@ async def check_in(
         thresholds=p.thresholds,
         now=now,
         fresh_parts={
-            ("KeyResult", kr.id): (kr.progress, kr.last_check_in_id is not None, kr.score)
+            ("KeyResult", common.id_of(kr)): (
+                kr.progress,
+                kr.last_check_in_id is not None,
+                kr.score,
+            )
         },
     )
     checked = events.checked_in(
-        kr.id, row.id, value, [_change(kr, previous, cycle, p), *rolled.changes], rolled.scope()
+        common.id_of(kr),
+        common.id_of(row),
+        value,
+        [_change(kr, previous, cycle, p), *rolled.changes],
+        rolled.scope(),
     )
     written = (
         await session.execute(
@@ -469,10 +388,10 @@ async def check_in(
         )
     ).one_or_none()
     if written is None:
-        earlier_row = await _earlier(session, p, kr.id, caller, idempotency_key)
+        earlier_row = await _earlier(session, p, common.id_of(kr), caller, idempotency_key)
         if earlier_row is None:
             raise AssertionError("a check-in conflicted with none")
-        _replay(earlier_row, value, measured_at)
+        replay(earlier_row, value, measured_at)
         return earlier_row, kr
     return row, kr
 
@@ -485,10 +404,10 @@ async def _earlier(
         await session.execute(
             select(CheckIn)
             .where(
-                CheckIn.key_result_id == key_result_id,
-                CheckIn.caller == caller,
-                CheckIn.idempotency_key == key,
-                CheckIn.organization_id == p.organization_id,
+                col(CheckIn.key_result_id) == key_result_id,
+                col(CheckIn.caller) == caller,
+                col(CheckIn.idempotency_key) == key,
+                col(CheckIn.organization_id) == p.organization_id,
             )
             .execution_options(populate_existing=True)
         )
@@ -496,9 +415,10 @@ async def _earlier(
 
 
 async def score_key_result(
-    session: AsyncSession, p: Principal, key_result_id: int, score: float, reason: str | None = None
+    session: AsyncSession, p: Principal, cmd: commands.ScoreKeyResult
 ) -> KeyResult:
-    kr, _objective, cycle = await _editable(session, p, key_result_id)
+    score, reason = cmd.score, cmd.reason
+    kr, _objective, cycle = await _editable(session, p, cmd.key_result_id)
     if cycle.status != CycleStatus.REVIEW:
         raise invalid(
             f"scoring happens while the cycle is in REVIEW (it is {cycle.status})", "keyResultId"
@@ -512,6 +432,8 @@ async def score_key_result(
     kr.updated_at = common.now()
     await session.flush()
     rolled = await common.roll_up(session, p, [kr.objective_id])
-    scored = events.key_result_scored(kr.id, before, value, kr.score_reason, rolled.scope())
+    scored = events.key_result_scored(
+        common.id_of(kr), before, value, kr.score_reason, rolled.scope()
+    )
     await events.record(session, p, p.organization_id, scored)
     return kr

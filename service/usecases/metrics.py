@@ -15,221 +15,43 @@ id order, then their chains in id order (service/rollup.py), as `check_in` does.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events, rollup
-from service.access import require_admin, require_edit_objective, require_record_measurements
+from service.access import require_record_measurements
 from service.domain import rules
 from service.domain.enums import KeyResultType
-from service.domain.errors import ErrorCode, Rejected, invalid, not_found
+from service.domain.errors import ErrorCode, Rejected, invalid
 from service.domain.principal import Principal
-from service.models import KeyResult, Metric
 from service.usecases import common
-from service.usecases.common import (
-    MAX_IDEMPOTENCY_KEY,
-    MAX_NAME,
-    MAX_TEXT,
-    MAX_UNIT,
-    optional_text,
-    required_text,
+from service.usecases.check_in_rows import caller_of, same_as_before
+from service.usecases.commands import MeasurementInput as MeasurementInput
+from service.usecases.measurement_items import (
+    CheckInRow,
+    Item,
+    at,
+    checked,
+    refuse,
 )
-from service.usecases.key_results import CLOCK_SKEW, caller_of, same_as_before
+from service.usecases.measurement_items import (
+    Recorded as Recorded,
+)
+
+# Defining and binding metrics live beside (metric_definitions.py); re-exported here.
+from service.usecases.metric_definitions import BatchRejected as BatchRejected
+from service.usecases.metric_definitions import bind_key_result as bind_key_result
+from service.usecases.metric_definitions import create_metric as create_metric
+from service.usecases.metric_definitions import metric_by_key as metric_by_key
 
 MAX_BATCH = 1000
-MAX_SOURCE = 200
-MAX_REPORTED_ERRORS = 100
-KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
-EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
-
-
-class BatchRejected(Rejected):
-    """Several items of a batch refused at once; the first is the exception's own."""
-
-    def __init__(self, errors: list[Rejected]) -> None:
-        first = errors[0]
-        super().__init__(first.code, first.message, first.field)
-        self.errors = errors
-
-
-def metric_key(value: str | None, field: str = "key") -> str:
-    key = value or ""
-    if not KEY.fullmatch(key):  # taken as sent: " cost" is not "cost"
-        raise invalid(
-            f"{field} must start with a lowercase letter and hold at most 100 lowercase "
-            "letters, digits, '_', '.' or '-' (e.g. cost_per_order)",
-            field,
-        )
-    return key
-
-
-# --- create and bind ----------------------------------------------------------------------
-
-
-async def create_metric(
-    session: AsyncSession,
-    p: Principal,
-    *,
-    key: str,
-    name: str,
-    unit: str | None = None,
-    description: str | None = None,
-) -> Metric:
-    require_admin(p)
-    key = metric_key(key)
-    name = required_text(name, "name", MAX_NAME)
-    unit = optional_text(unit, "unit", MAX_UNIT)
-    description = optional_text(description, "description", MAX_TEXT)
-    row = (
-        await session.scalars(
-            pg_insert(Metric)
-            .values(
-                organization_id=p.organization_id,
-                key=key,
-                name=name,
-                unit=unit,
-                description=description,
-            )
-            .on_conflict_do_nothing(constraint="uq_metric_organization_key")
-            .returning(Metric)
-        )
-    ).one_or_none()
-    if row is None:
-        raise Rejected(ErrorCode.CONFLICT, f"a metric with the key {key!r} exists already", ["key"])
-    await events.record(
-        session, p, p.organization_id, events.metric_created(row.id, key, name, unit)
-    )
-    return row
-
-
-async def metric(session: AsyncSession, p: Principal, metric_id: int, field: str) -> Metric:
-    row = await session.get(Metric, metric_id)
-    if row is None or row.organization_id != p.organization_id:
-        raise not_found("metric", field)
-    return row
-
-
-async def metric_by_key(session: AsyncSession, p: Principal, key: str) -> Metric:
-    row = await session.scalar(
-        select(Metric).where(Metric.organization_id == p.organization_id, Metric.key == key)
-    )
-    if row is None:
-        raise not_found(f"metric {key!r}", "key")
-    return row
-
-
-async def bind_key_result(
-    session: AsyncSession, p: Principal, key_result_id: int, metric_id: int | None
-) -> KeyResult:
-    """Whoever may edit the key result may bind it (or unbind it: `metric_id` None). Its
-    later check-ins then come from the metric; manual ones are still taken."""
-    kr, objective, cycle = await common.key_result(session, p, key_result_id, lock=True)
-    common.writable(cycle)
-    require_edit_objective(p, objective.visibility, objective.team_id, objective.owner_id)
-    if metric_id is not None:
-        await metric(session, p, metric_id, "metricId")
-    if kr.metric_id == metric_id:
-        return kr
-    before = kr.metric_id
-    kr.metric_id = metric_id
-    kr.version += 1
-    kr.updated_at = common.now()
-    await session.flush()
-    scope = events.Scope.of_objective(objective.id, objective.team_id, cycle.id)
-    bound = events.key_result_bound(kr.id, before, metric_id, scope)
-    await events.record(session, p, p.organization_id, bound)
-    return kr
 
 
 # --- record ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MeasurementInput:
-    metric_key: str
-    value: float
-    measured_at: datetime | None = None  # None: now
-    source: str | None = None
-    idempotency_key: str | None = None
-
-
-@dataclass
-class Recorded:
-    """The batch's measurements in input order (a replayed one is the first run's row),
-    and the check-ins it wrote, on every bound key result, hidden ones included."""
-
-    measurements: list[Any] = field(default_factory=list)
-    check_ins: list[Any] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class CheckInRow:
-    """A check-in the batch wrote, as the check_in table holds it."""
-
-    id: int
-    organization_id: int
-    key_result_id: int
-    value: float
-    confidence: float | None
-    note: str | None
-    author_id: int | None
-    api_key_id: int | None
-    progress: float
-    idempotency_key: str | None
-    caller: str
-    measured_at: datetime
-    created_at: datetime
-
-
-@dataclass
-class _Item:
-    index: int
-    key: str
-    value: float
-    measured_at: datetime | None
-    source: str | None
-    idempotency_key: str | None
-    metric_id: int = 0
-
-
-def _at(index: int, name: str) -> list[str]:
-    return ["measurements", str(index), name]
-
-
-def _checked(index: int, m: MeasurementInput, now: datetime) -> _Item:
-    """One item's plain values, or Rejected naming its index."""
-    try:
-        key = metric_key(m.metric_key, "metricKey")
-        value = common.amount(m.value, "value")
-        measured_at = m.measured_at
-        if measured_at is not None:
-            if measured_at.tzinfo is None:
-                measured_at = measured_at.replace(tzinfo=UTC)
-            if measured_at > now + CLOCK_SKEW:
-                raise invalid("measuredAt must not lie in the future", "measuredAt")
-            if measured_at < EARLIEST:
-                raise invalid("measuredAt must not lie before 1900", "measuredAt")
-        source = optional_text(m.source, "source", MAX_SOURCE)
-        idempotency_key = m.idempotency_key
-        if idempotency_key is not None:
-            idempotency_key = required_text(idempotency_key, "idempotencyKey", MAX_IDEMPOTENCY_KEY)
-    except Rejected as exc:
-        name = exc.field[-1] if exc.field else "value"
-        raise Rejected(exc.code, f"measurement {index}: {exc.message}", _at(index, name)) from None
-    return _Item(index, key, value, measured_at, source, idempotency_key)
-
-
-def _refuse(errors: list[Rejected]) -> None:
-    if errors:
-        errors.sort(key=lambda e: int(e.field[1]) if e.field and len(e.field) > 1 else -1)
-        raise BatchRejected(errors[:MAX_REPORTED_ERRORS])
 
 
 _LOCK_METRICS = text(
@@ -334,10 +156,10 @@ async def record_measurements(
     org = p.organization_id
     caller = caller_of(p)
     errors: list[Rejected] = []
-    items: list[_Item] = []
+    items: list[Item] = []
     for i, m in enumerate(batch):
         try:
-            items.append(_checked(i, m, now))
+            items.append(checked(i, m, now))
         except Rejected as exc:
             errors.append(exc)
 
@@ -353,7 +175,7 @@ async def record_measurements(
                 Rejected(
                     ErrorCode.NOT_FOUND,
                     f"measurement {it.index}: metric {it.key!r} not found",
-                    _at(it.index, "metricKey"),
+                    at(it.index, "metricKey"),
                 )
             )
             continue
@@ -365,12 +187,12 @@ async def record_measurements(
                     invalid(
                         f"measurement {it.index}: the idempotency key of measurement "
                         f"{seen[pair]} again, for the same metric; one batch uses a key once",
-                        *_at(it.index, "idempotencyKey"),
+                        *at(it.index, "idempotencyKey"),
                     )
                 )
             else:
                 seen[pair] = it.index
-    _refuse(errors)
+    refuse(errors)
 
     # Retries: items whose key this caller used before on this metric.
     replayed: dict[int, Any] = {}
@@ -400,11 +222,11 @@ async def record_measurements(
                         f"measurement {it.index}: this idempotency key was already used for "
                         "a measurement of this metric with a different value or instant; "
                         "use a new key for a new measurement",
-                        _at(it.index, "idempotencyKey"),
+                        at(it.index, "idempotencyKey"),
                     )
                 )
             replayed[it.index] = first
-        _refuse(errors)
+        refuse(errors)
 
     fresh = [it for it in items if it.index not in replayed]
     stored: dict[int, Any] = dict(replayed)
@@ -442,9 +264,9 @@ async def _check_ins(
     p: Principal,
     caller: str,
     now: datetime,
-    fresh: list[_Item],
+    fresh: list[Item],
     rows: list[Any],
-) -> tuple[list[Any], list[tuple[int, dict[str, Any], int]]]:
+) -> tuple[list[Any], list[events.Event]]:
     """The new measurements as check-ins on their metrics' bound key results; each chain
     rolls up once. Returns the check-ins and, per affected key result, its one CHECK_IN
     event (key result, payload, its last check-in of the batch) for the caller to write."""
@@ -453,10 +275,10 @@ async def _check_ins(
     bound = (await session.execute(_BOUND, {"org": org, "metrics": metrics})).all()
     if not bound:
         return [], []
-    by_metric: dict[int, list[tuple[_Item, Any]]] = defaultdict(list)
+    by_metric: dict[int, list[tuple[Item, Any]]] = defaultdict(list)
     for it, row in zip(fresh, rows, strict=True):
         by_metric[it.metric_id].append((it, row))
-    plan: list[tuple[Any, _Item, Any, float]] = []  # key result, item, measurement, progress
+    plan: list[tuple[Any, Item, Any, float]] = []  # key result, item, measurement, progress
     problems: dict[tuple[KeyResultType, float], str | None] = {}
     for kr in bound:
         kind = KeyResultType(kr.type)
@@ -579,7 +401,7 @@ async def _check_ins(
 
 
 async def _record_events(
-    session: AsyncSession, p: Principal, fresh: list[_Item], rows: list[Any], found: dict[str, int]
+    session: AsyncSession, p: Principal, fresh: list[Item], rows: list[Any], found: dict[str, int]
 ) -> None:
     """One MEASUREMENTS_RECORDED per metric of the batch: the outbox sees every write, so
     a batch that fed no key result still moves the organization's position."""

@@ -12,15 +12,13 @@ from service.access import (
     require_edit_objective,
     require_weight_under,
 )
-from service.domain.enums import CycleStatus
+from service.domain.enums import CycleStatus, Visibility
 from service.domain.errors import ErrorCode, Rejected, invalid
 from service.domain.principal import Principal
 from service.models import Cycle, Objective
-from service.usecases import common
+from service.usecases import commands, common
+from service.usecases.commands import KEEP
 from service.usecases.common import MAX_TEXT, MAX_TITLE, optional_text, required_text
-
-VISIBILITIES = ("PUBLIC", "TEAM", "PRIVATE")
-EDITABLE = ("title", "description", "owner_id", "weight", "visibility")
 
 _SUBTREE = sql.walk(sql.SUBTREE, "SELECT EXISTS (SELECT 1 FROM down WHERE id = :parent)")
 
@@ -44,29 +42,20 @@ async def _parent(
     return parent
 
 
-def _visibility(value: str) -> str:
-    if value not in VISIBILITIES:
-        raise invalid(f"visibility must be one of {', '.join(VISIBILITIES)}", "visibility")
-    return value
+def _visibility(value: Visibility | None) -> str:
+    if value is None:
+        raise invalid(f"visibility must be one of {', '.join(Visibility)}", "visibility")
+    return str(value)
 
 
 async def create_objective(
-    session: AsyncSession,
-    p: Principal,
-    *,
-    cycle_id: int,
-    title: str,
-    description: str | None = None,
-    team_id: int | None = None,
-    owner_id: int | None = None,
-    parent_id: int | None = None,
-    weight: float = 1.0,
-    visibility: str = "PUBLIC",
+    session: AsyncSession, p: Principal, cmd: commands.CreateObjective
 ) -> Objective:
-    title = required_text(title, "title", MAX_TITLE)
-    description = optional_text(description, "description", MAX_TEXT)
-    weight = common.weight(weight)
-    visibility = _visibility(visibility)
+    title = required_text(cmd.title, "title", MAX_TITLE)
+    description = optional_text(cmd.description, "description", MAX_TEXT)
+    weight = common.weight(cmd.weight)
+    visibility = str(cmd.visibility)
+    cycle_id, team_id, owner_id, parent_id = cmd.cycle_id, cmd.team_id, cmd.owner_id, cmd.parent_id
     cycle = await common.cycle(session, p, cycle_id)
     common.writable(cycle)
     if team_id is not None:
@@ -91,8 +80,8 @@ async def create_objective(
     )
     session.add(row)
     await session.flush()
-    rolled = await common.roll_up(session, p, [row.id])
-    created = events.objective_created(row.id, title, rolled.changes, rolled.scope())
+    rolled = await common.roll_up(session, p, [common.id_of(row)])
+    created = events.objective_created(common.id_of(row), title, rolled.changes, rolled.scope())
     await events.record(session, p, p.organization_id, created)
     return row
 
@@ -115,37 +104,30 @@ def _snapshot(row: Objective, fields: tuple[str, ...]) -> dict[str, Any]:
 
 
 async def update_objective(
-    session: AsyncSession,
-    p: Principal,
-    objective_id: int,
-    expected_version: int | None,
-    changes: dict[str, Any],
+    session: AsyncSession, p: Principal, cmd: commands.UpdateObjective
 ) -> Objective:
-    row, _cycle = await _editable(session, p, objective_id)
-    common.check_version(row.version, expected_version)
-    unknown = set(changes) - set(EDITABLE)
-    if unknown:
-        raise invalid(f"cannot change {', '.join(sorted(unknown))}")
+    row, _cycle = await _editable(session, p, cmd.objective_id)
+    common.check_version(row.version, cmd.expected_version)
     clean: dict[str, Any] = {}
-    if "title" in changes:
-        clean["title"] = required_text(changes["title"], "title", MAX_TITLE)
-    if "description" in changes:
-        clean["description"] = optional_text(changes["description"], "description", MAX_TEXT)
-    if "weight" in changes:
-        clean["weight"] = common.weight(changes["weight"])
+    if cmd.title is not KEEP:
+        clean["title"] = required_text(cmd.title, "title", MAX_TITLE)
+    if cmd.description is not KEEP:
+        clean["description"] = optional_text(cmd.description, "description", MAX_TEXT)
+    if cmd.weight is not KEEP:
+        clean["weight"] = common.weight(cmd.weight)
         if row.parent_id is not None and clean["weight"] != row.weight:
             parent = await session.get(Objective, row.parent_id)  # same organization
             assert parent is not None
             require_weight_under(
                 p, clean["weight"], parent.visibility, parent.team_id, parent.owner_id
             )
-    if "visibility" in changes:
-        clean["visibility"] = _visibility(changes["visibility"])
-    if "owner_id" in changes:
-        if changes["owner_id"] is None:
+    if cmd.visibility is not KEEP:
+        clean["visibility"] = _visibility(cmd.visibility)
+    if cmd.owner_id is not KEEP:
+        if cmd.owner_id is None:
             raise invalid("every objective has an owner: name the new one", "ownerId")
-        await common.user(session, p, changes["owner_id"], "ownerId")
-        clean["owner_id"] = changes["owner_id"]
+        await common.user(session, p, cmd.owner_id, "ownerId")
+        clean["owner_id"] = cmd.owner_id
     before = _snapshot(row, tuple(clean))
     if before == clean:
         return row  # nothing to change, nothing to write
@@ -155,20 +137,26 @@ async def update_objective(
     row.updated_at = common.now()
     await session.flush()
     updated = events.objective_updated(
-        row.id, before, clean, events.Scope.of_objective(row.id, row.team_id, row.cycle_id)
+        common.id_of(row),
+        before,
+        clean,
+        events.Scope.of_objective(common.id_of(row), row.team_id, row.cycle_id),
     )
     if "weight" in clean and row.parent_id is not None:
         rolled = await common.roll_up(session, p, [row.parent_id])
-        updated = events.objective_updated(row.id, before, clean, rolled.scope(), rolled.changes)
+        updated = events.objective_updated(
+            common.id_of(row), before, clean, rolled.scope(), rolled.changes
+        )
     await events.record(session, p, p.organization_id, updated)
     return row
 
 
 async def align_objective(
-    session: AsyncSession, p: Principal, objective_id: int, parent_id: int | None
+    session: AsyncSession, p: Principal, cmd: commands.AlignObjective
 ) -> Objective:
+    parent_id = cmd.parent_id
     await common.lock_alignment(session, p.organization_id)
-    row, cycle = await _editable(session, p, objective_id)
+    row, cycle = await _editable(session, p, cmd.objective_id)
     old_parent = row.parent_id
     if parent_id == old_parent:
         return row
@@ -190,46 +178,48 @@ async def align_objective(
     await session.flush()
     rolled = await common.roll_up(session, p, [i for i in (old_parent, parent_id, row.id) if i])
     aligned = events.objective_aligned(
-        row.id, old_parent, parent_id, rolled.changes, rolled.scope()
+        common.id_of(row), old_parent, parent_id, rolled.changes, rolled.scope()
     )
     await events.record(session, p, p.organization_id, aligned)
     return row
 
 
-async def archive_objective(session: AsyncSession, p: Principal, objective_id: int) -> Objective:
-    row, _cycle = await _editable(session, p, objective_id)
+async def archive_objective(
+    session: AsyncSession, p: Principal, cmd: commands.ArchiveObjective
+) -> Objective:
+    row, _cycle = await _editable(session, p, cmd.objective_id)
     if row.archived_at is not None:
         return row  # already archived
     row.archived_at = common.now()
     row.version += 1
     row.updated_at = row.archived_at
     await session.flush()
-    rolled = await common.roll_up(session, p, [row.id])
-    archived = events.objective_archived(row.id, rolled.changes, rolled.scope())
+    rolled = await common.roll_up(session, p, [common.id_of(row)])
+    archived = events.objective_archived(common.id_of(row), rolled.changes, rolled.scope())
     await events.record(session, p, p.organization_id, archived)
     return row
 
 
 async def reflect_on_objective(
-    session: AsyncSession, p: Principal, objective_id: int, changes: dict[str, str | None]
+    session: AsyncSession, p: Principal, cmd: commands.Reflect
 ) -> Objective:
-    row, _cycle = await _editable(session, p, objective_id, review_only=True)
-    clean = {}
-    for key, field in (
-        ("went_well", "wentWell"),
-        ("challenges", "challenges"),
-        ("lessons", "lessons"),
+    row, _cycle = await _editable(session, p, cmd.objective_id, review_only=True)
+    clean: dict[str, str | None] = {}
+    for key, field, value in (
+        ("went_well", "wentWell", cmd.went_well),
+        ("challenges", "challenges", cmd.challenges),
+        ("lessons", "lessons", cmd.lessons),
     ):
-        if key in changes:
-            clean[key] = optional_text(changes[key], field, MAX_TEXT)
+        if value is not KEEP:
+            clean[key] = optional_text(value, field, MAX_TEXT)
     if not clean:
         raise invalid("give at least one of wentWell, challenges, lessons")
     for key, value in clean.items():
         setattr(row, key, value)
     row.updated_at = common.now()
     await session.flush()
-    scope = events.Scope.of_objective(row.id, row.team_id, row.cycle_id)
+    scope = events.Scope.of_objective(common.id_of(row), row.team_id, row.cycle_id)
     await events.record(
-        session, p, p.organization_id, events.objective_reflected(row.id, clean, scope)
+        session, p, p.organization_id, events.objective_reflected(common.id_of(row), clean, scope)
     )
     return row

@@ -7,17 +7,19 @@ import re
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import events
 from service.access import require_admin
 from service.domain.credentials import new_api_key
+from service.domain.enums import Role
 from service.domain.errors import ErrorCode, Rejected, forbidden, invalid, not_found
 from service.domain.principal import Principal
 from service.models import ApiKey, Organization, Team, TeamMembership, User
-from service.usecases import common
+from service.usecases import commands, common
 from service.usecases.common import EMAIL, MAX_NAME, required_text
 
-ROLES = ("ADMIN", "MEMBER", "VIEWER")
+GRANTABLE = (Role.ADMIN, Role.MEMBER, Role.VIEWER)  # a SERVICE is an API key, not a user
 
 
 def slugify(name: str) -> str:
@@ -41,14 +43,16 @@ async def create_organization(
     name = required_text(name, "name", MAX_NAME)
     slug = slugify(slug or name)
     email = _email(admin_email)
-    exists = await session.scalar(select(Organization.id).where(Organization.slug == slug))
+    exists = await session.scalar(
+        select(col(Organization.id)).where(col(Organization.slug) == slug)
+    )
     if exists:
         raise Rejected(ErrorCode.CONFLICT, f"an organization with slug {slug!r} exists", ["slug"])
     org = Organization(name=name, slug=slug)
     session.add(org)
     await session.flush()
     admin = User(
-        organization_id=org.id,
+        organization_id=common.id_of(org),
         name=(admin_name or email.split("@")[0]),
         email=email,
         role="ADMIN",
@@ -56,51 +60,59 @@ async def create_organization(
     session.add(admin)
     await session.flush()
     await events.record(
-        session, None, org.id, events.organization_created(org.id, name, slug, admin.id)
+        session,
+        None,
+        common.id_of(org),
+        events.organization_created(common.id_of(org), name, slug, common.id_of(admin)),
     )
     return org, admin
 
 
-async def create_user(
-    session: AsyncSession, p: Principal, name: str, email: str, role: str
-) -> User:
+async def create_user(session: AsyncSession, p: Principal, cmd: commands.CreateUser) -> User:
     require_admin(p)
-    name = required_text(name, "name", MAX_NAME)
-    email = _email(email)
-    if role not in ROLES:
-        raise invalid(f"role must be one of {', '.join(ROLES)}", "role")
+    name = required_text(cmd.name, "name", MAX_NAME)
+    email = _email(cmd.email)
+    role = cmd.role
+    if role not in GRANTABLE:
+        raise invalid(f"role must be one of {', '.join(GRANTABLE)}", "role")
     taken = await session.scalar(
-        select(User.id).where(User.organization_id == p.organization_id, User.email == email)
+        select(col(User.id)).where(
+            col(User.organization_id) == p.organization_id, col(User.email) == email
+        )
     )
     if taken:
         raise Rejected(ErrorCode.CONFLICT, f"{email} is already a user here", ["email"])
-    row = User(organization_id=p.organization_id, name=name, email=email, role=role)
+    row = User(organization_id=p.organization_id, name=name, email=email, role=str(role))
     session.add(row)
     try:
         async with session.begin_nested():
             await session.flush()
     except IntegrityError:
         raise Rejected(ErrorCode.CONFLICT, f"{email} is already a user here", ["email"]) from None
-    await events.record(session, p, p.organization_id, events.user_created(row.id, email, role))
+    await events.record(
+        session, p, p.organization_id, events.user_created(common.id_of(row), email, str(role))
+    )
     return row
 
 
-async def create_team(
-    session: AsyncSession, p: Principal, name: str, parent_id: int | None
-) -> Team:
+async def create_team(session: AsyncSession, p: Principal, cmd: commands.CreateTeam) -> Team:
     require_admin(p)
-    name = required_text(name, "name", MAX_NAME)
+    name = required_text(cmd.name, "name", MAX_NAME)
+    parent_id = cmd.parent_id
     if parent_id is not None:
         await common.team(session, p, parent_id, "parentId")
     row = Team(organization_id=p.organization_id, name=name, parent_id=parent_id)
     session.add(row)
     await session.flush()
-    await events.record(session, p, p.organization_id, events.team_created(row.id, name, parent_id))
+    await events.record(
+        session, p, p.organization_id, events.team_created(common.id_of(row), name, parent_id)
+    )
     return row
 
 
-async def add_team_member(session: AsyncSession, p: Principal, team_id: int, user_id: int) -> Team:
+async def add_team_member(session: AsyncSession, p: Principal, cmd: commands.TeamMember) -> Team:
     require_admin(p)
+    team_id, user_id = cmd.team_id, cmd.user_id
     team = await common.team(session, p, team_id)
     await common.user(session, p, user_id)
     existing = await session.get(TeamMembership, (team_id, user_id))
@@ -112,18 +124,17 @@ async def add_team_member(session: AsyncSession, p: Principal, team_id: int, use
     return team
 
 
-async def remove_team_member(
-    session: AsyncSession, p: Principal, team_id: int, user_id: int
-) -> Team:
+async def remove_team_member(session: AsyncSession, p: Principal, cmd: commands.TeamMember) -> Team:
     """The user no longer sees the team's TEAM objectives; their open WebSockets are
     closed (the event tells every replica)."""
     require_admin(p)
+    team_id, user_id = cmd.team_id, cmd.user_id
     team = await common.team(session, p, team_id)
     await common.user(session, p, user_id)
     removed = await session.scalar(
         delete(TeamMembership)
-        .where(TeamMembership.team_id == team_id, TeamMembership.user_id == user_id)
-        .returning(TeamMembership.user_id)
+        .where(col(TeamMembership.team_id) == team_id, col(TeamMembership.user_id) == user_id)
+        .returning(col(TeamMembership.user_id))
     )
     if removed is None:
         raise not_found("a membership of this user in this team", "userId")
@@ -131,11 +142,13 @@ async def remove_team_member(
     return team
 
 
-async def deactivate_user(session: AsyncSession, p: Principal, user_id: int) -> User:
+async def deactivate_user(
+    session: AsyncSession, p: Principal, cmd: commands.DeactivateUser
+) -> User:
     """Take access away from a person: their tokens stop working at once, over HTTP and
     on open WebSockets (the event tells every replica). Their history stays."""
     require_admin(p)
-    target = await common.user(session, p, user_id)
+    target = await common.user(session, p, cmd.user_id)
     if target.id == p.user_id:
         raise forbidden("an admin may not deactivate themselves", "userId")
     # The organization's admins, locked: two admins deactivating each other at once
@@ -143,13 +156,13 @@ async def deactivate_user(session: AsyncSession, p: Principal, user_id: int) -> 
     admins = set(
         (
             await session.execute(
-                select(User.id)
+                select(col(User.id))
                 .where(
-                    User.organization_id == p.organization_id,
-                    User.role == "ADMIN",
-                    User.active.is_(True),
+                    col(User.organization_id) == p.organization_id,
+                    col(User.role) == "ADMIN",
+                    col(User.active).is_(True),
                 )
-                .order_by(User.id)
+                .order_by(col(User.id))
                 .with_for_update()
             )
         )
@@ -166,13 +179,13 @@ async def deactivate_user(session: AsyncSession, p: Principal, user_id: int) -> 
     target.active = False
     await session.flush()
     await events.record(
-        session, p, p.organization_id, events.user_deactivated(target.id, target.email)
+        session, p, p.organization_id, events.user_deactivated(common.id_of(target), target.email)
     )
     return target
 
 
 async def organization_by_slug(session: AsyncSession, slug: str) -> Organization:
-    org = await session.scalar(select(Organization).where(Organization.slug == slug))
+    org = await session.scalar(select(Organization).where(col(Organization.slug) == slug))
     if org is None:
         raise not_found(f"organization {slug!r}", "org")
     return org
@@ -181,7 +194,7 @@ async def organization_by_slug(session: AsyncSession, slug: str) -> Organization
 async def user_by_email(session: AsyncSession, organization_id: int, email: str) -> User:
     row = await session.scalar(
         select(User).where(
-            User.organization_id == organization_id, User.email == email.strip().lower()
+            col(User.organization_id) == organization_id, col(User.email) == email.strip().lower()
         )
     )
     if row is None:
@@ -197,14 +210,18 @@ async def create_api_key(
     row = ApiKey(organization_id=organization_id, name=name, key_hash=key_hash)
     session.add(row)
     await session.flush()
-    await events.record(session, None, organization_id, events.api_key_created(row.id, name))
+    await events.record(
+        session, None, organization_id, events.api_key_created(common.id_of(row), name)
+    )
     return row, key
 
 
 async def api_keys(session: AsyncSession, organization_id: int) -> list[ApiKey]:
     """Every key of the organization, revoked ones included, oldest first."""
     rows = await session.scalars(
-        select(ApiKey).where(ApiKey.organization_id == organization_id).order_by(ApiKey.id)
+        select(ApiKey)
+        .where(col(ApiKey.organization_id) == organization_id)
+        .order_by(col(ApiKey.id))
     )
     return list(rows)
 
@@ -215,12 +232,12 @@ async def revoke_api_key(session: AsyncSession, organization_id: int, name: str)
             await session.execute(
                 update(ApiKey)
                 .where(
-                    ApiKey.organization_id == organization_id,
-                    ApiKey.name == name,
-                    ApiKey.revoked_at.is_(None),
+                    col(ApiKey.organization_id) == organization_id,
+                    col(ApiKey.name) == name,
+                    col(ApiKey.revoked_at).is_(None),
                 )
                 .values(revoked_at=common.now())
-                .returning(ApiKey.id)
+                .returning(col(ApiKey.id))
             )
         )
         .scalars()
@@ -229,6 +246,7 @@ async def revoke_api_key(session: AsyncSession, organization_id: int, name: str)
     if not ids:
         raise not_found(f"active API key {name!r}", "name")
     for key_id in ids:
+        assert key_id is not None
         await events.record(session, None, organization_id, events.api_key_revoked(key_id, name))
     return len(ids)
 
@@ -240,13 +258,13 @@ async def create_user_from_identity(
     email = _email(email)
     name = required_text(name, "name", MAX_NAME)
     existing = await session.scalar(
-        select(User).where(User.organization_id == organization_id, User.email == email)
+        select(User).where(col(User.organization_id) == organization_id, col(User.email) == email)
     )
     if existing is not None:
         return existing
     row = User(organization_id=organization_id, name=name, email=email, role="MEMBER")
     session.add(row)
     await session.flush()
-    created = events.user_created(row.id, email, "MEMBER", source="identity provider")
+    created = events.user_created(common.id_of(row), email, "MEMBER", source="identity provider")
     await events.record(session, None, organization_id, created)
     return row

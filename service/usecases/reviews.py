@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
 
 from service import events
 from service.access import can_edit_objective, require_admin, require_edit_objective
@@ -13,19 +14,20 @@ from service.domain.enums import KeyResultType
 from service.domain.errors import ErrorCode, Rejected, forbidden, invalid
 from service.domain.principal import Principal
 from service.models import KeyResult, Objective, Organization, Team
-from service.usecases import common
+from service.usecases import commands, common
 
 
 async def carry_over_objective(
-    session: AsyncSession,
-    p: Principal,
-    objective_id: int,
-    to_cycle_id: int,
-    key_result_ids: list[int],
+    session: AsyncSession, p: Principal, cmd: commands.CarryOver
 ) -> tuple[Objective, list[KeyResult]]:
     """Copy an objective and the chosen key results into a later cycle: each key result
     starts from its last current value, with no check-ins; alignment is kept where the
     parent (or a child) was carried over too."""
+    objective_id, to_cycle_id, key_result_ids = (
+        cmd.objective_id,
+        cmd.to_cycle_id,
+        cmd.key_result_ids,
+    )
     source, source_cycle = await common.objective(session, p, objective_id)
     require_edit_objective(p, source.visibility, source.team_id, source.owner_id)
     target = await common.cycle(session, p, to_cycle_id, "toCycleId")
@@ -33,10 +35,10 @@ async def carry_over_objective(
     if target.starts_on <= source_cycle.starts_on:
         raise invalid("carry over into a later cycle", "toCycleId")
     already = await session.scalar(
-        select(Objective.id).where(
-            Objective.carried_from_id == source.id,
-            Objective.cycle_id == target.id,
-            Objective.organization_id == p.organization_id,
+        select(col(Objective.id)).where(
+            col(Objective.carried_from_id) == source.id,
+            col(Objective.cycle_id) == target.id,
+            col(Objective.organization_id) == p.organization_id,
         )
     )
     if already is not None:
@@ -48,7 +50,9 @@ async def carry_over_objective(
     krs = (
         (
             await session.execute(
-                select(KeyResult).where(KeyResult.objective_id == source.id).order_by(KeyResult.id)
+                select(KeyResult)
+                .where(col(KeyResult.objective_id) == source.id)
+                .order_by(col(KeyResult.id))
             )
         )
         .scalars()
@@ -63,11 +67,11 @@ async def carry_over_objective(
     parent_id = None
     if source.parent_id is not None:
         parent_id = await session.scalar(
-            select(Objective.id).where(
-                Objective.carried_from_id == source.parent_id,
-                Objective.cycle_id == target.id,
-                Objective.archived_at.is_(None),
-                Objective.organization_id == p.organization_id,
+            select(col(Objective.id)).where(
+                col(Objective.carried_from_id) == source.parent_id,
+                col(Objective.cycle_id) == target.id,
+                col(Objective.archived_at).is_(None),
+                col(Objective.organization_id) == p.organization_id,
             )
         )
     if parent_id is not None and source.weight != 1:
@@ -81,7 +85,7 @@ async def carry_over_objective(
             )
     new = Objective(
         organization_id=p.organization_id,
-        cycle_id=target.id,
+        cycle_id=common.id_of(target),
         title=source.title,
         description=source.description,
         team_id=source.team_id,
@@ -107,7 +111,7 @@ async def carry_over_objective(
             )
         kr = KeyResult(
             organization_id=p.organization_id,
-            objective_id=new.id,
+            objective_id=common.id_of(new),
             title=old.title,
             owner_id=old.owner_id,
             type=old.type,
@@ -124,31 +128,40 @@ async def carry_over_objective(
         session.add(kr)
         created.append(kr)
     await session.flush()
-    mapping = {k.carried_from_id: k.id for k in created}
+    mapping = {
+        old_id: common.id_of(k) for k in created if (old_id := k.carried_from_id) is not None
+    }
     # Children carried over before their parent: align them under it now.
-    children = select(Objective.id).where(Objective.parent_id == source.id)
+    children = select(col(Objective.id)).where(col(Objective.parent_id) == source.id)
     await session.execute(
         update(Objective)
         .where(
-            Objective.cycle_id == target.id,
-            Objective.parent_id.is_(None),
-            Objective.carried_from_id.in_(children),
-            Objective.organization_id == p.organization_id,
+            col(Objective.cycle_id) == target.id,
+            col(Objective.parent_id).is_(None),
+            col(Objective.carried_from_id).in_(children),
+            col(Objective.organization_id) == p.organization_id,
         )
         .values(parent_id=new.id)
     )
-    rolled = await common.roll_up(session, p, [new.id])
+    rolled = await common.roll_up(session, p, [common.id_of(new)])
     carried = events.objective_carried_over(
-        new.id, source.id, target.id, mapping, rolled.changes, rolled.scope()
+        common.id_of(new),
+        common.id_of(source),
+        common.id_of(target),
+        mapping,
+        rolled.changes,
+        rolled.scope(),
     )
     await events.record(session, p, p.organization_id, carried)
     return new, created
 
 
 async def set_check_in_cadence(
-    session: AsyncSession, p: Principal, team_id: int | None, days: int | None
-) -> None:
-    """The organization's cadence (team None), or a team's override (days None clears)."""
+    session: AsyncSession, p: Principal, cmd: commands.SetCheckInCadence
+) -> commands.SetCheckInCadence:
+    """The organization's cadence (team None), or a team's override (days None clears);
+    returns the cadence as set."""
+    team_id, days = cmd.team_id, cmd.days
     require_admin(p)
     if days is not None and not 1 <= days <= 366:
         raise invalid("days must lie between 1 and 366", "days")
@@ -157,13 +170,14 @@ async def set_check_in_cadence(
             raise invalid("the organization's cadence needs a number of days", "days")
         await session.execute(
             update(Organization)
-            .where(Organization.id == p.organization_id)
+            .where(col(Organization.id) == p.organization_id)
             .values(check_in_cadence_days=days)
         )
     else:
         team = await common.team(session, p, team_id)
         await session.execute(
-            update(Team).where(Team.id == team.id).values(check_in_cadence_days=days)
+            update(Team).where(col(Team.id) == team.id).values(check_in_cadence_days=days)
         )
     changed = events.check_in_cadence_changed(p.organization_id, team_id, days)
     await events.record(session, p, p.organization_id, changed)
+    return cmd
