@@ -22,6 +22,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -38,6 +39,14 @@ metadata.naming_convention = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The model's Core table (SQLModel sets `__table__` at class creation; its stubs
+    do not declare it)."""
+    found = model.__dict__["__table__"]
+    assert isinstance(found, Table)
+    return found
 
 
 def _pk() -> Any:
