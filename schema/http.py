@@ -23,6 +23,7 @@ from strawberry import UNSET
 from strawberry.fastapi import GraphQLRouter
 from strawberry.http import GraphQLRequestData
 
+from schema.context import Context
 from schema.persisted import BAD_REQUEST, PersistedQueries, RequestError
 from service.ratelimit import RATE_LIMITED, RateLimiter, caller_key
 
@@ -71,7 +72,7 @@ def prefers_graphql_response(accept: str) -> bool:
     return ours > 0 and ours >= types.get("application/json", 0.0)
 
 
-class HTTPGraphQLRouter(GraphQLRouter):
+class HTTPGraphQLRouter(GraphQLRouter[Context, None]):
     """Set `persisted` and `rate_limiter` on the instance (see service/app.py)."""
 
     persisted: PersistedQueries = PersistedQueries(1000, 100_000)
