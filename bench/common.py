@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from datetime import date, timedelta
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -18,6 +19,7 @@ import httpx
 
 from service import migrate
 from service.auth import issue_token
+from service.models import pk_of
 
 JWT_SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -90,35 +92,39 @@ async def seed_chain(url: str, depth: int = 4) -> tuple[str, list[str]]:
                 s, "Bench Co", "bench@bench.example", "Bench Admin"
             )
         )
-        p = Principal(organization_id=org.id, role="ADMIN", user_id=admin.id)
+        p = Principal(organization_id=pk_of(org), role="ADMIN", user_id=pk_of(admin))
         today = date.today()
         cycle = await db.transaction(
             lambda s: cycles.create_cycle(
                 s, p, "Now", today - timedelta(days=30), today + timedelta(days=60)
             )
         )
-        await db.transaction(lambda s: cycles.set_cycle_status(s, p, cycle.id, "ACTIVE"))
+        await db.transaction(lambda s: cycles.set_cycle_status(s, p, pk_of(cycle), "ACTIVE"))
         parent, krs = None, []
         for level in range(depth):
             obj = await db.transaction(
-                lambda s, level=level, parent=parent: objectives.create_objective(
-                    s, p, cycle_id=cycle.id, title=f"Level {level}", parent_id=parent
+                partial(
+                    objectives.create_objective,
+                    p=p,
+                    cycle_id=pk_of(cycle),
+                    title=f"Level {level}",
+                    parent_id=parent,
                 )
             )
             kr = await db.transaction(
-                lambda s, o=obj.id: key_results.create_key_result(
-                    s,
-                    p,
-                    objective_id=o,
+                partial(
+                    key_results.create_key_result,
+                    p=p,
+                    objective_id=pk_of(obj),
                     title="KR",
                     type="INCREASE",
                     start_value=0,
                     target_value=1000,
                 )
             )
-            krs.append(encode("KeyResult", kr.id))
+            krs.append(encode("KeyResult", pk_of(kr)))
             parent = obj.id
-        return issue_token(JWT_SECRET, admin.id, org.id), krs
+        return issue_token(JWT_SECRET, pk_of(admin), pk_of(org)), krs
     finally:
         await db.dispose()
 

@@ -23,6 +23,7 @@ import json
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -33,6 +34,7 @@ from bench.load import verify_clean
 from bench.seed import seed
 from service.auth import issue_token
 from service.domain.principal import Principal
+from service.models import pk_of
 
 M2 = """mutation($input: RecordMeasurementsInput!) { recordMeasurements(input: $input) {
   userErrors { code field message } } }"""
@@ -78,33 +80,39 @@ async def prepare(url: str, org: int, cycle: int, admin: int) -> dict[str, list]
         krs = []
         for i in range(10):
             leaf = await db.transaction(
-                lambda s, i=i: objectives.create_objective(
-                    s, p, cycle_id=cycle, title=f"Site {i}", parent_id=root.id
+                partial(
+                    objectives.create_objective,
+                    p=p,
+                    cycle_id=cycle,
+                    title=f"Site {i}",
+                    parent_id=pk_of(root),
                 )
             )
             kr = await db.transaction(
-                lambda s, o=leaf.id: key_results.create_key_result(
-                    s,
-                    p,
-                    objective_id=o,
+                partial(
+                    key_results.create_key_result,
+                    p=p,
+                    objective_id=pk_of(leaf),
                     title="Picks per hour",
                     type="INCREASE",
                     start_value=0,
                     target_value=2000,
                 )
             )
-            krs.append(kr.id)
+            krs.append(pk_of(kr))
         shared = await db.transaction(
             lambda s: metrics.create_metric(s, p, key="picks_per_hour", name="Picks per hour")
         )
         spread = []
-        for i, kr in enumerate(krs):
-            await db.transaction(lambda s, kr=kr: metrics.bind_key_result(s, p, kr, shared.id))
-            own = await db.transaction(
-                lambda s, i=i: metrics.create_metric(s, p, key=f"picks_site_{i}", name=f"Site {i}")
+        for i, kr_id in enumerate(krs):
+            await db.transaction(
+                partial(metrics.bind_key_result, p=p, key_result_id=kr_id, metric_id=pk_of(shared))
             )
-            spread.append(own.id)
-        return {"key_results": krs, "shared": [shared.id], "spread": spread}
+            own = await db.transaction(
+                partial(metrics.create_metric, p=p, key=f"picks_site_{i}", name=f"Site {i}")
+            )
+            spread.append(pk_of(own))
+        return {"key_results": krs, "shared": [pk_of(shared)], "spread": spread}
     finally:
         await db.dispose()
 
@@ -117,7 +125,9 @@ async def rebind(url: str, org: int, admin: int, krs: list[int], metric_ids: lis
     p = Principal(organization_id=org, role="ADMIN", user_id=admin)
     try:
         for kr, metric in zip(krs, metric_ids, strict=True):
-            await db.transaction(lambda s, kr=kr, m=metric: metrics.bind_key_result(s, p, kr, m))
+            await db.transaction(
+                partial(metrics.bind_key_result, p=p, key_result_id=kr, metric_id=metric)
+            )
     finally:
         await db.dispose()
 

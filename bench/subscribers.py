@@ -21,13 +21,16 @@ import json
 import multiprocessing as mp
 import time
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import httpx
 import psutil
 import websockets
+from websockets.typing import Subprotocol
 
 from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, percentile, seed_chain
+from service.models import pk_of
 
 SUBSCRIPTION = "subscription { progressChanged { cursor occurredAt } }"
 CHECK_IN = "mutation($i: CheckInInput!) { checkIn(input: $i) { userErrors { message } } }"
@@ -54,7 +57,7 @@ async def _client(
         try:
             ws = await websockets.connect(
                 ws_url,
-                subprotocols=["graphql-transport-ws"],
+                subprotocols=[Subprotocol("graphql-transport-ws")],
                 compression=None,
                 open_timeout=60,
                 ping_interval=None,
@@ -250,20 +253,28 @@ async def prepare(database: BenchDatabase) -> tuple[str, list[str], list[str]]:
         p = Principal(organization_id=admin.organization_id, role="ADMIN", user_id=admin.id)
         tokens = []
         teams = [
-            await db.transaction(lambda s, t=t: organizations.create_team(s, p, f"Wall {t}", None))
+            await db.transaction(
+                partial(organizations.create_team, p=p, name=f"Wall {t}", parent_id=None)
+            )
             for t in range(TEAMS)
         ]
         for m in range(MEMBERS):
             user = await db.transaction(
-                lambda s, m=m: organizations.create_user(
-                    s, p, f"Screen {m}", f"screen{m}@bench.example", "MEMBER"
+                partial(
+                    organizations.create_user,
+                    p=p,
+                    name=f"Screen {m}",
+                    email=f"screen{m}@bench.example",
+                    role="MEMBER",
                 )
             )
             team = teams[m % TEAMS]
             await db.transaction(
-                lambda s, t=team.id, u=user.id: organizations.add_team_member(s, p, t, u)
+                partial(
+                    organizations.add_team_member, p=p, team_id=pk_of(team), user_id=pk_of(user)
+                )
             )
-            tokens.append(issue_token(JWT_SECRET, user.id, admin.organization_id))
+            tokens.append(issue_token(JWT_SECRET, pk_of(user), admin.organization_id))
     finally:
         await db.dispose()
     return token, krs, tokens

@@ -7,7 +7,7 @@ rules, kept exact by the use cases and proven by `okr verify`.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -47,6 +47,18 @@ def table(model: type[SQLModel]) -> Table:
     found = model.__dict__["__table__"]
     assert isinstance(found, Table)
     return found
+
+
+class _Keyed(Protocol):
+    @property
+    def id(self) -> int | None: ...
+
+
+def pk_of(row: _Keyed) -> int:
+    """The key of a row that was read or flushed (`id` is None only before the insert)."""
+    if row.id is None:
+        raise ValueError(f"{type(row).__name__} has no id yet: flush it first")
+    return row.id
 
 
 def _pk() -> Any:
