@@ -34,6 +34,8 @@ class Context(BaseContext):
         self.connection_params: dict | None = None  # a WebSocket's connection_init payload
         self.hub: EventHub | None = None  # the replica's EventHub, for subscriptions
         self.last_event_seq: int | None = None  # the event a subscription yielded last
+        # A WebSocket's running subscriptions (schema/sharing.py, schema/ws.py count them).
+        self.active_subscriptions = 0
 
     @property
     def principal(self) -> Principal:
