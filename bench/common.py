@@ -10,14 +10,34 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import asyncpg
 import httpx
 
 from service import migrate
 from service.auth import issue_token
+from service.models import pk_of
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from service.domain.principal import Principal
+
+C = TypeVar("C")
+R = TypeVar("R")
+
+
+def step(
+    usecase: Callable[[AsyncSession, Principal, C], Awaitable[R]], p: Principal, command: C
+) -> Callable[[AsyncSession], Awaitable[R]]:
+    """One use case with its command, for `Database.transaction` (a lambda with default
+    arguments would do, but its types cannot be inferred)."""
+    return lambda s: usecase(s, p, command)
+
 
 JWT_SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"
 
@@ -91,7 +111,7 @@ async def seed_chain(url: str, depth: int = 4) -> tuple[str, list[str]]:
                 s, "Bench Co", "bench@bench.example", "Bench Admin"
             )
         )
-        p = Principal(organization_id=org.id, role="ADMIN", user_id=admin.id)
+        p = Principal(organization_id=pk_of(org), role="ADMIN", user_id=pk_of(admin))
         today = date.today()
         cycle = await db.transaction(
             lambda s: cycles.create_cycle(
@@ -101,27 +121,29 @@ async def seed_chain(url: str, depth: int = 4) -> tuple[str, list[str]]:
             )
         )
         await db.transaction(
-            lambda s: cycles.set_cycle_status(
-                s, p, commands.SetCycleStatus(cycle.id, domain_enums.CycleStatus.ACTIVE)
+            step(
+                cycles.set_cycle_status,
+                p,
+                commands.SetCycleStatus(pk_of(cycle), domain_enums.CycleStatus.ACTIVE),
             )
         )
         parent, krs = None, []
         for level in range(depth):
             obj = await db.transaction(
-                lambda s, level=level, parent=parent: objectives.create_objective(
-                    s,
+                step(
+                    objectives.create_objective,
                     p,
                     commands.CreateObjective(
-                        cycle_id=cycle.id, title=f"Level {level}", parent_id=parent
+                        cycle_id=pk_of(cycle), title=f"Level {level}", parent_id=parent
                     ),
                 )
             )
             kr = await db.transaction(
-                lambda s, o=obj.id: key_results.create_key_result(
-                    s,
+                step(
+                    key_results.create_key_result,
                     p,
                     commands.CreateKeyResult(
-                        objective_id=o,
+                        objective_id=pk_of(obj),
                         title="KR",
                         type=domain_enums.KeyResultType.INCREASE,
                         start_value=0,
@@ -129,9 +151,9 @@ async def seed_chain(url: str, depth: int = 4) -> tuple[str, list[str]]:
                     ),
                 )
             )
-            krs.append(encode("KeyResult", kr.id))
+            krs.append(encode("KeyResult", pk_of(kr)))
             parent = obj.id
-        return issue_token(JWT_SECRET, admin.id, org.id), krs
+        return issue_token(JWT_SECRET, pk_of(admin), pk_of(org)), krs
     finally:
         await db.dispose()
 

@@ -98,7 +98,8 @@ async def app(scope, receive, send) -> None:
                 )
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await _pool.close()
+                if _pool is not None:
+                    await _pool.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     args = {k: int(v[0]) for k, v in parse_qs(scope["query_string"].decode()).items()}
@@ -107,6 +108,8 @@ async def app(scope, receive, send) -> None:
     while (await receive()).get("more_body"):
         pass
     path = scope["path"]
+    if _pool is None:
+        raise RuntimeError("the lifespan startup creates the pool before any request")
     async with _pool.acquire() as conn:
         if path == "/q1":
             rows = await conn.fetch(Q1, args["org"], args["team"], args["cycle"])

@@ -28,11 +28,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, percentile
+from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, percentile, step
 from bench.load import verify_clean
 from bench.seed import seed
 from service.auth import issue_token
 from service.domain.principal import Principal
+from service.models import pk_of
 
 M2 = """mutation($input: RecordMeasurementsInput!) { recordMeasurements(input: $input) {
   userErrors { code field message } } }"""
@@ -81,18 +82,20 @@ async def prepare(url: str, org: int, cycle: int, admin: int) -> dict[str, list]
         krs = []
         for i in range(10):
             leaf = await db.transaction(
-                lambda s, i=i: objectives.create_objective(
-                    s,
+                step(
+                    objectives.create_objective,
                     p,
-                    commands.CreateObjective(cycle_id=cycle, title=f"Site {i}", parent_id=root.id),
+                    commands.CreateObjective(
+                        cycle_id=cycle, title=f"Site {i}", parent_id=pk_of(root)
+                    ),
                 )
             )
             kr = await db.transaction(
-                lambda s, o=leaf.id: key_results.create_key_result(
-                    s,
+                step(
+                    key_results.create_key_result,
                     p,
                     commands.CreateKeyResult(
-                        objective_id=o,
+                        objective_id=pk_of(leaf),
                         title="Picks per hour",
                         type=domain_enums.KeyResultType.INCREASE,
                         start_value=0,
@@ -100,26 +103,26 @@ async def prepare(url: str, org: int, cycle: int, admin: int) -> dict[str, list]
                     ),
                 )
             )
-            krs.append(kr.id)
+            krs.append(pk_of(kr))
         shared = await db.transaction(
             lambda s: metrics.create_metric(
                 s, p, commands.CreateMetric(key="picks_per_hour", name="Picks per hour")
             )
         )
         spread = []
-        for i, kr in enumerate(krs):
+        for i, kr_id in enumerate(krs):
             await db.transaction(
-                lambda s, kr=kr: metrics.bind_key_result(
-                    s, p, commands.BindKeyResult(kr, shared.id)
-                )
+                step(metrics.bind_key_result, p, commands.BindKeyResult(kr_id, pk_of(shared)))
             )
             own = await db.transaction(
-                lambda s, i=i: metrics.create_metric(
-                    s, p, commands.CreateMetric(key=f"picks_site_{i}", name=f"Site {i}")
+                step(
+                    metrics.create_metric,
+                    p,
+                    commands.CreateMetric(key=f"picks_site_{i}", name=f"Site {i}"),
                 )
             )
-            spread.append(own.id)
-        return {"key_results": krs, "shared": [shared.id], "spread": spread}
+            spread.append(pk_of(own))
+        return {"key_results": krs, "shared": [pk_of(shared)], "spread": spread}
     finally:
         await db.dispose()
 
@@ -133,9 +136,7 @@ async def rebind(url: str, org: int, admin: int, krs: list[int], metric_ids: lis
     try:
         for kr, metric in zip(krs, metric_ids, strict=True):
             await db.transaction(
-                lambda s, kr=kr, m=metric: metrics.bind_key_result(
-                    s, p, commands.BindKeyResult(kr, m)
-                )
+                step(metrics.bind_key_result, p, commands.BindKeyResult(kr, metric))
             )
     finally:
         await db.dispose()

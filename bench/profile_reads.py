@@ -23,13 +23,17 @@ from bench.seed import seed
 
 
 async def run(op: str, requests: int, url: str, dsn: str, counts: dict) -> None:
+    from pydantic import SecretStr
+
     from schema import fastpath
     from service.app import create_app
     from service.db import Database
     from service.settings import Settings
 
     target = await pick(dsn, counts["organization_id"], counts["cycle_id"], counts["admin_user_id"])
-    settings = Settings(jwt_secret=JWT_SECRET, response_cache_seconds=0, database_url=url)
+    settings = Settings(
+        jwt_secret=SecretStr(JWT_SECRET), response_cache_seconds=0, database_url=SecretStr(url)
+    )
     app = create_app(settings, url)
     app.state.db = Database(url, pool_size=16)
     transport = httpx.ASGITransport(app=app)

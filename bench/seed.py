@@ -66,7 +66,8 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
     )
 
     # Teams: a tree three levels deep, `scale` copies side by side.
-    team_rows, teams_by_level = [], defaultdict(list)
+    team_rows: list[tuple[int, int, str, int | None]] = []
+    teams_by_level: defaultdict[int, list[int]] = defaultdict(list)
     next_team = await _next_id(conn, "team")
     for _copy in range(scale):
         for _d in range(TEAMS[0]):
@@ -90,7 +91,9 @@ async def _load(conn: asyncpg.Connection, org: int, scale: int, rng: random.Rand
 
     # Users: an admin and two members per team, each a member of their team.
     next_user = await _next_id(conn, "app_user")
-    user_rows, members, owner_of_team = [], [], {}
+    user_rows: list[tuple[int, int, str, str, str]] = []
+    members: list[tuple[int, int, int]] = []
+    owner_of_team: dict[int, int] = {}
     user_rows.append((next_user, org, "Bench Admin", f"admin{org}@bench.example", "ADMIN"))
     admin_id = next_user
     next_user += 1

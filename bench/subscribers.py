@@ -26,8 +26,10 @@ from pathlib import Path
 import httpx
 import psutil
 import websockets
+from websockets.typing import Subprotocol
 
-from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, percentile, seed_chain
+from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, percentile, seed_chain, step
+from service.models import pk_of
 
 SUBSCRIPTION = "subscription { progressChanged { cursor occurredAt } }"
 CHECK_IN = "mutation($i: CheckInInput!) { checkIn(input: $i) { userErrors { message } } }"
@@ -54,7 +56,7 @@ async def _client(
         try:
             ws = await websockets.connect(
                 ws_url,
-                subprotocols=["graphql-transport-ws"],
+                subprotocols=[Subprotocol("graphql-transport-ws")],
                 compression=None,
                 open_timeout=60,
                 ping_interval=None,
@@ -252,16 +254,14 @@ async def prepare(database: BenchDatabase) -> tuple[str, list[str], list[str]]:
         tokens = []
         teams = [
             await db.transaction(
-                lambda s, t=t: organizations.create_team(
-                    s, p, commands.CreateTeam(f"Wall {t}", None)
-                )
+                step(organizations.create_team, p, commands.CreateTeam(f"Wall {t}", None))
             )
             for t in range(TEAMS)
         ]
         for m in range(MEMBERS):
             user = await db.transaction(
-                lambda s, m=m: organizations.create_user(
-                    s,
+                step(
+                    organizations.create_user,
                     p,
                     commands.CreateUser(
                         f"Screen {m}", f"screen{m}@bench.example", domain_enums.Role.MEMBER
@@ -270,11 +270,13 @@ async def prepare(database: BenchDatabase) -> tuple[str, list[str], list[str]]:
             )
             team = teams[m % TEAMS]
             await db.transaction(
-                lambda s, t=team.id, u=user.id: organizations.add_team_member(
-                    s, p, commands.TeamMember(t, u)
+                step(
+                    organizations.add_team_member,
+                    p,
+                    commands.TeamMember(pk_of(team), pk_of(user)),
                 )
             )
-            tokens.append(issue_token(JWT_SECRET, user.id, admin.organization_id))
+            tokens.append(issue_token(JWT_SECRET, pk_of(user), admin.organization_id))
     finally:
         await db.dispose()
     return token, krs, tokens

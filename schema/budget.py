@@ -257,7 +257,8 @@ def budget_executor(max_objects: int, seconds: float, max_bytes: int) -> type[Ex
                 return_type, field_details_list, info, path, result, position_context
             )
 
-        def complete_leaf_value(self, return_type: Any, result: Any) -> Any:
+        # graphql-core declares it a staticmethod but calls it through `self`.
+        def complete_leaf_value(self, return_type: Any, result: Any) -> Any:  # type: ignore[override]
             if type(result) is str:
                 budget = self.budget
                 budget.chars += len(result)

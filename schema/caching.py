@@ -128,7 +128,7 @@ def result_cache(cache: ResultCache) -> type[SchemaExtension]:
             try:
                 yield
             finally:
-                if computing is not None:
+                if key is not None and computing is not None:
                     result = ctx.result
                     good = result is not None and not result.errors
                     if good:

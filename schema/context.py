@@ -12,6 +12,7 @@ from schema.loaders import Loaders
 from service.db import Database
 from service.domain.errors import Unauthenticated
 from service.domain.principal import Principal
+from service.fanout import EventHub
 from service.settings import Settings
 
 
@@ -31,8 +32,10 @@ class Context(BaseContext):
         self.now = datetime.now(UTC)
         self._loaders: Loaders | None = None
         self.connection_params: dict | None = None  # a WebSocket's connection_init payload
-        self.hub = None  # the replica's EventHub, for subscriptions
+        self.hub: EventHub | None = None  # the replica's EventHub, for subscriptions
         self.last_event_seq: int | None = None  # the event a subscription yielded last
+        # A WebSocket's running subscriptions (schema/sharing.py, schema/ws.py count them).
+        self.active_subscriptions = 0
 
     @property
     def principal(self) -> Principal:

@@ -6,15 +6,24 @@ from enum import Enum
 
 import strawberry
 
-from service.domain import enums as domain_enums
-from service.domain.enums import EventKind as _EventKind
-from service.domain.errors import ErrorCode as _ErrorCode
+from service.domain.enums import CycleStatus, EventKind, KeyResultType, ProgressStatus
+from service.domain.errors import ErrorCode
 
-ProgressStatus = strawberry.enum(domain_enums.ProgressStatus, name="ProgressStatus")
-KeyResultType = strawberry.enum(domain_enums.KeyResultType, name="KeyResultType")
-CycleStatus = strawberry.enum(domain_enums.CycleStatus, name="CycleStatus")
-ErrorCode = strawberry.enum(_ErrorCode, name="ErrorCode")
-EventKind = strawberry.enum(_EventKind, name="EventKind")
+# Exposed as they are: `strawberry.enum` registers the domain class itself (and returns
+# it), so annotations name the domain enums and mypy sees real classes.
+for _domain_enum in (ProgressStatus, KeyResultType, CycleStatus, ErrorCode, EventKind):
+    strawberry.enum(_domain_enum, name=_domain_enum.__name__)
+
+__all__ = [
+    "CycleStatus",
+    "ErrorCode",
+    "EventKind",
+    "KeyResultType",
+    "Measure",
+    "ProgressStatus",
+    "Role",
+    "Visibility",
+]
 
 
 @strawberry.enum

@@ -15,7 +15,7 @@ subgraph SDL is exported beside it as `schema/subgraph.graphql`.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Final
 
 import strawberry
 from graphql import (
@@ -32,11 +32,12 @@ from graphql.utilities.print_schema import print_directive, print_type
 from strawberry.extensions import AddValidationRules
 from strawberry.federation.schema import FederationAny
 from strawberry.federation.schema_directives import Key
+from strawberry.federation.types import FieldSet
 from strawberry.printer import print_schema
 
 from schema import ids, nodes
 
-FEDERATION_VERSION = "2.7"
+FEDERATION_VERSION: Final = "2.7"
 # What federation adds to a schema, none of it for clients: the root fields, their types,
 # and the types and directives of the federation and link specifications.
 ROOT_FIELDS = frozenset({"_service", "_entities"})
@@ -62,7 +63,7 @@ def add_keys() -> None:
     for node in nodes.NODES.values():
         definition = node.type.__strawberry_definition__
         if not any(isinstance(d, Key) for d in definition.directives or ()):
-            definition.directives = [*(definition.directives or ()), Key(fields="id")]
+            definition.directives = [*(definition.directives or ()), Key(fields=FieldSet("id"))]
 
 
 async def entity(info: Any, index: int, representation: Any) -> Any:

@@ -21,7 +21,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from strawberry import UNSET
 from strawberry.fastapi import GraphQLRouter
+from strawberry.http import GraphQLRequestData
 
+from schema.context import Context
 from schema.persisted import BAD_REQUEST, PersistedQueries, RequestError
 from service.ratelimit import RATE_LIMITED, RateLimiter, caller_key
 
@@ -70,7 +72,7 @@ def prefers_graphql_response(accept: str) -> bool:
     return ours > 0 and ours >= types.get("application/json", 0.0)
 
 
-class HTTPGraphQLRouter(GraphQLRouter):
+class HTTPGraphQLRouter(GraphQLRouter[Context, None]):
     """Set `persisted` and `rate_limiter` on the instance (see service/app.py)."""
 
     persisted: PersistedQueries = PersistedQueries(1000, 100_000)
@@ -94,7 +96,8 @@ class HTTPGraphQLRouter(GraphQLRouter):
 
     async def parse_http_body(self, request: Any) -> Any:
         data = await super().parse_http_body(request)
-        data.query = self.persisted.resolve(data.query, data.extensions)
+        if isinstance(data, GraphQLRequestData):  # a batch was refused above
+            data.query = self.persisted.resolve(data.query, data.extensions)
         return data
 
     def create_response(self, response_data: Any, sub_response: Any) -> Response:
@@ -105,7 +108,8 @@ class HTTPGraphQLRouter(GraphQLRouter):
         # `data` entry. Errors of execution carry a path; an outage stays 503.
         errors = response_data.get("errors") if isinstance(response_data, dict) else None
         failed = (
-            bool(errors)
+            errors is not None
+            and len(errors) > 0
             and response_data.get("data") is None
             and all(
                 "path" not in e and (e.get("extensions") or {}).get("code") != "SERVICE_UNAVAILABLE"

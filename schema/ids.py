@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import overload
 
 from graphql import GraphQLError
 
@@ -91,6 +92,12 @@ def unpair_cursor(value: str) -> tuple[int, int]:
     return (-first if negative else first), second
 
 
+@overload
+def decode_filter_id(gid: str, type_name: str, field: str) -> int: ...
+@overload
+def decode_filter_id(gid: None, type_name: str, field: str) -> None: ...
+@overload
+def decode_filter_id(gid: str | None, type_name: str, field: str) -> int | None: ...
 def decode_filter_id(gid: str | None, type_name: str, field: str) -> int | None:
     """An optional id argument of a filter: None, or the key of a `type_name`; any other
     id is the caller's mistake (BAD_USER_INPUT)."""

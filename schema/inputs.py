@@ -149,9 +149,9 @@ class StorableText(SchemaExtension):
                     bad_input("a number in the document is too large", nodes=huge[:1])
                 ]
         if ctx.pre_execution_errors is None and isinstance(ctx.variables, dict):
-            where = find_unstorable(ctx.variables)
-            if where is not None:
-                ctx.pre_execution_errors = [bad_input(f"{where}: text {MESSAGE}")]
-            elif (huge := find_huge_number(ctx.variables)) is not None:
-                ctx.pre_execution_errors = [bad_input(f"{huge}: the number is too large")]
+            unstorable = find_unstorable(ctx.variables)
+            if unstorable is not None:
+                ctx.pre_execution_errors = [bad_input(f"{unstorable}: text {MESSAGE}")]
+            elif (too_large := find_huge_number(ctx.variables)) is not None:
+                ctx.pre_execution_errors = [bad_input(f"{too_large}: the number is too large")]
         yield

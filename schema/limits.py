@@ -100,10 +100,12 @@ class CostWalker:
         step = {"HOUR": 3600, "DAY": 86400, "WEEK": 604800}.get(
             str(getattr(interval, "value", interval or "DAY")), 86400
         )
-        try:
-            points = int((end - start).total_seconds() // step) + 1
-        except (TypeError, AttributeError, OverflowError):
-            points = 1
+        points = 1
+        if start is not None and end is not None:
+            try:
+                points = int((end - start).total_seconds() // step) + 1
+            except (TypeError, AttributeError, OverflowError):
+                points = 1
         return HISTORY_READ + max(0, min(points, 400))
 
     def _fields(

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Table, and_, func, select, text
 from strawberry.dataloader import DataLoader as _DataLoader
@@ -19,26 +19,30 @@ from service.domain.principal import Principal
 from service.reads.realism import Fit, record_points
 from service.reads.visibility import can_see_objective, visible_events, visible_objectives
 
-OBJECTIVE = models.Objective.__table__
-KEY_RESULT = models.KeyResult.__table__
-CHECK_IN = models.CheckIn.__table__
-COMMENT = models.Comment.__table__
-TEAM = models.Team.__table__
-USER = models.User.__table__
-CYCLE = models.Cycle.__table__
-ORGANIZATION = models.Organization.__table__
-MEMBERSHIP = models.TeamMembership.__table__
-EVENT = models.Event.__table__
-METRIC = models.Metric.__table__
-MEASUREMENT = models.Measurement.__table__
+OBJECTIVE = models.table(models.Objective)
+KEY_RESULT = models.table(models.KeyResult)
+CHECK_IN = models.table(models.CheckIn)
+COMMENT = models.table(models.Comment)
+TEAM = models.table(models.Team)
+USER = models.table(models.User)
+CYCLE = models.table(models.Cycle)
+ORGANIZATION = models.table(models.Organization)
+MEMBERSHIP = models.table(models.TeamMembership)
+EVENT = models.table(models.Event)
+METRIC = models.table(models.Metric)
+MEASUREMENT = models.table(models.Measurement)
 
 
-class DataLoader(_DataLoader):
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class DataLoader(_DataLoader[K, V]):
     """Strawberry's DataLoader, but a field cancelled while it waits (GraphQL aborts the
     siblings of a field that failed) no longer cancels the batch that other fields await
     with it: each waiter gets its own shielded future."""
 
-    def load(self, key: Any) -> Any:
+    def load(self, key: K) -> Awaitable[V]:
         return asyncio.shield(super().load(key))
 
 
@@ -141,8 +145,8 @@ class Loaders:
         )
         self.latest_measurement = DataLoader(self._load_latest_measurements)
         self._visible = vis
-        self._team_pages: dict[int | None, DataLoader] = {}
-        self._team_counts: dict[int | None, DataLoader] = {}
+        self._team_pages: dict[int | None, DataLoader[PageKey, list[Any]]] = {}
+        self._team_counts: dict[int | None, DataLoader[int, int]] = {}
 
     def team_objectives_page(self, cycle_id: int | None) -> DataLoader[PageKey, list[Any]]:
         if cycle_id not in self._team_pages:
@@ -167,7 +171,7 @@ class Loaders:
             return self._visible
         return and_(self._visible, OBJECTIVE.c.cycle_id == cycle_id)
 
-    def _through_membership(self, table: Table, own: Any, other: Any) -> DataLoader:
+    def _through_membership(self, table: Table, own: Any, other: Any) -> DataLoader[int, list[Any]]:
         """Rows of `table` (users or teams) joined to the membership on `own`, grouped
         by the membership's `other` column (a team's members, a user's teams)."""
 
@@ -332,8 +336,8 @@ class Loaders:
             windows[now][pk] = since
         found: dict[datetime, dict[int, Fit]] = {}
         async with self.db.connect() as conn:
-            for now, since in windows.items():
-                found[now] = await record_points(conn, self._org, list(since), since, now)
+            for now, starts in windows.items():
+                found[now] = await record_points(conn, self._org, list(starts), starts, now)
         return [found[now][pk] for pk, _, now in keys]
 
     async def _load_descendants(self, keys: list[tuple[int, int]]) -> list[list[Any]]:

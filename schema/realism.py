@@ -12,7 +12,8 @@ from schema.context import Info
 from service.domain import enums, rules
 from service.reads.realism import judge
 
-RealismVerdict = strawberry.enum(enums.RealismVerdict, name="RealismVerdict")
+RealismVerdict = enums.RealismVerdict
+strawberry.enum(RealismVerdict, name="RealismVerdict")
 
 
 @strawberry.type(description="Is the target realistic, judged by the record.")

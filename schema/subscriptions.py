@@ -20,7 +20,7 @@ from schema.types.common import ProgressChange, check_in_of, progress_changes, u
 from schema.types.event import Event
 from schema.types.organization import User
 from service.events import Scope
-from service.fanout import CursorOutOfRange, EventHub, SubscriberBehind
+from service.fanout import CursorOutOfRange, SubscriberBehind
 
 
 @strawberry.type(description="One committed change that moved progress.")
@@ -72,7 +72,9 @@ async def _visible(info: Info, row: Any) -> bool:
 async def _events(info: Info, after: str | None) -> AsyncGenerator[Any, None]:
     """Rows of the caller's organization, from the cursor on, each with fresh loaders."""
     position = _after(after)
-    hub: EventHub = info.context.hub
+    hub = info.context.hub
+    if hub is None:
+        raise RuntimeError("subscriptions need the replica's EventHub (service/app.py sets it)")
     principal = info.context.principal
     try:
         subscriber = await hub.subscribe(principal.organization_id, position)

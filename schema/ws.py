@@ -152,7 +152,10 @@ class Guard:
     async def admit(self, params: object) -> Refusal | None:
         """Authenticate connection_init; returns why it is refused, or None."""
         try:
-            token = token_of(params, self.context.request.headers)
+            request = self.context.request
+            if request is None:  # never: a socket's context carries its connection
+                return refusal("no connection to authenticate")
+            token = token_of(params, request.headers)
         except Unauthenticated as exc:
             return refusal(str(exc))
         principal = await self._authenticate(token, cached=True)
@@ -317,8 +320,9 @@ class TransportWSHandler(Broadcasting, BaseGraphQLTransportWSHandler[Context, No
             self.left_broadcast(member)
         # It ended on its own; its last frames are on the outlet. Free the id.
         operation.completed = True
-        if self.operations.get(operation.id) is operation:
-            del self.operations[operation.id]
+        operation_id = operation.id
+        if self.operations.get(operation_id) is operation:
+            del self.operations[operation_id]
 
     async def end(self, reason: str) -> None:
         for operation_id in list(self.operations):
@@ -377,7 +381,8 @@ class LegacyWSHandler(Broadcasting, BaseGraphQLWSHandler[Context, None]):
         if self.connection_acknowledged:
             refused = await self.guard.recheck()
             if refused is not None:
-                await self.send_message({"type": "error", "id": message["id"], "payload": refused})
+                error: Any = {"type": "error", "id": message["id"], "payload": refused}
+                await self.send_message(error)
                 return
         await super().handle_start(message)
 

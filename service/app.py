@@ -213,7 +213,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
         graphql_transport_ws_handler_class = TransportWSHandler
         graphql_ws_handler_class = LegacyWSHandler
-        websocket_adapter_class = BoundedWebSocket
+        # Strawberry's own GraphQLRouter needs the same ignore: the stub's Callable takes
+        # WebSocket[State] where the adapter's __init__ takes WebSocket.
+        websocket_adapter_class = BoundedWebSocket  # type: ignore[assignment]
         max_message_bytes = settings.max_body_bytes
 
         def encode_json(self, data: object) -> str:
@@ -248,8 +250,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         async def authenticate_token(
             self, context: Context, token: str, *, cached: bool = False
         ) -> Principal:
+            request = context.request
+            if request is None:  # never: a socket's context always carries its connection
+                raise ConnectionRejectionError(refusal("no connection to authenticate"))
             try:
-                return await authenticator(context.request.app).authenticate(token, cached=cached)
+                return await authenticator(request.app).authenticate(token, cached=cached)
             except Exception as exc:
                 if not is_unavailable(exc):
                     raise

@@ -91,7 +91,7 @@ def _expiry(claims: dict) -> float | None:
     """The instant the token ends, as PyJWT read it when it checked it: a number, or a
     string of digits (which PyJWT accepts too, so a socket's timer must as well)."""
     exp = claims.get("exp")
-    if isinstance(exp, bool):
+    if exp is None or isinstance(exp, bool):
         return None
     try:
         return float(int(exp)) if isinstance(exp, str) else float(exp)

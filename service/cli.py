@@ -17,6 +17,7 @@ from service import migrate
 from service.auth import issue_token
 from service.db import Database, resolve_url
 from service.domain.errors import ErrorCode, Rejected
+from service.models import pk_of
 from service.observability import logs
 from service.settings import Settings, get_settings
 
@@ -63,7 +64,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
             async with db.sessions() as s:
                 org = await organizations.organization_by_slug(s, demo.SLUG)
-                user = await organizations.user_by_email(s, org.id, demo.ADMIN_EMAIL)
+                user = await organizations.user_by_email(s, pk_of(org), demo.ADMIN_EMAIL)
                 return org.id, user.id
 
         try:
@@ -140,7 +141,9 @@ def cmd_org_create(args: argparse.Namespace, settings: Settings) -> int:
         ),
     )
     print(f"organization {org.slug!r} (admin {admin.email})", file=sys.stderr)
-    print(issue_token(settings.resolved_jwt_secret(), admin.id, org.id, settings.jwt_ttl_days))
+    print(
+        issue_token(settings.resolved_jwt_secret(), pk_of(admin), pk_of(org), settings.jwt_ttl_days)
+    )
     return 0
 
 
@@ -152,7 +155,7 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     async def find(db: Database):
         async with db.sessions() as s:
             org = await organizations.organization_by_slug(s, args.org)
-            user = await organizations.user_by_email(s, org.id, args.email)
+            user = await organizations.user_by_email(s, pk_of(org), args.email)
             if not user.active:
                 raise Rejected(ErrorCode.FORBIDDEN, f"{user.email} has been deactivated")
             return org.id, user.id
@@ -170,7 +173,7 @@ def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
     async def create(db: Database):
         async def work(s):
             org = await organizations.organization_by_slug(s, args.org)
-            return await organizations.create_api_key(s, org.id, args.name)
+            return await organizations.create_api_key(s, pk_of(org), args.name)
 
         return await db.transaction(work)
 
@@ -188,7 +191,7 @@ def cmd_apikey_revoke(args: argparse.Namespace, settings: Settings) -> int:
     async def revoke(db: Database):
         async def work(s):
             org = await organizations.organization_by_slug(s, args.org)
-            return await organizations.revoke_api_key(s, org.id, args.name)
+            return await organizations.revoke_api_key(s, pk_of(org), args.name)
 
         return await db.transaction(work)
 
@@ -204,7 +207,7 @@ def cmd_apikey_list(args: argparse.Namespace, settings: Settings) -> int:
     async def keys(db: Database):
         async with db.sessions() as s:
             org = await organizations.organization_by_slug(s, args.org)
-            return await organizations.api_keys(s, org.id)
+            return await organizations.api_keys(s, pk_of(org))
 
     def when(value) -> str:
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if value else "-"
@@ -264,7 +267,7 @@ def cmd_metric_record(args: argparse.Namespace, settings: Settings) -> int:
     async def work(s):
         org = await organizations.organization_by_slug(s, args.org)
         p = Principal(
-            organization_id=org.id,
+            organization_id=pk_of(org),
             role="SERVICE",
             on_track_gap=org.on_track_gap,
             at_risk_gap=org.at_risk_gap,

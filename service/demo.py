@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 from service.db import Database
 from service.domain import enums as domain_enums
 from service.domain.principal import Principal
-from service.models import Organization
+from service.models import Organization, pk_of
 from service.usecases import commands, cycles, key_results, metrics, objectives, organizations
 
 SLUG = "northwind"
@@ -39,7 +39,7 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
             s, "Northwind Distribution", ADMIN_EMAIL, "Dana Okafor", SLUG
         )
     )
-    p = Principal(organization_id=org.id, role="ADMIN", user_id=admin.id)
+    p = Principal(organization_id=pk_of(org), role="ADMIN", user_id=pk_of(admin))
 
     async def tx(fn):
         return await db.transaction(fn)
@@ -265,9 +265,9 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
                 )
             )
             await tx(lambda s, c=check_in.id, t=at: _date_check_in(s, c, t))
-    await tx(lambda s: _date_definitions(s, org.id, start))
+    await tx(lambda s: _date_definitions(s, pk_of(org), start))
     await _metrics(db, p, plan[0][0], damage, now)
-    return org.id, admin.id
+    return pk_of(org), pk_of(admin)
 
 
 # Weekly figures the logistics service posts, oldest first, the last two days ago: cost per

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import asyncpg
@@ -100,7 +100,7 @@ class Subscriber:
         with contextlib.suppress(asyncio.QueueFull):  # a full queue has no waiting reader
             self.queue.put_nowait(None)
 
-    async def rows(self) -> AsyncIterator[Any]:
+    async def rows(self) -> AsyncGenerator[Any, None]:
         """Missed rows from the table, then live ones, in sequence order."""
         try:
             while True:

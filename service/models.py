@@ -7,21 +7,20 @@ rules, kept exact by the use cases and proven by `okr verify`.
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    Column,
     Date,
     DateTime,
     Double,
-    ForeignKey,
     Identity,
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     func,
@@ -40,41 +39,65 @@ metadata.naming_convention = {
 }
 
 
+OnDelete = Literal["CASCADE", "SET NULL", "RESTRICT"]
+
+
+def table(model: type[SQLModel]) -> Table:
+    """The model's Core table (SQLModel sets `__table__` at class creation; its stubs
+    do not declare it)."""
+    found = model.__dict__["__table__"]
+    assert isinstance(found, Table)
+    return found
+
+
+class _Keyed(Protocol):
+    @property
+    def id(self) -> int | None: ...
+
+
+def pk_of(row: _Keyed) -> int:
+    """The key of a row that was read or flushed (`id` is None only before the insert)."""
+    if row.id is None:
+        raise ValueError(f"{type(row).__name__} has no id yet: flush it first")
+    return row.id
+
+
 def _pk() -> Any:
-    return Field(default=None, sa_column=Column(BigInteger, Identity(), primary_key=True))
+    return Field(default=None, sa_type=BigInteger, sa_column_args=[Identity()], primary_key=True)
 
 
 def _org() -> Any:
     return Field(
-        sa_column=Column(
-            BigInteger, ForeignKey("organization.id", ondelete="CASCADE"), nullable=False
-        )
+        sa_type=BigInteger, foreign_key="organization.id", ondelete="CASCADE", nullable=False
     )
 
 
-def _ref(target: str, *, nullable: bool = True, ondelete: str = "SET NULL") -> Any:
+def _ref(target: str, *, nullable: bool = True, ondelete: OnDelete = "SET NULL") -> Any:
     return Field(
-        default=None,
-        sa_column=Column(BigInteger, ForeignKey(target, ondelete=ondelete), nullable=nullable),
+        default=None, sa_type=BigInteger, foreign_key=target, ondelete=ondelete, nullable=nullable
     )
 
 
 def _created() -> Any:
     return Field(
         default=None,
-        sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now()),
+        sa_type=DateTime(timezone=True),
+        nullable=False,
+        sa_column_kwargs={"server_default": func.now()},
     )
 
 
 def _float(default: float) -> Any:
     return Field(
         default=default,
-        sa_column=Column(Double, nullable=False, server_default=text(repr(default))),
+        sa_type=Double,
+        nullable=False,
+        sa_column_kwargs={"server_default": text(repr(default))},
     )
 
 
 def _text(nullable: bool = True) -> Any:
-    return Field(default=None, sa_column=Column(Text, nullable=nullable))
+    return Field(default=None, sa_type=Text, nullable=nullable)
 
 
 class Organization(SQLModel, table=True):
@@ -84,17 +107,17 @@ class Organization(SQLModel, table=True):
         CheckConstraint("check_in_cadence_days >= 1", name="cadence_positive"),
     )
     id: int | None = _pk()
-    name: str = Field(sa_column=Column(String(200), nullable=False))
-    slug: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    name: str = Field(sa_type=String(200), nullable=False)
+    slug: str = Field(sa_type=String(64), nullable=False, unique=True)
     # The outbox's per-organization sequence: bumped under the row lock as the
     # last statement of every writing transaction, so it follows commit order.
     event_seq: int = Field(
-        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+        default=0, sa_type=BigInteger, nullable=False, sa_column_kwargs={"server_default": "0"}
     )
     on_track_gap: float = _float(0.10)
     at_risk_gap: float = _float(0.25)
     check_in_cadence_days: int = Field(
-        default=7, sa_column=Column(Integer, nullable=False, server_default="7")
+        default=7, sa_type=Integer, nullable=False, sa_column_kwargs={"server_default": "7"}
     )
     created_at: datetime | None = _created()
 
@@ -107,12 +130,12 @@ class User(SQLModel, table=True):
     )
     id: int | None = _pk()
     organization_id: int = _org()
-    name: str = Field(sa_column=Column(String(200), nullable=False))
-    email: str = Field(sa_column=Column(String(320), nullable=False))
-    role: str = Field(sa_column=Column(String(16), nullable=False))
+    name: str = Field(sa_type=String(200), nullable=False)
+    email: str = Field(sa_type=String(320), nullable=False)
+    role: str = Field(sa_type=String(16), nullable=False)
     # A deactivated user keeps their history, and their tokens stop working at once.
     active: bool = Field(
-        default=True, sa_column=Column(Boolean, nullable=False, server_default="true")
+        default=True, sa_type=Boolean, nullable=False, sa_column_kwargs={"server_default": "true"}
     )
     created_at: datetime | None = _created()
 
@@ -127,9 +150,9 @@ class Team(SQLModel, table=True):
     )
     id: int | None = _pk()
     organization_id: int = _org()
-    name: str = Field(sa_column=Column(String(200), nullable=False))
+    name: str = Field(sa_type=String(200), nullable=False)
     parent_id: int | None = _ref("team.id", ondelete="RESTRICT")
-    check_in_cadence_days: int | None = Field(default=None, sa_column=Column(Integer))
+    check_in_cadence_days: int | None = Field(default=None, sa_type=Integer)
     created_at: datetime | None = _created()
 
 
@@ -138,12 +161,10 @@ class TeamMembership(SQLModel, table=True):
     __table_args__ = (Index("ix_team_membership_user", "user_id"),)
     organization_id: int = _org()
     team_id: int = Field(
-        sa_column=Column(BigInteger, ForeignKey("team.id", ondelete="CASCADE"), primary_key=True)
+        sa_type=BigInteger, foreign_key="team.id", ondelete="CASCADE", primary_key=True
     )
     user_id: int = Field(
-        sa_column=Column(
-            BigInteger, ForeignKey("app_user.id", ondelete="CASCADE"), primary_key=True
-        )
+        sa_type=BigInteger, foreign_key="app_user.id", ondelete="CASCADE", primary_key=True
     )
     created_at: datetime | None = _created()
 
@@ -157,11 +178,14 @@ class Cycle(SQLModel, table=True):
     )
     id: int | None = _pk()
     organization_id: int = _org()
-    name: str = Field(sa_column=Column(String(200), nullable=False))
-    starts_on: date = Field(sa_column=Column(Date, nullable=False))
-    ends_on: date = Field(sa_column=Column(Date, nullable=False))
+    name: str = Field(sa_type=String(200), nullable=False)
+    starts_on: date = Field(sa_type=Date, nullable=False)
+    ends_on: date = Field(sa_type=Date, nullable=False)
     status: str = Field(
-        default="PLANNING", sa_column=Column(String(16), nullable=False, server_default="PLANNING")
+        default="PLANNING",
+        sa_type=String(16),
+        nullable=False,
+        sa_column_kwargs={"server_default": "PLANNING"},
     )
     created_at: datetime | None = _created()
 
@@ -183,28 +207,33 @@ class Objective(SQLModel, table=True):
     id: int | None = _pk()
     organization_id: int = _org()
     cycle_id: int = _ref("cycle.id", nullable=False, ondelete="RESTRICT")
-    title: str = Field(sa_column=Column(String(300), nullable=False))
+    title: str = Field(sa_type=String(300), nullable=False)
     description: str | None = _text()
     team_id: int | None = _ref("team.id", ondelete="RESTRICT")
     owner_id: int | None = _ref("app_user.id")
     parent_id: int | None = _ref("objective.id", ondelete="RESTRICT")
     weight: float = _float(1.0)
     visibility: str = Field(
-        default="PUBLIC", sa_column=Column(String(16), nullable=False, server_default="PUBLIC")
+        default="PUBLIC",
+        sa_type=String(16),
+        nullable=False,
+        sa_column_kwargs={"server_default": "PUBLIC"},
     )
     progress: float = _float(0.0)
     # Whether anything under it has ever been checked in (NOT_STARTED otherwise).
     has_check_in: bool = Field(
-        default=False, sa_column=Column(Boolean, nullable=False, server_default="false")
+        default=False, sa_type=Boolean, nullable=False, sa_column_kwargs={"server_default": "false"}
     )
-    score: float | None = Field(default=None, sa_column=Column(Double))
+    score: float | None = Field(default=None, sa_type=Double)
     went_well: str | None = _text()
     challenges: str | None = _text()
     lessons: str | None = _text()
-    archived_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    archived_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     # The objective of an earlier cycle this one was carried over from.
     carried_from_id: int | None = _ref("objective.id")
-    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    version: int = Field(
+        default=1, sa_type=Integer, nullable=False, sa_column_kwargs={"server_default": "1"}
+    )
     created_at: datetime | None = _created()
     updated_at: datetime | None = _created()
 
@@ -230,32 +259,35 @@ class KeyResult(SQLModel, table=True):
     id: int | None = _pk()
     organization_id: int = _org()
     objective_id: int = _ref("objective.id", nullable=False, ondelete="CASCADE")
-    title: str = Field(sa_column=Column(String(300), nullable=False))
+    title: str = Field(sa_type=String(300), nullable=False)
     owner_id: int | None = _ref("app_user.id")
-    type: str = Field(sa_column=Column(String(16), nullable=False))
+    type: str = Field(sa_type=String(16), nullable=False)
     measure: str = Field(
-        default="NUMBER", sa_column=Column(String(16), nullable=False, server_default="NUMBER")
+        default="NUMBER",
+        sa_type=String(16),
+        nullable=False,
+        sa_column_kwargs={"server_default": "NUMBER"},
     )
-    unit: str | None = Field(default=None, sa_column=Column(String(32)))
-    start_value: float = Field(sa_column=Column(Double, nullable=False))
-    target_value: float = Field(sa_column=Column(Double, nullable=False))
-    current_value: float = Field(sa_column=Column(Double, nullable=False))
+    unit: str | None = Field(default=None, sa_type=String(32))
+    start_value: float = Field(sa_type=Double, nullable=False)
+    target_value: float = Field(sa_type=Double, nullable=False)
+    current_value: float = Field(sa_type=Double, nullable=False)
     weight: float = _float(1.0)
     progress: float = _float(0.0)
-    confidence: float | None = Field(default=None, sa_column=Column(Double))
-    last_check_in_id: int | None = Field(default=None, sa_column=Column(BigInteger))
-    last_check_in_at: datetime | None = Field(
-        default=None, sa_column=Column(DateTime(timezone=True))
-    )
-    score: float | None = Field(default=None, sa_column=Column(Double))
+    confidence: float | None = Field(default=None, sa_type=Double)
+    last_check_in_id: int | None = Field(default=None, sa_type=BigInteger)
+    last_check_in_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    score: float | None = Field(default=None, sa_type=Double)
     score_reason: str | None = _text()
     carried_from_id: int | None = _ref("key_result.id")
     # The metric it is bound to: each measurement of it becomes a check-in here.
     metric_id: int | None = _ref("metric.id")
     # The silence a CHECK_IN_DUE event was last written for (its last check-in or
     # creation): one reminder per overdue stretch.
-    due_notice_for: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
-    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    due_notice_for: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    version: int = Field(
+        default=1, sa_type=Integer, nullable=False, sa_column_kwargs={"server_default": "1"}
+    )
     created_at: datetime | None = _created()
     updated_at: datetime | None = _created()
 
@@ -277,16 +309,16 @@ class CheckIn(SQLModel, table=True):
     id: int | None = _pk()
     organization_id: int = _org()
     key_result_id: int = _ref("key_result.id", nullable=False, ondelete="CASCADE")
-    value: float = Field(sa_column=Column(Double, nullable=False))
-    confidence: float | None = Field(default=None, sa_column=Column(Double))
+    value: float = Field(sa_type=Double, nullable=False)
+    confidence: float | None = Field(default=None, sa_type=Double)
     note: str | None = _text()
     author_id: int | None = _ref("app_user.id")
     api_key_id: int | None = _ref("api_key.id")
-    progress: float = Field(sa_column=Column(Double, nullable=False))
-    idempotency_key: str | None = Field(default=None, sa_column=Column(String(128)))
+    progress: float = Field(sa_type=Double, nullable=False)
+    idempotency_key: str | None = Field(default=None, sa_type=String(128))
     # Who checked in, as one non-null value ('user:12', 'key:3'), so a user and an API
     # key never share an idempotency scope by both leaving a column NULL.
-    caller: str = Field(sa_column=Column(String(40), nullable=False))
+    caller: str = Field(sa_type=String(40), nullable=False)
     # When the value was true (defaults to now; may be backdated inside the cycle). The
     # key result's current value is the one measured last.
     measured_at: datetime | None = _created()
@@ -305,7 +337,7 @@ class Comment(SQLModel, table=True):
     objective_id: int | None = _ref("objective.id", ondelete="CASCADE")
     key_result_id: int | None = _ref("key_result.id", ondelete="CASCADE")
     author_id: int | None = _ref("app_user.id")
-    body: str = Field(sa_column=Column(Text, nullable=False))
+    body: str = Field(sa_type=Text, nullable=False)
     created_at: datetime | None = _created()
 
 
@@ -321,9 +353,9 @@ class Metric(SQLModel, table=True):
     id: int | None = _pk()
     organization_id: int = _org()
     # What services know it by ("cost_per_order"): unique in the organization.
-    key: str = Field(sa_column=Column(String(100), nullable=False))
-    name: str = Field(sa_column=Column(String(200), nullable=False))
-    unit: str | None = Field(default=None, sa_column=Column(String(32)))
+    key: str = Field(sa_type=String(100), nullable=False)
+    name: str = Field(sa_type=String(200), nullable=False)
+    unit: str | None = Field(default=None, sa_type=String(32))
     description: str | None = _text()
     created_at: datetime | None = _created()
 
@@ -343,12 +375,12 @@ class Measurement(SQLModel, table=True):
     id: int | None = _pk()
     organization_id: int = _org()
     metric_id: int = _ref("metric.id", nullable=False, ondelete="CASCADE")
-    value: float = Field(sa_column=Column(Double, nullable=False))
-    measured_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    value: float = Field(sa_type=Double, nullable=False)
+    measured_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
     source: str | None = _text()
     # Who recorded it, as check_in.caller ('user:12', 'key:3').
-    caller: str = Field(sa_column=Column(String(40), nullable=False))
-    idempotency_key: str | None = Field(default=None, sa_column=Column(String(128)))
+    caller: str = Field(sa_type=String(40), nullable=False)
+    idempotency_key: str | None = Field(default=None, sa_type=String(128))
     created_at: datetime | None = _created()
 
 
@@ -356,13 +388,13 @@ class ApiKey(SQLModel, table=True):
     __tablename__ = "api_key"
     id: int | None = _pk()
     organization_id: int = _org()
-    name: str = Field(sa_column=Column(String(200), nullable=False))
+    name: str = Field(sa_type=String(200), nullable=False)
     # Only a SHA-256 of the secret is kept; the key itself is shown once.
-    key_hash: str = Field(sa_column=Column(String(64), nullable=False, unique=True))
+    key_hash: str = Field(sa_type=String(64), nullable=False, unique=True)
     created_at: datetime | None = _created()
-    revoked_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     # Written at most once a minute per key (service/auth.py), not on every request.
-    last_used_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class Event(SQLModel, table=True):
@@ -375,13 +407,13 @@ class Event(SQLModel, table=True):
     )
     id: int | None = _pk()
     organization_id: int = _org()
-    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
-    kind: str = Field(sa_column=Column(String(40), nullable=False))
+    seq: int = Field(sa_type=BigInteger, nullable=False)
+    kind: str = Field(sa_type=String(40), nullable=False)
     actor_user_id: int | None = _ref("app_user.id")
     actor_api_key_id: int | None = _ref("api_key.id")
-    subject_type: str = Field(sa_column=Column(String(40), nullable=False))
-    subject_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    check_in_id: int | None = Field(default=None, sa_column=Column(BigInteger))
+    subject_type: str = Field(sa_type=String(40), nullable=False)
+    subject_id: int = Field(sa_type=BigInteger, nullable=False)
+    check_in_id: int | None = Field(default=None, sa_type=BigInteger)
     # {"changes": [...], "objective_ids": [...], "team_ids": [...], "cycle_ids": [...]}
-    payload: dict = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    payload: dict = Field(default_factory=dict, sa_type=JSONB, nullable=False)
     occurred_at: datetime | None = _created()

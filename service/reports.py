@@ -27,12 +27,12 @@ from service.domain.principal import Principal
 from service.reads.realism import judge, record_points
 from service.reads.visibility import visible_objectives
 
-OBJ = models.Objective.__table__
-K = models.KeyResult.__table__
-C = models.Cycle.__table__
-T = models.Team.__table__
-U = models.User.__table__
-E = models.Event.__table__
+OBJ = models.table(models.Objective)
+K = models.table(models.KeyResult)
+C = models.table(models.Cycle)
+T = models.table(models.Team)
+U = models.table(models.User)
+E = models.table(models.Event)
 
 SCORED_FROM = (enums.CycleStatus.REVIEW, enums.CycleStatus.CLOSED)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -180,9 +180,11 @@ class KeyResult(Node):
         )
 
     @strawberry.field(
-        description="Stored progress; with asOf, as it stood then (from the check-ins' measuredAt)."
+        graphql_type=float,  # stays sync when it can: the stored value needs no await
+        description="Stored progress; with asOf, as it stood then "
+        "(from the check-ins' measuredAt).",
     )
-    def progress(self, info: Info, as_of: datetime | None = None) -> float:
+    def progress(self, info: Info, as_of: datetime | None = None) -> float | Awaitable[float]:
         if as_of is None:
             return self.row.progress
         return _series_one(info, "KeyResult", self.row, as_of)

@@ -3,6 +3,7 @@ relations read through loaders."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -209,9 +210,11 @@ class Objective(Node):
         ]
 
     @strawberry.field(
-        description="Stored progress; with asOf, as it stood then (from the check-ins' measuredAt)."
+        graphql_type=float,  # stays sync when it can: the stored value needs no await
+        description="Stored progress; with asOf, as it stood then "
+        "(from the check-ins' measuredAt).",
     )
-    def progress(self, info: Info, as_of: datetime | None = None) -> float:
+    def progress(self, info: Info, as_of: datetime | None = None) -> float | Awaitable[float]:
         if as_of is None:
             return self.row.progress
         return _series_one(info, "Objective", self.row, as_of)
