@@ -23,7 +23,7 @@ from bench.seed import seed
 
 
 async def run(op: str, requests: int, url: str, dsn: str, counts: dict) -> None:
-    from schema import fastpath
+    from schema import plan as fastpath
     from service.app import create_app
     from service.db import Database
     from service.settings import Settings
@@ -72,7 +72,7 @@ def main() -> None:
     ap.add_argument("--executor", action="store_true")
     args = ap.parse_args()
     if args.executor:
-        from schema import fastpath
+        from schema import plan as fastpath
 
         fastpath.SWITCH.enabled = False
     database = BenchDatabase()

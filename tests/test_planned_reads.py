@@ -1,4 +1,4 @@
-"""Issue 11: planned reads (schema/fastpath.py) answer exactly as the general executor.
+"""Issue 11: planned reads (schema/plan/) answer exactly as the general executor.
 
 Every document runs twice on the same data and the same clock, once through the plan and
 once through the executor alone, as each kind of caller (admin, member of the TEAM
@@ -22,7 +22,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from schema import context as context_module
-from schema import fastpath
+from schema import plan as fastpath
 from schema.ids import encode
 from service.db import Database
 from service.settings import Settings

@@ -92,12 +92,12 @@ async def test_dashboard_statement_count_does_not_grow(org: Org, db: Database):
     assert five <= 15
 
 
-# What the plan covers (schema/fastpath.py): the dashboard without `contributions`.
+# What the plan covers (schema/plan/): the dashboard without `contributions`.
 PLANNED_DASHBOARD = DASHBOARD.replace("contributions { weight share }", "")
 
 
 async def test_planned_dashboard_statement_count_does_not_grow(org: Org, db: Database):
-    from schema import fastpath
+    from schema import plan as fastpath
 
     before = fastpath.SWITCH.planned
     five = await dashboard_statements(org, db, 5, PLANNED_DASHBOARD)

@@ -1,4 +1,4 @@
-"""The read side's set-based statements, for planned reads (schema/fastpath.py).
+"""The read side's set-based statements, for planned reads (schema/plan/).
 
 One `Reads` per request holds one pooled connection and runs every statement of the
 plan on it, one after another (no transaction of its own: each statement is its own
