@@ -130,6 +130,7 @@ class Plan:
         self.chars = 0
         self._expected: dict[int, float] = {}
         self._plans: dict[tuple[str, int], list[Sel]] = {}
+        self.wants: set[tuple[str, str]] = set()  # (type, field) anywhere in the document
 
     # --- planning ---------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from schema.plan.collect import (
     Unsupported,
     _named,
 )
+from schema.plan.hints import _key_result_ahead, _set_joins
 from schema.plan.resolvers import (
     _attr,
     _c_edges,
@@ -198,7 +199,7 @@ async def _root_node(plan: Plan, sel: Sel) -> Any:
     if type_name == "Objective":
         row = await reads.objective(pk)
     elif type_name == "KeyResult":
-        row = await reads.key_result(pk)
+        row = await reads.key_result(pk, *_key_result_ahead(plan, sel))
     elif type_name == "CheckIn":
         row = await reads.check_in(pk)
     else:
@@ -251,7 +252,7 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
     if position is not None:
         stmt = stmt.where(OBJECTIVE.c.id > position)
     reads = plan.reads
-    rows = await reads.execute(stmt)
+    rows = await reads.execute_joined(stmt)
     reads.remember("objective", rows)
     await reads.by_id("cycle", [r.cycle_id for r in rows])
 
@@ -280,6 +281,7 @@ async def run_planned(executor: Any, root_type: GraphQLObjectType, grouped: Any)
             _check(plan, sel, name)
     async with Reads.open(ctx.db, ctx.principal) as reads:
         plan.reads = reads
+        _set_joins(plan, reads)
         data: dict[str, Any] = {}
         for response_key, name, sel in root_sels:
             if sel is None:
@@ -340,6 +342,7 @@ def _check(plan: Plan, sel: Sel, name: str) -> None:
         raise Unsupported(f"{rtype}")
     for t in types:
         for child in plan.selections(t, sel.details):
+            plan.wants.add((t.name, child.name))
             _check(plan, child, child.name)
 
 
