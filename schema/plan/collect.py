@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from graphql import (
@@ -190,49 +191,70 @@ class Plan:
 
     # --- building -------------------------------------------------------------------
 
-    def leaf(self, sel: Sel, values: list[Any], out: list[dict[str, Any]]) -> None:
+    def leaf(self, sel: Sel, values: list[Any]) -> list[Any]:
+        """A leaf column serialised in bulk: the values as they are when their types show
+        the scalar's serialize would return them unchanged, else serialize per value."""
         serialize = sel.leaf
         assert serialize is not None
-        key = sel.key
         if not sel.nullable and None in values:
             raise Unsupported("null in a non-null field")
+        types = set(map(type, values))
         # The budget counts raw strings as the executor's complete_leaf_value does.
-        self.chars += sum(len(v) for v in values if type(v) is str)
+        if str in types:
+            if types == _STR:
+                self.chars += sum(map(len, values))
+            elif types == _STR_OR_NONE:
+                self.chars += sum(map(len, filter(None, values)))
+            else:
+                self.chars += sum(len(v) for v in values if type(v) is str)
+        if not types - _NONE:
+            return values
         if sel.name == "__typename" or (sel.rtype is not None and sel.rtype.name in _STRINGS):
-            if all(type(v) is str or v is None for v in values):
-                for d, v in zip(out, values, strict=True):
-                    d[key] = v
-                return
-        for d, v in zip(out, values, strict=True):
-            d[key] = None if v is None else serialize(v)
+            if types <= _STR_OR_NONE:
+                return values
+        elif serialize is _fast_bool:
+            if types <= _BOOL_OR_NONE:
+                return values
+        elif serialize is _fast_float:
+            if types == _FLOAT and all(map(math.isfinite, values)):
+                return values
+        elif serialize is _fast_int:
+            if types == _INT and -(2**31) <= min(values) and max(values) < 2**31:
+                return values
+        return [None if v is None else serialize(v) for v in values]
 
     async def build(
         self, type_name: str, details: list[Any], rows: list[Row]
     ) -> list[dict[str, Any]]:
-        """The response objects of `rows` (all of one type) for the selection `details`."""
+        """The response objects of `rows` (all of one type) for the selection `details`:
+        one column of values per response key, then the objects in one pass."""
         gtype = self.ex.schema.type_map[type_name]
         sels = self.selections(gtype, details)
-        out: list[dict[str, Any]] = [{} for _ in rows]
         self.objects += len(rows)
         if self.objects > self.settings.max_response_objects:
             raise Unsupported("past the object budget: the executor gives its error")
         resolvers = RESOLVERS[type_name]
+        keys: list[str] = []
+        columns: list[list[Any]] = []
         for sel in sels:
             if sel.name == "__typename":
-                self.leaf(sel, [type_name] * len(rows), out)
-                continue
-            resolve = resolvers[sel.name]
-            got = resolve(self, sel, rows)
-            if hasattr(got, "__await__"):
-                got = await got
-            if sel.leaf is not None:
-                self.leaf(sel, got, out)
+                got: Any = self.leaf(sel, [type_name] * len(rows))
             else:
-                for d, v in zip(out, got, strict=True):
-                    if v is None and not sel.nullable:
-                        raise Unsupported("null in a non-null field")
-                    d[sel.key] = v
-        return out
+                resolve = resolvers[sel.name]
+                got = resolve(self, sel, rows)
+                if hasattr(got, "__await__"):
+                    got = await got
+                if len(got) != len(rows):
+                    raise ValueError("a resolver gave a column of another length")
+                if sel.leaf is not None:
+                    got = self.leaf(sel, got)
+                elif not sel.nullable and None in got:
+                    raise Unsupported("null in a non-null field")
+            keys.append(sel.key)
+            columns.append(got)
+        if not keys:
+            return [{} for _ in rows]
+        return list(map(dict, map(partial(zip, keys), zip(*columns, strict=True))))
 
     async def related(
         self, type_name: str, sel: Sel, targets: list[Row | None]
@@ -310,6 +332,12 @@ class Plan:
 
 
 _STRINGS = {"String", "ID"}
+_NONE: set[type] = {type(None)}
+_STR: set[type] = {str}
+_STR_OR_NONE: set[type] = {str, type(None)}
+_BOOL_OR_NONE: set[type] = {bool, type(None)}
+_FLOAT: set[type] = {float}
+_INT: set[type] = {int}
 
 # Filled by schema/plan/render.py: type name -> field name -> resolver (plan, sel, rows).
 RESOLVERS: dict[str, dict[str, Callable[..., Any]]] = {}

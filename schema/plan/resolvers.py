@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from operator import itemgetter
 from typing import Any
 
 from schema import ids
@@ -73,13 +74,18 @@ async def _o_cycle(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     return await plan.related("Cycle", sel, await plan.cycles_of(rows))
 
 
+_STATUS_COLUMNS = itemgetter("progress", "cycle_id", "has_check_in")
+
+
 async def _o_status(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
-    cycles = await plan.cycles_of(rows)
+    """The rule per row, its cycle's expected progress computed once per cycle."""
+    columns = list(map(_STATUS_COLUMNS, rows))
+    cycle_ids = {c for _p, c, _h in columns}
+    known = await plan.reads.by_id("cycle", cycle_ids)
+    expected = {c: plan.expected(known[c]) for c in cycle_ids}
     on, at = plan.p.thresholds
-    return [
-        rules.progress_status(r.progress, plan.expected(c), r.has_check_in, on, at)
-        for r, c in zip(rows, cycles, strict=True)
-    ]
+    status = rules.progress_status
+    return [status(p, expected[c], h, on, at) for p, c, h in columns]
 
 
 async def _o_expected(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
