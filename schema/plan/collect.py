@@ -90,6 +90,7 @@ def _enum_serializer(t: GraphQLEnumType) -> Callable[[Any], Any]:
         got = names.get(value)
         return got if got is not None else serialize(value)
 
+    fast.names = names  # type: ignore[attr-defined]
     return fast
 
 
@@ -221,6 +222,11 @@ class Plan:
         elif serialize is _fast_int:
             if types == _INT and -(2**31) <= min(values) and max(values) < 2**31:
                 return values
+        names = getattr(serialize, "names", None)
+        if names is not None and None not in types:
+            got = list(map(names.get, values))  # an enum's names, by one lookup each
+            if None not in got:
+                return got
         return [None if v is None else serialize(v) for v in values]
 
     async def build(

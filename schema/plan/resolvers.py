@@ -28,22 +28,22 @@ def _field(name: str) -> Callable[..., list[Any]]:
     return lambda plan, sel, rows: [getattr(r, name) for r in rows]
 
 
-_GIDS: dict[tuple[str, int], str] = {}
+_GIDS: dict[str, dict[int, str]] = {}
 
 
 def _gid(type_name: str) -> Callable[..., list[Any]]:
-    """Global ids, remembered (the same rows are asked for again and again)."""
+    """Global ids, remembered per type (the same rows are asked for again and again)."""
+    known = _GIDS.setdefault(type_name, {})
 
     def encode(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
-        if len(_GIDS) > 200_000:
-            _GIDS.clear()
-        out = []
-        for r in rows:
-            key = (type_name, r["id"])
-            got = _GIDS.get(key)
-            if got is None:
-                got = _GIDS[key] = ids.encode(type_name, key[1])
-            out.append(got)
+        if len(known) > 100_000:
+            known.clear()
+        pks = [r["id"] for r in rows]
+        out = list(map(known.get, pks))
+        if None in out:
+            for i, pk in enumerate(pks):
+                if out[i] is None:
+                    out[i] = known[pk] = ids.encode(type_name, pk)
         return out
 
     return encode
