@@ -1,6 +1,6 @@
 """Profile a read in process (cProfile), the result cache off:
 
-    python -m bench.profile_reads Q1 [--requests 200] [--executor]
+    python -m bench.profile_reads Q1 [Q2 Q3 Q4] [--requests 200] [--executor]
 
 Seeds scale 1 into a fresh database (the embedded PostgreSQL), then runs the operation
 through the ASGI app with httpx, 8 at once, and prints the top of the profile.
@@ -25,7 +25,7 @@ from bench.seed import seed
 async def run(op: str, requests: int, url: str, dsn: str, counts: dict) -> None:
     from pydantic import SecretStr
 
-    from schema import fastpath
+    from schema import plan as fastpath
     from service.app import create_app
     from service.db import Database
     from service.settings import Settings
@@ -71,12 +71,12 @@ async def run(op: str, requests: int, url: str, dsn: str, counts: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("op")
+    ap.add_argument("ops", nargs="+")
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--executor", action="store_true")
     args = ap.parse_args()
     if args.executor:
-        from schema import fastpath
+        from schema import plan as fastpath
 
         fastpath.SWITCH.enabled = False
     database = BenchDatabase()
@@ -84,7 +84,8 @@ def main() -> None:
     try:
         dsn = database.dsn(database.name)
         counts = asyncio.run(seed(dsn, 1))
-        asyncio.run(run(args.op, args.requests, database.url, dsn, counts))
+        for op in args.ops:  # one seed for all of them
+            asyncio.run(run(op, args.requests, database.url, dsn, counts))
     finally:
         asyncio.run(database.drop())
         database.close()

@@ -24,10 +24,10 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from schema import federation, nodes
 from schema.budget import budget_executor
 from schema.caching import BoundedParserCache, ResultCache, result_cache
-from schema.fastpath import planned_executor
 from schema.inputs import StorableText
 from schema.limits import cost_limit
 from schema.mutations import Mutation
+from schema.plan import planned_executor
 from schema.queries import Query
 from schema.sharing import SharedStreams, SharingSchema
 from schema.subscriptions import Subscription

@@ -6,6 +6,7 @@ that a caller finishes with its own SELECT (`walk`)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import DateTime, TextClause, case, cast, func, literal, text
@@ -61,6 +62,15 @@ DESCENDANTS_BY_START = """
         WHERE c.organization_id = :org AND down.depth < :max_depth
     )
 """
+
+
+def positional(cte: str, names: tuple[str, ...], casts: dict[str, str] | None = None) -> str:
+    """One of the walks above with asyncpg's numbered parameters ($1 for names[0], ...),
+    for the planned reads that send their statements past SQLAlchemy."""
+    for number, name in enumerate(names, 1):
+        suffix = f"::{casts[name]}" if casts and name in casts else ""
+        cte = re.sub(rf":{name}\b", f"${number}{suffix}", cte)
+    return cte
 
 
 def walk(cte: str, select: str) -> TextClause:

@@ -1,4 +1,4 @@
-"""Issue 11: planned reads (schema/fastpath.py) answer exactly as the general executor.
+"""Issue 11: planned reads (schema/plan/) answer exactly as the general executor.
 
 Every document runs twice on the same data and the same clock, once through the plan and
 once through the executor alone, as each kind of caller (admin, member of the TEAM
@@ -22,7 +22,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from schema import context as context_module
-from schema import fastpath
+from schema import ids
+from schema import plan as fastpath
 from schema.ids import encode
 from service.db import Database
 from service.settings import Settings
@@ -114,6 +115,8 @@ Q4 = """query($kr: ID!) { node(id: $kr) { ... on KeyResult {
     edges { cursor node { id value note progress measuredAt createdAt author { name } } } }
 } } }"""
 
+CURSOR_FAR = ids.cursor(2**40)  # a position past every row
+
 DOCUMENTS = [
     ("Q1", Q1, ["team", "cycle"]),
     ("Q2", Q2, ["cycle"]),
@@ -155,6 +158,34 @@ DOCUMENTS = [
         ["private"],
     ),
     ("a hidden key result", "query($kr: ID!) { node(id: $kr) { id } }", ["kr"]),
+    # read2: what a key result's node statement carries (objective, cycle, team, its first
+    # checkIns page, by LATERAL), a second window beside it, and a cursor.
+    (
+        "a key result with two windows",
+        """query($kr: ID!) { node(id: $kr) { id ... on KeyResult { status stale nextCheckInDue
+          a: checkIns(first: 1) { totalCount pageInfo { hasNextPage endCursor }
+            edges { cursor node { id value author { name } } } }
+          b: checkIns(first: 3, after: "@FAR") { pageInfo { hasNextPage hasPreviousPage }
+            edges { node { id note } } }
+          objective { title team { name } cycle { name } } } } }""".replace("@FAR", CURSOR_FAR),
+        ["kr"],
+    ),
+    (
+        "a key result's page only, after a cursor",
+        """query($public_kr: ID!) { node(id: $public_kr) { ... on KeyResult {
+          checkIns(first: 2, after: "@FAR") { edges { node { id value } } } } } }""".replace(
+            "@FAR", CURSOR_FAR
+        ),
+        ["public_kr"],
+    ),
+    # read2: to-one rows joined into the descendants' statement (known ones come as NULLs)
+    (
+        "descendants with their owner, team and cycle",
+        """query($cycle: ID!) { objectives(first: 5, filter: {cycleId: $cycle}) { edges { node {
+          id cycle { id } descendants { id title stale owner { name } team { name }
+            cycle { name status } keyResults { lastCheckIn { value } } } } } } }""",
+        ["cycle"],
+    ),
     ("an id of nothing", 'query { node(id: "nonsense") { id } }', []),
     ("a page too large", "query { objectives(first: 1000) { edges { node { id } } } }", []),
     ("a bad cursor", 'query { objectives(after: "zz") { edges { node { id } } } }', []),
@@ -194,6 +225,9 @@ async def test_planned_equals_executor(org: Org, world: World, name: str, query:
         "search",
         "a hidden key result",
         "an id of nothing",
+        "a key result with two windows",
+        "a key result's page only, after a cursor",
+        "descendants with their owner, team and cycle",
     ):
         assert planned_any, f"{name}: the plan never answered"
     if name.startswith(("a bad", "a page", "bad", "not covered")):

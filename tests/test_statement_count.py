@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from datetime import date
 
+from sqlalchemy import text
+
 from service.db import Database
 from service.domain import enums as domain_enums
 from service.usecases import commands, cycles, key_results, objectives, organizations
@@ -111,12 +113,12 @@ async def test_dashboard_statement_count_does_not_grow(org: Org, db: Database):
     assert five <= 15
 
 
-# What the plan covers (schema/fastpath.py): the dashboard without `contributions`.
+# What the plan covers (schema/plan/): the dashboard without `contributions`.
 PLANNED_DASHBOARD = DASHBOARD.replace("contributions { weight share }", "")
 
 
 async def test_planned_dashboard_statement_count_does_not_grow(org: Org, db: Database):
-    from schema import fastpath
+    from schema import plan as fastpath
 
     before = fastpath.SWITCH.planned
     five = await dashboard_statements(org, db, 5, PLANNED_DASHBOARD)
@@ -124,6 +126,63 @@ async def test_planned_dashboard_statement_count_does_not_grow(org: Org, db: Dat
     assert fastpath.SWITCH.planned >= before + 2, "the plan did not answer"
     print(f"planned dashboard statements: {five} for 5 objectives, {fifty} for 50")
     assert five == fifty
-    # auth, team, its objectives, their total, cycles, owners, teams, parents, key
-    # results, last check-ins, check-in authors: one statement each, whatever the size.
-    assert five <= 12
+    # Whatever the size: auth, team, its objectives (cycle, owner, team joined), their
+    # total, parents, key results (last check-in joined), check-in authors.
+
+
+async def _bench_statements(org: Org, db: Database, n: int) -> dict[str, int]:
+    """The bench's reads (bench/load.py) over a cycle of `n` objectives: the statements
+    each costs, all answered by the plan."""
+    from bench.load import Q1, Q2, Q3, Q4
+    from schema import plan
+    from schema.ids import encode
+
+    await dashboard_statements(org, db, n, PLANNED_DASHBOARD)
+    async with db.engine.connect() as conn:
+        found = await conn.execute(
+            text(
+                "SELECT o.team_id, o.cycle_id, k.id FROM key_result k "
+                "JOIN objective o ON o.id = k.objective_id "
+                "WHERE k.organization_id = :org AND k.last_check_in_id IS NOT NULL "
+                "ORDER BY k.id DESC LIMIT 1"
+            ),
+            {"org": org.admin.organization_id},
+        )
+        team, cycle, kr = found.one()
+    variables = {
+        "team": encode("Team", team),
+        "cycle": encode("Cycle", cycle),
+        "kr": encode("KeyResult", kr),
+    }
+    out = {}
+    for name, doc, keys in (
+        ("Q1", Q1, ("team", "cycle")),
+        ("Q2", Q2, ("cycle",)),
+        ("Q3", Q3, ("kr",)),
+        ("Q4", Q4, ("kr",)),
+    ):
+        before = plan.SWITCH.planned
+        response = await org.client.post(
+            "/graphql",
+            json={"query": doc, "variables": {k: variables[k] for k in keys}},
+            headers={"Authorization": f"Bearer {org.admin_token}"},
+        )
+        body = response.json()
+        assert "errors" not in body, body
+        assert body["data"], body
+        assert plan.SWITCH.planned == before + 1, f"{name}: the plan did not answer"
+        out[name] = int(response.headers["x-sql-statements"])
+    return out
+
+
+async def test_bench_reads_statement_counts(org: Org, db: Database):
+    """Issue 11 (read2): the to-one rows come in their level's statement and a key
+    result's check-in page with the key result, so after authentication Q1 costs the team,
+    its objectives and their key results; Q2 the page and the descendants; Q3 one
+    statement; Q4 two (the node with its page, the forecast's history)."""
+    small = await _bench_statements(org, db, 3)
+    large = await _bench_statements(org, db, 12)
+    print(f"bench statements: {small} and {large}")
+    assert small == large
+    auth = 1
+    assert small == {"Q1": auth + 3, "Q2": auth + 2, "Q3": auth + 1, "Q4": auth + 2}

@@ -1,4 +1,4 @@
-"""The read side's set-based statements, for planned reads (schema/fastpath.py).
+"""The read side's set-based statements, for planned reads (schema/plan/).
 
 One `Reads` per request holds one pooled connection and runs every statement of the
 plan on it, one after another (no transaction of its own: each statement is its own
@@ -22,10 +22,11 @@ from typing import Any
 import asyncpg
 from sqlalchemy.dialects import postgresql
 
-from service import models
+from service import models, sql
 from service.db import Database, _statement_count
 from service.domain.principal import Principal
 from service.observability.tracing import statement_span
+from service.reads.joins import COLUMNS, JOINS, absorb, absorb_prefixed, from_list, select_list
 from service.reads.visibility import can_see_objective, visible_objectives
 
 
@@ -81,18 +82,16 @@ SELECT k.*, o.visibility AS o_visibility, o.team_id AS o_team_id, o.owner_id AS 
 FROM key_result k JOIN objective o ON o.id = k.objective_id
 WHERE k.organization_id = $1 AND k.id = $2
 """
-_DESCENDANTS = """
-WITH RECURSIVE down(start, id, depth) AS (
-    SELECT o.id, o.id, 0 FROM objective o WHERE o.id = ANY($2::int8[]) AND o.organization_id = $1
-    UNION ALL
-    SELECT down.start, c.id, down.depth + 1
-    FROM objective c JOIN down ON c.parent_id = down.id
-    WHERE c.organization_id = $1 AND down.depth < $3
-), capped AS (SELECT * FROM down LIMIT $4)
-SELECT capped.start AS start_id, capped.depth AS depth, o.* FROM capped
-JOIN objective o ON o.id = capped.id
+_OBJECTIVE_ALL = ", ".join(f"o.{c} AS obj__{c}" for c in COLUMNS["objective"])
+_CHECK_IN_ALL = ", ".join(f"ci.{c} AS ci__{c}" for c in COLUMNS["check_in"])
+_DESCENDANTS = (
+    sql.positional(sql.DESCENDANTS_BY_START, ("org", "ids", "max_depth"), {"ids": "int8[]"})
+    + """, capped AS (SELECT * FROM down LIMIT $4)
+SELECT capped.start AS start_id, capped.depth AS depth, {columns}{joined} FROM capped
+JOIN objective o ON o.id = capped.id{joins}
 WHERE capped.depth > 0 ORDER BY capped.start, capped.depth, o.id
 """
+)
 
 
 class Reads:
@@ -105,6 +104,14 @@ class Reads:
         self.org = p.organization_id
         self.known: dict[str, dict[int, Rec]] = defaultdict(dict)
         self.sees_all = p.is_admin
+        # What the document selects decides these (schema/plan/render.py): the to-one
+        # relations joined into objective and key result statements, the objective
+        # columns a walk of descendants reads (None: all of them).
+        self.objective_joins: tuple[str, ...] = ()
+        self.key_result_joins: tuple[str, ...] = ()
+        self.descendant_columns: tuple[str, ...] | None = None
+        # check-in pages fetched ahead, with the key result they hang from
+        self.pages: dict[tuple[int, int, int | None], list[Any]] = {}
 
     @classmethod
     @asynccontextmanager
@@ -129,6 +136,24 @@ class Reads:
         params = compiled.params
         names = compiled.positiontup or []
         return await self.fetch(compiled.string, *[params[n] for n in names])
+
+    async def execute_joined(self, stmt: Any) -> list[Rec]:
+        """An objective statement (ordered by id) with the objective joins added."""
+        joins = self.objective_joins
+        if not joins:
+            return await self.execute(stmt)
+        compiled = stmt.compile(
+            dialect=self.sa.dialect, compile_kwargs={"render_postcompile": True}
+        )
+        params = compiled.params
+        names = compiled.positiontup or []
+        sql = (
+            f"SELECT s.*{select_list(joins)} FROM ({compiled.string}) s"
+            f"{from_list('s', joins)} ORDER BY s.id"
+        )
+        rows = await self.fetch(sql, *[params[n] for n in names])
+        absorb(self.known, rows, joins)
+        return rows
 
     def sees(self, row: Any) -> bool:
         if self.sees_all:
@@ -157,19 +182,67 @@ class Reads:
         row = (await self.by_id("objective", [pk])).get(pk)
         return row if row is not None and self.sees(row) else None
 
-    async def key_result(self, pk: int) -> Rec | None:
+    async def key_result(
+        self, pk: int, whole: bool = False, page: tuple[int, int | None] | None = None
+    ) -> Rec | None:
+        """A key result by id if the caller may see it. `whole`: its objective, cycle and
+        team come in the same statement; `page` (first, after): so does that page of its
+        check-ins (newest first, one more than asked), kept for `check_in_pages`."""
         known = self.known["key_result"]
         if pk in known:
             row = known[pk]
             return row if await self.objective(row.objective_id) is not None else None
-        # The key result with what the rule reads of its objective: one statement.
-        found = await self.fetch(_KEY_RESULT_SEEN, self.org, pk)
+        if not whole and page is None:
+            # The key result with what the rule reads of its objective: one statement.
+            found = await self.fetch(_KEY_RESULT_SEEN, self.org, pk)
+        else:
+            found = await self.fetch(*self._key_result_sql(pk, whole, page))
         if not found:
             return None
         row = found[0]
         known[pk] = row
+        if whole:
+            absorb_prefixed(self.known["objective"], found[:1], "objective", "obj")
+            absorb(self.known, found[:1], ("cycle", "team"))
+        if page is not None:
+            rows = absorb_prefixed(self.known["check_in"], found, "check_in", "ci")
+            self.pages[(pk, page[0], page[1])] = rows
         seen = can_see_objective(self.p, row["o_visibility"], row["o_team_id"], row["o_owner_id"])
         return row if seen else None
+
+    def _key_result_sql(
+        self, pk: int, whole: bool, page: tuple[int, int | None] | None
+    ) -> tuple[Any, ...]:
+        cols = [
+            "k.*",
+            "o.visibility AS o_visibility",
+            "o.team_id AS o_team_id",
+            "o.owner_id AS o_owner_id",
+        ]
+        joins = ""
+        args: list[Any] = [self.org, pk]
+        if whole:
+            cols.append(_OBJECTIVE_ALL)
+            cols.append(select_list(("cycle", "team")).lstrip(", "))
+            joins += from_list("o", ("cycle", "team"))
+        order = ""
+        if page is not None:
+            cols.append(_CHECK_IN_ALL)
+            args.append(page[0] + 1)
+            before = ""
+            if page[1] is not None:
+                args.append(page[1])
+                before = " AND c.id < $4"
+            joins += (
+                " LEFT JOIN LATERAL (SELECT * FROM check_in c WHERE c.organization_id = $1"
+                f" AND c.key_result_id = k.id{before} ORDER BY c.id DESC LIMIT $3) ci ON true"
+            )
+            order = " ORDER BY ci.id DESC"
+        sql = (
+            f"SELECT {', '.join(cols)} FROM key_result k JOIN objective o ON o.id = "
+            f"k.objective_id{joins} WHERE k.organization_id = $1 AND k.id = $2{order}"
+        )
+        return (sql, *args)
 
     async def check_in(self, pk: int) -> Rec | None:
         row = (await self.by_id("check_in", [pk])).get(pk)
@@ -182,8 +255,19 @@ class Reads:
     async def grouped(self, table: str, column: str, keys: list[int]) -> list[list[Rec]]:
         groups: dict[int, list[Rec]] = defaultdict(list)
         if keys:
-            for r in await self.fetch(_GROUPED[(table, column)], self.org, sorted(set(keys))):
+            sql = _GROUPED[(table, column)]
+            joins = self.key_result_joins if table == "key_result" else ()
+            if joins:
+                sql = (
+                    f"SELECT k.*{select_list(joins)} FROM key_result k{from_list('k', joins)}"
+                    " WHERE k.organization_id = $1 AND k.objective_id = ANY($2::int8[])"
+                    " ORDER BY k.id"
+                )
+            rows = await self.fetch(sql, self.org, sorted(set(keys)))
+            for r in rows:
                 groups[r[column]].append(r)
+            if joins:
+                absorb(self.known, rows, joins)
         self.remember(table, (r for g in groups.values() for r in g))
         return [groups.get(k, []) for k in keys]
 
@@ -191,6 +275,9 @@ class Reads:
         self, keys: list[int], first: int, after: int | None
     ) -> list[list[Rec]]:
         """Newest first, `first + 1` per key result (the one more tells of a next page)."""
+        ahead = [self.pages.get((k, first, after)) for k in keys]
+        if keys and all(p is not None for p in ahead):
+            return [list(p or ()) for p in ahead]
         sql = (
             "SELECT * FROM (SELECT *, row_number() OVER "
             "(PARTITION BY key_result_id ORDER BY id DESC) AS _rn FROM check_in "
@@ -230,13 +317,17 @@ class Reads:
         if after is not None:
             args.append(after)
             where.append(f"id > ${len(args)}")
+        joins = self.objective_joins
         sql = (
-            "SELECT * FROM (SELECT *, row_number() OVER (PARTITION BY team_id ORDER BY id) "
-            f"AS _rn FROM objective WHERE {' AND '.join(where)}) s "
-            "WHERE _rn <= $3 ORDER BY team_id, _rn"
+            f"SELECT s.*{select_list(joins)} FROM (SELECT *, row_number() OVER "
+            "(PARTITION BY team_id ORDER BY id) "
+            f"AS _rn FROM objective WHERE {' AND '.join(where)}) s{from_list('s', joins)} "
+            "WHERE s._rn <= $3 ORDER BY s.team_id, s._rn"
         )
         groups: dict[int, list[Rec]] = defaultdict(list)
-        for r in await self.fetch(sql, *args):
+        rows = await self.fetch(sql, *args)
+        absorb(self.known, rows, joins)
+        for r in rows:
             groups[r.team_id].append(r)
         self.remember("objective", (r for g in groups.values() for r in g))
         return [groups.get(k, []) for k in teams]
@@ -261,11 +352,23 @@ class Reads:
         groups: dict[int, list[Rec]] = defaultdict(list)
         if keys:
             seeds = len(set(keys))
-            rows = await self.fetch(
-                _DESCENDANTS, self.org, sorted(set(keys)), depth, seeds + at_most + 1
+            joins = self.objective_joins
+            wanted = self.descendant_columns
+            columns = "o.*" if wanted is None else ", ".join(f"o.{c}" for c in wanted)
+            # The rows the joins point at that are known already (the roots' cycle, as a
+            # rule) come as NULLs: 2,000 descendants do not decode 2,000 copies of it.
+            args: list[Any] = [self.org, sorted(set(keys)), depth, seeds + at_most + 1]
+            skip = {}
+            for j in joins:
+                skip[j] = len(args) + 1
+                args.append(sorted(self.known[JOINS[j][0]]))
+            sql = _DESCENDANTS.format(
+                columns=columns, joined=select_list(joins), joins=from_list("o", joins, skip)
             )
+            rows = await self.fetch(sql, *args)
             if len(rows) > at_most:
                 return None
+            absorb(self.known, rows, joins)
             for r in rows:
                 groups[r.start_id].append(r)
         return [groups.get(k, []) for k in keys]

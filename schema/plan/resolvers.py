@@ -1,0 +1,338 @@
+"""Planned reads: resolvers per type, (plan, selection, rows) -> values (or an awaitable
+of them), each run once for all the rows of a level."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from functools import partial
+from operator import itemgetter
+from typing import Any
+
+from schema import ids
+from schema.plan.collect import OverBudget, Page, Plan, Row, Sel, Unsupported
+from service.domain import rules
+from service.domain.enums import CycleStatus, KeyResultType
+from service.reads.visibility import can_see_objective
+
+# --- resolvers per type: (plan, selection, rows) -> values (or an awaitable of them) ---
+
+
+def _attr(name: str, wrap: Callable[[Any], Any] | None = None) -> Callable[..., list[Any]]:
+    """A column of table rows (records: read by item)."""
+    if wrap is None:
+        return lambda plan, sel, rows: [r[name] for r in rows]
+    return lambda plan, sel, rows: [None if (v := r[name]) is None else wrap(v) for r in rows]
+
+
+def _field(name: str) -> Callable[..., list[Any]]:
+    """An attribute of computed objects (a forecast)."""
+    return lambda plan, sel, rows: [getattr(r, name) for r in rows]
+
+
+_GIDS: dict[str, dict[int, str]] = {}
+
+
+def _gid(type_name: str) -> Callable[..., list[Any]]:
+    """Global ids, remembered per type (the same rows are asked for again and again)."""
+    known = _GIDS.setdefault(type_name, {})
+
+    def encode(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+        if len(known) > 100_000:
+            known.clear()
+        pks = [r["id"] for r in rows]
+        out = list(map(known.get, pks))
+        if None in out:
+            for i, pk in enumerate(pks):
+                if out[i] is None:
+                    out[i] = known[pk] = ids.encode(type_name, pk)
+        return out
+
+    return encode
+
+
+def _progress(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    if sel.args.get("asOf") is not None:
+        raise Unsupported("progress(asOf)")
+    return [r.progress for r in rows]
+
+
+async def _user(plan: Plan, sel: Sel, rows: list[Row], column: str) -> list[Any]:
+    keys = [getattr(r, column) for r in rows]
+    found = await plan.reads.by_id("app_user", keys)
+    return await plan.related("User", sel, [found.get(k) if k is not None else None for k in keys])
+
+
+async def _team(plan: Plan, sel: Sel, rows: list[Row], column: str) -> list[Any]:
+    keys = [getattr(r, column) for r in rows]
+    found = await plan.reads.by_id("team", keys)
+    return await plan.related("Team", sel, [found.get(k) if k is not None else None for k in keys])
+
+
+# Objective
+
+
+async def _o_cycle(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    return await plan.related("Cycle", sel, await plan.cycles_of(rows))
+
+
+_STATUS_COLUMNS = itemgetter("progress", "cycle_id", "has_check_in")
+
+
+async def _o_status(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    """The rule per row, its cycle's expected progress computed once per cycle."""
+    columns = list(map(_STATUS_COLUMNS, rows))
+    cycle_ids = {c for _p, c, _h in columns}
+    known = await plan.reads.by_id("cycle", cycle_ids)
+    expected = {c: plan.expected(known[c]) for c in cycle_ids}
+    on, at = plan.p.thresholds
+    status = rules.progress_status
+    return [status(p, expected[c], h, on, at) for p, c, h in columns]
+
+
+async def _o_expected(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    return [plan.expected(c) for c in await plan.cycles_of(rows)]
+
+
+async def _key_results_of(plan: Plan, rows: list[Row]) -> list[list[Row]]:
+    return await plan.reads.grouped("key_result", "objective_id", [r.id for r in rows])
+
+
+async def _o_key_results(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    return await plan.related_lists("KeyResult", sel, await _key_results_of(plan, rows))
+
+
+async def _o_stale(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    cycles = await plan.cycles_of(rows)
+    active = [c.status == CycleStatus.ACTIVE for c in cycles]
+    live = [r for r, a in zip(rows, active, strict=True) if a]
+    groups = dict(
+        zip([r.id for r in live], await _key_results_of(plan, live) if live else [], strict=True)
+    )
+    cadences = dict(zip([r.id for r in live], await plan.cadences(live), strict=True))
+    out = []
+    for r, c, a in zip(rows, cycles, active, strict=True):
+        if not a:
+            out.append(False)
+            continue
+        cadence = cadences[r.id]
+        out.append(
+            any(
+                rules.is_stale(
+                    CycleStatus(c.status),
+                    kr.last_check_in_at or kr.created_at,
+                    cadence,
+                    plan.now,
+                )
+                for kr in groups[r.id]
+            )
+        )
+    return out
+
+
+async def _o_parent(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    keys = [r.parent_id for r in rows]
+    found = await plan.reads.by_id("objective", keys)
+    sees = plan.reads.sees
+    targets = []
+    for k in keys:
+        row = found.get(k) if k is not None else None
+        targets.append(row if row is not None and sees(row) else None)
+    return await plan.related("Objective", sel, targets)
+
+
+async def _o_descendants(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    max_depth = sel.args.get("maxDepth")
+    if max_depth is not None and max_depth < 0:
+        raise Unsupported("maxDepth < 0")
+    depth = min(max_depth if max_depth is not None else 1000, 1000)
+    # Past the object budget the executor answers (with its error): the walk stops there.
+    at_most = plan.settings.max_response_objects - plan.objects
+    got = await plan.reads.descendants([r.id for r in rows], depth, max(at_most, 0))
+    if got is None:
+        if plan.reads.sees_all:  # every row would be shown
+            raise OverBudget
+        raise Unsupported("past the object budget: the executor gives its error")
+    groups = got
+    sees = plan.reads.sees
+    return await plan.related_lists("Objective", sel, [[d for d in g if sees(d)] for g in groups])
+
+
+# KeyResult
+
+
+async def _k_status(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    cycles = await plan.cycles_of(await plan.objectives_of(rows))
+    on, at = plan.p.thresholds
+    return [
+        rules.progress_status(r.progress, plan.expected(c), r.last_check_in_id is not None, on, at)
+        for r, c in zip(rows, cycles, strict=True)
+    ]
+
+
+async def _k_expected(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    return [plan.expected(c) for c in await plan.cycles_of(await plan.objectives_of(rows))]
+
+
+async def _k_stale(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    objectives = await plan.objectives_of(rows)
+    cycles = await plan.cycles_of(objectives)
+    cadences = await plan.cadences(objectives)
+    return [
+        rules.is_stale(CycleStatus(c.status), r.last_check_in_at or r.created_at, cadence, plan.now)
+        for r, c, cadence in zip(rows, cycles, cadences, strict=True)
+    ]
+
+
+async def _k_next_due(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    objectives = await plan.objectives_of(rows)
+    cycles = await plan.cycles_of(objectives)
+    cadences = await plan.cadences(objectives)
+    return [
+        None
+        if c.status != CycleStatus.ACTIVE
+        else (r.last_check_in_at or r.created_at) + timedelta(days=cadence)
+        for r, c, cadence in zip(rows, cycles, cadences, strict=True)
+    ]
+
+
+async def _k_objective(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    objectives = await plan.objectives_of(rows)
+    p = plan.p
+    for o in objectives:
+        if not can_see_objective(p, o.visibility, o.team_id, o.owner_id):
+            raise Unsupported("hidden objective")
+    return await plan.related("Objective", sel, objectives)
+
+
+async def _k_last_check_in(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    # The key result is shown, so its check-ins may be: the raw read is the checked one.
+    keys = [r.last_check_in_id for r in rows]
+    found = await plan.reads.by_id("check_in", keys)
+    return await plan.related("CheckIn", sel, [found.get(k) if k else None for k in keys])
+
+
+def _k_check_ins(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
+    first, position = plan.window(sel)
+    reads = plan.reads
+
+    async def run() -> list[Any]:
+        pages = await reads.check_in_pages([r.id for r in rows], first, position)
+        sources = [
+            Page(
+                page,
+                first,
+                position,
+                "CheckIn",
+                partial(reads.check_in_count, r.id),
+            )
+            for r, page in zip(rows, pages, strict=True)
+        ]
+        return await plan.related(_connection_type(sel), sel, sources)
+
+    return run()
+
+
+async def _k_forecast(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    cycles = await plan.cycles_of(await plan.objectives_of(rows))
+    histories = await plan.reads.grouped("check_in", "key_result_id", [r.id for r in rows])
+    p = plan.p
+    out: list[Any] = []
+    for r, c, history in zip(rows, cycles, histories, strict=True):
+        start, end = rules.cycle_bounds(c.starts_on, c.ends_on)
+        points = sorted((h.measured_at, h.value) for h in history if start <= h.measured_at < end)
+        out.append(
+            rules.forecast(
+                KeyResultType(r.type),
+                r.start_value,
+                r.target_value,
+                points,
+                end,
+                p.on_track_gap,
+                p.at_risk_gap,
+            )
+        )
+    return await plan.related("Forecast", sel, out)
+
+
+# Team
+
+
+def _t_objectives(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
+    cycle_pk = plan.decode(sel.args.get("cycleId"), "Cycle")
+    first, position = plan.window(sel)
+    reads = plan.reads
+
+    async def run() -> list[Any]:
+        pages = await reads.team_objective_pages([r.id for r in rows], cycle_pk, first, position)
+        sources = [
+            Page(
+                page,
+                first,
+                position,
+                "Objective",
+                partial(reads.team_objective_count, r.id, cycle_pk),
+            )
+            for r, page in zip(rows, pages, strict=True)
+        ]
+        return await plan.related(_connection_type(sel), sel, sources)
+
+    return run()
+
+
+# Connections
+
+
+def _connection_type(sel: Sel) -> str:
+    return str(sel.rtype.name)
+
+
+def _c_edges(plan: Plan, sel: Sel, pages: list[Page]) -> Any:
+    groups = [p.rows[: p.first] for p in pages]
+    return plan.related_lists(str(sel.rtype.name), sel, groups)
+
+
+def _c_page_info(plan: Plan, sel: Sel, pages: list[Page]) -> Any:
+    return plan.related("PageInfo", sel, pages)
+
+
+async def _c_total(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
+    out = []
+    for p in pages:
+        out.append(await p.counter())
+    return out
+
+
+def _pi_next(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
+    return [len(p.rows) > p.first for p in pages]
+
+
+def _pi_previous(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
+    return [p.after is not None for p in pages]
+
+
+def _pi_start(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
+    return [ids.cursor(p.rows[0].id) if p.rows[: p.first] else None for p in pages]
+
+
+def _pi_end(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
+    return [ids.cursor(p.rows[: p.first][-1].id) if p.rows[: p.first] else None for p in pages]
+
+
+def _e_cursor(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    return [ids.cursor(r.id) for r in rows]
+
+
+def _e_node(node_type: str) -> Callable[..., Any]:
+    return lambda plan, sel, rows: plan.related(node_type, sel, rows)
+
+
+# Cycle
+
+
+def _cy_expected(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    return [plan.expected(c) for c in rows]
+
+
+def _cy_review_due(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    return [rules.review_due(CycleStatus(c.status), c.starts_on, c.ends_on, plan.now) for c in rows]
