@@ -6,7 +6,7 @@ Create Date: 2026-12-03 19:00:00.000000
 
 Two PL/pgSQL functions that take a roll-up's row locks and read what the roll-up needs
 in one round trip. They compute nothing: the roll-up itself stays in the pure rules
-(service/rules.py), in Python.
+(service/domain/rules.py), in Python.
 
 - `okr_lock_chain(org, start[])` locks `start` and every ancestor in id order (the one
   global lock order), repeats while a concurrent re-alignment moved the chain, then

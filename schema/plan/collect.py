@@ -6,7 +6,7 @@ argument defaults). The plan then walks the selection level by level: for all th
 one level it fetches each selected relation in one set-based statement (service/reads/
 rows.py, all on one connection: objectives, their key results, last check-ins, owners,
 teams, cycles, check-in pages), computes derived values (status, expected progress, stale, next
-due, forecast) with the pure rules in service/rules.py, and builds the response dict
+due, forecast) with the pure rules in service/domain/rules.py, and builds the response dict
 directly, serialised by the schema's own scalars and enums. Nothing resolves per field.
 
 Anything the plan does not cover (a field, a directive, an argument value that is an
