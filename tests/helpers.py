@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import shutil
 import socket
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.conftest import Org
 
 
 async def start_okr(
-    bin_okr: str, port: int, env: dict[str, str], out: Any, *args: str
+    bin_okr: str, port: int, env: dict[str, str], out: Any, *args: str, err: Any = None
 ) -> asyncio.subprocess.Process:
-    """A real `okr serve` process on `port` (with any further `args`, e.g. "--demo"),
-    returned once its /readyz answers 200 (it is stopped, and AssertionError raised, if
-    it never does)."""
+    """A real `okr serve` process on `port` (with any further `args`, e.g. "--demo"; a
+    later "--log-level" wins), returned once its /readyz answers 200 (it is stopped, and
+    AssertionError raised, if it never does). Its stderr goes to `err`, else with stdout
+    to `out`."""
     proc = await asyncio.create_subprocess_exec(
         bin_okr,
         "serve",
@@ -29,7 +34,7 @@ async def start_okr(
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=out,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.STDOUT if err is None else err,
     )
     async with httpx.AsyncClient() as http:
         for _ in range(300):
@@ -165,3 +170,32 @@ async def progress(org: Org, node_id: str) -> float:
         "... on KeyResult { progress } } }"
     )
     return (await org.call(q, {"id": node_id}))["node"]["progress"]
+
+
+def npm_installed(folder: Path, needed_for: str) -> str:
+    """`npm ci` in `folder` unless its node_modules came from the same lock file (a
+    stamp of the lock's SHA-256); returns node's path. Skips the calling test, with the
+    reason, when node or npm is missing or the registry cannot be reached."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip(f"node and npm are needed {needed_for} (not found)")
+    stamp = folder / "node_modules" / ".okr-lock-sha256"
+    lock = hashlib.sha256((folder / "package-lock.json").read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == lock:
+        return node
+    try:
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        output = getattr(exc, "stderr", b"") or b""
+        pytest.skip(
+            f"npm ci failed in tests/{folder.name} (is the npm registry reachable?): "
+            + output.decode(errors="replace")[-300:]
+        )
+    stamp.write_text(lock)
+    return node

@@ -13,9 +13,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +38,6 @@ ROOT = Path(__file__).parent.parent
 CLIENT_SDL = ROOT / "schema" / "schema.graphql"
 SUBGRAPH_SDL = ROOT / "schema" / "subgraph.graphql"
 FED = Path(__file__).parent / "federation"
-STAMP = FED / "node_modules" / ".okr-lock-sha256"
 
 ENTITIES = """query($r: [_Any!]!) {
   _entities(representations: $r) { __typename ... on Node { id } ... on Objective { title } }
@@ -388,27 +385,7 @@ async def test_entities_are_costed_like_nodes(world: World):
 
 @pytest.fixture(scope="module")
 def composer() -> str:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed to compose with @apollo/composition (not found)")
-    lock = hashlib.sha256((FED / "package-lock.json").read_bytes()).hexdigest()
-    if not (STAMP.exists() and STAMP.read_text() == lock):
-        try:
-            subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=FED,
-                check=True,
-                capture_output=True,
-                timeout=600,
-            )
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            output = getattr(exc, "stderr", b"") or b""
-            pytest.skip(
-                "npm ci failed in tests/federation (is the npm registry reachable?): "
-                + output.decode(errors="replace")[-300:]
-            )
-        STAMP.write_text(lock)
-    return node
+    return h.npm_installed(FED, "to compose with @apollo/composition")
 
 
 def _compose(node: str, tmp_path: Path, okr_sdl: str) -> dict:

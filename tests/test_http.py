@@ -4,11 +4,9 @@ JSON, GraphQL over HTTP's media type, and rate limits per API key and per user."
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,7 +24,7 @@ from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.usecases import commands, organizations
 from tests.conftest import JWT_SECRET, Org
-from tests.helpers import free_port, stop_okr
+from tests.helpers import free_port, start_okr, stop_okr
 
 QUERY = "query Viewer { viewer { role organization { name } } }"
 DIGEST = hashlib.sha256(QUERY.encode()).hexdigest()
@@ -358,28 +356,9 @@ async def test_okr_serve_demo_allows_localhost_origins(
         "OKR_DATA_DIR": str(tmp_path),
     }
     with (tmp_path / "serve.log").open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            bin_okr,
-            "serve",
-            "--demo",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = await start_okr(bin_okr, port, env, log, "--demo")
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                for _ in range(300):
-                    try:
-                        if (await http.get("/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.1)
                 ok = await http.options(
                     "/graphql", headers={"Origin": "http://localhost:5173", **PREFLIGHT}
                 )

@@ -9,19 +9,16 @@ the npm registry cannot be reached."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, start_okr, stop_okr
+from tests.helpers import free_port, npm_installed, start_okr, stop_okr
 from tests.test_command import env_for
 
 JS = Path(__file__).parent / "js"
-STAMP = JS / "node_modules" / ".okr-lock-sha256"
 
 
 async def sh(*args: str, env: dict[str, str] | None = None, limit: float = 300) -> str:
@@ -42,27 +39,7 @@ async def sh(*args: str, env: dict[str, str] | None = None, limit: float = 300) 
 
 @pytest.fixture(scope="module")
 def node_modules() -> None:
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("node and npm are needed for the JavaScript client test (not found)")
-    lock = hashlib.sha256((JS / "package-lock.json").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == lock:
-        return
-    try:
-        subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"],
-            cwd=JS,
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        output = getattr(exc, "stderr", b"") or b""
-        pytest.skip(
-            "npm ci failed (is the npm registry reachable?): "
-            + output.decode(errors="replace")[-300:]
-        )
-    STAMP.write_text(lock)
+    npm_installed(JS, "for the JavaScript client test")
 
 
 async def test_codegen_and_strict_typescript_over_schema_and_readme(node_modules):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from service.app import create_app
 from service.observability import logs, metrics, tracing
 from service.usecases import organizations
 from tests.conftest import Org
-from tests.helpers import free_port, stop_okr
+from tests.helpers import free_port, start_okr, stop_okr
 from tests.test_command import env_for, okr
 
 DASHBOARD = "query Dashboard { objectives(first: 5) { edges { node { id title } } } }"
@@ -294,28 +293,9 @@ async def test_json_logs_from_a_real_server_carry_the_request_id(bin_okr, databa
     env = {**env_for(database_url, tmp_path), "OKR_LOG_FORMAT": "json"}
     log_file, out_file = tmp_path / "serve.log", tmp_path / "serve.out"
     with open(log_file, "wb") as err, open(out_file, "wb") as out:  # noqa: ASYNC230
-        proc = await asyncio.create_subprocess_exec(
-            bin_okr,
-            "serve",
-            "--port",
-            str(port),
-            "--log-level",
-            "info",
-            "--demo",
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-        )
+        proc = await start_okr(bin_okr, port, env, out, "--log-level", "info", "--demo", err=err)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-                for _ in range(300):
-                    try:
-                        if (await http.get("/readyz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.1)
                 r = await http.post(
                     "/graphql",
                     json={"query": "{ viewer { role } }"},
