@@ -56,6 +56,19 @@ class OverBudget(Exception):
 
 
 _ALLOWED_DIRECTIVES = {"skip", "include"}
+
+
+def require_plain(fdl: Any) -> None:
+    """Raise Unsupported unless the merged field uses only @skip/@include (no @defer,
+    no fragment variables): what the plan can answer."""
+    for d in fdl:
+        if d.defer_usage is not None or d.fragment_variable_values is not None:
+            raise Unsupported("defer or fragment variables")
+        for directive in d.node.directives or ():
+            if directive.name.value not in _ALLOWED_DIRECTIVES:
+                raise Unsupported(directive.name.value)
+
+
 _SENTINEL = object()
 
 
@@ -162,12 +175,7 @@ class Plan:
             first = fdl[0]
             node = first.node
             name = node.name.value
-            for d in fdl:
-                if d.defer_usage is not None or d.fragment_variable_values is not None:
-                    raise Unsupported("defer or fragment variables")
-                for directive in d.node.directives or ():
-                    if directive.name.value not in _ALLOWED_DIRECTIVES:
-                        raise Unsupported(directive.name.value)
+            require_plain(fdl)
             if name == "__typename":
                 sel = Sel(response_key, name, {}, fdl)
                 sel.leaf = GraphQLString.serialize

@@ -14,7 +14,6 @@ from graphql.execution.values import get_argument_values
 from schema import ids
 from schema.enums import Measure, Role, Visibility
 from schema.plan.collect import (
-    _ALLOWED_DIRECTIVES,
     FIELDS,
     RESOLVERS,
     OverBudget,
@@ -23,6 +22,7 @@ from schema.plan.collect import (
     Sel,
     Unsupported,
     _named,
+    require_plain,
 )
 from schema.plan.hints import _key_result_ahead, _set_joins
 from schema.plan.resolvers import (
@@ -300,12 +300,7 @@ def _root_selections(plan: Plan, root_type: GraphQLObjectType, grouped: Any) -> 
     for response_key, fdl in grouped.items():
         node = fdl[0].node
         name = node.name.value
-        for d in fdl:
-            if d.defer_usage is not None or d.fragment_variable_values is not None:
-                raise Unsupported("defer or fragment variables")
-            for directive in d.node.directives or ():
-                if directive.name.value not in _ALLOWED_DIRECTIVES:
-                    raise Unsupported(directive.name.value)
+        require_plain(fdl)
         if name == "__typename":
             root_sels.append((response_key, None, None))
             continue
