@@ -29,7 +29,7 @@ from schema.limits import cost_limit
 from schema.mutations import Mutation
 from schema.plan import planned_executor
 from schema.queries import Query
-from schema.sharing import SharedStreams, SharingSchema
+from schema.sharing import CountingSchema
 from schema.subscriptions import Subscription
 from service.domain.errors import Unauthenticated
 from service.outage import MESSAGE as OUTAGE_MESSAGE
@@ -156,7 +156,7 @@ class MaskUnexpectedErrorsAndSuggestions(MaskUnexpectedErrors):
     hide_suggestions = True
 
 
-class Schema(SharingSchema, federation.Subgraph):
+class Schema(CountingSchema, federation.Subgraph):
     """Strawberry logs every error at ERROR with a traceback. Here a client's mistake
     (syntax, validation, limits, bad input, no credentials) is logged once at INFO,
     without one; a server's error is logged (with its stack) where it is masked, and an
@@ -231,7 +231,6 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             )
         ),
     )
-    schema.shared = SharedStreams(settings.subscriber_queue_size)
     schema.max_per_connection = settings.max_subscriptions_per_connection
     schema.max_tokens = settings.max_query_tokens
     return schema

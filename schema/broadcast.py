@@ -1,16 +1,36 @@
 """Broadcast fan-out: one execution and one encoding per event for every socket that
-holds the same subscription, and the frame written straight to each socket.
+holds the same subscription and sees the same things, and the frame written straight to
+each socket.
 
 A live screen is usually one of thousands showing the same thing. Subscribers whose
 operation shares a key (same document, coerced variables without `after`, operation
-name, and *visibility class*: organization, role, teams, and the user only when they
-own an objective that is not PUBLIC, since that is the one rule that depends on who
-they are) join one `Broadcast`. Its task runs the subscription once (with a context of
-its own, forked from the first subscriber's), encodes each result's payload once with
-orjson, and hands every member the same text; a member adds only the envelope with its
-operation id (`{"id":"7","type":"next","payload":...}` under graphql-transport-ws,
-`{"type":"data","id":"7","payload":...}` under graphql-ws) and writes it to its
-socket's `Outlet`.
+name, and *access class*: the principal without who it is, that is organization, role,
+teams and the organization's settings) join one `Broadcast`. The broadcast follows the
+organization's events itself (one `Subscriber` of the replica's EventHub) and runs the
+subscription once per event for each of its *views*:
+
+- the class view runs as the access class alone (no user, no key). The one visibility
+  rule (service/reads/visibility.py) depends on who the caller is only through the
+  objectives they own, so a member who owns no objective that is not PUBLIC sees
+  exactly what the class sees, and is served by it;
+- a member who owns such an objective gets a personal view, run as their own principal,
+  as if they had subscribed alone.
+
+Who owns what is never cached beyond the event that could change it: a member is put in
+a view when it joins, from the database, and every event that may change who owns a
+hidden objective (anything but the kinds in SAME_OWNERSHIP) is answered by reading the
+owners again before that event runs, on every replica, since every replica's broadcasts
+read every event of their organization. A change of the member's own access (teams,
+role) closes its socket (schema/ws.py's `revocation`), so a class never outlives the
+principal it was computed from. Every view reads the database as the event is
+delivered, like any subscription: what a view sees follows visibility changes at once.
+
+A view is Strawberry's own subscription execution over a `RowFeed`: the rows the
+broadcast hands it instead of the EventHub's (schema/subscriptions.py reads the feed
+when the context carries one). Each result's payload is encoded once with orjson; a
+member adds only the envelope with its operation id (`{"id":"7","type":"next",
+"payload":...}` under graphql-transport-ws, `{"type":"data","id":"7","payload":...}`
+under graphql-ws) and writes it to its socket's `Outlet`.
 
 No per-connection GraphQL, queue, task or protocol round runs per event: an `Outlet`
 sends the frame synchronously when the socket can take it (the ASGI send does not
@@ -24,10 +44,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -38,66 +58,133 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from schema import ids
 from schema.sharing import root_arguments, subscription_operation
+from service.domain.enums import EventKind
+from service.domain.principal import Principal
+from service.fanout import SubscriberBehind
 
 log = logging.getLogger(__name__)
 
 TRANSPORT_WS = "graphql-transport-ws"
 LEGACY_WS = "graphql-ws"
 
+# Kinds of event that never change who owns an objective or whether it is PUBLIC. Every
+# other kind, including any kind added later, makes the broadcasts read the owners again.
+SAME_OWNERSHIP = frozenset(
+    {
+        EventKind.CHECK_IN,
+        EventKind.COMMENT_ADDED,
+        EventKind.CHECK_IN_DUE,
+        EventKind.CYCLE_REVIEW_DUE,
+        EventKind.KEY_RESULT_CREATED,
+        EventKind.KEY_RESULT_UPDATED,
+        EventKind.KEY_RESULT_SCORED,
+        EventKind.KEY_RESULT_BOUND,
+        EventKind.MEASUREMENTS_RECORDED,
+        EventKind.METRIC_CREATED,
+        EventKind.OBJECTIVE_ALIGNED,
+        EventKind.OBJECTIVE_REFLECTED,
+        EventKind.CYCLE_CREATED,
+        EventKind.CYCLE_STATUS_CHANGED,
+        EventKind.TEAM_CREATED,
+        EventKind.USER_CREATED,
+        EventKind.API_KEY_CREATED,
+        EventKind.CHECK_IN_CADENCE_CHANGED,
+    }
+)
+
+# Owners of objectives that are not PUBLIC (a NULL visibility counts as hidden).
+_HIDDEN_OWNERS = text(
+    "SELECT DISTINCT owner_id FROM objective WHERE organization_id = :org "
+    "AND owner_id IS NOT NULL AND visibility IS DISTINCT FROM 'PUBLIC'"
+)
 _OWNS_HIDDEN = text(
     "SELECT EXISTS (SELECT 1 FROM objective WHERE organization_id = :org AND owner_id = :user "
     "AND visibility IS DISTINCT FROM 'PUBLIC')"
 )
-_OWNER_TTL = 5.0
-_owners: dict[tuple[int, int], tuple[float, bool]] = {}
 
 
-async def visibility_class(context: Any) -> tuple | None:
-    """Who sees the same events and fields as this caller: see the module doc."""
-    p = getattr(context, "_principal", None)
-    if p is None:
-        return None
-    if p.is_admin:
-        return (p.organization_id, p.role)
-    owner = None
-    if p.user_id is not None:
-        key = (p.organization_id, p.user_id)
-        now = time.monotonic()
-        cached = _owners.get(key)
-        if cached is None or now - cached[0] > _OWNER_TTL:
-            async with context.db.connect() as conn:
-                owns = bool(
-                    await conn.scalar(_OWNS_HIDDEN, {"org": p.organization_id, "user": p.user_id})
+def access_class(p: Principal) -> Principal:
+    """The principal without who it is: what every member of one class view shares.
+    Everything else the principal holds (role, teams, any field added later) stays, so
+    it keys the broadcast as it is."""
+    return dataclasses.replace(p, user_id=None, api_key_id=None, expires_at=None, event_seq=0)
+
+
+def may_differ_from_class(p: Principal) -> bool:
+    """Whether this principal can see more than its class: a user who is not an admin
+    (an admin sees everything; a key has no user to own anything)."""
+    return p.user_id is not None and not p.is_admin
+
+
+class HiddenOwners:
+    """Who owns an objective that is not PUBLIC, per organization, as read at or after a
+    given event: one read per event that may change it, shared by every broadcast of the
+    process. An answer is used only for an event no later than the one it was read for,
+    so nothing here is ever older than the event being delivered."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self.limit = limit
+        self.read: OrderedDict[int, tuple[int, frozenset[int]]] = OrderedDict()
+        self.locks: dict[int, asyncio.Lock] = {}
+
+    async def at(self, db: Any, org: int, seq: int) -> frozenset[int]:
+        found = self.read.get(org)
+        if found is not None and found[0] >= seq:
+            return found[1]
+        lock = self.locks.setdefault(org, asyncio.Lock())
+        async with lock:
+            found = self.read.get(org)
+            if found is not None and found[0] >= seq:
+                return found[1]
+            async with db.connect() as conn:
+                owners = frozenset(
+                    r[0] for r in (await conn.execute(_HIDDEN_OWNERS, {"org": org})).all()
                 )
-            if len(_owners) > 50_000:
-                _owners.clear()
-            cached = _owners[key] = (now, owns)
-        owner = p.user_id if cached[1] else None
-    return (p.organization_id, p.role, tuple(sorted(p.team_ids)), owner)
+            self.read[org] = (seq, owners)
+            self.read.move_to_end(org)
+            while len(self.read) > self.limit:
+                gone, _ = self.read.popitem(last=False)
+                self.locks.pop(gone, None)
+            return owners
 
 
-async def broadcast_key(
-    schema: Any, query: str | None, variables: Any, operation_name: str | None, context: Any
+async def owns_hidden(db: Any, p: Principal) -> bool:
+    async with db.connect() as conn:
+        return bool(await conn.scalar(_OWNS_HIDDEN, {"org": p.organization_id, "user": p.user_id}))
+
+
+def broadcast_key(
+    schema: Any,
+    query: Any,
+    variables: Any,
+    operation_name: Any,
+    principal: Principal | None,
+    document: Any = None,
 ) -> tuple | None:
-    """The key this operation broadcasts under, or None (it then runs on its own)."""
-    if not isinstance(query, str) or (variables is not None and not isinstance(variables, dict)):
+    """The key this operation broadcasts under, or None (it then runs on its own).
+    Decided from the parsed document and the coerced arguments, so an `after` from a
+    literal, a variable or a variable's default all make the stream the subscriber's
+    own."""
+    if principal is None or not isinstance(query, str):
+        return None
+    if variables is not None and not isinstance(variables, dict):
         return None
     if operation_name is not None and not isinstance(operation_name, str):
         return None
-    found = subscription_operation(query, operation_name, getattr(schema, "max_tokens", None))
-    if found is None:
-        return None
-    arguments = root_arguments(schema._schema, found[0], variables, operation_name)
+    if document is None:
+        found = subscription_operation(query, operation_name, getattr(schema, "max_tokens", None))
+        if found is None:
+            return None
+        document = found[0]
+    graphql_schema = getattr(schema, "_schema", schema)
+    arguments = root_arguments(graphql_schema, document, variables, operation_name)
     if arguments is None or arguments.get("after") is not None:
-        return None
-    who = await visibility_class(context)
-    if who is None:
         return None
     try:
         frozen = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
-    return (query, frozen, operation_name, who)
+    return (query, frozen, operation_name, access_class(principal))
 
 
 class Outlet:
@@ -196,9 +283,18 @@ async def _finish(coro: Coroutine[Any, Any, None], waiting: Any) -> None:
 class Member:
     """One operation of one socket in a broadcast."""
 
-    def __init__(self, broadcast: Broadcast, outlet: Outlet, operation_id: str, protocol: str):
+    def __init__(
+        self,
+        broadcast: Broadcast,
+        outlet: Outlet,
+        operation_id: str,
+        protocol: str,
+        principal: Principal,
+    ):
         self.broadcast = broadcast
         self.outlet = outlet
+        self.principal = principal
+        self.view: View | None = None
         self.id_json = orjson.dumps(operation_id).decode()
         self.protocol = protocol
         if protocol == TRANSPORT_WS:
@@ -264,62 +360,278 @@ class Member:
         self.done.set()
 
 
-class Broadcast:
-    """One subscription executed once per event for all its members."""
+class RowFeed:
+    """The rows a view's subscription reads instead of the EventHub's: handed in one at a
+    time by its broadcast. `hungry` is set while the subscription waits for a row with
+    none left, which is how the broadcast knows a row has been answered in full (with a
+    result, or with none when the row was not for this view)."""
 
-    def __init__(self, registry: Broadcasts, key: tuple, start: Callable[[], Awaitable[Any]]):
-        self.registry = registry
-        self.key = key
+    def __init__(self, on_hungry: Callable[[], None]) -> None:
+        self.rows: deque[Any] = deque()
+        self.wakeup: asyncio.Future[None] | None = None
+        self.hungry = False
+        self.on_hungry = on_hungry
+        self.closed = False
+
+    def put(self, row: Any) -> None:
+        self.hungry = False
+        self.rows.append(row)
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.wakeup is not None and not self.wakeup.done():
+            self.wakeup.set_result(None)
+
+    def __aiter__(self) -> RowFeed:
+        return self
+
+    async def __anext__(self) -> Any:
+        while not self.rows:
+            if self.closed:
+                raise StopAsyncIteration
+            self.wakeup = asyncio.get_running_loop().create_future()
+            self.hungry = True
+            self.on_hungry()
+            await self.wakeup
+        return self.rows.popleft()
+
+
+_END = object()
+
+
+class View:
+    """One execution of a broadcast's subscription, as one principal (the class's, or a
+    member's own), fed the broadcast's rows one at a time. The execution runs in a task
+    of its own (as a lone subscription would, so its context variables hold from one
+    event to the next) and hands its results over in order."""
+
+    def __init__(self, broadcast: Broadcast, principal: Principal) -> None:
+        self.broadcast = broadcast
+        self.principal = principal
         self.members: set[Member] = set()
-        self.last_seq: int | None = None
-        self.context: Any = None
-        self.task = asyncio.create_task(self._pump(start), name="okr-broadcast")
+        self.signal = asyncio.Event()
+        self.feed = RowFeed(self.signal.set)
+        ctx = broadcast.base_context.fork()
+        ctx.authenticate_as(principal)
+        ctx.row_feed = self.feed
+        self.context = ctx
+        self.results: deque[Any] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+        self.ended = False
 
-    async def _pump(self, start: Callable[[], Awaitable[Any]]) -> None:
-        source = None
-        try:
-            source = await start()
-            if isinstance(source, ExecutionResult):
-                self._refused(source)
+    async def open(self) -> None:
+        """Start the subscription: its own checks run now (a NOT_FOUND scope is answered
+        at once), and it waits for the first row."""
+        async with self.lock:
+            if self.task is not None or self.ended:
                 return
-            first = True
+            self.task = asyncio.create_task(self._run(), name="okr-broadcast-view")
+            results = await self._answer()
+            if results and isinstance(results[0], PreExecutionError):
+                self._refused(results[0])
+                return
+            self._hand(results, None)
+
+    async def step(self, row: Any) -> None:
+        """Run the subscription for one row and hand its results to the members."""
+        async with self.lock:
+            if self.ended or self.task is None:
+                return
+            self.feed.put(row)
+            self._hand(await self._answer(), row.seq)
+
+    async def _run(self) -> None:
+        b = self.broadcast
+        source: Any = None
+        try:
+            # The plain execution (strawberry's), not the schema's counting wrapper.
+            source = await strawberry.Schema.stream(
+                b.schema,
+                b.query,
+                variable_values=b.variables,
+                context_value=self.context,
+                operation_name=b.operation_name,
+            )
+            if isinstance(source, ExecutionResult):
+                self.results.append(PreExecutionError(data=None, errors=source.errors))
+                return
             async for result in source:
-                if first and isinstance(result, PreExecutionError):
-                    self._refused(result)
-                    return
-                first = False
-                if not isinstance(result, ExecutionResult):
-                    continue
-                seq = getattr(self.context, "last_event_seq", None)
-                payload: dict[str, Any] = {"data": result.data}
-                if result.errors:
-                    payload["errors"] = [e.formatted for e in result.errors]
-                if result.extensions:
-                    payload["extensions"] = result.extensions
-                text_ = orjson.dumps(payload).decode()  # once, for every member
-                if seq is not None:
-                    self.last_seq = seq
-                for member in list(self.members):
-                    member.deliver(text_, seq)
+                self.results.append(result)
+                self.signal.set()
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("a broadcast subscription failed")
         finally:
-            self.registry.groups.pop(self.key, None)
-            for member in list(self.members):
-                member.end(complete=True)
+            self.results.append(_END)
+            self.signal.set()
             if source is not None and hasattr(source, "aclose"):
                 with contextlib.suppress(Exception):
                     await source.aclose()
 
+    async def _answer(self) -> list[Any]:
+        """What the execution yields until it asks for another row, or ends."""
+        answered: list[Any] = []
+        while True:
+            while self.results:
+                item = self.results.popleft()
+                if item is _END:
+                    self.ended = True
+                    return answered
+                answered.append(item)
+            # A result is handed over before the execution asks for the next row, so
+            # once it is hungry everything for this row is here.
+            if self.feed.hungry:
+                return answered
+            self.signal.clear()
+            await self.signal.wait()
+
+    def _hand(self, results: list[Any], seq: int | None) -> None:
+        for result in results:
+            if not isinstance(result, ExecutionResult):
+                continue
+            payload: dict[str, Any] = {"data": result.data}
+            if result.errors:
+                payload["errors"] = [e.formatted for e in result.errors]
+            if result.extensions:
+                payload["extensions"] = result.extensions
+            text_ = orjson.dumps(payload).decode()  # once, for every member of the view
+            for member in list(self.members):
+                member.deliver(text_, seq)
+        if self.ended:
+            for member in list(self.members):
+                member.end(complete=True)
+
     def _refused(self, result: ExecutionResult) -> None:
+        self.ended = True
         errors = list(result.errors or [GraphQLError("the subscription was refused")])
         for member in list(self.members):
             member.fail(errors)
 
+    async def close(self) -> None:
+        self.ended = True
+        self.feed.close()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
+
+
+class Broadcast:
+    """One subscription for all its members: the organization's events read once, and
+    each event run once per view (see the module doc)."""
+
+    def __init__(
+        self,
+        registry: Broadcasts,
+        key: tuple,
+        schema: Any,
+        query: str,
+        variables: dict | None,
+        operation_name: str | None,
+        context: Any,
+    ) -> None:
+        self.registry = registry
+        self.key = key
+        self.schema = schema
+        self.query = query
+        self.variables = variables
+        self.operation_name = operation_name
+        self.base_context = context.fork()
+        self.class_principal: Principal = key[-1]
+        self.organization_id = self.class_principal.organization_id
+        self.members: set[Member] = set()
+        self.views: dict[int | None, View] = {}  # None: the class view; else a user's own
+        self.last_seq: int | None = None
+        self.started = asyncio.get_running_loop().create_future()
+        self.task = asyncio.create_task(self._pump(), name="okr-broadcast")
+
+    async def add(self, member: Member) -> None:
+        """Put a member in its view (opening the view if it is new)."""
+        personal = may_differ_from_class(member.principal) and await owns_hidden(
+            self.base_context.db, member.principal
+        )
+        await self._place(member, member.principal.user_id if personal else None)
+
+    async def _place(self, member: Member, user_id: int | None) -> None:
+        view = self.views.get(user_id)
+        if view is None or view.ended:
+            principal = self.class_principal if user_id is None else member.principal
+            view = self.views[user_id] = View(self, principal)
+        if member.view is not None:
+            member.view.members.discard(member)
+        member.view = view
+        view.members.add(member)
+        await view.open()
+
+    async def _pump(self) -> None:
+        rows: AsyncIterator[Any] | None = None
+        try:
+            hub = self.base_context.hub
+            if hub is None:
+                raise RuntimeError("subscriptions need the replica's EventHub")
+            subscriber = await hub.subscribe(self.organization_id, None)
+            subscriber.audience = lambda: len(self.members)
+            self.last_seq = subscriber.position
+            rows = subscriber.rows()
+            self.started.set_result(None)
+            async for row in rows:
+                await self._regroup(row)
+                self.last_seq = row.seq
+                for user_id, view in list(self.views.items()):
+                    if not view.members or view.ended:
+                        if self.views.get(user_id) is view:
+                            del self.views[user_id]
+                        await view.close()
+                        continue
+                    await view.step(row)
+        except asyncio.CancelledError:
+            raise
+        except SubscriberBehind:
+            for member in list(self.members):
+                member.fall_behind()
+        except Exception as exc:
+            if not self.started.done():
+                self.started.set_exception(exc)
+            log.exception("a broadcast subscription failed")
+        finally:
+            if not self.started.done():
+                self.started.cancel()
+            if self.registry.groups.get(self.key) is self:
+                self.registry.groups.pop(self.key, None)
+            for member in list(self.members):
+                member.end(complete=True)
+            for view in list(self.views.values()):
+                await view.close()
+            if rows is not None and hasattr(rows, "aclose"):
+                with contextlib.suppress(Exception):
+                    await rows.aclose()
+
+    async def _regroup(self, row: Any) -> None:
+        """Before an event that may change who owns a hidden objective runs: move every
+        member of the class view who now owns one to a view of its own."""
+        if row.kind in SAME_OWNERSHIP:
+            return
+        shared = self.views.get(None)
+        if shared is None:
+            return
+        candidates = [m for m in shared.members if may_differ_from_class(m.principal)]
+        if not candidates:
+            return
+        owners = await self.registry.owners.at(self.base_context.db, self.organization_id, row.seq)
+        for member in candidates:
+            if member.active and member.principal.user_id in owners:
+                await self._place(member, member.principal.user_id)
+
     def leave(self, member: Member) -> None:
         self.members.discard(member)
+        if member.view is not None:
+            member.view.members.discard(member)
         if not self.members:
             if self.registry.groups.get(self.key) is self:
                 self.registry.groups.pop(self.key, None)
@@ -331,8 +643,9 @@ class Broadcasts:
 
     def __init__(self) -> None:
         self.groups: dict[tuple, Broadcast] = {}
+        self.owners = HiddenOwners()
 
-    def join(
+    async def join(
         self,
         schema: Any,
         key: tuple,
@@ -346,25 +659,17 @@ class Broadcasts:
     ) -> Member:
         group = self.groups.get(key)
         if group is None:
-            own = context.fork()  # the seq it records is this broadcast's alone
-
-            async def start() -> Any:
-                # The plain execution (strawberry's), not the schema's sharing wrapper.
-                return await strawberry.Schema.stream(
-                    schema,
-                    query,
-                    variable_values=variables,
-                    context_value=own,
-                    operation_name=operation_name,
-                )
-
-            group = Broadcast(self, key, start)
-            group.context = own
-            own.audience = lambda: len(group.members)  # type: ignore[attr-defined]
+            group = Broadcast(self, key, schema, query, variables, operation_name, context)
             self.groups[key] = group
-        member = Member(group, outlet, operation_id, protocol)
+        await asyncio.shield(group.started)  # following the organization's events
+        member = Member(group, outlet, operation_id, protocol, context.principal)
         group.members.add(member)
         outlet.members.add(member)
+        try:
+            await group.add(member)
+        except BaseException:
+            member.leave()
+            raise
         return member
 
     @property

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 from strawberry.fastapi import BaseContext
 from strawberry.types import Info as _Info
@@ -33,7 +35,8 @@ class Context(BaseContext):
         self._loaders: Loaders | None = None
         self.connection_params: dict | None = None  # a WebSocket's connection_init payload
         self.hub: EventHub | None = None  # the replica's EventHub, for subscriptions
-        self.last_event_seq: int | None = None  # the event a subscription yielded last
+        # A broadcast's rows for one of its views (schema/broadcast.py), instead of the hub's.
+        self.row_feed: AsyncIterator[Any] | None = None
         # A WebSocket's running subscriptions (schema/sharing.py, schema/ws.py count them).
         self.active_subscriptions = 0
 
@@ -58,7 +61,7 @@ class Context(BaseContext):
         return self._loaders
 
     def fork(self) -> Context:
-        """A context of its own (same caller and connection) for a shared stream."""
+        """A context of its own (same caller and connection) for a broadcast."""
         ctx = Context(self.db, self.settings, self._principal, self.request_id)
         ctx.hub = self.hub
         ctx.request = self.request

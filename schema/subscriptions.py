@@ -72,6 +72,12 @@ async def _visible(info: Info, row: Any) -> bool:
 async def _events(info: Info, after: str | None) -> AsyncGenerator[Any, None]:
     """Rows of the caller's organization, from the cursor on, each with fresh loaders."""
     position = _after(after)
+    feed = getattr(info.context, "row_feed", None)
+    if feed is not None:  # a broadcast's view: its broadcast hands it the rows
+        async for row in feed:
+            info.context.refresh()  # cached values go stale between events
+            yield row
+        return
     hub = info.context.hub
     if hub is None:
         raise RuntimeError("subscriptions need the replica's EventHub (service/app.py sets it)")
@@ -80,12 +86,10 @@ async def _events(info: Info, after: str | None) -> AsyncGenerator[Any, None]:
         subscriber = await hub.subscribe(principal.organization_id, position)
     except CursorOutOfRange as exc:
         raise GraphQLError(str(exc), extensions={"code": "BAD_USER_INPUT"}) from None
-    subscriber.audience = getattr(info.context, "audience", None)  # a broadcast's members
     rows = subscriber.rows()
     try:
         async for row in rows:
             info.context.refresh()  # cached values go stale between events
-            info.context.last_event_seq = row.seq  # for streams shared by many subscribers
             yield row
     except SubscriberBehind as exc:
         raise GraphQLError(

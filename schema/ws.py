@@ -104,9 +104,13 @@ def revocation(row: Any, p: Principal) -> str | None:
     elif row.kind == EventKind.USER_DEACTIVATED:
         if p.user_id is not None and row.subject_id == p.user_id:
             return "the user was deactivated"
-    elif row.kind == EventKind.TEAM_MEMBER_REMOVED:
+    elif row.kind in (EventKind.TEAM_MEMBER_REMOVED, EventKind.TEAM_MEMBER_ADDED):
+        # Visibility follows the teams: the socket's principal, and every subscription
+        # and broadcast holding it, would no longer be the user's. Reconnecting is the
+        # one place it is computed afresh.
         if p.user_id is not None and (row.payload or {}).get("user_id") == p.user_id:
-            return "credentials changed (a team membership was removed); reconnect"
+            what = "removed" if row.kind == EventKind.TEAM_MEMBER_REMOVED else "added"
+            return f"credentials changed (a team membership was {what}); reconnect"
     return None
 
 
@@ -241,7 +245,8 @@ class Broadcasting:
         self, operation_id: str, query: Any, variables: Any, operation_name: Any, protocol: str
     ) -> Member | None:
         ctx = self.context
-        key = await broadcast_key(self.schema, query, variables, operation_name, ctx)
+        principal = ctx.principal if ctx.is_authenticated else None
+        key = broadcast_key(self.schema, query, variables, operation_name, principal)
         if key is None:
             return None
         active = getattr(ctx, "active_subscriptions", 0)
@@ -250,17 +255,21 @@ class Broadcasting:
         if self.outlet is None:
             self.outlet = Outlet(self.websocket.ws.send_text, ctx.settings.subscriber_queue_size)
         ctx.active_subscriptions = active + 1
-        return broadcasts_of(self.schema).join(
-            self.schema,
-            key,
-            self.outlet,
-            operation_id,
-            protocol,
-            query,
-            variables,
-            operation_name,
-            ctx,
-        )
+        try:
+            return await broadcasts_of(self.schema).join(
+                self.schema,
+                key,
+                self.outlet,
+                operation_id,
+                protocol,
+                query,
+                variables,
+                operation_name,
+                ctx,
+            )
+        except BaseException:
+            ctx.active_subscriptions -= 1
+            raise
 
     def left_broadcast(self, member: Member) -> None:
         member.leave()

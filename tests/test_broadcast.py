@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import orjson
 import websockets
-from strawberry.types.execution import ExecutionResult
 
 from schema import ids
-from schema.broadcast import TRANSPORT_WS, Broadcast, Broadcasts, Member, Outlet
+from schema.broadcast import TRANSPORT_WS, Member, Outlet
 from service.domain import enums as domain_enums
+from service.domain.principal import Principal
 from service.usecases import commands, key_results, objectives, organizations
 from tests import test_subscriptions as subs
 from tests.conftest import Org
@@ -170,34 +170,32 @@ class Quick:
 
 
 async def test_a_slow_socket_ends_behind_with_its_cursor_and_delays_nobody():
-    class Seq:
-        last_event_seq: int | None = None
+    class Group:
+        """What a member needs of its broadcast: the last event, and a way out."""
 
-    context = Seq()
-    go = asyncio.Event()
+        last_seq: int | None = 0
 
-    async def results():
-        await go.wait()
-        for seq in range(1, 11):
-            context.last_event_seq = seq
-            yield ExecutionResult(data={"n": seq}, errors=None)
+        def __init__(self) -> None:
+            self.members: set[Member] = set()
 
-    async def start() -> Any:
-        return results()
+        def leave(self, member: Member) -> None:
+            self.members.discard(member)
 
-    registry = Broadcasts()
-    group = Broadcast(registry, ("k",), start)
-    group.context = context
-    registry.groups[("k",)] = group
+    group: Any = Group()
     slow, quick = Paused(), Quick()
     slow_outlet, quick_outlet = Outlet(slow.send_text, 3), Outlet(quick.send_text, 3)
     members = []
     for outlet, op in ((slow_outlet, "s"), (quick_outlet, "q")):
-        member = Member(group, outlet, op, TRANSPORT_WS)
+        member = Member(group, outlet, op, TRANSPORT_WS, Principal(1, "ADMIN", 1))
         group.members.add(member)
         outlet.members.add(member)
         members.append(member)
-    go.set()
+    for seq in range(1, 11):  # what a view hands its members, one payload per event
+        payload = orjson.dumps({"data": {"n": seq}}).decode()
+        for member in list(group.members):
+            member.deliver(payload, seq)
+    for member in list(group.members):
+        member.end(complete=True)
     await asyncio.wait_for(members[1].done.wait(), 5)
     # The quick socket got all ten in order, then complete, with no task of its own.
     assert [orjson.loads(f).get("payload", {}).get("data") for f in quick.sent[:10]] == [
@@ -215,4 +213,4 @@ async def test_a_slow_socket_ends_behind_with_its_cursor_and_delays_nobody():
     assert error["extensions"] == {"code": "SUBSCRIBER_BEHIND", "cursor": ids.cursor(4)}
     assert got[5] == {"id": "s", "type": "complete"}
     assert len(got) == 6
-    assert not registry.groups  # the broadcast ended with its last member
+    assert not group.members  # every member left

@@ -25,7 +25,7 @@ from sqlalchemy import func, select, text
 
 from schema import ids
 from schema.api import build_schema
-from schema.sharing import share_key
+from schema.broadcast import broadcast_key
 from service import events, models
 from service.db import Database
 from service.domain.enums import EventKind, SubjectType
@@ -708,12 +708,10 @@ def test_item14_sharing_is_decided_from_the_parsed_document_and_coerced_variable
     settings: Settings,
 ):
     schema = build_schema(settings)
-
-    class Context:
-        _principal = Principal(1, "ADMIN", 1)
+    admin = Principal(1, "ADMIN", 1)
 
     def key(query: str, variables: dict | None = None, name: str | None = None) -> Any:
-        return share_key(schema._schema, query, variables, name, Context())
+        return broadcast_key(schema, query, variables, name, admin)
 
     plain = "subscription { progressChanged { cursor } }"
     assert key(plain) is not None
