@@ -16,7 +16,8 @@ while the socket stays open. So, under both subprotocols:
   `Watcher` per socket), so every replica closes its sockets within moments. A removed
   membership closes the user's sockets ("credentials changed") rather than patching
   their principal in place: visibility follows from the principal, subscriptions and
-  shared streams hold it, and reconnecting is the one place it is computed afresh;
+  broadcasts hold it, and reconnecting is the one place it is computed afresh (a
+  membership added closes the socket the same way);
 - a socket that sends no `connection_init` within `ws_init_timeout_seconds` is closed
   (4408);
 - a message larger than `max_body_bytes` closes the socket (1009) before it is parsed,
