@@ -275,10 +275,7 @@ async def record_measurements(
         )
         for it, row in zip(fresh, rows, strict=True):
             stored[it.index] = row
-        measured = {it.index: row for it, row in zip(fresh, rows, strict=True)}
-        result.check_ins, progress_events = await _check_ins(
-            session, p, caller, now, plan, measured
-        )
+        result.check_ins, progress_events = await _check_ins(session, p, caller, now, plan, stored)
         await _record_events(session, p, fresh, rows, found)
         for event in progress_events:
             await events.record(session, p, org, event)
