@@ -273,7 +273,9 @@ def cmd_metric_record(args: argparse.Namespace, settings: Settings) -> int:
             at_risk_gap=org.at_risk_gap,
             check_in_cadence_days=org.check_in_cadence_days,
         )
-        return await metrics.record_measurements(s, p, [item])
+        return await metrics.record_measurements(
+            s, p, [item], max_check_ins=settings.max_batch_check_ins
+        )
 
     try:
         recorded = _run(url, lambda db: db.transaction(work))

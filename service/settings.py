@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     execution_deadline_seconds: float = 10.0
     max_response_bytes: int = 10_000_000
 
+    # Metrics: each measurement becomes a check-in on every key result bound to its
+    # metric. A metric feeds at most this many key results (in cycles not CLOSED; a bind
+    # past it is refused), and a recordMeasurements batch that would write more
+    # check-ins than this is refused whole, before anything is written.
+    max_key_results_per_metric: int = Field(default=25, ge=1)
+    max_batch_check_ins: int = Field(default=10_000, ge=1)
+
     # How often a replica looks for overdue check-ins (0: never); one replica writes.
     check_in_reminder_seconds: float = 300.0
 

@@ -18,6 +18,7 @@ from service.domain.enums import ProgressStatus
 # Advisory lock keys (pg_advisory_xact_lock). Distinct high words keep them apart.
 ALIGNMENT_LOCK = 7_461_002 << 32  # + organization id: one alignment change at a time
 REMINDER_LOCK = 7_461_003  # one reminder sweep at a time, across every replica
+METRIC_BIND_LOCK = 7_461_004 << 32  # + metric id: one bind to a metric at a time
 
 # up(id, parent_id): the objectives :ids and every ancestor, each once.
 ANCESTRY = """

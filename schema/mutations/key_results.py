@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -175,4 +176,7 @@ async def score_key_result(info: Info, input: ScoreKeyResultInput) -> KeyResultP
 
 
 async def bind_key_result(info: Info, input: BindKeyResultInput) -> KeyResultPayload:
-    return await mutate(info, input.command, metrics.bind_key_result, KeyResultPayload)
+    bind = partial(
+        metrics.bind_key_result, max_bound=info.context.settings.max_key_results_per_metric
+    )
+    return await mutate(info, input.command, bind, KeyResultPayload)

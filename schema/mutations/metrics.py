@@ -4,6 +4,7 @@ result to a metric is in key_results.py)."""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -84,6 +85,11 @@ class RecordMeasurementsPayload(Payload):
         default_factory=list,
         description="The check-ins the batch made on bound key results the caller may see.",
     )
+    check_ins_written: int = strawberry.field(
+        default=0,
+        description="How many check-ins the batch made, on every bound key result: those "
+        "the caller may not see are counted here, never listed in checkIns.",
+    )
 
     @classmethod
     async def of(cls, info: Info, recorded: metrics.Recorded) -> RecordMeasurementsPayload:
@@ -94,6 +100,7 @@ class RecordMeasurementsPayload(Payload):
         return cls(
             measurements=[Measurement.of(r) for r in recorded.measurements],
             check_ins=[CheckIn.of(c) for c in recorded.check_ins if shown[c.key_result_id]],
+            check_ins_written=len(recorded.check_ins),
         )
 
 
@@ -104,4 +111,7 @@ async def create_metric(info: Info, input: CreateMetricInput) -> MetricPayload:
 async def record_measurements(
     info: Info, input: RecordMeasurementsInput
 ) -> RecordMeasurementsPayload:
-    return await mutate(info, input.command, metrics.record_measurements, RecordMeasurementsPayload)
+    record = partial(
+        metrics.record_measurements, max_check_ins=info.context.settings.max_batch_check_ins
+    )
+    return await mutate(info, input.command, record, RecordMeasurementsPayload)

@@ -1,5 +1,11 @@
-"""The GraphQL Reflection, Contribution, Objective types. Each wraps a table row;
-relations read through loaders."""
+"""The GraphQL Reflection, Contribution, HiddenContributions, Objective types. Each wraps
+a table row; relations read through loaders.
+
+A roll-up counts what its reader may not see, never names it, and always explains it:
+`contributions` names what the reader may see, `hiddenContributions` counts the rest as
+one aggregate (how many, their weight, their share), so the shares a reader is shown
+sum to 1. The planned reads (schema/plan/) do not cover either field: the executor
+answers them."""
 
 from __future__ import annotations
 
@@ -60,6 +66,52 @@ class Contribution:
     weight: float
     progress: float
     share: float
+
+
+@strawberry.type(
+    description="The aligned children a reader may not see, counted in the roll-up as one: "
+    "how many, their total weight and their share of the total. With the shares in "
+    "`contributions`, the shares sum to 1."
+)
+class HiddenContributions:
+    count: int
+    weight: float
+    share: float
+
+
+async def _explained(info: Info, row: Any) -> tuple[list[Contribution], HiddenContributions | None]:
+    """The objective's counted parts: those the caller may see, named, and the rest as
+    one aggregate (None when nothing is hidden)."""
+    loaders = info.context.loaders
+    krs = await loaders.key_results_of.load(row.id)
+    children = await loaders.children_raw.load(row.id)
+    items: list[tuple[Any, rules.Part]] = [
+        (nodes.NODES["KeyResult"].type.of(k), rules.Part(k.weight, k.progress)) for k in krs
+    ] + [
+        (
+            Objective.of(c) if loaders.sees(c) else None,
+            rules.Part(c.weight, c.progress, c.archived_at is not None),
+        )
+        for c in children
+    ]
+    live = [(node, part) for node, part in items if not part.archived]
+    shares = rules.shares([part for _, part in live])
+    named: list[Contribution] = []
+    hidden: list[rules.Share] = []
+    for (node, _), s in zip(live, shares, strict=True):
+        if node is None:  # counted in the roll-up, never named
+            hidden.append(s)
+        else:
+            named.append(
+                Contribution(node=node, weight=s.weight, progress=s.progress, share=s.share)
+            )
+    if not hidden:
+        return named, None
+    return named, HiddenContributions(
+        count=len(hidden),
+        weight=sum(s.weight for s in hidden),
+        share=sum(s.share for s in hidden),
+    )
 
 
 @strawberry.type
@@ -187,27 +239,19 @@ class Objective(Node):
         krs = await loaders.key_results_of.load(self.row.id)
         return any(_stale(info, kr, cycle, cadence) for kr in krs)
 
-    @strawberry.field(description="Why the progress is what it is.")
+    @strawberry.field(
+        description="Why the progress is what it is: each key result and aligned child the "
+        "caller may see; what it may not see is counted in `hiddenContributions`."
+    )
     async def contributions(self, info: Info) -> list[Contribution]:
-        loaders = info.context.loaders
-        krs = await loaders.key_results_of.load(self.row.id)
-        children = await loaders.children_raw.load(self.row.id)
-        items: list[tuple[Any, rules.Part]] = [
-            (nodes.NODES["KeyResult"].type.of(k), rules.Part(k.weight, k.progress)) for k in krs
-        ] + [
-            (
-                Objective.of(c) if loaders.sees(c) else None,
-                rules.Part(c.weight, c.progress, c.archived_at is not None),
-            )
-            for c in children
-        ]
-        live = [(node, part) for node, part in items if not part.archived]
-        shares = rules.shares([part for _, part in live])
-        return [
-            Contribution(node=node, weight=s.weight, progress=s.progress, share=s.share)
-            for (node, _), s in zip(live, shares, strict=True)
-            if node is not None  # counted in the roll-up, never shown
-        ]
+        return (await _explained(info, self.row))[0]
+
+    @strawberry.field(
+        description="The aligned children the caller may not see, as one aggregate (null "
+        "when it may see every contributor)."
+    )
+    async def hidden_contributions(self, info: Info) -> HiddenContributions | None:
+        return (await _explained(info, self.row))[1]
 
     @strawberry.field(
         graphql_type=float,  # stays sync when it can: the stored value needs no await

@@ -74,7 +74,7 @@ def optional_text(value: str | None, field: str, max_len: int) -> str | None:
 def finite(value: float | None, field: str) -> float:
     if value is None or not math.isfinite(value):
         raise invalid(f"{field} must be a finite number", field)
-    return float(value)
+    return float(value) + 0.0  # -0.0 is stored and shown as 0.0 (-0.0 + 0.0 == +0.0)
 
 
 def amount(value: float, field: str) -> float:

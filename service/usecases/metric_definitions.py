@@ -1,16 +1,22 @@
 """Metrics defined and bound: creating one (unique by key in the organization), finding
-one, binding a key result to one; and the error of a refused batch of measurements."""
+one, binding a key result to one; and the error of a refused batch of measurements.
+
+Each measurement becomes a check-in on every key result bound to its metric, and
+whoever may edit a key result may bind it, so the key results one metric feeds are
+bounded (`max_bound`, OKR_MAX_KEY_RESULTS_PER_METRIC): those in cycles not yet CLOSED,
+the ones a measurement can still reach. Binds to one metric take its advisory lock, so
+two at once cannot both take the last place."""
 
 from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service import events
+from service import events, sql
 from service.access import require_admin, require_edit_objective
 from service.domain.errors import ErrorCode, Rejected, invalid, not_found
 from service.domain.principal import Principal
@@ -19,6 +25,16 @@ from service.usecases import commands, common
 from service.usecases.common import MAX_NAME, MAX_TEXT, MAX_UNIT, optional_text, required_text
 
 KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,99}$")
+MAX_KEY_RESULTS_PER_METRIC = 25  # the default of OKR_MAX_KEY_RESULTS_PER_METRIC
+
+_BOUND_COUNT = text(
+    """
+    SELECT count(*) FROM key_result k
+    JOIN objective o ON o.id = k.objective_id AND o.organization_id = :org
+    JOIN cycle c ON c.id = o.cycle_id AND c.organization_id = :org
+    WHERE k.organization_id = :org AND k.metric_id = :metric AND c.status <> 'CLOSED'
+    """
+)
 
 
 class BatchRejected(Rejected):
@@ -91,10 +107,15 @@ async def metric_by_key(session: AsyncSession, p: Principal, key: str) -> Metric
 
 
 async def bind_key_result(
-    session: AsyncSession, p: Principal, cmd: commands.BindKeyResult
+    session: AsyncSession,
+    p: Principal,
+    cmd: commands.BindKeyResult,
+    *,
+    max_bound: int = MAX_KEY_RESULTS_PER_METRIC,
 ) -> KeyResult:
     """Whoever may edit the key result may bind it (or unbind it: `metric_id` None). Its
-    later check-ins then come from the metric; manual ones are still taken."""
+    later check-ins then come from the metric; manual ones are still taken. A metric
+    that already feeds `max_bound` key results (in cycles not CLOSED) takes no more."""
     metric_id = cmd.metric_id
     kr, objective, cycle = await common.key_result(session, p, cmd.key_result_id, lock=True)
     common.writable(cycle)
@@ -103,6 +124,8 @@ async def bind_key_result(
         await metric(session, p, metric_id, "metricId")
     if kr.metric_id == metric_id:
         return kr
+    if metric_id is not None:
+        await _room_on(session, p, metric_id, max_bound)
     before = kr.metric_id
     kr.metric_id = metric_id
     kr.version += 1
@@ -114,3 +137,18 @@ async def bind_key_result(
     bound = events.key_result_bound(common.id_of(kr), before, metric_id, scope)
     await events.record(session, p, p.organization_id, bound)
     return kr
+
+
+async def _room_on(session: AsyncSession, p: Principal, metric_id: int, max_bound: int) -> None:
+    """Refuse a bind that would make the metric feed more than `max_bound` key results."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:k)"), {"k": sql.METRIC_BIND_LOCK + metric_id}
+    )
+    bound = await session.scalar(_BOUND_COUNT, {"org": p.organization_id, "metric": metric_id})
+    if (bound or 0) >= max_bound:
+        raise invalid(
+            f"this metric already feeds {bound} key results, the most one metric may feed "
+            f"(OKR_MAX_KEY_RESULTS_PER_METRIC is {max_bound}); unbind one first, or "
+            "create another metric",
+            "metricId",
+        )

@@ -11,6 +11,11 @@ Locks, in one order: the batch's metrics (FOR NO KEY UPDATE, so concurrent batch
 one metric queue and a retry finds its first run's rows, while binding a key result,
 whose foreign key takes only KEY SHARE, is not held up), then the bound key results in
 id order, then their chains in id order (service/rollup.py), as `check_in` does.
+
+What one batch may write is bounded: it becomes measurements times bound key results
+check-ins, and whoever may edit a key result may bind it, so a batch that would write
+more than `max_check_ins` (OKR_MAX_BATCH_CHECK_INS) is refused whole, counted before
+anything is written; binding is bounded per metric beside (metric_definitions.py).
 """
 
 from __future__ import annotations
@@ -43,12 +48,16 @@ from service.usecases.measurement_items import (
 )
 
 # Defining and binding metrics live beside (metric_definitions.py); re-exported here.
+from service.usecases.metric_definitions import (
+    MAX_KEY_RESULTS_PER_METRIC as MAX_KEY_RESULTS_PER_METRIC,
+)
 from service.usecases.metric_definitions import BatchRejected as BatchRejected
 from service.usecases.metric_definitions import bind_key_result as bind_key_result
 from service.usecases.metric_definitions import create_metric as create_metric
 from service.usecases.metric_definitions import metric_by_key as metric_by_key
 
 MAX_BATCH = 1000
+MAX_BATCH_CHECK_INS = 10_000  # the default of OKR_MAX_BATCH_CHECK_INS
 
 
 # --- record ---------------------------------------------------------------------------------
@@ -133,7 +142,11 @@ _UPDATE_KEY_RESULT = text(
 
 
 async def record_measurements(
-    session: AsyncSession, p: Principal, batch: list[MeasurementInput]
+    session: AsyncSession,
+    p: Principal,
+    batch: list[MeasurementInput],
+    *,
+    max_check_ins: int = MAX_BATCH_CHECK_INS,
 ) -> Recorded:
     """Store each measurement, and make it a check-in on every key result bound to its
     metric whose cycle is ACTIVE or in REVIEW and contains its instant (one outside every
@@ -142,7 +155,10 @@ async def record_measurements(
 
     Idempotency keys are per metric and caller: the same key with the same value and
     instant returns the first measurement and writes nothing; with anything else it
-    is a CONFLICT."""
+    is a CONFLICT.
+
+    A batch that would write more than `max_check_ins` check-ins is refused whole,
+    before anything is written."""
     require_record_measurements(p)  # authorization first, whatever the keys
     if not batch:
         raise invalid("at least one measurement is needed", "measurements")
@@ -231,6 +247,14 @@ async def record_measurements(
     fresh = [it for it in items if it.index not in replayed]
     stored: dict[int, Any] = dict(replayed)
     result = Recorded()
+    plan = await _plan(session, org, fresh, now) if fresh else []
+    if len(plan) > max_check_ins:
+        raise invalid(
+            f"this batch would write {len(plan)} check-ins (each measurement on every key "
+            f"result bound to its metric), more than the {max_check_ins} one batch may "
+            "write (OKR_MAX_BATCH_CHECK_INS); send fewer measurements per batch",
+            "measurements",
+        )
     if fresh:
         rows = list(
             (
@@ -251,7 +275,7 @@ async def record_measurements(
         )
         for it, row in zip(fresh, rows, strict=True):
             stored[it.index] = row
-        result.check_ins, progress_events = await _check_ins(session, p, caller, now, fresh, rows)
+        result.check_ins, progress_events = await _check_ins(session, p, caller, now, plan, stored)
         await _record_events(session, p, fresh, rows, found)
         for event in progress_events:
             await events.record(session, p, org, event)
@@ -259,32 +283,26 @@ async def record_measurements(
     return result
 
 
-async def _check_ins(
-    session: AsyncSession,
-    p: Principal,
-    caller: str,
-    now: datetime,
-    fresh: list[Item],
-    rows: list[Any],
-) -> tuple[list[Any], list[events.Event]]:
-    """The new measurements as check-ins on their metrics' bound key results; each chain
-    rolls up once. Returns the check-ins and, per affected key result, its one CHECK_IN
-    event (key result, payload, its last check-in of the batch) for the caller to write."""
-    org = p.organization_id
+async def _plan(
+    session: AsyncSession, org: int, fresh: list[Item], now: datetime
+) -> list[tuple[Any, Item, float]]:
+    """Every check-in the new measurements will make, as (bound key result, item, its
+    progress), before anything is written: its length is what the batch costs. Locks
+    the bound key results (in id order)."""
     metrics = sorted({it.metric_id for it in fresh})
     bound = (await session.execute(_BOUND, {"org": org, "metrics": metrics})).all()
     if not bound:
-        return [], []
-    by_metric: dict[int, list[tuple[Item, Any]]] = defaultdict(list)
-    for it, row in zip(fresh, rows, strict=True):
-        by_metric[it.metric_id].append((it, row))
-    plan: list[tuple[Any, Item, Any, float]] = []  # key result, item, measurement, progress
+        return []
+    by_metric: dict[int, list[Item]] = defaultdict(list)
+    for it in fresh:
+        by_metric[it.metric_id].append(it)
+    plan: list[tuple[Any, Item, float]] = []
     problems: dict[tuple[KeyResultType, float], str | None] = {}
     for kr in bound:
         kind = KeyResultType(kr.type)
         start, end = rules.cycle_bounds(kr.starts_on, kr.ends_on)
-        for it, row in by_metric[kr.metric_id]:
-            if not start <= row.measured_at < end:
+        for it in by_metric[kr.metric_id]:
+            if not start <= (it.measured_at or now) < end:
                 continue
             if (kind, it.value) not in problems:  # the same for every key result of a kind
                 problems[(kind, it.value)] = rules.value_error(kind, it.value)
@@ -295,9 +313,26 @@ async def _check_ins(
                 # may not see.
                 continue
             progress = rules.key_result_progress(kind, kr.start_value, kr.target_value, it.value)
-            plan.append((kr, it, row, progress))
-    if not plan:
+            plan.append((kr, it, progress))
+    return plan
+
+
+async def _check_ins(
+    session: AsyncSession,
+    p: Principal,
+    caller: str,
+    now: datetime,
+    planned: list[tuple[Any, Item, float]],
+    measured: dict[int, Any],
+) -> tuple[list[Any], list[events.Event]]:
+    """The planned check-ins written, each from its stored measurement (`measured`, by
+    the item's index); each chain rolls up once. Returns the check-ins and, per affected
+    key result, its one CHECK_IN event (key result, payload, its last check-in of the
+    batch) for the caller to write."""
+    org = p.organization_id
+    if not planned:
         return [], []
+    plan = [(kr, it, measured[it.index], progress) for kr, it, progress in planned]
     ids = list((await session.execute(_CHECK_IN_IDS, {"n": len(plan)})).scalars())
     check_ins = [
         CheckInRow(
