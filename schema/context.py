@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 from strawberry.fastapi import BaseContext
 from strawberry.types import Info as _Info
 
 from schema.loaders import Loaders
+from service import clock
 from service.db import Database
 from service.domain.errors import Unauthenticated
 from service.domain.principal import Principal
@@ -31,7 +31,7 @@ class Context(BaseContext):
         self.settings = settings
         self._principal = principal
         self.request_id = request_id or uuid.uuid4().hex[:16]
-        self.now = datetime.now(UTC)
+        self.now = clock.now()
         self._loaders: Loaders | None = None
         self.connection_params: dict | None = None  # a WebSocket's connection_init payload
         self.hub: EventHub | None = None  # the replica's EventHub, for subscriptions
@@ -71,7 +71,7 @@ class Context(BaseContext):
     def refresh(self) -> None:
         """New loaders and clock: a subscription calls this for every event."""
         self._loaders = None
-        self.now = datetime.now(UTC)
+        self.now = clock.now()
 
 
 Info = _Info[Context, None]

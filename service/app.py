@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import orjson
 from fastapi import FastAPI
@@ -300,6 +300,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     async def export_cycle(cycle_id: str, request: Request) -> PlainTextResponse:
         """The cycle report as a spreadsheet: one row per key result."""
         from schema.ids import BadId, decode_as
+        from service import clock
         from service.reports import CSV_COLUMNS, csv_rows, cycle_report
 
         principal = await authenticator(request.app).authenticate(
@@ -311,7 +312,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             return PlainTextResponse("not a cycle id\n", status_code=404)
         try:
             async with request.app.state.db.connect() as conn:
-                report = await cycle_report(conn, principal, pk, datetime.now(UTC))
+                report = await cycle_report(conn, principal, pk, clock.now())
         except Rejected:
             return PlainTextResponse("cycle not found\n", status_code=404)
         out = io.StringIO()

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import TypeVar
 
-from service import migrate
+from service import clock, migrate
 from service.auth import issue_token
 from service.db import Database, resolve_url
 from service.domain.errors import ErrorCode, Rejected
@@ -50,6 +50,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.demo:  # a front end in development may call it from localhost (service/cors.py)
         settings = settings.model_copy(update={"cors_localhost": True})
         os.environ["OKR_CORS_LOCALHOST"] = "true"  # and so may every worker's settings
+        if settings.clock_start is None:  # the demo's own date, unless the operator set one
+            clock.start_for_children(demo.NOW)
 
         async def seed(db: Database) -> tuple[int, int] | None:
             if not await demo.is_empty(db):
@@ -459,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # settings refused (e.g. unsafe production config)
         print(f"okr: {exc}", file=sys.stderr)
         return 2
+    clock.start_for_children(settings.clock_start)
     try:
         return args.func(args, settings)
     except Rejected as exc:

@@ -1,7 +1,13 @@
 """The demo organization: an operations department in the middle of its quarter.
 
 Everything goes through the use cases (so roll-ups and events are exact), then the
-check-ins are dated across the weeks behind us so the tree has a history."""
+check-ins are dated across the weeks behind us so the tree has a history.
+
+The demo keeps its own date: `okr serve --demo` starts the OKR clock (service/clock.py)
+at `NOW`, 25 November 2026 at noon UTC, unless `OKR_CLOCK_START` says otherwise, and the
+seed is dated around the clock. So the cycle is always "Q4 2026", and every answer in
+the README's tour is the same whatever day the demo is run (tests/test_readme.py runs
+it, also under a faked date past a year's end)."""
 
 from __future__ import annotations
 
@@ -9,11 +15,16 @@ from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import func, select, text
 
+from service import clock, reminders
 from service.db import Database
 from service.domain import enums as domain_enums
 from service.domain.principal import Principal
 from service.models import Organization, pk_of
 from service.usecases import commands, cycles, key_results, metrics, objectives, organizations
+
+# The demo's instant: two days after the logistics service's last weekly figures, five
+# weeks before the quarter ends.
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 SLUG = "northwind"
 ADMIN_EMAIL = "dana@northwind.example"
@@ -31,9 +42,11 @@ async def is_empty(db: Database) -> bool:
         return (await conn.execute(select(func.count()).select_from(Organization))).scalar() == 0
 
 
-async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
-    """Create the demo organization; returns (organization id, admin user id)."""
-    today = today or datetime.now(UTC).date()
+async def seed(db: Database) -> tuple[int, int]:
+    """Create the demo organization around the OKR clock's present (`NOW` under
+    `okr serve --demo`); returns (organization id, admin user id)."""
+    now = clock.now().replace(minute=0, second=0, microsecond=0)  # whole hours: the README
+    today = now.date()
     org, admin = await db.transaction(
         lambda s: organizations.create_organization(
             s, "Northwind Distribution", ADMIN_EMAIL, "Dana Okafor", SLUG
@@ -253,7 +266,6 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
     ]
 
     start = datetime.combine(starts_on, datetime.min.time(), tzinfo=UTC)
-    now = datetime.now(UTC)
     for kr, values in plan:
         for i, value in enumerate(values):
             at = max(
@@ -267,6 +279,9 @@ async def seed(db: Database, today: date | None = None) -> tuple[int, int]:
             await tx(lambda s, c=check_in.id, t=at: _date_check_in(s, c, t))
     await tx(lambda s: _date_definitions(s, pk_of(org), start))
     await _metrics(db, p, plan[0][0], damage, now)
+    # The reminders already due (a key result nobody has checked in on) are part of the
+    # history, not written by whichever run of the job comes first after the seed.
+    await tx(lambda s: reminders.write_due_reminders(s, clock.now()))
     return pk_of(org), pk_of(admin)
 
 

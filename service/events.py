@@ -2,7 +2,7 @@
 last statement: the organization's row is bumped and locked until commit, so the
 per-organization sequence has no gaps and follows commit order. The NOTIFY in the
 same statement is delivered on commit and only wakes the replicas; the row is the
-truth. `occurred_at` is the clock at this last statement, a hair before the commit."""
+truth. `occurred_at` is the OKR clock (service/clock.py) as this last statement is sent."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import clock
 from service.domain.enums import EventKind, SubjectType
 from service.domain.principal import Principal
 
@@ -100,7 +101,7 @@ _RECORD = text(
         INSERT INTO event (organization_id, seq, kind, actor_user_id, actor_api_key_id,
                            subject_type, subject_id, check_in_id, payload, occurred_at)
         SELECT :org, s.event_seq, :kind, :user_id, :api_key_id, :subject_type, :subject_id,
-               :check_in_id, CAST(:payload AS jsonb), clock_timestamp()
+               :check_in_id, CAST(:payload AS jsonb), :occurred_at
         FROM s
         RETURNING seq
     )
@@ -129,6 +130,7 @@ def parameters(actor: Principal | None, event: Event) -> dict[str, Any]:
         "check_in_id": event.check_in_id,
         "payload": json.dumps(event.payload()),
         "channel": CHANNEL,
+        "occurred_at": clock.now(),
     }
 
 

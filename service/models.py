@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from service import clock
+
 metadata = SQLModel.metadata
 metadata.naming_convention = {
     "ix": "ix_%(column_0_label)s",
@@ -83,7 +85,8 @@ def _created() -> Any:
         default=None,
         sa_type=DateTime(timezone=True),
         nullable=False,
-        sa_column_kwargs={"server_default": func.now()},
+        # The OKR clock's instant (service/clock.py); the server's only for raw inserts.
+        sa_column_kwargs={"default": clock.now, "server_default": func.now()},
     )
 
 

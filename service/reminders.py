@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events, sql
+from service import clock, events, sql
 from service.db import Database
 from service.domain.enums import EventKind
 
@@ -106,14 +106,12 @@ async def _reviews_due(session: AsyncSession, now: datetime) -> int:
 
 
 async def run_forever(db: Database, interval: float) -> None:
-    from service.usecases.common import now
-
     last_logged = -math.inf
     unlogged = 0
     loop = asyncio.get_running_loop()
     while True:
         try:
-            written = await db.transaction(lambda s: write_due_reminders(s, now()))
+            written = await db.transaction(lambda s: write_due_reminders(s, clock.now()))
             if written:
                 log.info("wrote %d reminders", written)
         except Exception:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -85,6 +86,10 @@ class Settings(BaseSettings):
 
     # How often a replica looks for overdue check-ins (0: never); one replica writes.
     check_in_reminder_seconds: float = 300.0
+
+    # The OKR facts' clock (service/clock.py) reads this instant when the process starts
+    # and flows from there; unset, it is the wall clock (`okr serve --demo`: the demo's).
+    clock_start: datetime | None = None
 
     # Query results are cached per caller until the organization's next write, and at
     # most this long (0 turns the cache off).

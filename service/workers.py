@@ -64,4 +64,8 @@ def app_factory() -> WorkerHeader:
     url = os.environ.get(URL_ENV)
     if not url:
         raise RuntimeError(f"{URL_ENV} is not set: start workers with `okr serve --workers N`")
+    from service import clock
+    from service.settings import get_settings
+
+    clock.start_from_environment(get_settings().clock_start)  # the parent's clock
     return build(url)

@@ -1,29 +1,58 @@
-"""Issue 13, item 12: the README's tour is a test. Its GraphQL blocks run in order
-against a fresh `okr serve --demo`, and each answer is compared with the JSON printed
-under it: exactly, except the fields that move with the clock (timestamps, expected
-progress, status and staleness, which follow the date within the quarter), which are
-checked for shape and, for expected progress, against the day of the quarter."""
+"""Issue 13, item 12 and issue 19, item 0: the README's answers are a test. Every section
+that shows an answer runs here, in order, against a fresh `okr serve --demo`, and each
+answer is compared with what the README prints under it:
+- the tour (its own demo: it closes the quarter);
+- Metrics, Realism and reviews, Live progress and the command lines they show (a second
+  demo: "on a fresh demo", then each step after the one before).
+
+The demo keeps its own date (service/demo.py), so the answers are the same on any day:
+status, staleness, ids and sequences exactly; an instant the demo's clock stamped while
+the tour ran lies within the demo's first hour; the figures that follow the clock by the
+second (expected progress, the rate still needed) within a hair. And the servers and the
+commands run once more under a faked date past a year's end (Debian's `faketime`, which
+.ci/run installs), and once at the end of the next quarter, with the same answers.
+
+To refresh the README after a change, run this with README_ANSWERS=<file>: every actual
+answer is written there too."""
 
 from __future__ import annotations
 
+import ast
+import asyncio
 import json
+import os
 import re
-from datetime import UTC, date, datetime
+import shlex
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from glob import glob
 from pathlib import Path
 from typing import Any
 
 import httpx
+import jwt
 import pytest
+import websockets
 
-from service.demo import quarter_of
+from service import demo
 from tests.helpers import free_port, start_okr, stop_okr
-from tests.test_command import env_for
+from tests.test_command import env_for, okr
 
 README = Path(__file__).parent.parent / "README.md"
 
-# Fields whose value depends on today's date (the demo is seeded around today).
-CLOCK = {"createdAt", "measuredAt", "occurredAt", "status", "stale", "expectedProgress"}
-STATUSES = {"ON_TRACK", "AT_RISK", "OFF_TRACK", "ACHIEVED", "MISSED", "NOT_STARTED"}
+# Instants the demo's clock stamps while the tour runs: within its first hour.
+INSTANTS = {"createdAt", "measuredAt", "occurredAt"}
+# Figures that follow the clock by the second, not by the day.
+DRIFTING = {"expectedProgress", "requiredRate", "ratio"}
+
+# Real days for the servers and commands: today, past a year's end, a quarter's last day.
+FAKED = [None, "2027-01-02 09:00:00", "2027-03-31 23:30:00"]
+
+
+def faketime_library() -> str | None:
+    found = glob("/usr/lib/*/faketime/libfaketime.so.1") + glob("/usr/lib/faketime/*.so.1")
+    return found[0] if found else None
 
 
 def section(text: str, title: str) -> str:
@@ -47,6 +76,16 @@ def operations(graphql: str) -> list[str]:
     return ["\n".join(op) for op in ops if "".join(op).strip()]
 
 
+def variables(op: str) -> dict[str, Any] | None:
+    """`# $input: {...}` comment lines under an operation are its variables."""
+    lines = [line[1:].strip() for line in op.splitlines() if line.startswith("#")]
+    text = " ".join(lines)
+    if not text:
+        return None
+    name, _, value = text.partition(":")
+    return {name.strip().lstrip("$"): json.loads(value)}
+
+
 def documents(text: str) -> list[Any]:
     decoder = json.JSONDecoder()
     out, i = [], 0
@@ -59,12 +98,12 @@ def documents(text: str) -> list[Any]:
     return out
 
 
-def expected_progress_today() -> float:
-    _name, start, end = quarter_of(datetime.now(UTC).date())
-    days = (end - start).days + 1
-    return (
-        datetime.now(UTC) - datetime.combine(start, datetime.min.time(), UTC)
-    ).total_seconds() / (days * 86400)
+def is_tour_instant(value: Any) -> bool:
+    try:
+        when = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return demo.NOW <= when < demo.NOW + timedelta(hours=1)
 
 
 def compare(actual: Any, expected: Any, path: str = "") -> None:
@@ -73,8 +112,10 @@ def compare(actual: Any, expected: Any, path: str = "") -> None:
         assert set(actual) == set(expected), f"{path}: {sorted(actual)} != {sorted(expected)}"
         for key, value in expected.items():
             where = f"{path}.{key}"
-            if key in CLOCK:
-                clock_field(key, actual[key], value, where)
+            if key in INSTANTS and is_tour_instant(value):
+                assert is_tour_instant(actual[key]), f"{where}: {actual[key]!r}"
+            elif key in DRIFTING and isinstance(value, float):
+                assert actual[key] == pytest.approx(value, rel=1e-4), f"{where}: {actual[key]}"
             else:
                 compare(actual[key], value, where)
     elif isinstance(expected, list):
@@ -88,80 +129,228 @@ def compare(actual: Any, expected: Any, path: str = "") -> None:
         assert actual == expected, f"{path}: {actual!r} != {expected!r}"
 
 
-def clock_field(key: str, actual: Any, expected: Any, where: str) -> None:
-    if key in ("createdAt", "occurredAt", "measuredAt"):
-        when = datetime.fromisoformat(actual)
-        assert when.tzinfo is not None and when <= datetime.now(UTC), where
-    elif key == "status":
-        if expected in STATUSES:  # a key result's or objective's: follows the pace
-            assert actual in STATUSES, f"{where}: {actual!r}"
-        else:  # a cycle's: set by hand
-            assert actual == expected, f"{where}: {actual!r} != {expected!r}"
-    elif key == "stale":
-        assert isinstance(actual, bool), where
-    elif key == "expectedProgress":
-        assert actual == pytest.approx(expected_progress_today(), abs=0.02), where
+def note(op: str, actual: Any) -> None:
+    """README_ANSWERS=<file>: keep every actual answer, to paste into the README."""
+    if os.environ.get("README_ANSWERS"):
+        with open(os.environ["README_ANSWERS"], "a") as f:
+            f.write(f"# {' '.join(op.split())[:100]}\n{json.dumps(actual)}\n")
 
 
-async def demo(bin_okr: str, database_url: str, tmp_path: Path):
-    port = free_port()
-    out_path = tmp_path / "demo.out"
-    out = open(out_path, "wb")  # noqa: ASYNC230  (the server writes to it)
-    proc = await start_okr(bin_okr, port, env_for(database_url, tmp_path), out, "--demo")
-    lines = out_path.read_text().splitlines()
-    token = lines[lines.index("Admin token (Dana Okafor, ADMIN):") + 1].strip()
-    return proc, out, port, token
-
-
-async def test_the_readme_tour_runs_as_printed(bin_okr, database_url, tmp_path):
-    tour = section(README.read_text(), "A five-minute tour")
-    fenced = blocks(tour)
-    pairs = [
-        (body, fenced[i + 1][1])
-        for i, (lang, body) in enumerate(fenced)
-        if lang == "graphql" and i + 1 < len(fenced) and fenced[i + 1][0] == "json"
-    ]
-    assert len(pairs) == 5, [lang for lang, _ in fenced]
-    # The prose between the score and the carry-over creates the next cycle.
-    create_cycle = re.search(r"`(createCycle\(input: \{.*?\}\))`", tour, re.S)
-    assert create_cycle is not None
-    proc, out, port, token = await demo(bin_okr, database_url, tmp_path)
+@asynccontextmanager
+async def fresh_database(pg, template: str) -> AsyncIterator[str]:
+    name = f"okr_readme_{os.getpid()}_{free_port()}"
+    conn = await pg.admin()
     try:
-        async with httpx.AsyncClient(
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await conn.close()
+    try:
+        yield pg.url(name)
+    finally:
+        conn = await pg.admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+class Demo:
+    """A running `okr serve --demo` and its admin token, and a way to run its commands."""
+
+    def __init__(self, env: dict[str, str], port: int, proc: Any, out: Any, token: str):
+        self.env, self.port, self.proc, self.out, self.token = env, port, proc, out, token
+        self.differences: list[str] = []  # all of them are reported, not just the first
+        self.http = httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{port}",
             headers={"Authorization": f"Bearer {token}"},
             timeout=30,
-        ) as http:
+        )
 
-            async def run(query: str) -> dict:
-                r = await http.post("/graphql", json={"query": query})
-                assert r.status_code == 200, r.text
-                body = r.json()
-                body.pop("extensions", None)  # the cost; the README leaves it out
-                return body
+    async def run(self, query: str, variables: dict | None = None) -> dict:
+        r = await self.http.post("/graphql", json={"query": query, "variables": variables})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        body.pop("extensions", None)  # the cost; the README leaves it out
+        note(query, body)
+        return body
 
-            ran = 0
-            for graphql, printed in pairs:
-                if "carryOverObjective" in graphql:
-                    made = await run(
-                        "mutation { "
-                        + " ".join(create_cycle[1].split())
-                        + " { cycle { id } userErrors { message } } }"
-                    )
-                    assert made["data"]["createCycle"]["cycle"]["id"] == "Q3ljbGU6Mg", made
-                ops = operations(graphql)
-                answers = documents(printed)
-                assert len(ops) == len(answers), graphql
-                for op, answer in zip(ops, answers, strict=True):
-                    compare(await run(op), answer, path=op.split("(")[0][:40])
-                    ran += 1
-            assert ran == 6
+    def check(self, actual: Any, printed: Any, where: str) -> None:
+        try:
+            compare(actual, printed, where)
+        except AssertionError as exc:
+            self.differences.append(f"{where}: {exc}")
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await stop_okr(self.proc)
+        self.out.close()
+
+
+@asynccontextmanager
+async def serve_demo(bin_okr, database_url, tmp_path: Path, env: dict[str, str], name: str):
+    port = free_port()
+    out_path = tmp_path / f"{name}.out"
+    out = open(out_path, "wb")  # noqa: ASYNC230  (the server writes to it)
+    proc = await start_okr(bin_okr, port, env, out, "--demo")
+    lines = out_path.read_text().splitlines()
+    token = lines[lines.index("Admin token (Dana Okafor, ADMIN):") + 1].strip()
+    running = Demo(env, port, proc, out, token)
+    try:
+        yield running
     finally:
-        await stop_okr(proc)
-        out.close()
+        await running.close()
 
 
-def test_expected_progress_helper_is_within_the_quarter():
-    _name, start, end = quarter_of(date(2026, 11, 25))
-    assert (start, end) == (date(2026, 10, 1), date(2026, 12, 31))
-    assert 0.0 <= expected_progress_today() <= 1.0
+async def run_pairs(
+    server: Demo, text: str, before: Callable[[str], Any] | None = None
+) -> tuple[int, list[tuple[str, str]]]:
+    """Run every graphql block followed by a json block; the other blocks come back."""
+    fenced = blocks(text)
+    ran, rest, i = 0, [], 0
+    while i < len(fenced):
+        lang, body = fenced[i]
+        if lang == "graphql" and i + 1 < len(fenced) and fenced[i + 1][0] == "json":
+            ops, answers = operations(body), documents(fenced[i + 1][1])
+            assert len(ops) == len(answers), body
+            for op, answer in zip(ops, answers, strict=True):
+                if before is not None:
+                    await before(op)
+                if "events(" in op:  # the reminders job writes it: wait for its next run
+                    actual = await eventually(server, op)
+                else:
+                    actual = await server.run(op, variables(op))
+                server.check(actual, answer, " ".join(op.split())[:60])
+                ran += 1
+            i += 2
+        else:
+            rest.append((lang, body))
+            i += 1
+    return ran, rest
+
+
+async def eventually(server: Demo, op: str) -> dict:
+    for _ in range(100):
+        actual = await server.run(op)
+        if actual.get("data", {}).get("events", {}).get("edges"):
+            return actual
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no event came: {actual}")
+
+
+async def run_console(server: Demo, bin_okr: str, body: str) -> int:
+    """Each `$ okr ...` line runs; what follows it is its output (`echo $?`: its code)."""
+    steps: list[tuple[str, list[str]]] = []
+    for line in body.splitlines():
+        if line.startswith("$ "):
+            steps.append((line[2:], []))
+        else:
+            steps[-1][1].append(line)
+    code = 0
+    for command, printed in steps:
+        if command == "echo $?":
+            assert [str(code)] == printed, command
+            continue
+        args = shlex.split(command)
+        assert args[0] == "okr", command
+        code, out, err = await okr(bin_okr, server.env, *args[1:])
+        note(command, out + err)
+        server.check((out + err).splitlines(), printed, command)
+    return len(steps)
+
+
+async def run_subscription(server: Demo, text: str, python: str, printed: str) -> None:
+    """The Python client's subscription, by a raw graphql-transport-ws client, and the
+    check-in the prose names: the event is the one printed."""
+    subscription = re.search(r'gql\("""(.*?)"""\)', python, re.S)
+    check_in = re.search(r"`(checkIn\(input: \{.*?\}\))`", text, re.S)
+    assert subscription and check_in
+    ws = await websockets.connect(
+        f"ws://127.0.0.1:{server.port}/graphql", subprotocols=["graphql-transport-ws"]
+    )
+    try:
+        init = {"Authorization": f"Bearer {server.token}"}
+        await ws.send(json.dumps({"type": "connection_init", "payload": init}))
+        assert json.loads(await ws.recv())["type"] == "connection_ack"
+        start = {"query": subscription[1]}
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": start}))
+        await asyncio.sleep(0.5)  # subscribed before the check-in
+        done = await server.run(
+            "mutation { " + " ".join(check_in[1].split()) + " { userErrors { message } } }"
+        )
+        assert done["data"]["checkIn"]["userErrors"] == [], done
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 15))
+    finally:
+        await ws.close()
+    assert frame["type"] == "next", frame
+    note("progressChanged", frame["payload"]["data"]["progressChanged"])
+    server.check(
+        frame["payload"]["data"]["progressChanged"],
+        ast.literal_eval(printed.strip()),
+        "progressChanged",
+    )
+
+
+@pytest.fixture(params=FAKED, ids=["today", "new-year", "quarter-end"])
+def real_day(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment that makes the servers and commands live on another real day."""
+    if request.param is None:
+        return {}
+    library = faketime_library()
+    if library is None:
+        pytest.skip("faketime is not installed (apt-get install faketime; .ci/run does)")
+    return {"LD_PRELOAD": library, "FAKETIME": f"@{request.param}", "TZ": "UTC"}
+
+
+async def test_the_readme_answers_as_printed_on_any_day(
+    bin_okr, database_url, pg, template, tmp_path, real_day
+):
+    readme = README.read_text()
+    tour = section(readme, "A five-minute tour")
+    later = [section(readme, t) for t in ("Metrics", "Realism and reviews")]
+    live = section(readme, "Live progress: subscriptions")
+    create_cycle = re.search(r"`(createCycle\(input: \{.*?\}\))`", tour, re.S)
+    assert create_cycle is not None
+    env = env_for(database_url, tmp_path) | real_day
+    env.pop("OKR_CLOCK_START", None)
+    async with (
+        fresh_database(pg, template) as second_url,
+        serve_demo(bin_okr, database_url, tmp_path, env, "tour") as first,
+        serve_demo(
+            bin_okr,
+            second_url,
+            tmp_path,
+            env | {"OKR_DATABASE_URL": second_url, "OKR_CHECK_IN_REMINDER_SECONDS": "0.2"},
+            "later",
+        ) as second,
+    ):
+
+        async def next_cycle_first(op: str) -> None:
+            # The prose between the score and the carry-over creates the next cycle.
+            if "carryOverObjective" in op:
+                made = await first.run(
+                    "mutation { "
+                    + " ".join(create_cycle[1].split())
+                    + " { cycle { id } userErrors { message } } }"
+                )
+                assert made["data"]["createCycle"]["cycle"]["id"] == "Q3ljbGU6Mg", made
+
+        if real_day:  # the servers do live on the faked day: their tokens say so
+            for server in (first, second):
+                issued = jwt.decode(server.token, options={"verify_signature": False})["iat"]
+                day = datetime.fromtimestamp(issued, UTC).date().isoformat()
+                assert day == real_day["FAKETIME"][1:11], day
+        ran, rest = await run_pairs(first, tour, next_cycle_first)
+        assert (ran, rest) == (6, [])
+
+        consoles = []
+        for text, expected in zip(later, (3, 9), strict=True):
+            ran, rest = await run_pairs(second, text)
+            assert ran == expected and all(lang == "console" for lang, _ in rest), rest
+            consoles += [body for _, body in rest]
+        ran, rest = await run_pairs(second, live)
+        assert ran == 0 and [lang for lang, _ in rest] == ["python", ""], rest
+        await run_subscription(second, live, rest[0][1], rest[1][1])
+        # The command lines last: they record outside the server, on its database.
+        assert [await run_console(second, bin_okr, body) for body in consoles] == [4]
+        differences = first.differences + second.differences
+        assert not differences, "\n".join(differences)

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Protocol
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service import rollup, sql
+from service import clock, rollup, sql
 from service.domain import rules
 from service.domain.enums import CycleStatus
 from service.domain.errors import ErrorCode, Rejected, invalid, not_found
@@ -43,7 +43,8 @@ def id_of(row: _Stored) -> int:
 
 
 def now() -> datetime:
-    return datetime.now(UTC)
+    """The OKR facts' clock (service/clock.py)."""
+    return clock.now()
 
 
 def _no_nul(value: str, field: str) -> None:

@@ -215,7 +215,7 @@ _CHECK_IN_WRITE = text(
                            subject_type, subject_id, check_in_id, payload, occurred_at)
         SELECT :org, s.event_seq, :event_kind, :event_user_id, :event_api_key_id,
                :event_subject_type, :event_subject_id, ci.id, CAST(:event_payload AS jsonb),
-               clock_timestamp()
+               :event_occurred_at
         FROM s, ci
         RETURNING seq
     )
