@@ -36,6 +36,9 @@ class Context(BaseContext):
         self.last_event_seq: int | None = None  # the event a subscription yielded last
         # A WebSocket's running subscriptions (schema/sharing.py, schema/ws.py count them).
         self.active_subscriptions = 0
+        # What this request's mutations wrote, by response key: the global ids of their
+        # payloads (schema/mutations/common.py), told even when the response is cut off.
+        self.written: dict[str, list[str]] = {}
 
     @property
     def principal(self) -> Principal:
