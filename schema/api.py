@@ -15,7 +15,6 @@ from strawberry.extensions import (
     DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
-    QueryDepthLimiter,
     SchemaExtension,
 )
 from strawberry.schema.config import StrawberryConfig
@@ -24,6 +23,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOpe
 from schema import federation, nodes
 from schema.budget import budget_executor
 from schema.caching import BoundedParserCache, ResultCache, result_cache
+from schema.documents import DepthLimiter, OneOperationChosen
 from schema.inputs import StorableText
 from schema.limits import cost_limit
 from schema.mutations import Mutation
@@ -186,7 +186,8 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         MaskUnexpectedErrors if development else MaskUnexpectedErrorsAndSuggestions,
         BoundedParserCache,
         partial(MaxTokensLimiter, max_token_count=settings.max_query_tokens),
-        partial(QueryDepthLimiter, max_depth=settings.max_query_depth),
+        OneOperationChosen,
+        partial(DepthLimiter, max_depth=settings.max_query_depth),
         partial(MaxAliasesLimiter, max_alias_count=settings.max_aliases),
     ]
     if not settings.introspection_enabled:

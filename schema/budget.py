@@ -281,7 +281,9 @@ def budget_executor(max_objects: int, seconds: float, max_bytes: int) -> type[Ex
                 return result
             message, extensions = budget.error
             if self.writes:
-                message += " (the mutation itself was applied)"
+                message += " (the mutation itself was applied: see extensions.written)"
+                written = getattr(self.context_value, "written", None) or {}
+                extensions = {**extensions, "written": written}
             return ExecutionResult(None, [GraphQLError(message, extensions=extensions)])
 
     return BudgetExecutor

@@ -39,6 +39,9 @@ class Context(BaseContext):
         self.row_feed: AsyncIterator[Any] | None = None
         # A WebSocket's running subscriptions (schema/sharing.py, schema/ws.py count them).
         self.active_subscriptions = 0
+        # What this request's mutations wrote, by response key: the global ids of their
+        # payloads (schema/mutations/common.py), told even when the response is cut off.
+        self.written: dict[str, list[str]] = {}
 
     @property
     def principal(self) -> Principal:

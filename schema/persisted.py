@@ -8,9 +8,10 @@ A client sends `extensions.persistedQuery = {"version": 1, "sha256Hash": H}`:
 - with `query`: the store checks that sha256(query) is H (a mismatch is refused and
   nothing is stored), keeps the text and runs it.
 
-The store is one bounded LRU per process, shared by every tenant: it holds query texts
-only (never variables or results), and a text is only run under the caller's own
-credentials, so sharing it reveals nothing beyond "some client sent this query"."""
+The store is one bounded LRU per process holding query texts only (never variables or
+results), kept per organization: a hash registered by one organization is unknown to
+every other (PERSISTED_QUERY_NOT_FOUND, as for a hash nobody sent), so a caller cannot
+learn whether another tenant ever sent a given query text."""
 
 from __future__ import annotations
 
@@ -67,6 +68,7 @@ class PersistedQueries:
         return len(self._texts)
 
     def get(self, digest: str) -> str | None:
+        """`digest` is the store's key: see `resolve` (the organization, then the hash)."""
         text = self._texts.get(digest)
         if text is None:
             self.misses += 1
@@ -88,9 +90,12 @@ class PersistedQueries:
             _digest, dropped = self._texts.popitem(last=False)
             self.bytes -= len(dropped.encode("utf-8", "surrogatepass"))
 
-    def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> str | None:
-        """The query to run for a request: its own, or the stored one its hash names.
-        Raises RequestError for a hash that is malformed, unknown or does not match."""
+    def resolve(
+        self, query: str | None, extensions: dict[str, Any] | None, organization: int | None
+    ) -> str | None:
+        """The query to run for a request of `organization`: its own, or the one stored
+        for that organization under its hash. Raises RequestError for a hash that is
+        malformed, unknown (to this organization) or does not match."""
         persisted = (extensions or {}).get("persistedQuery")
         if persisted is None:
             return query
@@ -110,8 +115,9 @@ class PersistedQueries:
                 BAD_REQUEST,
             )
         digest = digest.lower()
+        key = f"{organization}:{digest}"
         if query is None:
-            text = self.get(digest)
+            text = self.get(key)
             if text is None:
                 # HTTP 200, as Apollo's link expects: it then retries with the query.
                 raise RequestError(200, "PersistedQueryNotFound", PERSISTED_QUERY_NOT_FOUND)
@@ -122,5 +128,5 @@ class PersistedQueries:
                 "provided sha256Hash does not match the SHA-256 of the query",
                 BAD_REQUEST,
             )
-        self.put(digest, query)
+        self.put(key, query)
         return query

@@ -18,6 +18,11 @@ while the socket stays open. So, under both subprotocols:
   their principal in place: visibility follows from the principal, subscriptions and
   broadcasts hold it, and reconnecting is the one place it is computed afresh (a
   membership added closes the socket the same way);
+- every operation takes one request from its caller's rate-limit allowance, the same
+  as its HTTP requests (service/ratelimit.py); over it, that operation gets an error
+  (RATE_LIMITED, with retryAfter) and does not run, and the socket stays open;
+- a token that is not printable ASCII (a lone surrogate, which JSON can carry) is
+  refused like any bad token: 4403 and a reason;
 - a socket that sends no `connection_init` within `ws_init_timeout_seconds` is closed
   (4408);
 - a message larger than `max_body_bytes` closes the socket (1009) before it is parsed,
@@ -50,6 +55,7 @@ from service.domain.enums import EventKind
 from service.domain.errors import Unauthenticated
 from service.domain.principal import Principal
 from service.fanout import EventHub, Watcher
+from service.ratelimit import RateLimiter, rate_limited
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,7 @@ class SocketView(Protocol):
     """What the GraphQL router offers the handlers below."""
 
     max_message_bytes: int
+    rate_limiter: RateLimiter | None
 
     async def authenticate_token(
         self, context: Context, token: str, *, cached: bool = False
@@ -223,6 +230,14 @@ class Guard:
         self.context.authenticate_as(principal)
         return None
 
+    async def operation_refused(self) -> Refusal | None:
+        """Why a new operation may not run: its credential (`recheck`), or its caller's
+        rate limit. None when it may."""
+        refused = await self.recheck()
+        if refused is not None:
+            return refused
+        return rate_limited(getattr(self.view, "rate_limiter", None), self.principal)
+
     async def stop(self) -> None:
         if self.watcher is not None:
             self.watcher.close()
@@ -306,7 +321,7 @@ class TransportWSHandler(Broadcasting, BaseGraphQLTransportWSHandler[Context, No
 
     async def handle_subscribe(self, message: Any) -> None:
         if self.connection_acknowledged:
-            refused = await self.guard.recheck()
+            refused = await self.guard.operation_refused()
             if refused is not None:
                 error = {"id": message["id"], "type": "error", "payload": [refused]}
                 await self.send_message(cast(Any, error))
@@ -389,7 +404,7 @@ class LegacyWSHandler(Broadcasting, BaseGraphQLWSHandler[Context, None]):
 
     async def handle_start(self, message: Any) -> None:
         if self.connection_acknowledged:
-            refused = await self.guard.recheck()
+            refused = await self.guard.operation_refused()
             if refused is not None:
                 error: Any = {"type": "error", "id": message["id"], "payload": refused}
                 await self.send_message(error)

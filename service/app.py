@@ -24,7 +24,7 @@ from strawberry.exceptions import ConnectionRejectionError
 
 from schema.api import build_schema
 from schema.context import Context
-from schema.http import HTTPGraphQLRouter
+from schema.http import GraphQLMediaType, HTTPGraphQLRouter
 from schema.persisted import PersistedQueries
 from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, refusal
 from service import migrate
@@ -297,7 +297,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         )
 
     @app.get("/export/cycles/{cycle_id}.csv")
-    async def export_cycle(cycle_id: str, request: Request) -> PlainTextResponse:
+    async def export_cycle(cycle_id: str, request: Request) -> Response:
         """The cycle report as a spreadsheet: one row per key result."""
         from schema.ids import BadId, decode_as
         from service import clock
@@ -306,6 +306,9 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         principal = await authenticator(request.app).authenticate(
             bearer(request.headers.get("authorization"))
         )
+        limited = graphql.limit(principal)  # the same allowance as /graphql
+        if limited is not None:
+            return limited
         try:
             pk = decode_as(cycle_id, "Cycle")
         except BadId:
@@ -385,6 +388,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     # Observability (service/observability): request id, metrics, traces.
     tracing.configure()
     app.add_middleware(OutageGuard)  # whatever escapes becomes JSON
+    app.add_middleware(GraphQLMediaType)  # in the media type the client asked for
     app.add_middleware(observability.ObservedRequests)  # outermost: id, figures, span
     add_cors(app, settings)  # outermost, so that errors and preflights carry CORS headers
     return app

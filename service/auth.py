@@ -45,7 +45,12 @@ def bearer(header: str | None) -> str:
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthenticated("the Authorization header must be 'Bearer <token>'")
-    return token.strip()
+    # Every token we take (API keys, JWTs) is printable ASCII; anything else (a lone
+    # surrogate a WebSocket's JSON can carry, say) is refused here, not in a decoder.
+    token = token.strip()
+    if not (token.isascii() and token.isprintable()):
+        raise Unauthenticated("invalid token: a token is printable ASCII")
+    return token
 
 
 _USER = text(
@@ -369,6 +374,10 @@ class Authenticator:
         email = claims.get("email") or (claims["sub"] if "@" in str(claims["sub"]) else None)
         if not slug or not email:
             raise Unauthenticated("the token names no organization or no email")
+        if not isinstance(slug, str) or not isinstance(email, str):
+            raise Unauthenticated(
+                f"invalid token: the {s.jwt_org_claim!r} and email claims must be strings"
+            )
         email = str(email).strip().lower()
         async with self._connect() as conn:
             found = (await conn.execute(_BY_EMAIL, {"slug": slug, "email": email})).one_or_none()

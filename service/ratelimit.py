@@ -1,10 +1,16 @@
 """Rate limits per API key and per user: one token bucket per caller, per process.
 
-Off unless `OKR_RATE_LIMIT_PER_MINUTE` is set. A caller may send that many requests
-at once (the bucket's size), then one every 60/N seconds. Beyond it the request is
-answered 429 with Retry-After and a GraphQL error (extensions.code RATE_LIMITED).
-With several workers or replicas each keeps its own buckets, so the effective limit is
-N per process: a shared limit belongs in a gateway in front of the service."""
+Off unless `OKR_RATE_LIMIT_PER_MINUTE` is set. A caller may spend that many requests
+at once (the bucket's size), then one every 60/N seconds. One allowance covers every
+way in: each HTTP request to /graphql, each operation started on a WebSocket
+(`subscribe` in graphql-transport-ws, `start` in graphql-ws; schema/ws.py) and each
+CSV export. Beyond it an HTTP request is answered 429 with Retry-After, and a socket's
+operation gets an error for that operation (the socket stays open); both carry a
+GraphQL error with extensions.code RATE_LIMITED and retryAfter.
+
+With several workers or replicas each process keeps its own buckets, so the effective
+limit is N per process that a caller reaches: a shared limit belongs in a gateway in
+front of the service."""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 RATE_LIMITED = "RATE_LIMITED"
 
@@ -62,3 +69,21 @@ def caller_key(principal: object) -> str | None:
     if user_id is not None:
         return f"user:{user_id}"
     return None
+
+
+def rate_limited(limiter: RateLimiter | None, principal: object) -> dict[str, Any] | None:
+    """Take one request from `principal`'s allowance: None when it may go ahead, else
+    the GraphQL error that refuses it."""
+    if limiter is None:
+        return None
+    key = caller_key(principal)
+    if key is None:
+        return None
+    wait = limiter.take(key)
+    if not wait:
+        return None
+    retry_after = limiter.retry_after(wait)
+    return {
+        "message": f"rate limit exceeded; retry in {retry_after} s",
+        "extensions": {"code": RATE_LIMITED, "retryAfter": int(retry_after)},
+    }

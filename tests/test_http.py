@@ -189,15 +189,30 @@ async def test_a_hash_that_does_not_match_is_refused_and_not_stored(make_client,
             )
 
 
-async def test_the_store_is_shared_by_tenants_but_results_are_not(
-    make_client, org: Org, db: Database
-) -> None:
+async def test_the_store_is_kept_per_organization(make_client, org: Org, db: Database) -> None:
+    """Issue 19, item 6: organization B cannot learn whether anyone in A sent a text."""
     created, admin = await db.transaction(
         lambda s: organizations.create_organization(s, "Other Co", "root@other.example", "Olga")
     )
     other_token = issue_token(JWT_SECRET, admin.id, created.id)
     async with make_client() as c:
         await c.post("/graphql", json={"query": QUERY, "extensions": apq()}, headers=auth(org))
+        hit = await c.post("/graphql", json={"extensions": apq()}, headers=auth(org))
+        assert hit.json()["data"]["viewer"]["organization"]["name"] == "Acme Logistics"
+        probe = await c.post("/graphql", json={"extensions": apq()}, headers=auth(org, other_token))
+        assert probe.status_code == 200
+        assert probe.json() == {
+            "errors": [
+                {
+                    "message": "PersistedQueryNotFound",
+                    "extensions": {"code": "PERSISTED_QUERY_NOT_FOUND"},
+                }
+            ]
+        }
+        # B registers the same text for itself, and runs it as itself.
+        await c.post(
+            "/graphql", json={"query": QUERY, "extensions": apq()}, headers=auth(org, other_token)
+        )
         hit = await c.post("/graphql", json={"extensions": apq()}, headers=auth(org, other_token))
         assert hit.json()["data"]["viewer"]["organization"]["name"] == "Other Co"
 
@@ -206,21 +221,23 @@ def test_the_store_is_a_bounded_lru() -> None:
     store = PersistedQueries(max_entries=2, max_query_bytes=100)
     texts = ["{ a }", "{ b }", "{ c }"]
     digests = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
-    store.resolve(texts[0], apq(digests[0]))
-    store.resolve(texts[1], apq(digests[1]))
-    assert store.resolve(None, apq(digests[0])) == texts[0]  # a is now the most recent
-    store.resolve(texts[2], apq(digests[2]))  # b goes
+    store.resolve(texts[0], apq(digests[0]), 1)
+    store.resolve(texts[1], apq(digests[1]), 1)
+    assert store.resolve(None, apq(digests[0]), 1) == texts[0]  # a is now the most recent
+    store.resolve(texts[2], apq(digests[2]), 1)  # b goes
     assert len(store) == 2
     with pytest.raises(RequestError) as missing:
-        store.resolve(None, apq(digests[1]))
+        store.resolve(None, apq(digests[1]), 1)
     assert missing.value.code == "PERSISTED_QUERY_NOT_FOUND"
-    assert store.resolve(None, apq(digests[2])) == texts[2]
+    assert store.resolve(None, apq(digests[2]), 1) == texts[2]
+    with pytest.raises(RequestError):  # another organization's
+        store.resolve(None, apq(digests[2]), 2)
     big = "{ " + "a " * 100 + "}"
-    assert store.resolve(big, apq(hashlib.sha256(big.encode()).hexdigest())) == big
+    assert store.resolve(big, apq(hashlib.sha256(big.encode()).hexdigest()), 1) == big
     assert len(store) == 2  # too large to keep, but it ran
     by_bytes = PersistedQueries(max_entries=100, max_query_bytes=100, max_total_bytes=12)
     for text, digest in zip(texts, digests, strict=True):
-        by_bytes.resolve(text, apq(digest))
+        by_bytes.resolve(text, apq(digest), 1)
     assert len(by_bytes) == 2 and by_bytes.bytes == 10  # five bytes each
 
 
@@ -260,14 +277,34 @@ async def test_request_errors_are_json(make_client, org: Org) -> None:
         assert "variables" in r.json()["errors"][0]["message"]
 
 
-async def test_batches_are_refused_with_a_json_error(make_client, org: Org) -> None:
+async def test_batches_get_one_error_per_operation(make_client, org: Org) -> None:
+    """Issue 19, item 7: what Apollo's BatchHttpLink sends, answered with an array as
+    long as the batch, each operation its own BATCHING_NOT_SUPPORTED, nothing run."""
+    batch = [
+        {"operationName": "Viewer", "query": QUERY, "variables": {}},
+        {"operationName": "Again", "query": QUERY.replace("Viewer", "Again"), "variables": {}},
+    ]
     async with make_client() as c:
-        r = await c.post("/graphql", json=[{"query": QUERY}, {"query": QUERY}], headers=auth(org))
-        assert r.status_code == 400
+        r = await c.post("/graphql", json=batch, headers=auth(org))
+        assert r.status_code == 200  # a batching link reads each operation's errors
         assert r.headers["content-type"].startswith("application/json")
-        error = r.json()["errors"][0]
-        assert error["extensions"]["code"] == "BATCHING_NOT_SUPPORTED"
-        assert "one operation per request" in error["message"]
+        body = r.json()
+        assert isinstance(body, list) and len(body) == 2
+        for answer in body:
+            assert "data" not in answer
+            (error,) = answer["errors"]
+            assert error["extensions"]["code"] == "BATCHING_NOT_SUPPORTED"
+            assert "one operation per request" in error["message"]
+        apollo_headers = {**auth(org), "Accept": APOLLO_ACCEPT}
+        apollo = await c.post("/graphql", json=batch, headers=apollo_headers)
+        assert apollo.status_code == 400
+        assert apollo.headers["content-type"].startswith("application/graphql-response+json")
+        assert [a["errors"][0]["extensions"]["code"] for a in apollo.json()] == [
+            "BATCHING_NOT_SUPPORTED"
+        ] * 2
+        empty = await c.post("/graphql", json=[], headers=auth(org))
+        assert empty.status_code == 400
+        assert empty.json()["errors"][0]["extensions"]["code"] == "BATCHING_NOT_SUPPORTED"
 
 
 async def test_graphql_response_json_status_codes(make_client, org: Org) -> None:

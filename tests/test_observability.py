@@ -119,28 +119,30 @@ async def test_metrics_are_prometheus_text_with_help_labels_and_histograms(org: 
 
 
 async def test_operation_name_label_is_capped(org: Org, client):
-    names = [f"Op{i}" for i in range(metrics.MAX_OPERATION_NAMES + 10)]
+    names = [f"Op{i}" for i in range(metrics.MAX_NAMES_PER_ORGANIZATION + 10)]
     for name in names:
         await org.call(f"query {name} {{ viewer {{ role }} }}")
     await org.call("query " + "L" * 70 + " { viewer { role } }")  # too long for a label
     scraped = await scrape(client)
     seen = label_values(scraped, "okr_graphql_request_duration_seconds_count", "operation_name")
     assert "other" in seen
-    assert len(seen - {"other", "anonymous"}) <= metrics.MAX_OPERATION_NAMES
+    assert len(seen - {"other", "anonymous"}) <= metrics.MAX_NAMES_PER_ORGANIZATION
     assert "L" * 70 not in seen
 
 
 def test_operation_names_unit():
-    names = metrics.OperationNames(limit=2)
-    assert [names.label(n) for n in ("A", "B", "C", "A", None, "bad name", "B")] == [
+    names = metrics.OperationNames(limit=3, per_organization=2)
+    assert [names.label(n, 1) for n in ("A", "B", "C", "A", None, "bad name", "B")] == [
         "A",
         "B",
-        "other",
+        "other",  # organization 1 brought in its two
         "A",
         "anonymous",
         "other",
         "B",
     ]
+    assert names.label("C") == "other"  # no authenticated caller ran it
+    assert [names.label(n, 2) for n in ("C", "D", "A")] == ["C", "other", "A"]  # 3 in all
     assert metrics.code_label("NOT_FOUND") == "NOT_FOUND"
     assert metrics.code_label("<script>") == "other"
     assert metrics.route_label("/export/cycles/x.csv") == "/export"

@@ -102,7 +102,22 @@ async def mutate(
     except Rejected as exc:
         return payload.refused(exc)
     info.context.authenticate_as(principal)  # fresh loaders see the change
-    return await payload.of(info, result)
+    shaped = await payload.of(info, result)
+    # Committed: should the response be cut off (DEADLINE_EXCEEDED, schema/budget.py),
+    # the error still says what was written, so that a retry is not a second write.
+    info.context.written[str(info.path.key)] = written_ids(shaped)
+    return shaped
+
+
+def written_ids(payload: object) -> list[str]:
+    """The global ids a payload shows (its entities, and the items of its lists)."""
+    found: list[str] = []
+    for value in vars(payload).values():
+        for item in value if isinstance(value, list) else [value]:
+            node_id = getattr(item, "id", None)
+            if isinstance(node_id, str) and not isinstance(item, UserError):
+                found.append(node_id)
+    return found
 
 
 def shown_objective(info: Info, row: Any) -> Objective | None:

@@ -7,9 +7,13 @@ to files there and /metrics merges them (prometheus_client's multiprocess mode);
 documented limits apply: no process, platform or GC metrics, gauges are summed over
 live workers, and the directory must be emptied before the server starts.
 
-Label values are bounded: operation names are kept for the first MAX_OPERATION_NAMES
-distinct well-formed names seen by a process and counted as "other" beyond; error codes
-must look like codes (A-Z and _), else "other"; routes are a fixed set.
+Label values are bounded, and nobody can use them up for others: an operation name
+becomes a label only from an operation that an authenticated caller ran (it parsed and
+validated against the schema), each organization brings in at most
+MAX_NAMES_PER_ORGANIZATION names, and a process keeps at most MAX_OPERATION_NAMES in
+all; any other name (unauthenticated, refused, malformed, past a bound) is "other".
+A name already a label is one for every caller. Error codes must look like codes (A-Z
+and _), else "other"; routes are a fixed set.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-MAX_OPERATION_NAMES = 50
+MAX_OPERATION_NAMES = 500
+MAX_NAMES_PER_ORGANIZATION = 50
 OTHER = "other"
 ANONYMOUS = "anonymous"
 
@@ -59,8 +64,9 @@ HTTP_LATENCY = Histogram(
 )
 GRAPHQL_LATENCY = Histogram(
     "okr_graphql_request_duration_seconds",
-    "Time to answer a GraphQL request over HTTP, by operation name (at most "
-    f"{MAX_OPERATION_NAMES} distinct, then 'other'), operation type and HTTP status.",
+    "Time to answer a GraphQL request over HTTP, by operation name (names that "
+    f"authenticated callers ran, at most {MAX_NAMES_PER_ORGANIZATION} per organization and "
+    f"{MAX_OPERATION_NAMES} in all, else 'other'), operation type and HTTP status.",
     ["operation_name", "operation_type", "status"],
     buckets=_LATENCY_BUCKETS,
 )
@@ -105,15 +111,21 @@ for _result in ("hit", "miss"):
 
 
 class OperationNames:
-    """The operation-name label: the first `limit` distinct well-formed names are kept,
-    anything else (malformed, too long, or one too many) is 'other'."""
+    """The operation-name label. A well-formed name is kept when it is one already, or
+    when `organization` (the authenticated caller's, given only for an operation that
+    validated) has brought in fewer than `per_organization` names and the process holds
+    fewer than `limit`; anything else is 'other'."""
 
-    def __init__(self, limit: int = MAX_OPERATION_NAMES) -> None:
+    def __init__(
+        self, limit: int = MAX_OPERATION_NAMES, per_organization: int = MAX_NAMES_PER_ORGANIZATION
+    ) -> None:
         self.limit = limit
+        self.per_organization = per_organization
         self.seen: set[str] = set()
+        self.brought: dict[int, int] = {}  # organization -> names it brought in
         self._lock = threading.Lock()
 
-    def label(self, name: str | None) -> str:
+    def label(self, name: str | None, organization: int | None = None) -> str:
         if not name:
             return ANONYMOUS
         if not _NAME.fullmatch(name):
@@ -121,8 +133,12 @@ class OperationNames:
         with self._lock:
             if name in self.seen:
                 return name
-            if len(self.seen) >= self.limit:
+            if organization is None or len(self.seen) >= self.limit:
                 return OTHER
+            brought = self.brought.get(organization, 0)
+            if brought >= self.per_organization:
+                return OTHER
+            self.brought[organization] = brought + 1
             self.seen.add(name)
             return name
 
@@ -155,7 +171,9 @@ def observe_request(
     statements: int | None,
     operation: tuple[str | None, str | None] | None,
     codes: list[str],
+    organization: int | None = None,
 ) -> None:
+    """`organization`: the authenticated caller's, when its operation validated."""
     route = route_label(path)
     status_text = str(status)
     HTTP_REQUESTS.labels(route, method, status_text).inc()
@@ -164,9 +182,8 @@ def observe_request(
         SQL_STATEMENTS.labels(route).observe(statements)
     if operation is not None:
         name, kind = operation
-        GRAPHQL_LATENCY.labels(operation_names.label(name), kind or "unknown", status_text).observe(
-            seconds
-        )
+        label = operation_names.label(name, organization)
+        GRAPHQL_LATENCY.labels(label, kind or "unknown", status_text).observe(seconds)
     for code in codes:
         GRAPHQL_ERRORS.labels(code_label(code)).inc()
 

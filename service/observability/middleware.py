@@ -23,6 +23,9 @@ class RequestFacts:
 
     operation: tuple[str | None, str | None] | None = None
     errors: list[Any] = field(default_factory=list)  # read when the response is done
+    # The caller's organization, when it was authenticated and its operation validated:
+    # only such operations name a label (service/observability/metrics.py).
+    organization: int | None = None
 
     @property
     def codes(self) -> list[str]:
@@ -103,6 +106,7 @@ class ObservedRequests:
                 statements=statements,
                 operation=operation if is_graphql and _is_operation(scope, facts) else None,
                 codes=codes,
+                organization=facts.organization,
             )
             app = scope.get("app")
             if app is not None:
@@ -134,6 +138,9 @@ class OperationFacts(SchemaExtension):
             kind = None
         facts.operation = (ctx.operation_name, kind)
         errors = list(getattr(ctx, "pre_execution_errors", None) or [])
+        context = ctx.context
+        if kind is not None and not errors and getattr(context, "is_authenticated", False):
+            facts.organization = context.principal.organization_id
         result = getattr(ctx, "result", None)
         if result is not None and result.errors:
             errors.extend(e for e in result.errors if all(e is not x for x in errors))
