@@ -108,6 +108,41 @@ async def test_item3_a_closed_cycles_key_results_take_no_place(org: Org, db):
     assert (await bind(org, kr, metric))["userErrors"] == []
 
 
+async def test_item3_carrying_over_bound_key_results_takes_places_too(org: Org, db):
+    """A carried-over key result keeps its metric: without the bound, carrying the same
+    objective into later cycles would multiply what the metric feeds past the limit."""
+    metric = await create_metric(org)
+    cycle = await cycle_now(org)
+    source = await h.objective(org, cycle, "Cost")
+    krs = [await h.key_result(org, source, f"Cost {i}") for i in range(2)]
+    for kr in krs:
+        assert (await bind(org, kr, metric))["userErrors"] == []
+    later = await h.active_cycle(
+        org, starts_on="2027-04-01", ends_on="2027-06-30", status="PLANNING"
+    )
+    carry = "objective { id } keyResults { id }"
+    before = await counts(db)
+    refused = await h.mutate(
+        org,
+        "carryOverObjective",
+        {"objectiveId": source, "toCycleId": later, "keyResultIds": krs},
+        carry,
+    )
+    [error] = refused["userErrors"]
+    assert (error["code"], error["field"]) == ("INVALID", ["metricId"])
+    assert "OKR_MAX_KEY_RESULTS_PER_METRIC" in error["message"]
+    assert await counts(db) == before  # nothing carried, nothing bound, no event
+    # One more place is what it takes to carry one of them.
+    carried = await h.ok(
+        org,
+        "carryOverObjective",
+        {"objectiveId": source, "toCycleId": later, "keyResultIds": krs[:1]},
+        carry,
+    )
+    assert len(carried["keyResults"]) == 1
+    assert (await counts(db))["bound"] == PER_METRIC
+
+
 async def _bound_world(org: Org) -> tuple[str, list[str], str]:
     """A metric feeding PER_METRIC key results, one of them under a member's PRIVATE
     objective; a service key to post with."""

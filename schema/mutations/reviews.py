@@ -3,6 +3,7 @@ the check-in cadence."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -77,7 +78,11 @@ class CheckInCadencePayload(Payload):
 
 
 async def carry_over_objective(info: Info, input: CarryOverObjectiveInput) -> CarryOverPayload:
-    return await mutate(info, input.command, reviews.carry_over_objective, CarryOverPayload)
+    carry = partial(
+        reviews.carry_over_objective,
+        max_bound=info.context.settings.max_key_results_per_metric,
+    )
+    return await mutate(info, input.command, carry, CarryOverPayload)
 
 
 async def set_check_in_cadence(info: Info, input: SetCheckInCadenceInput) -> CheckInCadencePayload:

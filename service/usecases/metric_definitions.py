@@ -125,7 +125,7 @@ async def bind_key_result(
     if kr.metric_id == metric_id:
         return kr
     if metric_id is not None:
-        await _room_on(session, p, metric_id, max_bound)
+        await require_room_on(session, p, metric_id, max_bound)
     before = kr.metric_id
     kr.metric_id = metric_id
     kr.version += 1
@@ -139,13 +139,17 @@ async def bind_key_result(
     return kr
 
 
-async def _room_on(session: AsyncSession, p: Principal, metric_id: int, max_bound: int) -> None:
-    """Refuse a bind that would make the metric feed more than `max_bound` key results."""
+async def require_room_on(
+    session: AsyncSession, p: Principal, metric_id: int, max_bound: int, adding: int = 1
+) -> None:
+    """Refuse to bind `adding` more key results (a bind, or a carry-over of bound key
+    results) when the metric would then feed more than `max_bound`. Binds to one metric
+    are serialised by an advisory lock, so two cannot both take the last place."""
     await session.execute(
         text("SELECT pg_advisory_xact_lock(:k)"), {"k": sql.METRIC_BIND_LOCK + metric_id}
     )
     bound = await session.scalar(_BOUND_COUNT, {"org": p.organization_id, "metric": metric_id})
-    if (bound or 0) >= max_bound:
+    if (bound or 0) + adding > max_bound:
         raise invalid(
             f"this metric already feeds {bound} key results, the most one metric may feed "
             f"(OKR_MAX_KEY_RESULTS_PER_METRIC is {max_bound}); unbind one first, or "

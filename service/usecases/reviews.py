@@ -3,6 +3,8 @@ cadence the reminders follow."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -14,15 +16,20 @@ from service.domain.enums import KeyResultType
 from service.domain.errors import ErrorCode, Rejected, forbidden, invalid
 from service.domain.principal import Principal
 from service.models import KeyResult, Objective, Organization, Team
-from service.usecases import commands, common
+from service.usecases import commands, common, metric_definitions
 
 
 async def carry_over_objective(
-    session: AsyncSession, p: Principal, cmd: commands.CarryOver
+    session: AsyncSession,
+    p: Principal,
+    cmd: commands.CarryOver,
+    *,
+    max_bound: int = metric_definitions.MAX_KEY_RESULTS_PER_METRIC,
 ) -> tuple[Objective, list[KeyResult]]:
     """Copy an objective and the chosen key results into a later cycle: each key result
     starts from its last current value, with no check-ins; alignment is kept where the
-    parent (or a child) was carried over too."""
+    parent (or a child) was carried over too. A key result fed by a metric stays bound
+    to it, within the metric's bound (`max_bound`) like any bind."""
     objective_id, to_cycle_id, key_result_ids = (
         cmd.objective_id,
         cmd.to_cycle_id,
@@ -99,6 +106,9 @@ async def carry_over_objective(
     await session.flush()
     created: list[KeyResult] = []
     mapping: dict[int, int] = {}
+    feeding = Counter(m for k in chosen if (m := by_id[k].metric_id) is not None)
+    for metric_id, adding in sorted(feeding.items()):
+        await metric_definitions.require_room_on(session, p, metric_id, max_bound, adding)
     for kr_id in chosen:
         old = by_id[kr_id]
         kind = KeyResultType(old.type)
