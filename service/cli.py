@@ -287,10 +287,10 @@ def cmd_metric_record(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
-    from schema.api import build_schema
+    from schema.api import build_schema, federated
     from schema.federation import client_sdl, subgraph_sdl
 
-    schema = build_schema(settings)
+    schema = build_schema(federated(settings))
     if not args.output:
         sys.stdout.write(subgraph_sdl(schema) if args.subgraph else client_sdl(schema))
         return 0

@@ -88,7 +88,8 @@ class Settings(BaseSettings):
     # None: on in development, off in production.
     graphiql: bool | None = None
     introspection: bool | None = None
-    # Serve `_service { sdl }` (Apollo Federation) even where introspection is off.
+    # Serve the schema as an Apollo Federation subgraph (`_service { sdl }`, `_entities`,
+    # `_Any`); off, clients' introspection has nothing of federation.
     federation: bool = False
 
     # Tokens from a company's identity provider (RS256/ES256), beside our own HS256.
