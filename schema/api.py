@@ -220,7 +220,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         )
     )
     federation.add_keys()
-    federated = {"federation_version": federation.FEDERATION_VERSION}
+    federated: dict[str, Any] = {"federation_version": federation.FEDERATION_VERSION}
     with nullcontext() if settings.federation else federation.without_directives():
         schema = (FederatedSchema if settings.federation else Schema)(
             query=Query,
