@@ -29,7 +29,7 @@ from schema.persisted import PersistedQueries
 from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, refusal
 from service import migrate
 from service.auth import Authenticator, bearer
-from service.cors import add_cors
+from service.cors import add_cors, origin_allowed
 from service.db import Database, count_statements
 from service.domain.errors import Rejected, Unauthenticated
 from service.domain.principal import Principal
@@ -217,6 +217,10 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         # WebSocket[State] where the adapter's __init__ takes WebSocket.
         websocket_adapter_class = BoundedWebSocket  # type: ignore[assignment]
         max_message_bytes = settings.max_body_bytes
+
+        def is_websocket_origin_allowed(self, request: object, origin: str) -> bool:
+            """Pages on other origins open sockets as they may query (service/cors.py)."""
+            return origin_allowed(settings, origin)
 
         def encode_json(self, data: object) -> str:
             return orjson.dumps(data).decode()

@@ -43,6 +43,7 @@ def settings(tmp_path: Path) -> Settings:
     """This module's app (the `client` and `org` fixtures) serves the subgraph."""
     return Settings(jwt_secret=JWT_SECRET, data_dir=tmp_path, database_url=None, federation=True)
 
+
 ROOT = Path(__file__).parent.parent
 CLIENT_SDL = ROOT / "schema" / "schema.graphql"
 SUBGRAPH_SDL = ROOT / "schema" / "subgraph.graphql"

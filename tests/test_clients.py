@@ -1,0 +1,132 @@
+"""Issue 19, item 7: what client tools hit first, each met as the client meets it, against
+a real `okr serve`.
+
+- A browser page on another origin receives live updates: the WebSocket handshake
+  follows the same origin setting as HTTP (OKR_CORS_ORIGINS; --demo: localhost ports),
+  with both subprotocols, and other origins are refused.
+- /readyz names the event listener, answers 503 while it is down and recovers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+import httpx
+import pytest
+import websockets
+
+from tests import test_subscriptions as subs
+from tests.conftest import JWT_SECRET, Org
+from tests.helpers import free_port, start_okr, stop_okr
+
+tree = subs.tree  # the fixture
+SUBSCRIPTION = "subscription { progressChanged { checkIn { value } } }"
+PROTOCOLS = {
+    # subprotocol: (the subscribe message's type, the type an event arrives in)
+    "graphql-transport-ws": ("subscribe", "next"),
+    "graphql-ws": ("start", "data"),
+}
+
+
+def server_env(database_url: str, tmp_path: Path, **settings: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OKR_DATABASE_URL": database_url,
+        "OKR_JWT_SECRET": JWT_SECRET,
+        "OKR_DATA_DIR": str(tmp_path),
+        "OKR_EVENT_POLL_SECONDS": "2",
+        **settings,
+    }
+
+
+async def live_update(
+    port: int, origin: str, subprotocol: str, org: Org, kr: str, value: float
+) -> float:
+    """What a browser page on `origin` does: open a socket, subscribe, and wait for the
+    check-in made meanwhile. Returns the value it received."""
+    subscribe, event = PROTOCOLS[subprotocol]
+    async with websockets.connect(
+        f"ws://127.0.0.1:{port}/graphql", origin=origin, subprotocols=[subprotocol]
+    ) as ws:
+        assert ws.subprotocol == subprotocol
+        init = {
+            "type": "connection_init",
+            "payload": {"Authorization": f"Bearer {org.admin_token}"},
+        }
+        await ws.send(json.dumps(init))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 15))["type"] == "connection_ack"
+        await ws.send(
+            json.dumps({"id": "1", "type": subscribe, "payload": {"query": SUBSCRIPTION}})
+        )
+        await asyncio.sleep(0.5)
+        await subs.check_in(subs.Replica(None, port), org.admin_token, kr, value)  # type: ignore[arg-type]
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 15))
+            if message["type"] == "ka":
+                continue
+            assert message["type"] == event, message
+            return message["payload"]["data"]["progressChanged"]["checkIn"]["value"]
+
+
+async def refused(port: int, origin: str, subprotocol: str) -> int:
+    with pytest.raises(websockets.InvalidStatus) as caught:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{port}/graphql", origin=origin, subprotocols=[subprotocol]
+        ):
+            pass
+    return caught.value.response.status_code
+
+
+@pytest.mark.parametrize(
+    ("args", "extra", "allowed", "others"),
+    [
+        (
+            ("--demo",),
+            {},
+            ["http://localhost:5173", "http://localhost:3000", "http://127.0.0.1:5173"],
+            ["https://elsewhere.example", "http://localhost.elsewhere.example:5173"],
+        ),
+        (
+            (),
+            {"OKR_CORS_ORIGINS": "https://app.example.com"},
+            ["https://app.example.com"],
+            ["http://localhost:5173", "https://evil.example.com"],
+        ),
+    ],
+    ids=["demo", "OKR_CORS_ORIGINS"],
+)
+async def test_a_page_on_an_allowed_origin_receives_live_updates(
+    bin_okr, database_url, tmp_path, tree: subs.Tree, org: Org, args, extra, allowed, others
+):
+    port = free_port()
+    env = server_env(database_url, tmp_path, **extra)
+    proc = await start_okr(bin_okr, port, env, subs.LOG, *args)
+    kr = tree.gid("KeyResult", tree.kr_x)
+    value = 0
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+            for origin in allowed:
+                # The page may query (CORS) ...
+                r = await http.post(
+                    "/graphql",
+                    headers={"Origin": origin, "Authorization": f"Bearer {org.admin_token}"},
+                    json={"query": "{ viewer { name } }"},
+                )
+                assert r.headers["access-control-allow-origin"] == origin
+                # ... and, the same origin, subscribe: with either subprotocol.
+                for subprotocol in PROTOCOLS:
+                    value += 1
+                    got = await live_update(port, origin, subprotocol, org, kr, value)
+                    assert got == value
+            for origin in others:
+                r = await http.post(
+                    "/graphql", headers={"Origin": origin}, json={"query": "{ __typename }"}
+                )
+                assert "access-control-allow-origin" not in r.headers
+                for subprotocol in PROTOCOLS:
+                    assert await refused(port, origin, subprotocol) == 403
+    finally:
+        await stop_okr(proc)
