@@ -353,7 +353,18 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         standing = migrate.readiness(current)
         if standing == "behind":
             return JSONResponse({"status": "unavailable", "migration": current, "head": head}, 503)
-        return JSONResponse({"status": "ok", "migration": current, "head": head})
+        # The event listener (service/fanout.py): without it this replica's subscriptions
+        # go stale, so it is not ready until the hub has reconnected. (No hub: the app is
+        # served without its lifespan, as in tests that call it in-process.)
+        hub = getattr(app.state, "hub", None)
+        listener = {} if hub is None else {"listener": "ok" if hub.listening else "down"}
+        if listener.get("listener") == "down":
+            return JSONResponse(
+                {"status": "unavailable", **listener, "migration": current, "head": head},
+                503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return JSONResponse({"status": "ok", **listener, "migration": current, "head": head})
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:

@@ -13,10 +13,12 @@ import asyncio
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import websockets
+from sqlalchemy.engine import make_url
 
 from tests import test_subscriptions as subs
 from tests.conftest import JWT_SECRET, Org
@@ -129,4 +131,56 @@ async def test_a_page_on_an_allowed_origin_receives_live_updates(
                 for subprotocol in PROTOCOLS:
                     assert await refused(port, origin, subprotocol) == 403
     finally:
+        await stop_okr(proc)
+
+
+async def _ready(http: httpx.AsyncClient, port: int) -> httpx.Response:
+    return await http.get(f"http://127.0.0.1:{port}/readyz")
+
+
+async def test_readyz_is_unavailable_while_the_event_listener_is_down(
+    bin_okr, database_url, tmp_path, pg
+):
+    port = free_port()
+    env = server_env(database_url, tmp_path, OKR_LISTENER_HEALTH_SECONDS="0.5")
+    proc = await start_okr(bin_okr, port, env, subs.LOG)
+    name = make_url(database_url).database
+    admin = await pg.admin()  # on another database: ours is the one being closed
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            ready = await _ready(http, port)
+            assert ready.status_code == 200
+            assert ready.json()["listener"] == "ok"
+            # The listener is cut off, and cannot come back while the database takes no
+            # new connections (the replica's pooled ones still answer).
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            try:
+                killed = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'okr-listener' AND datname = $1",
+                    name,
+                )
+                assert killed == 1
+                down: dict[str, Any] = {}
+                for _ in range(100):
+                    r = await _ready(http, port)
+                    if r.status_code == 503:
+                        down = r.json()
+                        break
+                    await asyncio.sleep(0.1)
+                assert down.get("listener") == "down", down
+                assert down["status"] == "unavailable"
+                assert "Retry-After" in r.headers
+            finally:
+                await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            back: dict[str, Any] = {}
+            for _ in range(200):
+                r = await _ready(http, port)
+                if r.status_code == 200:
+                    back = r.json()
+                    break
+                await asyncio.sleep(0.1)
+            assert back.get("listener") == "ok", back
+    finally:
+        await admin.close()
         await stop_okr(proc)
