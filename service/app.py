@@ -136,6 +136,9 @@ class StatementCounter:
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
+    # Traces first: the schema below takes the GraphQL span's extension only when on.
+    tracing.configure()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(
@@ -397,7 +400,6 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     app.add_middleware(StatementCounter, max_body=settings.max_body_bytes)
     # Observability (service/observability): request id, metrics, traces.
-    tracing.configure()
     app.add_middleware(OutageGuard)  # whatever escapes becomes JSON
     app.add_middleware(observability.ObservedRequests)  # outermost: id, figures, span
     add_cors(app, settings)  # outermost, so that errors and preflights carry CORS headers

@@ -5,6 +5,10 @@ a real `okr serve`.
   follows the same origin setting as HTTP (OKR_CORS_ORIGINS; --demo: localhost ports),
   with both subprotocols, and other origins are refused.
 - /readyz names the event listener, answers 503 while it is down and recovers.
+- Traces as `okr serve` configures them (OTEL_EXPORTER_OTLP_ENDPOINT, on the ordinary
+  install) reach a collector with the GraphQL operation's span under the HTTP span,
+  and no span carries a mutation's input, the query text or the token; JSON log lines
+  written inside a span carry its trace and span ids.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -184,3 +190,150 @@ async def test_readyz_is_unavailable_while_the_event_listener_is_down(
     finally:
         await admin.close()
         await stop_okr(proc)
+
+
+class Collector:
+    """An OTLP/HTTP trace receiver on this machine: every span it was sent, as
+    (name, trace id, span id, parent span id, {attribute: value as text})."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+
+        spans = self.spans = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                request = ExportTraceServiceRequest.FromString(body)
+                for resource in request.resource_spans:
+                    for scope in resource.scope_spans:
+                        for span in scope.spans:
+                            attributes = {a.key: str(a.value).strip() for a in span.attributes}
+                            spans.append(
+                                (
+                                    span.name,
+                                    span.trace_id.hex(),
+                                    span.span_id.hex(),
+                                    span.parent_span_id.hex(),
+                                    attributes,
+                                )
+                            )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+SECRETS = {
+    "note": "note-7c1e: the forklift is broken",
+    "title": "Title-51aa for the board",
+    "email": "secret.person.9f2@acme.example",
+}
+
+
+async def test_okr_serve_exports_graphql_spans_without_inputs_or_tokens(
+    bin_okr, database_url, tmp_path, tree: subs.Tree, org: Org
+):
+    collector = Collector()
+    port = free_port()
+    env = server_env(
+        database_url,
+        tmp_path,
+        OTEL_EXPORTER_OTLP_ENDPOINT=collector.url,
+        OTEL_BSP_SCHEDULE_DELAY="100",
+        OKR_LOG_FORMAT="json",
+    )
+    log_file = tmp_path / "serve.err"
+    with open(log_file, "wb") as err:  # noqa: ASYNC230
+        proc = await start_okr(bin_okr, port, env, subs.LOG, "--log-level", "info", err=err)
+        try:
+            kr = tree.gid("KeyResult", tree.kr_x)
+            auth = {"Authorization": f"Bearer {org.admin_token}"}
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                calls = [
+                    # Inputs as variables ...
+                    {
+                        "query": "mutation CheckIn($i: CheckInInput!) { checkIn(input: $i) "
+                        "{ userErrors { message } } }",
+                        "variables": {
+                            "i": {"keyResultId": kr, "value": 5, "note": SECRETS["note"]}
+                        },
+                    },
+                    # ... and as literals in the query text.
+                    {
+                        "query": 'mutation NewUser { createUser(input: {name: "Sam", '
+                        f'email: "{SECRETS["email"]}", role: MEMBER}}) '
+                        "{ userErrors { message } } }"
+                    },
+                    {
+                        "query": "mutation Rename($id: ID!) { updateObjective(input: "
+                        f'{{objectiveId: $id, title: "{SECRETS["title"]}"}}) '
+                        "{ userErrors { message } } }",
+                        "variables": {"id": tree.gid("Objective", tree.obj_x)},
+                    },
+                    {"query": "query Dashboard { viewer { name } }"},
+                    {"query": "query Broken { viewer { "},  # logged: a client mistake
+                ]
+                for call in calls:
+                    r = await http.post("/graphql", headers=auth, json=call)
+                    assert r.status_code in (200, 400), r.text
+            spans: list[Any] = []
+            for _ in range(100):
+                spans = list(collector.spans)
+                if any(name == "GraphQL Query: Dashboard" for name, *_ in spans):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            await stop_okr(proc)
+            collector.close()
+    by_id = {span_id: (name, attributes) for name, _t, span_id, _p, attributes in spans}
+    operations = [s for s in spans if s[0].startswith("GraphQL Query: ")]
+    names = {s[0] for s in operations}
+    assert {"GraphQL Query: CheckIn", "GraphQL Query: Dashboard"} <= names, sorted(
+        {s[0] for s in spans}
+    )
+    for _name, _trace, _span, parent, _attributes in operations:
+        assert by_id[parent][0] == "POST /graphql"  # below the request's span
+    assert any("postgresql" in s[4].get("db.system", "") for s in spans)  # and SQL
+    # The check-in's key result id may be there; its note, the title, the email, the
+    # token and the query text may not.
+    exported = json.dumps([s[4] for s in spans])
+    for secret in (*SECRETS.values(), org.admin_token, "CheckInInput", "createUser("):
+        assert secret not in exported, secret
+    assert "[filtered]" in exported  # the inputs' place is kept, their values are not
+    # Log lines written inside a span carry its ids.
+    lines = [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+    traced = [line for line in lines if "trace_id" in line]
+    assert traced, lines[-5:]
+    span_ids = {s[2] for s in spans}
+    assert any(line["span_id"] in span_ids for line in traced)
+
+
+def test_tracing_comes_with_the_ordinary_install():
+    """README's install (`pip install .` with no extra, or `.[embedded]`) brings what
+    `tracing.configure` loads when a platform sets OTEL_EXPORTER_OTLP_ENDPOINT."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    core = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0] for d in project["project"]["dependencies"]}
+    assert {
+        "opentelemetry-api",
+        "opentelemetry-sdk",
+        "opentelemetry-exporter-otlp-proto-http",
+    } <= core
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert 'pip install ".[embedded]"' in readme
