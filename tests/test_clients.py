@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -337,3 +338,40 @@ def test_tracing_comes_with_the_ordinary_install():
     } <= core
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert 'pip install ".[embedded]"' in readme
+
+
+def _okr(bin_okr: str, tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [bin_okr, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": str(Path(bin_okr).parent), "OKR_DATA_DIR": str(tmp_path), **env},
+        check=False,
+    )
+
+
+def test_bench_seed_help_says_what_scale_means(bin_okr, tmp_path):
+    done = _okr(bin_okr, tmp_path, "bench", "seed", "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "--scale N" in text
+    assert "200 teams" in text and "200,000 check-ins" in text and "N-fold" in text
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        ({"OKR_POOL_SIZE": "lots"}, "OKR_POOL_SIZE takes a whole number"),
+        ({"OKR_ENV": "staging"}, "OKR_ENV takes one of development, production"),
+        ({"OKR_GRAPHIQL": "maybe"}, "OKR_GRAPHIQL takes true or false"),
+        ({"OKR_READINESS_TIMEOUT_SECONDS": "-1"}, "OKR_READINESS_TIMEOUT_SECONDS takes a number"),
+        ({"OKR_CORS_ORIGINS": "ftp://x"}, "OKR_CORS_ORIGINS: each origin is http(s)://"),
+    ],
+)
+def test_a_refused_setting_is_named_with_what_it_accepts(bin_okr, tmp_path, env, says):
+    done = _okr(bin_okr, tmp_path, "export-schema", **env)
+    assert done.returncode == 2
+    assert says in done.stderr, done.stderr
+    assert "pydantic" not in done.stderr and "http" not in done.stderr.replace("http(s)", "")
+    assert "Traceback" not in done.stderr
