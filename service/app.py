@@ -27,7 +27,7 @@ from schema.context import Context
 from schema.http import HTTPGraphQLRouter
 from schema.persisted import PersistedQueries
 from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, refusal
-from service import migrate
+from service import graphiql, migrate
 from service.auth import Authenticator, bearer
 from service.cors import add_cors, origin_allowed
 from service.db import Database, count_statements
@@ -221,6 +221,11 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         websocket_adapter_class = BoundedWebSocket  # type: ignore[assignment]
         max_message_bytes = settings.max_body_bytes
 
+        @property
+        def graphql_ide_html(self) -> str:
+            """GraphiQL from this service's own assets, not a CDN (service/graphiql.py)."""
+            return graphiql.page()
+
         def is_websocket_origin_allowed(self, request: object, origin: str) -> bool:
             """Pages on other origins open sockets as they may query (service/cors.py)."""
             return origin_allowed(settings, origin)
@@ -291,6 +296,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     if settings.rate_limit_per_minute:
         graphql.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.include_router(graphql, prefix="/graphql")
+    if settings.graphiql_enabled:
+        graphiql.mount(app)  # its assets, for a network with no way out
 
     @app.exception_handler(Unauthenticated)
     async def unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:

@@ -9,13 +9,18 @@ a real `okr serve`.
   install) reach a collector with the GraphQL operation's span under the HTTP span,
   and no span carries a mutation's input, the query text or the token; JSON log lines
   written inside a span carry its trace and span ids.
+- GraphiQL works on a network with no way out: its page and every asset it names come
+  from the running service, byte for byte the files the page's integrity digests name.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import os
+import re
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -375,3 +380,40 @@ def test_a_refused_setting_is_named_with_what_it_accepts(bin_okr, tmp_path, env,
     assert says in done.stderr, done.stderr
     assert "pydantic" not in done.stderr and "http" not in done.stderr.replace("http(s)", "")
     assert "Traceback" not in done.stderr
+
+
+ASSET = re.compile(r"""<(?:script|link)\b[^>]*?\b(?:src|href)="([^"]+)"[^>]*>""", re.S)
+INTEGRITY = re.compile(r'integrity="(sha384-[^"]+)"')
+
+
+async def test_graphiql_loads_everything_from_the_service_itself(bin_okr, database_url, tmp_path):
+    port = free_port()
+    proc = await start_okr(bin_okr, port, server_env(database_url, tmp_path), subs.LOG)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            r = await http.get("/graphql", headers={"Accept": "text/html"})
+            assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+            html = r.text
+            assert 'id="graphiql"' in html
+            tags = [m.group(0) for m in ASSET.finditer(html)]
+            urls = [m.group(1) for m in ASSET.finditer(html)]
+            assert len(urls) >= 7, urls  # React, ReactDOM, js-cookie, GraphiQL's, the plugin's
+            # Nothing from another host: every address is this service's own or inline.
+            for url in re.findall(r"""(?:src|href)=["']([^"']+)""", html):
+                assert url.startswith(("/", "data:")), url
+            assert not re.search(r"(?:https?:)?//(?!www\.w3\.org/2000/svg)[\w.-]+\.\w", html)
+            for tag, url in zip(tags, urls, strict=True):
+                if url.startswith("data:"):
+                    continue
+                asset = await http.get(url)
+                assert asset.status_code == 200, url
+                digest = base64.b64encode(hashlib.sha384(asset.content).digest()).decode()
+                (integrity,) = INTEGRITY.findall(tag)
+                assert integrity == f"sha384-{digest}", url  # the very bytes the page names
+                if url.endswith(".css"):
+                    # Fonts and images inside the style sheets are inline too.
+                    for ref in re.findall(r"url\(([^)]*)\)", asset.text):
+                        assert ref.strip("'\"").startswith("data:"), ref[:80]
+    finally:
+        await stop_okr(proc)
