@@ -175,7 +175,7 @@ def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
     async def create(db: Database):
         async def work(s):
             org = await organizations.organization_by_slug(s, args.org)
-            return await organizations.create_api_key(s, pk_of(org), args.name)
+            return await organizations.create_api_key(s, pk_of(org), args.name, args.team)
 
         return await db.transaction(work)
 
@@ -390,9 +390,22 @@ def parser() -> argparse.ArgumentParser:
     apikey = sub.add_parser("apikey", help="service API keys").add_subparsers(
         dest="apikey_command", required=True
     )
-    ak_create = apikey.add_parser("create", help="print a new SERVICE key, once")
+    ak_create = apikey.add_parser(
+        "create",
+        help="print a new SERVICE key, once",
+        description="A SERVICE key reads what any member may and checks in on any key "
+        "result of its organization; with --team, only what a member of those teams could.",
+    )
     ak_create.add_argument("--org", required=True)
     ak_create.add_argument("--name", required=True)
+    ak_create.add_argument(
+        "--team",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="limit the key to this team (repeat for several): it then reads and writes "
+        "only what a member of those teams could",
+    )
     ak_create.set_defaults(func=cmd_apikey_create)
     ak_revoke = apikey.add_parser("revoke", help="revoke the keys of that name")
     ak_revoke.add_argument("--org", required=True)
