@@ -1,7 +1,7 @@
 # okr-service: `okr serve` on 0.0.0.0:8000 against OKR_DATABASE_URL.
 # Only what production needs: no embedded PostgreSQL (the `embedded` extra), no test
-# tools; OpenTelemetry (the `tracing` extra) is in, off until OTEL_EXPORTER_OTLP_ENDPOINT
-# is set. `okr bench seed` works here (bench/seed.py is the only bench module shipped).
+# tools; OpenTelemetry (part of the ordinary install) is in, off until
+# OTEL_EXPORTER_OTLP_ENDPOINT is set. `okr bench seed` works here (bench/seed.py is the only bench module shipped).
 #
 # Pin the base image by digest for reproducible builds (README, "Docker"):
 #   docker pull python:3.11-slim
@@ -17,7 +17,7 @@ COPY schema ./schema
 COPY migrations ./migrations
 COPY bench/__init__.py bench/seed.py ./bench/
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir ".[tracing]"
+    && /opt/venv/bin/pip install --no-cache-dir .
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 10001 okr \

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterator
+from contextlib import nullcontext
 from functools import partial
 from typing import Any
 
@@ -156,7 +157,7 @@ class MaskUnexpectedErrorsAndSuggestions(MaskUnexpectedErrors):
     hide_suggestions = True
 
 
-class Schema(CountingSchema, federation.Subgraph):
+class Schema(CountingSchema):
     """Strawberry logs every error at ERROR with a traceback. Here a client's mistake
     (syntax, validation, limits, bad input, no credentials) is logged once at INFO,
     without one; a server's error is logged (with its stack) where it is masked, and an
@@ -179,7 +180,15 @@ class Schema(CountingSchema, federation.Subgraph):
                 log.info("client error (request %s): %s", request_id, error.message)
 
 
+class FederatedSchema(Schema, federation.Subgraph):
+    """The same schema as an Apollo Federation subgraph (OKR_FEDERATION=1): `_service`
+    and `_entities` beside the client's fields (schema/federation.py)."""
+
+
 def build_schema(settings: Settings | None = None) -> strawberry.Schema:
+    """The schema the service serves. Federation's fields and types (`_service`,
+    `_entities`, `_Any`, ...) are in it only when OKR_FEDERATION is on: code generators
+    pointed at the server read no scalar they do not know."""
     settings = settings or Settings()
     development = settings.env == "development"
     extensions: list = [
@@ -192,8 +201,6 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
     ]
     if not settings.introspection_enabled:
         extensions.append(DisableIntrospection)
-    if not (settings.introspection_enabled or settings.federation):
-        extensions.append(federation.refuse_subgraph_sdl())
     extensions.append(StorableText)
     # It validates the document with every rule the others added.
     extensions.append(
@@ -214,24 +221,26 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
         )
     )
     federation.add_keys()
-    schema = Schema(
-        query=Query,
-        mutation=Mutation,
-        subscription=Subscription,
-        types=nodes.object_types(),
-        extensions=extensions,
-        config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=True),
-        federation_version=federation.FEDERATION_VERSION,
-        # Counts objects, time and bytes while the response is built.
-        # Queries the plan covers are answered by it (schema/fastpath.py).
-        execution_context_class=planned_executor(
-            budget_executor(
-                settings.max_response_objects,
-                settings.execution_deadline_seconds,
-                settings.max_response_bytes,
-            )
-        ),
-    )
+    federated: dict[str, Any] = {"federation_version": federation.FEDERATION_VERSION}
+    with nullcontext() if settings.federation else federation.without_directives():
+        schema = (FederatedSchema if settings.federation else Schema)(
+            query=Query,
+            mutation=Mutation,
+            subscription=Subscription,
+            types=nodes.object_types(),
+            extensions=extensions,
+            config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=True),
+            **(federated if settings.federation else {}),
+            # Counts objects, time and bytes while the response is built.
+            # Queries the plan covers are answered by it (schema/fastpath.py).
+            execution_context_class=planned_executor(
+                budget_executor(
+                    settings.max_response_objects,
+                    settings.execution_deadline_seconds,
+                    settings.max_response_bytes,
+                )
+            ),
+        )
     schema.max_per_connection = settings.max_subscriptions_per_connection
     schema.max_tokens = settings.max_query_tokens
     return schema
@@ -239,9 +248,16 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
 
 def sdl(settings: Settings | None = None) -> str:
     """The client SDL (schema/schema.graphql): what codegen reads, without federation."""
-    return federation.client_sdl(build_schema(settings))
+    return federation.client_sdl(build_schema(federated(settings)))
 
 
 def subgraph_sdl(settings: Settings | None = None) -> str:
     """The subgraph SDL (schema/subgraph.graphql): what `_service { sdl }` answers."""
-    return federation.subgraph_sdl(build_schema(settings))
+    return federation.subgraph_sdl(build_schema(federated(settings)))
+
+
+def federated(settings: Settings | None = None) -> Settings:
+    """`settings` with federation on: the SDL files are printed from the subgraph (the
+    client SDL leaves out what federation adds, so it is the same either way)."""
+    settings = settings or Settings()
+    return settings.model_copy(update={"federation": True})

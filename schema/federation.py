@@ -6,8 +6,10 @@ entity is never built from the caller's representation, only found by its id (ab
 hidden or of another organization -> null). The Relay types every subgraph may define
 alike are `@shareable`.
 
-`_service { sdl }` (the subgraph SDL, with the federation directives) follows the
-introspection setting unless OKR_FEDERATION turns it on. `schema/schema.graphql`, the SDL
+All of it is served only when OKR_FEDERATION is on (schema/api.py builds a plain schema
+otherwise): a code generator pointed at the server would fail on `_Any`, which no client
+knows. On, `_service { sdl }` (the subgraph SDL, with the federation directives) is
+answered to a gateway even where introspection is off. `schema/schema.graphql`, the SDL
 client codegen reads, is printed without anything federation added (`client_sdl`); the
 subgraph SDL is exported beside it as `schema/subgraph.graphql`.
 """
@@ -15,21 +17,20 @@ subgraph SDL is exported beside it as `schema/subgraph.graphql`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import strawberry
 from graphql import (
-    FieldNode,
     GraphQLError,
     GraphQLNamedType,
     GraphQLObjectType,
-    ValidationRule,
     is_introspection_type,
     is_specified_directive,
     is_specified_scalar_type,
 )
 from graphql.utilities.print_schema import print_directive, print_type
-from strawberry.extensions import AddValidationRules
 from strawberry.federation.schema import FederationAny
 from strawberry.federation.schema_directives import Key
 from strawberry.federation.types import FieldSet
@@ -64,6 +65,32 @@ def add_keys() -> None:
         definition = node.type.__strawberry_definition__
         if not any(isinstance(d, Key) for d in definition.directives or ()):
             definition.directives = [*(definition.directives or ()), Key(fields=FieldSet("id"))]
+
+
+def _federation_directive(directive: Any) -> bool:
+    return type(directive).__module__.startswith("strawberry.federation")
+
+
+@contextmanager
+def without_directives() -> Iterator[None]:
+    """While a plain schema (federation off) is built: the federation directives (@key on
+    the node types, @shareable on PageInfo) taken off the types, which are shared with
+    the subgraph, and put back after. Left on, they would bring `_FieldSet` along."""
+    from schema.types.common import PageInfo
+
+    types = [node.type for node in nodes.NODES.values()] + [PageInfo]
+    saved = {}
+    for type_ in types:
+        definition = type_.__strawberry_definition__
+        saved[type_] = definition.directives
+        definition.directives = [
+            d for d in definition.directives or () if not _federation_directive(d)
+        ]
+    try:
+        yield
+    finally:
+        for type_, directives in saved.items():
+            type_.__strawberry_definition__.directives = directives
 
 
 async def entity(info: Any, index: int, representation: Any) -> Any:
@@ -103,30 +130,6 @@ class Subgraph(strawberry.federation.Schema):
         return list(
             await asyncio.gather(*(entity(info, i, r) for i, r in enumerate(representations)))
         )
-
-
-class NoSubgraphSdl(ValidationRule):
-    """Refuses `_service` as introspection is refused (when neither introspection nor
-    OKR_FEDERATION is on): the subgraph SDL is the whole schema."""
-
-    def enter_field(self, node: FieldNode, *_args: Any) -> None:
-        parent = self.context.get_parent_type()
-        if node.name.value == "_service" and parent is self.context.schema.query_type:
-            self.report_error(
-                GraphQLError(
-                    "The subgraph SDL is not served here, but the requested query contained "
-                    "the field '_service' (set OKR_FEDERATION=1 to serve it to a gateway).",
-                    node,
-                )
-            )
-
-
-def refuse_subgraph_sdl() -> type[AddValidationRules]:
-    class RefuseSubgraphSdl(AddValidationRules):
-        def __init__(self) -> None:
-            super().__init__([NoSubgraphSdl])
-
-    return RefuseSubgraphSdl
 
 
 def subgraph_sdl(schema: Any) -> str:

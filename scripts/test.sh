@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test,embedded,tracing]"
+.venv/bin/python -m pip install --quiet -e ".[test,embedded]"
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .

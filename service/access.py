@@ -3,7 +3,10 @@
 ADMIN: everything in the organization. MEMBER: create objectives for their teams
 and for themselves, edit what they own and their teams' objectives that they can
 see, check in on those key results. VIEWER: read. SERVICE: read, and check in on
-any key result of its organization. Editing always requires seeing. A weight other than 1
+any key result of its organization (it is trusted for its organization); a key limited
+to teams reads and writes only what a member of those teams could: it checks in on the
+key results of its teams' objectives that it can see, and records no measurements
+(members do not). Editing always requires seeing. A weight other than 1
 under a parent needs the right to edit that parent.
 Visibility PUBLIC: the organization; TEAM: that team's members and admins;
 PRIVATE: the owner and admins.
@@ -71,12 +74,14 @@ def require_check_in(
     objective_owner: int | None,
     key_result_owner: int | None,
 ) -> None:
-    if p.role == "SERVICE":
+    if p.is_trusted_service:
         return  # any key result of its organization, as docs/design.md says
     if not can_see_objective(p, visibility, team_id, objective_owner):
         raise forbidden("you may not check in on this key result")
     if can_edit_objective(p, visibility, team_id, objective_owner):
         return
+    if p.limited_to_teams and team_id is not None and team_id in p.team_ids:
+        return  # what a member of its teams could: their objectives' key results
     if p.role == "MEMBER" and p.user_id is not None and key_result_owner == p.user_id:
         return
     raise forbidden("you may not check in on this key result")
@@ -86,6 +91,12 @@ def require_record_measurements(p: Principal) -> None:
     """Metrics are posted by the systems that own the numbers (SERVICE) and by admins."""
     if p.role not in ("ADMIN", "SERVICE"):
         raise forbidden(f"a {p.role} may not record measurements", "measurements")
+    if p.limited_to_teams:
+        raise forbidden(
+            "an API key limited to teams may not record measurements (a member of its "
+            "teams could not); check in on its teams' key results instead",
+            "measurements",
+        )
 
 
 def require_comment(p: Principal) -> None:

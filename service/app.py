@@ -27,9 +27,9 @@ from schema.context import Context
 from schema.http import GraphQLMediaType, HTTPGraphQLRouter
 from schema.persisted import PersistedQueries
 from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, refusal
-from service import migrate
+from service import graphiql, migrate
 from service.auth import Authenticator, bearer
-from service.cors import add_cors
+from service.cors import add_cors, origin_allowed
 from service.db import Database, count_statements
 from service.domain.errors import Rejected, Unauthenticated
 from service.domain.principal import Principal
@@ -136,6 +136,9 @@ class StatementCounter:
 
 
 def create_app(settings: Settings, database_url: str) -> FastAPI:
+    # Traces first: the schema below takes the GraphQL span's extension only when on.
+    tracing.configure()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.db = Database(
@@ -218,6 +221,15 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         websocket_adapter_class = BoundedWebSocket  # type: ignore[assignment]
         max_message_bytes = settings.max_body_bytes
 
+        @property
+        def graphql_ide_html(self) -> str:
+            """GraphiQL from this service's own assets, not a CDN (service/graphiql.py)."""
+            return graphiql.page()
+
+        def is_websocket_origin_allowed(self, request: object, origin: str) -> bool:
+            """Pages on other origins open sockets as they may query (service/cors.py)."""
+            return origin_allowed(settings, origin)
+
         def encode_json(self, data: object) -> str:
             return orjson.dumps(data).decode()
 
@@ -284,6 +296,8 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
     if settings.rate_limit_per_minute:
         graphql.rate_limiter = RateLimiter(settings.rate_limit_per_minute)
     app.include_router(graphql, prefix="/graphql")
+    if settings.graphiql_enabled:
+        graphiql.mount(app)  # its assets, for a network with no way out
 
     @app.exception_handler(Unauthenticated)
     async def unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
@@ -353,7 +367,18 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         standing = migrate.readiness(current)
         if standing == "behind":
             return JSONResponse({"status": "unavailable", "migration": current, "head": head}, 503)
-        return JSONResponse({"status": "ok", "migration": current, "head": head})
+        # The event listener (service/fanout.py): without it this replica's subscriptions
+        # go stale, so it is not ready until the hub has reconnected. (No hub: the app is
+        # served without its lifespan, as in tests that call it in-process.)
+        hub = getattr(app.state, "hub", None)
+        listener = {} if hub is None else {"listener": "ok" if hub.listening else "down"}
+        if listener.get("listener") == "down":
+            return JSONResponse(
+                {"status": "unavailable", **listener, "migration": current, "head": head},
+                503,
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+        return JSONResponse({"status": "ok", **listener, "migration": current, "head": head})
 
     @app.get("/metrics")
     async def prometheus(request: Request) -> Response:
@@ -386,7 +411,6 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
 
     app.add_middleware(StatementCounter, max_body=settings.max_body_bytes)
     # Observability (service/observability): request id, metrics, traces.
-    tracing.configure()
     app.add_middleware(OutageGuard)  # whatever escapes becomes JSON
     app.add_middleware(GraphQLMediaType)  # in the media type the client asked for
     app.add_middleware(observability.ObservedRequests)  # outermost: id, figures, span

@@ -65,6 +65,8 @@ _USER = text(
 _API_KEY = text(
     """
     SELECT k.id, (k.last_used_at < now() - interval '1 minute') IS NOT FALSE AS stale,
+           k.team_limited,
+           ARRAY(SELECT t.team_id FROM api_key_team t WHERE t.api_key_id = k.id) AS team_ids,
            o.id AS org_id, o.on_track_gap, o.at_risk_gap, o.check_in_cadence_days, o.event_seq
     FROM api_key k JOIN organization o ON o.id = k.organization_id
     WHERE k.key_hash = :hash AND k.revoked_at IS NULL
@@ -117,6 +119,10 @@ async def authenticate(conn: AsyncConnection, token: str, secret: str) -> Princi
             organization_id=row.org_id,
             role="SERVICE",
             api_key_id=row.id,
+            # A key limited to teams acts as a member of them would (service/access.py);
+            # `team_limited` is not NULL, and a limited key without teams sees only PUBLIC.
+            team_ids=frozenset(row.team_ids or ()) if row.team_limited else frozenset(),
+            limited_to_teams=row.team_limited is not False,
             on_track_gap=row.on_track_gap,
             at_risk_gap=row.at_risk_gap,
             check_in_cadence_days=row.check_in_cadence_days,

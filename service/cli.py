@@ -13,13 +13,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import TypeVar
 
+from pydantic import ValidationError
+
 from service import clock, migrate
 from service.auth import issue_token
 from service.db import Database, resolve_url
 from service.domain.errors import ErrorCode, Rejected
 from service.models import pk_of
 from service.observability import logs
-from service.settings import Settings, get_settings
+from service.settings import Settings, describe_refusal, get_settings
 
 T = TypeVar("T")
 
@@ -175,7 +177,7 @@ def cmd_apikey_create(args: argparse.Namespace, settings: Settings) -> int:
     async def create(db: Database):
         async def work(s):
             org = await organizations.organization_by_slug(s, args.org)
-            return await organizations.create_api_key(s, pk_of(org), args.name)
+            return await organizations.create_api_key(s, pk_of(org), args.name, args.team)
 
         return await db.transaction(work)
 
@@ -291,10 +293,10 @@ def cmd_metric_record(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export_schema(args: argparse.Namespace, settings: Settings) -> int:
-    from schema.api import build_schema
+    from schema.api import build_schema, federated
     from schema.federation import client_sdl, subgraph_sdl
 
-    schema = build_schema(settings)
+    schema = build_schema(federated(settings))
     if not args.output:
         sys.stdout.write(subgraph_sdl(schema) if args.subgraph else client_sdl(schema))
         return 0
@@ -392,9 +394,22 @@ def parser() -> argparse.ArgumentParser:
     apikey = sub.add_parser("apikey", help="service API keys").add_subparsers(
         dest="apikey_command", required=True
     )
-    ak_create = apikey.add_parser("create", help="print a new SERVICE key, once")
+    ak_create = apikey.add_parser(
+        "create",
+        help="print a new SERVICE key, once",
+        description="A SERVICE key reads what any member may and checks in on any key "
+        "result of its organization; with --team, only what a member of those teams could.",
+    )
     ak_create.add_argument("--org", required=True)
     ak_create.add_argument("--name", required=True)
+    ak_create.add_argument(
+        "--team",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="limit the key to this team (repeat for several): it then reads and writes "
+        "only what a member of those teams could",
+    )
     ak_create.set_defaults(func=cmd_apikey_create)
     ak_revoke = apikey.add_parser("revoke", help="revoke the keys of that name")
     ak_revoke.add_argument("--org", required=True)
@@ -436,9 +451,24 @@ def parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmark data").add_subparsers(
         dest="bench_command", required=True
     )
-    bench_seed = bench.add_parser("seed", help="an organization at scale, loaded with COPY")
-    bench_seed.add_argument("--scale", type=int, default=1)
-    bench_seed.add_argument("--slug")
+    bench_seed = bench.add_parser(
+        "seed",
+        help="an organization at scale, loaded with COPY",
+        description="Load one new organization, sized by --scale, with COPY; `okr verify` "
+        "is clean afterwards.",
+    )
+    bench_seed.add_argument(
+        "--scale",
+        type=int,
+        default=1,
+        metavar="N",
+        help="how many times the base organization: at 1, 200 teams three levels deep, "
+        "2,000 objectives aligned four deep, 8,000 key results and 200,000 check-ins "
+        "in one active cycle; every count grows N-fold (default: 1)",
+    )
+    bench_seed.add_argument(
+        "--slug", help="the new organization's slug (default: bench-N-<unix time>)"
+    )
     bench_seed.set_defaults(func=cmd_bench_seed)
 
     sub.add_parser("verify", help="recompute every roll-up; exit 1 on any difference").set_defaults(
@@ -458,7 +488,10 @@ def main(argv: list[str] | None = None) -> int:
     args.log_config = log_config  # uvicorn applies it in every worker
     try:
         settings = get_settings()
-    except Exception as exc:  # settings refused (e.g. unsafe production config)
+    except ValidationError as exc:  # a setting refused: its name and what it accepts
+        print(f"okr: {describe_refusal(exc)}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # settings refused otherwise
         print(f"okr: {exc}", file=sys.stderr)
         return 2
     clock.start_for_children(settings.clock_start)

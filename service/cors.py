@@ -2,12 +2,17 @@
 
 `OKR_CORS_ORIGINS` lists the allowed origins (none by default: no CORS header is
 sent and browsers keep other origins out); `okr serve --demo` also allows any port
-of http://localhost and http://127.0.0.1, for a front end in development. Preflights
+of http://localhost and http://127.0.0.1, for a front end in development. The same
+setting decides which pages may open a WebSocket (`origin_allowed`, which the GraphQL
+router asks on every cross-origin handshake: Strawberry refuses those with 403
+otherwise), so a front end that may query also receives live updates. Preflights
 (`OPTIONS /graphql`) are answered here; credentials, the Authorization header, JSON
 bodies and Apollo's own headers are allowed, and the response headers a client may
 read (the request id, Retry-After) are exposed."""
 
 from __future__ import annotations
+
+import re
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -26,6 +31,16 @@ ALLOWED_HEADERS = [
     "x-apollo-operation-name",
 ]
 EXPOSED_HEADERS = ["x-request-id", "x-sql-statements", "retry-after"]
+_LOCALHOST = re.compile(LOCALHOST_ORIGINS)
+
+
+def origin_allowed(settings: Settings, origin: str) -> bool:
+    """Whether a page on `origin` may call the service (HTTP and WebSocket alike): an
+    origin of OKR_CORS_ORIGINS (or any, with `*`), or a localhost one under --demo."""
+    origin = origin.rstrip("/")
+    if "*" in settings.cors_origins or origin in settings.cors_origins:
+        return True
+    return settings.cors_localhost and _LOCALHOST.fullmatch(origin) is not None
 
 
 def add_cors(app: FastAPI, settings: Settings) -> None:

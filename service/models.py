@@ -398,6 +398,25 @@ class ApiKey(SQLModel, table=True):
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     # Written at most once a minute per key (service/auth.py), not on every request.
     last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # A key limited to teams (`okr apikey create --team`) reads and writes only what a
+    # member of its teams (api_key_team) could. Kept apart from the rows, so that a key
+    # whose teams are all gone is limited to nothing, never unlimited.
+    team_limited: bool = Field(
+        default=False, sa_type=Boolean, nullable=False, sa_column_kwargs={"server_default": "false"}
+    )
+
+
+class ApiKeyTeam(SQLModel, table=True):
+    """The teams a team-limited API key acts for."""
+
+    __tablename__ = "api_key_team"
+    organization_id: int = _org()
+    api_key_id: int = Field(
+        sa_type=BigInteger, foreign_key="api_key.id", ondelete="CASCADE", primary_key=True
+    )
+    team_id: int = Field(
+        sa_type=BigInteger, foreign_key="team.id", ondelete="CASCADE", primary_key=True
+    )
 
 
 class Event(SQLModel, table=True):

@@ -6,10 +6,10 @@ import secrets
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -100,7 +100,8 @@ class Settings(BaseSettings):
     # None: on in development, off in production.
     graphiql: bool | None = None
     introspection: bool | None = None
-    # Serve `_service { sdl }` (Apollo Federation) even where introspection is off.
+    # Serve the schema as an Apollo Federation subgraph (`_service { sdl }`, `_entities`,
+    # `_Any`); off, clients' introspection has nothing of federation.
     federation: bool = False
 
     # Tokens from a company's identity provider (RS256/ES256), beside our own HS256.
@@ -165,6 +166,48 @@ class Settings(BaseSettings):
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(48))
         return path.read_text().strip()
+
+
+def _accepts(annotation: Any) -> str:
+    """What a setting of this type accepts, in words."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin is Annotated:
+        return _accepts(args[0])
+    if args and type(None) in args:  # Optional: unset, or the inner type
+        inner = [a for a in args if a is not type(None)]
+        return _accepts(inner[0]) if len(inner) == 1 else "a value"
+    if origin is list:
+        return "a comma-separated list"
+    return {
+        int: "a whole number",
+        float: "a number",
+        bool: "true or false (also 1/0, yes/no, on/off)",
+        Path: "a path",
+        SecretStr: "a text (kept secret)",
+        str: "a text",
+    }.get(annotation, "a value")
+
+
+def describe_refusal(exc: ValidationError) -> str:
+    """A refused setting as an operator reads it: each environment variable's name, what
+    it accepts and why its value was refused (never the value: it may be a secret), with
+    no pointer to pydantic's documentation."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        location = error.get("loc") or ()
+        field = Settings.model_fields.get(str(location[0])) if location else None
+        if field is None:  # a rule over several settings: its message names them
+            lines.append(message)
+            continue
+        name = f"OKR_{str(location[0]).upper()}"
+        if message.startswith(name):
+            lines.append(message)  # a validator of ours: it names the setting itself
+            continue
+        lines.append(f"{name} takes {_accepts(field.annotation)}; refused: {message}")
+    return "\n".join(lines)
 
 
 @lru_cache

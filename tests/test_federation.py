@@ -1,7 +1,10 @@
 """Issue 13 item 9: the service is an Apollo Federation v2 subgraph.
 
 - `_service { sdl }`: @link to federation v2, @key(fields: "id") on every node type of the
-  registry, @shareable PageInfo; served where introspection is on or OKR_FEDERATION is.
+  registry, @shareable PageInfo; served only where OKR_FEDERATION is on (then even with
+  introspection off).
+- Issue 19: without OKR_FEDERATION, introspection (what code generators read) has no
+  `_Any`, `_service`, `_entities` or any other federation type.
 - `_entities`: every node type, as several principals, answered exactly as `nodes(ids:)`
   answers the same caller (hidden or other organization -> null); bad representations and
   too many of them are errors; costed like `nodes`.
@@ -33,6 +36,13 @@ from service.settings import Settings
 from service.usecases import organizations
 from tests import helpers as h
 from tests.conftest import JWT_SECRET, Org
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """This module's app (the `client` and `org` fixtures) serves the subgraph."""
+    return Settings(jwt_secret=JWT_SECRET, data_dir=tmp_path, database_url=None, federation=True)
+
 
 ROOT = Path(__file__).parent.parent
 CLIENT_SDL = ROOT / "schema" / "schema.graphql"
@@ -169,11 +179,10 @@ async def _production_call(
     **extra: Any,
 ) -> dict:
     settings = Settings(
-        env="production",
+        **{"env": "production", **extra},
         database_url=database_url,
         jwt_secret=JWT_SECRET,
         data_dir=tmp_path,
-        **extra,
     )
     app = create_app(settings, database_url)
     app.state.db = db
@@ -188,26 +197,55 @@ async def _production_call(
         return r.json()
 
 
-async def test_service_sdl_follows_introspection_unless_federation_is_on(
+INTROSPECTION = """{
+  __schema {
+    queryType { fields { name } }
+    types { name kind }
+    directives { name }
+  }
+}"""
+
+
+async def test_without_federation_introspection_has_nothing_of_it(
+    database_url, db, org: Org, tmp_path
+):
+    # Development (introspection on), federation off: what a code generator reads.
+    plain = await _production_call(
+        database_url, db, tmp_path, org, INTROSPECTION, env="development"
+    )
+    schema = plain["data"]["__schema"]
+    types = {t["name"] for t in schema["types"]}
+    fields = {f["name"] for f in schema["queryType"]["fields"]}
+    assert not {"_Any", "_Entity", "_Service", "FieldSet", "link__Import"} & types, types
+    assert not [t for t in types if t.startswith("_") and not t.startswith("__")], types
+    assert not {"_service", "_entities"} & fields
+    assert "node" in fields and "Objective" in types  # the client's schema is all there
+    assert not {d["name"] for d in schema["directives"]} & {"key", "link", "shareable"}
+    # ... and a query naming them is a validation error, not an answer.
+    for query in ("{ _service { sdl } }", ENTITIES):
+        refused = await _production_call(
+            database_url, db, tmp_path, org, query, {"r": []}, env="development"
+        )
+        assert refused.get("data") is None
+        assert refused["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
+    # With OKR_FEDERATION the same introspection shows the subgraph's types.
+    federated = await _production_call(
+        database_url, db, tmp_path, org, INTROSPECTION, env="development", federation=True
+    )
+    schema = federated["data"]["__schema"]
+    assert "_Any" in {t["name"] for t in schema["types"]}
+    assert {"_service", "_entities"} <= {f["name"] for f in schema["queryType"]["fields"]}
+
+
+async def test_with_federation_the_sdl_is_served_even_where_introspection_is_off(
     database_url, db, org: Org, tmp_path, monkeypatch
 ):
-    # Production: introspection off, so `_service` is refused like `__schema`.
+    # Production without federation: `_service` is refused like any unknown field.
     refused = await _production_call(database_url, db, tmp_path, org, "{ _service { sdl } }")
     assert refused.get("data") is None
     assert "_service" in refused["errors"][0]["message"]
     assert refused["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
-    # ... but `_entities` is still answered (it is visibility-checked like `node`).
-    rep = [{"__typename": "User", "id": encode("User", org.admin_id)}]
-    found = await _production_call(
-        database_url,
-        db,
-        tmp_path,
-        org,
-        "query($r: [_Any!]!) { _entities(representations: $r) { ... on User { email } } }",
-        {"r": rep},
-    )
-    assert found["data"] == {"_entities": [{"email": "admin@acme.example"}]}, found
-    # OKR_FEDERATION=1 serves the SDL to a gateway while introspection stays off.
+    # OKR_FEDERATION=1 serves the SDL to a gateway while introspection stays off ...
     monkeypatch.setenv("OKR_FEDERATION", "1")
     assert Settings(jwt_secret=JWT_SECRET, data_dir=tmp_path).federation is True
     served = await _production_call(
@@ -218,6 +256,18 @@ async def test_service_sdl_follows_introspection_unless_federation_is_on(
         database_url, db, tmp_path, org, "{ __schema { types { name } } }", federation=True
     )
     assert still.get("data") is None and still["errors"]
+    # ... and `_entities` is answered (it is visibility-checked like `node`).
+    rep = [{"__typename": "User", "id": encode("User", org.admin_id)}]
+    found = await _production_call(
+        database_url,
+        db,
+        tmp_path,
+        org,
+        "query($r: [_Any!]!) { _entities(representations: $r) { ... on User { email } } }",
+        {"r": rep},
+        federation=True,
+    )
+    assert found["data"] == {"_entities": [{"email": "admin@acme.example"}]}, found
 
 
 # --- _entities --------------------------------------------------------------------------

@@ -5,12 +5,16 @@ order; and the server drains and exits cleanly on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import subprocess
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import psutil
 import websockets
 from sqlalchemy import text
 
@@ -56,6 +60,36 @@ async def serve_workers(
     raise AssertionError("okr serve --workers did not come up")
 
 
+async def worker_pids(supervisor: int, n: int) -> list[int]:
+    """The pids of the supervisor's `n` worker processes, once all are up."""
+    parent = psutil.Process(supervisor)
+    for _ in range(300):
+        children = [
+            c.pid
+            for c in parent.children()
+            # not multiprocessing's resource tracker, which the supervisor starts too
+            if c.is_running() and "resource_tracker" not in " ".join(c.cmdline())
+        ]
+        if len(children) == n:
+            return sorted(children)
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"expected {n} workers, found {parent.children()}")
+
+
+@contextlib.asynccontextmanager
+async def only(awake: int, workers: list[int]) -> AsyncIterator[None]:
+    """Every worker but `awake` paused (briefly: uvicorn's supervisor pings its workers
+    and restarts one that does not answer within 5 s)."""
+    paused = [pid for pid in workers if pid != awake]
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+
+
 async def subscriber(port: int, token: str) -> tuple[Any, str]:
     """A raw graphql-transport-ws subscriber, and the pid of the worker it landed on."""
     ws = await websockets.connect(
@@ -76,18 +110,15 @@ async def test_a_subscriber_on_one_worker_sees_check_ins_made_through_another(
     proc, port = await serve_workers(bin_okr, database_url, tmp_path, 2)
     sockets: dict[str, Any] = {}
     try:
-        for _ in range(10):
-            # Connections land where the kernel puts them: one idle worker may take a
-            # series of them one at a time, so they are opened in bursts.
-            burst = await asyncio.gather(*(subscriber(port, org.admin_token) for _ in range(12)))
-            for ws, pid in burst:
-                if pid in sockets:
-                    await ws.close()
-                else:
-                    sockets[pid] = ws
-            if len(sockets) == 2:
-                break
-        assert len(sockets) == 2, "every connection landed on one worker"
+        workers = await worker_pids(proc.pid, 2)
+        # Where the kernel puts a connection is its choice, and under load one worker may
+        # take them all; so each connection is made while every other worker is paused
+        # (SIGSTOP: it accepts nothing), and lands on the one left awake.
+        for pid in workers:
+            async with only(pid, workers):
+                ws, landed = await subscriber(port, org.admin_token)
+            sockets[landed] = ws
+            assert landed == str(pid), (landed, pid)
         assert proc.pid not in {int(p) for p in sockets}  # workers, not the supervisor
         await asyncio.sleep(0.5)
         kr = tree.gid("KeyResult", tree.kr_x)
@@ -107,11 +138,14 @@ async def test_a_subscriber_on_one_worker_sees_check_ins_made_through_another(
             return r.headers["x-okr-worker"]
 
         async with httpx.AsyncClient(timeout=30) as http:
-            # Bursts of check-ins on fresh connections until both workers took some.
-            while set(through) != set(sockets) and value < 60:
-                burst = range(value + 1, value + 7)
-                through += await asyncio.gather(*(post(http, v) for v in burst))
-                value += len(burst)
+            # Check-ins through each worker in turn, the other paused, on fresh connections.
+            for _round in range(2):
+                for pid in workers:
+                    async with only(pid, workers):
+                        for _ in range(3):
+                            value += 1
+                            through.append(await post(http, value))
+        assert through == [str(p) for _ in range(2) for p in workers for _ in range(3)]
         assert set(through) == set(sockets), through
         streams = []
         for ws in sockets.values():

@@ -15,6 +15,9 @@ class Principal:
     user_id: int | None = None
     api_key_id: int | None = None
     team_ids: frozenset[int] = field(default_factory=frozenset)
+    # An API key limited to teams (`okr apikey create --team`): `team_ids` are its teams,
+    # and it reads and writes only what a member of them could.
+    limited_to_teams: bool = False
     on_track_gap: float = 0.10
     at_risk_gap: float = 0.25
     check_in_cadence_days: int = 7
@@ -32,3 +35,8 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "ADMIN"
+
+    @property
+    def is_trusted_service(self) -> bool:
+        """A SERVICE key trusted for its whole organization (not limited to teams)."""
+        return self.role == "SERVICE" and not self.limited_to_teams

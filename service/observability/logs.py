@@ -18,6 +18,7 @@ import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+from service.observability import tracing
 from service.outage import new_request_id, request_id_var
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
@@ -49,9 +50,16 @@ def request_id_from(headers: Any) -> str:
 
 
 class RequestIdFilter(logging.Filter):
+    """The request id on every line, and the current span's `trace_id` and `span_id`
+    when tracing is on and a span is current."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
             record.request_id = request_id.get()
+        if not hasattr(record, "trace_id"):
+            ids = tracing.current_ids()
+            if ids is not None:
+                record.trace_id, record.span_id = ids
         return True
 
 

@@ -278,8 +278,9 @@ async def check_in(
     objective = from_json(Objective, read["objective"])
     cycle = from_json(Cycle, read["cycle"])
     # A service posts its numbers to any key result of its organization (docs/design.md,
-    # "Access"), seen or not; the payload then shows nothing of a hidden one.
-    if p.role != "SERVICE" and not can_see_objective(
+    # "Access"), seen or not; the payload then shows nothing of a hidden one. A key
+    # limited to teams is answered as a member of them is.
+    if not p.is_trusted_service and not can_see_objective(
         p, objective.visibility, objective.team_id, objective.owner_id
     ):
         raise not_found("key result", "keyResultId")

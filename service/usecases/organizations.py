@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -15,7 +16,7 @@ from service.domain.credentials import new_api_key
 from service.domain.enums import Role
 from service.domain.errors import ErrorCode, Rejected, forbidden, invalid, not_found
 from service.domain.principal import Principal
-from service.models import ApiKey, Organization, Team, TeamMembership, User
+from service.models import ApiKey, ApiKeyTeam, Organization, Team, TeamMembership, User
 from service.usecases import commands, common
 from service.usecases.common import EMAIL, MAX_NAME, required_text
 
@@ -203,17 +204,47 @@ async def user_by_email(session: AsyncSession, organization_id: int, email: str)
 
 
 async def create_api_key(
-    session: AsyncSession, organization_id: int, name: str
+    session: AsyncSession, organization_id: int, name: str, teams: Sequence[str] = ()
 ) -> tuple[ApiKey, str]:
+    """A SERVICE key. With `teams` (team names of the organization), the key is limited to
+    them: it reads and writes only what a member of those teams could."""
     name = required_text(name, "name", MAX_NAME)
+    team_ids = [await _team_named(session, organization_id, team) for team in teams]
     key, key_hash = new_api_key()
-    row = ApiKey(organization_id=organization_id, name=name, key_hash=key_hash)
+    row = ApiKey(
+        organization_id=organization_id, name=name, key_hash=key_hash, team_limited=bool(teams)
+    )
     session.add(row)
+    await session.flush()
+    for team_id in sorted(set(team_ids)):
+        session.add(
+            ApiKeyTeam(
+                organization_id=organization_id, api_key_id=common.id_of(row), team_id=team_id
+            )
+        )
     await session.flush()
     await events.record(
         session, None, organization_id, events.api_key_created(common.id_of(row), name)
     )
     return row, key
+
+
+async def _team_named(session: AsyncSession, organization_id: int, name: str) -> int:
+    """The id of the one team of the organization called `name`."""
+    ids: list[int | None] = list(
+        await session.scalars(
+            select(col(Team.id)).where(
+                col(Team.organization_id) == organization_id, col(Team.name) == name.strip()
+            )
+        )
+    )
+    if not ids:
+        raise not_found(f"team {name.strip()!r}", "team")
+    if len(ids) > 1:
+        raise invalid(f"several teams are called {name.strip()!r}", "team")
+    found = ids[0]
+    assert found is not None  # a stored row's id
+    return found
 
 
 async def api_keys(session: AsyncSession, organization_id: int) -> list[ApiKey]:
