@@ -13,8 +13,10 @@ one error, `data` null. A subscription gets a fresh budget for every event.
 
 An async resolver is checked each time it is resumed, too (`Guarded`): thousands of
 them wake in one turn of the event loop when their data loader answers, and each would
-build its whole list before anything could count it. A response that has grown large
-also lets the loop serve other requests between its steps (`Pacer`).
+build its whole list before anything could count it. Each resumed resolver also waits
+its turn once the loop's current turn has run a slice (service/pacing.py), so that other
+requests are served between the steps of a large response. A read (not a write) ends at
+its deadline wherever it waits (`_within_deadline`): its statements are cancelled.
 
 A mutation's root fields always run to the end (a write is never cut in half); only
 the selection on their payloads is bounded, and the error says the write was applied.
@@ -34,10 +36,12 @@ from graphql import ExecutionResult, GraphQLError
 from graphql.execution import Executor
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
-# A response past this many objects yields the event loop every SLICE seconds; smaller
-# ones never wait (their data loaders' batches stay whole).
-PACE_AFTER_OBJECTS = 5_000
-SLICE_SECONDS = 0.05
+from service.pacing import pacer
+
+# A response past this many objects waits its turn of the loop (service/pacing.py);
+# smaller ones never wait, so that their data loaders' batches stay whole (the statement
+# count of a read does not depend on how loaded the machine is).
+PACE_AFTER_OBJECTS = 1_000
 
 
 @dataclass(frozen=True)
@@ -102,36 +106,9 @@ class Budget:
         return GraphQLError(message, path=path.as_list(), extensions=extensions)
 
 
-class Pacer:
-    """Time slices of the event loop for large responses: once one has run SLICE_SECONDS
-    in a turn of the loop, the rest wait for the next turn, after the loop has looked
-    for other work (a health check, a small query)."""
-
-    def __init__(self) -> None:
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.started: float | None = None
-        self.waiting = False
-
-    def must_wait(self) -> bool:
-        loop = asyncio.get_running_loop()
-        if loop is not self.loop:
-            self.loop, self.started, self.waiting = loop, None, False
-        if self.waiting:
-            return True
-        now = time.monotonic()
-        if self.started is None:
-            self.started = now
-            loop.call_soon(self._next_turn)  # runs first in the next turn
-            return False
-        if now - self.started > SLICE_SECONDS:
-            self.waiting = True
-        return self.waiting
-
-    def _next_turn(self) -> None:
-        self.started, self.waiting = None, False
-
-
-_pacer = Pacer()
+def loop_deadline(budget: Budget) -> float:
+    """The budget's deadline on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (budget.deadline - time.monotonic())
 
 
 class Guarded:
@@ -154,9 +131,9 @@ class Guarded:
         stopping = False
         while True:
             if thrown is None and not stopping:
-                if budget.objects > PACE_AFTER_OBJECTS and _pacer.must_wait():
+                if budget.objects > PACE_AFTER_OBJECTS and pacer.must_wait():
                     try:
-                        yield None  # as asyncio.sleep(0): the next turn of the loop
+                        yield from pacer.turn().__await__()  # a later turn of the loop
                     except GeneratorExit:
                         coro.close()
                         raise
@@ -197,6 +174,27 @@ def budget_executor(max_objects: int, seconds: float, max_bytes: int) -> type[Ex
             self.budget = Budget(bounds)
             # A mutation's root fields are never stopped: a write is not cut off.
             self.writes = self.operation.operation.value == "mutation"
+
+        def execute_operation(self, serially: bool | None = None) -> Any:
+            result = super().execute_operation(serially)
+            if self.writes or not self.is_awaitable(result):
+                return result
+            return self._within_deadline(result)
+
+        async def _within_deadline(self, result: Any) -> Any:
+            """A read ends at its deadline wherever it waits: a statement still running
+            is cancelled (asyncpg cancels it in the database), a data loader's waiters
+            are let go, and the response is the budget's one error."""
+            budget = self.budget
+            timer = asyncio.timeout_at(loop_deadline(budget))
+            try:
+                async with timer:
+                    return await result
+            except TimeoutError:
+                if not timer.expired():
+                    raise
+                budget.too_slow()
+                return self.build_response(None)
 
         def build_per_event_executor(self, payload: Any) -> Executor:
             executor = super().build_per_event_executor(payload)

@@ -9,14 +9,20 @@ free, but for the two that read the check-in history once per object
 own coercion, with the variables' and the arguments' defaults. Depth, tokens and
 aliases are limited by Strawberry's own extensions beside this one.
 
-A plain list's real length (a tree's `descendants`) is known only once it is read:
-the response budget (`schema/budget.py`) bounds it while the response is built.
+Three fields are priced by what they read, as best known before execution, from
+statistics read for the caller just before the cost is computed (service/reads/sizes.py,
+one cheap statement each, run only when the document asks for the field): a
+`descendants` as the mean tree under a root, a `forecast` as one object plus the mean
+check-ins per key result (it fits a line through all of them), and a `cycleReport` as
+the objectives and key results of its cycle. A plain list's real length is known only
+once it is read: the response budget (`schema/budget.py`) bounds it while the response
+is built, and the deadline ends what runs long.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from graphql import (
@@ -37,7 +43,9 @@ from graphql import (
 from graphql.execution.values import VariableValues, get_argument_values, get_variable_values
 from strawberry.extensions import SchemaExtension
 
+from schema import ids
 from schema.caching import MAX_CACHED_QUERY_CHARS
+from service.reads.sizes import Sizes, sizes
 
 LIST_GUESS = 10
 # A read of the check-in history made for one object alone (`progress(asOf:)`,
@@ -45,8 +53,21 @@ LIST_GUESS = 10
 # one document are refused before they hold the database and the event loop.
 HISTORY_READ = 100
 PRICED_SCALARS = frozenset({"progress", "progressHistory"})
-# A cycle report reads every objective and key result of the cycle, and their records.
+# A cycle report reads every objective and key result of the cycle, and their records:
+# priced as that many (service/reads/sizes.py); this when the cycle cannot be counted.
 CYCLE_REPORT = 1000
+
+
+class Wants:
+    """The statistics a document's price needs (found by a first walk)."""
+
+    def __init__(self) -> None:
+        self.tree = False
+        self.check_ins = False
+        self.cycle_ids: set[int] = set()
+
+    def __bool__(self) -> bool:
+        return self.tree or self.check_ins or bool(self.cycle_ids)
 
 
 class LimitExceeded(Exception):
@@ -70,12 +91,15 @@ class CostWalker:
         variables: VariableValues,
         max_page: int,
         default_page: int,
+        sizes: Sizes | None = None,
     ) -> None:
         self.schema = schema
         self.fragments = fragments
         self.variables = variables
         self.max_page = max_page
         self.default_page = default_page
+        self.sizes = sizes or Sizes()
+        self.wants = Wants()
 
     def _args(self, field: Any, node: FieldNode) -> dict[str, Any]:
         """The arguments as execution will see them, defaults included (an argument
@@ -89,7 +113,16 @@ class CostWalker:
         """What a field that reads the check-in history once per object, unbatched, costs
         beyond its objects: progress as of an instant, and a progress series."""
         if name == "cycleReport":
-            return CYCLE_REPORT
+            try:
+                args = self._args(field, node)
+                cycle = ids.decode_as(str(args.get("cycle_id", args.get("cycleId"))), "Cycle")
+            except (ids.BadId, TypeError, ValueError):
+                return 0  # answered with an error, reading nothing
+            self.wants.cycle_ids.add(cycle)
+            return self.sizes.cycles.get(cycle, CYCLE_REPORT)
+        if name == "forecast":
+            self.wants.check_ins = True
+            return self.sizes.check_ins or 0
         if name not in PRICED_SCALARS or not node.arguments:
             return 0
         args = self._args(field, node)
@@ -167,8 +200,11 @@ class CostWalker:
                 inner = multiplier  # edges, pageInfo: counted by the connection's page size
             elif is_list:
                 args = self._args(field, node)
-                ids = args.get("ids", args.get("representations"))  # nodes, _entities
-                size = len(ids) if isinstance(ids, list) else LIST_GUESS
+                listed = args.get("ids", args.get("representations"))  # nodes, _entities
+                size = len(listed) if isinstance(listed, list) else LIST_GUESS
+                if name == "descendants":
+                    self.wants.tree = True
+                    size = self.sizes.tree if self.sizes.tree is not None else LIST_GUESS
                 inner = multiplier * max(size, 1)
                 total += inner
             else:
@@ -184,14 +220,17 @@ def _operation(document: Any, operation_name: str | None) -> OperationDefinition
     return operations[0] if operations else None
 
 
-def query_cost(
+async def query_cost(
     schema: Any,
     document: Any,
     operation_name: str | None,
     variables: VariableValues,
     max_page: int,
     default_page: int,
+    context: Any = None,
 ) -> int:
+    """The document's cost; when it asks for a field priced by what it reads, and the
+    caller is known, by the statistics read for that caller (service/reads/sizes.py)."""
     op = _operation(document, operation_name)
     if op is None:
         return 0
@@ -204,7 +243,20 @@ def query_cost(
         "subscription": schema.subscription_type,
     }[op.operation.value]
     walker = CostWalker(schema, fragments, variables, max_page, default_page)
-    return max(1, walker.cost(op.selection_set, root, 1))
+    cost = walker.cost(op.selection_set, root, 1)
+    wants = walker.wants
+    if wants and getattr(context, "is_authenticated", False):
+        async with context.db.connect() as conn:
+            known = await sizes(
+                conn,
+                context.principal,
+                tree=wants.tree,
+                check_ins=wants.check_ins,
+                cycle_ids=wants.cycle_ids,
+            )
+        walker = CostWalker(schema, fragments, variables, max_page, default_page, known)
+        cost = walker.cost(op.selection_set, root, 1)
+    return max(1, cost)
 
 
 def cost_limit(
@@ -218,7 +270,7 @@ def cost_limit(
 
         cost: int | None = None
 
-        def on_validate(self) -> Iterator[None]:
+        async def on_validate(self) -> AsyncIterator[None]:
             ctx = self.execution_context
             if ctx.graphql_document is not None and ctx.pre_execution_errors is None:
                 # Validation depends on the document only: remember it per document.
@@ -248,11 +300,11 @@ def cost_limit(
                             checked.pop(next(iter(checked)))
                 errors = list(errors)
                 if not errors:
-                    errors += self._limits()  # the cost depends on the variables too
+                    errors += await self._limits()  # the cost depends on the variables too
                 ctx.pre_execution_errors = errors
             yield
 
-        def _limits(self) -> list[GraphQLError]:
+        async def _limits(self) -> list[GraphQLError]:
             ctx = self.execution_context
             schema = ctx.schema._schema
             op = _operation(ctx.graphql_document, ctx.operation_name)
@@ -265,13 +317,14 @@ def cost_limit(
             if isinstance(variables, list):
                 return variables  # what execution would say, said before it starts
             try:
-                self.cost = query_cost(
+                self.cost = await query_cost(
                     schema,
                     ctx.graphql_document,
                     ctx.operation_name,
                     variables,
                     max_page,
                     default_page,
+                    ctx.context,
                 )
             except LimitExceeded as exc:
                 return [GraphQLError(str(exc), extensions={"code": "BAD_USER_INPUT"})]

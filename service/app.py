@@ -315,7 +315,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         """The cycle report as a spreadsheet: one row per key result."""
         from schema.ids import BadId, decode_as
         from service import clock
-        from service.reports import CSV_COLUMNS, csv_rows, cycle_report
+        from service.reports import CSV_COLUMNS, ReportRefused, bounded_report, csv_rows
 
         principal = await authenticator(request.app).authenticate(
             bearer(request.headers.get("authorization"))
@@ -328,10 +328,18 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         except BadId:
             return PlainTextResponse("not a cycle id\n", status_code=404)
         try:
-            async with request.app.state.db.connect() as conn:
-                report = await cycle_report(conn, principal, pk, clock.now())
+            report = await bounded_report(
+                request.app.state.db,
+                principal,
+                pk,
+                clock.now(),
+                settings.max_query_cost,
+                settings.execution_deadline_seconds,
+            )
         except Rejected:
             return PlainTextResponse("cycle not found\n", status_code=404)
+        except ReportRefused as refused:  # too costly, or past the deadline
+            return PlainTextResponse(f"{refused}\n", status_code=refused.status)
         out = io.StringIO()
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
         writer.writeheader()

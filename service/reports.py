@@ -11,6 +11,7 @@ marker, with no column to add; `score_reason` is not, since a reason is optional
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -20,11 +21,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import models
+from service.db import Database
 from service.domain import enums, rules
 from service.domain.enums import EventKind
 from service.domain.errors import not_found
 from service.domain.principal import Principal
+from service.pacing import give_way
 from service.reads.realism import judge, record_points
+from service.reads.sizes import cycle_rows
 from service.reads.visibility import visible_objectives
 
 OBJ = models.table(models.Objective)
@@ -136,7 +140,9 @@ async def cycle_report(
         by_hand = await _scored_by_hand(conn, p.organization_id, kr_ids)
     teams: dict[int | None, TeamReport] = {}
     rows: list[dict[str, Any]] = []
-    for o in objectives:
+    for n, o in enumerate(objectives):
+        if n % 32 == 0:
+            await give_way()  # a cycle of thousands: other requests are served meanwhile
         team = teams.setdefault(o.team_id, TeamReport(o.team_id, o.team_name))
         if by_hand is not None:
             team.unconfirmed_scores = team.unconfirmed_scores or 0
@@ -173,6 +179,39 @@ async def cycle_report(
             rows.append(_row(o, status, None, None, False))
     ordered = sorted(teams.values(), key=lambda t: (t.team_name is None, t.team_name or ""))
     return CycleReport(cycle, ordered, rows)
+
+
+class ReportRefused(Exception):
+    """A report not built: too costly to start, or stopped at the deadline."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+async def bounded_report(
+    db: Database, p: Principal, cycle_id: int, now: datetime, max_cost: int, seconds: float
+) -> CycleReport:
+    """A report outside GraphQL (the CSV export), under the limits a GraphQL read has:
+    priced as `cycleReport` is (a row per objective and key result the caller may see,
+    service/reads/sizes.py) and refused past `max_cost` before it runs, then stopped at
+    the deadline (its statements cancelled; its loops give way to other requests)."""
+    async with db.connect() as conn:
+        cost = 1 + (await cycle_rows(conn, p, [cycle_id]))[cycle_id]
+        if cost > max_cost:
+            raise ReportRefused(
+                f"the report of this cycle costs {cost}, over the maximum of {max_cost}; "
+                "ask for the report of a smaller cycle or ask an administrator",
+                422,
+            )
+        try:
+            async with asyncio.timeout(seconds):
+                return await cycle_report(conn, p, cycle_id, now)
+        except TimeoutError:
+            raise ReportRefused(
+                f"the report ran longer than {seconds:g} seconds and was stopped; try again later",
+                503,
+            ) from None
 
 
 async def _scored_by_hand(conn: AsyncConnection, org: int, kr_ids: list[int]) -> set[int]:

@@ -34,8 +34,11 @@ def test_a_started_clock_reads_its_instant_then_flows():
 
 
 def test_a_naive_instant_is_utc_and_a_worker_lines_up_with_its_parent(monkeypatch):
-    monkeypatch.delenv(clock.STARTED_AT_ENV, raising=False)
-    monkeypatch.delenv("OKR_CLOCK_START", raising=False)
+    # Set, then removed: monkeypatch then puts back what was there (nothing) at the end,
+    # so the variables start_for_children writes do not reach later tests' processes.
+    for name in (clock.STARTED_AT_ENV, "OKR_CLOCK_START"):
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     clock.start_for_children(datetime(2027, 3, 31, 23, 0, tzinfo=UTC))
     parent = clock.now()
     # A worker starts later, with the setting and the parent's start in its environment.

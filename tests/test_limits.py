@@ -77,41 +77,48 @@ async def test_item4_nested_descendants_are_refused_quickly_and_the_server_stays
     org: Org, serve
 ):
     """The attack: four nested `descendants` over a 60-objective chain cost 11,111 by the
-    static estimate, returned 13 MB and held the event loop 12.8 s."""
+    static estimate, returned 13 MB and held the event loop 12.8 s. A `descendants` is now
+    priced as the tree it walks (59 under the one root): refused before it runs; past the
+    cost limit, the object budget ends it."""
     ids = await chain(org, 60)
     server = await serve()
-    async with httpx.AsyncClient(base_url=server.base, timeout=120) as http:
-        stop = asyncio.Event()
-        waits: list[float] = []
+    unpriced = await serve(OKR_MAX_QUERY_COST=str(10**12))
+    for base, code in ((server.base, "QUERY_TOO_COSTLY"), (unpriced.base, "RESPONSE_TOO_LARGE")):
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            stop = asyncio.Event()
+            waits: list[float] = []
 
-        async def probe() -> None:
-            while not stop.is_set():
-                started = time.perf_counter()
-                assert (await http.get("/healthz")).status_code == 200
-                waits.append(time.perf_counter() - started)
-                await asyncio.sleep(0.05)
+            async def probe(stop: asyncio.Event, waits: list[float]) -> None:
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    assert (await http.get("/healthz")).status_code == 200
+                    waits.append(time.perf_counter() - started)
+                    await asyncio.sleep(0.05)
 
-        prober = asyncio.create_task(probe())
-        await asyncio.sleep(0.3)
-        started = time.perf_counter()
-        r = await http.post(
-            "/graphql",
-            json={"query": NESTED_DESCENDANTS, "variables": {"id": ids[0]}},
-            headers={"Authorization": f"Bearer {org.admin_token}"},
-        )
-        took = time.perf_counter() - started
-        await asyncio.sleep(0.3)
-        stop.set()
-        await prober
-    body = r.json()
-    assert body["data"] is None
-    assert [e["extensions"]["code"] for e in body["errors"]] == ["RESPONSE_TOO_LARGE"]
-    assert body["errors"][0]["extensions"]["maxObjects"] == 50_000
-    assert "50000 objects" in body["errors"][0]["message"]
-    assert len(r.content) < 10_000  # one error, not 13 MB
-    # Generous bounds (two shared cores): before, 12.8 s and /healthz waited 11 s.
-    assert took < 8, took
-    assert len(waits) >= 5 and max(waits) < 2.5, waits
+            prober = asyncio.create_task(probe(stop, waits))
+            await asyncio.sleep(0.3)
+            started = time.perf_counter()
+            r = await http.post(
+                "/graphql",
+                json={"query": NESTED_DESCENDANTS, "variables": {"id": ids[0]}},
+                headers={"Authorization": f"Bearer {org.admin_token}"},
+            )
+            took = time.perf_counter() - started
+            await asyncio.sleep(0.3)
+            stop.set()
+            await prober
+        body = r.json()
+        assert body["data"] is None
+        assert [e["extensions"]["code"] for e in body["errors"]] == [code]
+        if code == "QUERY_TOO_COSTLY":
+            assert body["errors"][0]["extensions"]["cost"] == 1 + 59 * (1 + 59 * (1 + 59 * 60))
+        else:
+            assert body["errors"][0]["extensions"]["maxObjects"] == 50_000
+            assert "50000 objects" in body["errors"][0]["message"]
+        assert len(r.content) < 10_000  # one error, not 13 MB
+        # Generous bounds (two shared cores): before, 12.8 s and /healthz waited 11 s.
+        assert took < 8, took
+        assert len(waits) >= 5 and max(waits) < 2.5, waits
 
 
 async def _query(client: httpx.AsyncClient, token: str, query: str, variables=None):
@@ -142,7 +149,9 @@ def make_client(database_url: str, db: Database, tmp_path: Path):
 async def test_item4_the_deadline_stops_a_long_completion(org: Org, make_client):
     """With the object budget out of the way, the deadline alone ends the same attack."""
     ids = await chain(org, 60)
-    async with make_client(max_response_objects=10**9, execution_deadline_seconds=1.0) as c:
+    async with make_client(
+        max_response_objects=10**9, execution_deadline_seconds=1.0, max_query_cost=10**12
+    ) as c:
         started = time.perf_counter()
         r = await _query(c, org.admin_token, NESTED_DESCENDANTS, {"id": ids[0]})
         took = time.perf_counter() - started
@@ -160,7 +169,9 @@ async def test_item4_a_resolver_stopped_mid_query_returns_its_connection(
     its connection goes back to the pool and later requests are served."""
     ids = await chain(org, 40)
     lists = "{ " + " ".join(f"o{i}: objectives(first: 50) {{ totalCount }}" for i in range(20))
-    async with make_client(execution_deadline_seconds=0.01, response_cache_seconds=0) as c:
+    async with make_client(
+        execution_deadline_seconds=0.01, response_cache_seconds=0, max_query_cost=10**12
+    ) as c:
         for query, variables in ((NESTED_DESCENDANTS, {"id": ids[0]}), (lists + " }", {})):
             for _ in range(3):
                 body = (await _query(c, org.admin_token, query, variables)).json()
@@ -573,7 +584,9 @@ async def test_item4_reads_of_the_history_per_object_are_costed(org: Org, client
     they are priced, so a document of thousands of them is refused before it runs (found
     from outside: 29 aliases of `progress(asOf:)` under a tree held the loop for 26 s)."""
     cycle = await h.active_cycle(org)
-    await h.objective(org, cycle, "O")
+    root = await h.objective(org, cycle, "O")
+    for n in range(10):  # a `descendants` is priced as the mean tree under a root: 10
+        await h.objective(org, cycle, f"O{n}", parentId=root)
     aliases = " ".join(f'p{i}: progress(asOf: "2026-11-{i + 1:02d}T00:00:00Z")' for i in range(29))
     costly = [
         f"{{ objectives(first: 10) {{ edges {{ node {{ {aliases} }} }} }} }}",
@@ -587,7 +600,8 @@ async def test_item4_reads_of_the_history_per_object_are_costed(org: Org, client
         body = r.json()
         assert body.get("data") is None, query
         assert body["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY", body
-        assert int(r.headers["x-sql-statements"]) == 1  # authentication only: nothing ran
+        # Authentication, and for `descendants` the statistic its price needs: nothing ran.
+        assert int(r.headers["x-sql-statements"]) == 1 + ("descendants" in query)
     # One objective's progress a month ago, and a chart of it, stay cheap.
     fine = (
         '{ objectives(first: 20) { edges { node { progress(asOf: "2026-11-01T00:00:00Z") '
@@ -671,14 +685,19 @@ async def test_item11_bodies_and_numbers_past_what_parsers_take_are_clear_errors
     assert await events_total(org) == before
 
 
-async def test_a_cycle_report_is_priced_as_the_whole_cycle_it_reads(org: Org, client):
+async def test_a_cycle_report_is_priced_as_the_whole_cycle_it_reads(org: Org, client, make_client):
     """Found from outside: 25 aliases of `cycleReport` cost 275 and held the database for
-    11 s. A report reads the whole cycle and costs 1,000."""
+    11 s; then 20 from a MEMBER froze /healthz at a fixed price of 1,000 each. A report
+    now costs the objectives and key results of its cycle the caller may see."""
     cycle = await h.active_cycle(org)
+    for n in range(3):
+        o = await h.objective(org, cycle, f"O{n}")
+        await h.key_result(org, o)
+        await h.key_result(org, o)
     one = f'{{ cycleReport(cycleId: "{cycle}") {{ realism {{ verdict count }} }} }}'
     body = (await _query(client, org.admin_token, one)).json()
     assert "errors" not in body, body
-    assert body["extensions"]["cost"]["requestedQueryCost"] == 1 + 1000 + 10
+    assert body["extensions"]["cost"]["requestedQueryCost"] == 1 + (3 + 6) + 10
     many = (
         "{ "
         + " ".join(
@@ -686,5 +705,8 @@ async def test_a_cycle_report_is_priced_as_the_whole_cycle_it_reads(org: Org, cl
         )
         + " }"
     )
-    r = await _query(client, org.admin_token, many)
+    body = (await _query(client, org.admin_token, many)).json()
+    assert body["extensions"]["cost"]["requestedQueryCost"] == 25 * (1 + 9 + 10)
+    async with make_client(max_query_cost=400) as small:
+        r = await _query(small, org.admin_token, many)
     assert r.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_COSTLY"

@@ -126,7 +126,9 @@ async def test_operation_name_label_is_capped(org: Org, client):
     scraped = await scrape(client)
     seen = label_values(scraped, "okr_graphql_request_duration_seconds_count", "operation_name")
     assert "other" in seen
-    assert len(seen - {"other", "anonymous"}) <= metrics.MAX_NAMES_PER_ORGANIZATION
+    # Other tests' organizations bring in names of their own into the same registry:
+    # count this organization's.
+    assert len(seen & set(names)) <= metrics.MAX_NAMES_PER_ORGANIZATION
     assert "L" * 70 not in seen
 
 

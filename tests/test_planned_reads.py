@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -44,12 +45,8 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Clock(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
-            return FROZEN
-
-    monkeypatch.setattr(context_module, "datetime", Clock)
+    # Reads take the request's instant from the context; writes keep the clock's own.
+    monkeypatch.setattr(context_module, "clock", SimpleNamespace(now=lambda: FROZEN))
 
 
 @pytest.fixture

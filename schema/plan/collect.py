@@ -40,6 +40,7 @@ from graphql.execution.values import get_argument_values
 
 from schema import ids
 from service.domain import rules
+from service.pacing import give_way
 from service.reads.rows import Reads
 
 Row = Any
@@ -251,6 +252,7 @@ class Plan:
         keys: list[str] = []
         columns: list[list[Any]] = []
         for sel in sels:
+            await self.on_time()
             if sel.name == "__typename":
                 got: Any = self.leaf(sel, [type_name] * len(rows))
             else:
@@ -290,6 +292,14 @@ class Plan:
             out.append(built[i : i + len(g)])
             i += len(g)
         return out
+
+    async def on_time(self) -> None:
+        """Between the steps of a level: give the loop its turn when this one has run
+        long (the deadline's timer fires at such a point), and stop past the deadline
+        (the executor then answers with the budget's error at once)."""
+        await give_way()
+        if self.ex.budget.exhausted():
+            raise Unsupported("past the deadline: the executor gives its error")
 
     # --- shared computations ------------------------------------------------------------
 
