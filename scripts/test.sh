@@ -14,4 +14,4 @@ python3 -m venv .venv
 .venv/bin/hadolint Dockerfile
 .venv/bin/mypy
 .venv/bin/lint-imports
-.venv/bin/python -m pytest -q "$@"
+.venv/bin/python -m pytest -q -n 2 "$@"

@@ -93,7 +93,9 @@ async def only(awake: int, workers: list[int]) -> AsyncIterator[None]:
 async def subscriber(port: int, token: str) -> tuple[Any, str]:
     """A raw graphql-transport-ws subscriber, and the pid of the worker it landed on."""
     ws = await websockets.connect(
-        f"ws://127.0.0.1:{port}/graphql", subprotocols=["graphql-transport-ws"]
+        f"ws://127.0.0.1:{port}/graphql",
+        subprotocols=["graphql-transport-ws"],
+        open_timeout=30,  # a loaded machine (the suite runs on two cores at once)
     )
     pid = ws.response.headers["x-okr-worker"]
     await ws.send(
