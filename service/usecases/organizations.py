@@ -190,7 +190,8 @@ async def _locked_admins(session: AsyncSession, p: Principal) -> set[int]:
         .scalars()
         .all()
     )
-    if p.user_id is None or p.user_id not in admins:
+    # An ADMIN principal without a user is the operator at the database (`okr user`).
+    if p.user_id is not None and p.user_id not in admins:
         raise forbidden("only an active organization admin may do this")
     return {i for i in admins if i is not None}
 
