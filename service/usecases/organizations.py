@@ -315,11 +315,18 @@ async def anonymize_user(session: AsyncSession, p: Principal, cmd: commands.User
     return target
 
 
-_EVENTS_NAMING = text(
+_EVENTS_ABOUT = text(
     """
     SELECT id, payload FROM event
-    WHERE organization_id = :org
-      AND ((subject_type = 'User' AND subject_id = :user) OR strpos(payload::text, :email) > 0)
+    WHERE organization_id = :org AND subject_type = 'User' AND subject_id = :user
+    """
+)
+_EVENTS_HOLDING = text(
+    """
+    SELECT id, payload FROM event
+    WHERE organization_id = :org AND NOT (subject_type = 'User' AND subject_id = :user)
+      AND EXISTS (SELECT 1 FROM unnest(CAST(:emails AS text[])) AS e(v)
+                  WHERE strpos(payload::text, e.v) > 0)
     """
 )
 _EVENT_PAYLOAD = text("UPDATE event SET payload = CAST(:payload AS jsonb) WHERE id = :id")
@@ -328,23 +335,45 @@ _EVENT_PAYLOAD = text("UPDATE event SET payload = CAST(:payload AS jsonb) WHERE 
 async def _erase_from_events(
     session: AsyncSession, org: int, user_id: int, name: str, email: str
 ) -> None:
-    """Every string value of an event's payload equal to the person's old name or email
-    (in the events about them, and in any other that holds their email) becomes the
-    placeholder."""
-    replace = {email: anonymized_email(user_id), name: ANONYMIZED_NAME}
+    """In the events about the person, every `name` and `email` value (before and after
+    included: every name and email they ever had) becomes the placeholder; in any other
+    event of the organization, a string equal to one of those values does too."""
+    placeholder = {"name": ANONYMIZED_NAME, "email": anonymized_email(user_id)}
+    known: dict[str, str] = {name: ANONYMIZED_NAME, email: placeholder["email"]}
 
-    def scrub(value: Any) -> Any:
-        if isinstance(value, str):
-            return replace.get(value, value)
+    def collect(value: Any) -> None:
         if isinstance(value, dict):
-            return {k: scrub(v) for k, v in value.items()}
+            for k, v in value.items():
+                if k in placeholder and isinstance(v, str):
+                    known[v] = placeholder[k]
+                collect(v)
+        elif isinstance(value, list):
+            for v in value:
+                collect(v)
+
+    def scrub(value: Any, about: bool) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: placeholder[k]
+                if about and k in placeholder and isinstance(v, str)
+                else scrub(v, about)
+                for k, v in value.items()
+            }
         if isinstance(value, list):
-            return [scrub(v) for v in value]
+            return [scrub(v, about) for v in value]
+        if isinstance(value, str):
+            return known.get(value, value)
         return value
 
-    found = await session.execute(_EVENTS_NAMING, {"org": org, "user": user_id, "email": email})
-    for row in found.all():
-        cleaned = scrub(row.payload)
+    about = (await session.execute(_EVENTS_ABOUT, {"org": org, "user": user_id})).all()
+    for row in about:
+        collect(row.payload)
+    emails = sorted(v for v, p in known.items() if p == placeholder["email"] and "@" in v)
+    holding = await session.execute(
+        _EVENTS_HOLDING, {"org": org, "user": user_id, "emails": emails}
+    )
+    for row, is_about in [(r, True) for r in about] + [(r, False) for r in holding.all()]:
+        cleaned = scrub(row.payload, is_about)
         if cleaned != row.payload:
             await session.execute(_EVENT_PAYLOAD, {"id": row.id, "payload": json.dumps(cleaned)})
 
