@@ -45,13 +45,13 @@ def _operate(
 
 
 def cmd_user_role(args: argparse.Namespace, settings: Settings) -> int:
-    from service.usecases import commands, organizations
+    from service.usecases import commands, people
 
     role = Role(args.role)
     row = _operate(
         args,
         settings,
-        lambda s, p, target: organizations.update_user(
+        lambda s, p, target: people.update_user(
             s, p, commands.UpdateUser(pk_of(target), role=role)
         ),
     )
@@ -60,19 +60,19 @@ def cmd_user_role(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user_reactivate(args: argparse.Namespace, settings: Settings) -> int:
-    from service.usecases import commands, organizations
+    from service.usecases import commands, people
 
     row = _operate(
         args,
         settings,
-        lambda s, p, target: organizations.reactivate_user(s, p, commands.UserId(pk_of(target))),
+        lambda s, p, target: people.reactivate_user(s, p, commands.UserId(pk_of(target))),
     )
     print(f"{row.email} is active")
     return 0
 
 
 def cmd_user_anonymize(args: argparse.Namespace, settings: Settings) -> int:
-    from service.usecases import commands, organizations
+    from service.usecases import commands, people
 
     if not args.yes:
         print(
@@ -83,7 +83,7 @@ def cmd_user_anonymize(args: argparse.Namespace, settings: Settings) -> int:
     row = _operate(
         args,
         settings,
-        lambda s, p, target: organizations.anonymize_user(s, p, commands.UserId(pk_of(target))),
+        lambda s, p, target: people.anonymize_user(s, p, commands.UserId(pk_of(target))),
     )
     print(f"user {row.id} is anonymized (now {row.email}); this cannot be undone")
     return 0

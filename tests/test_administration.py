@@ -528,6 +528,16 @@ async def test_unarchive_objective_brings_it_back_into_lists_and_roll_ups(org: O
         org, "unarchiveObjective", {"objectiveId": other}, OBJECTIVE, token_of(org, viewer)
     )
     assert code_of(refused)[0] == "FORBIDDEN"
+    # Hidden from the caller: NOT_FOUND, and it stays archived.
+    mia = await user(org, "Mia Member")
+    secret = await objective(org, cycle, "Secret", visibility="PRIVATE")
+    await ok(org, "archiveObjective", {"objectiveId": secret}, "objective { id }")
+    refused = await mutate(
+        org, "unarchiveObjective", {"objectiveId": secret}, OBJECTIVE, token_of(org, mia)
+    )
+    assert code_of(refused) == ("NOT_FOUND", ["objectiveId"])
+    q = "query($id: ID!) { node(id: $id) { ... on Objective { archivedAt } } }"
+    assert (await org.call(q, {"id": secret}))["node"]["archivedAt"] is not None
 
 
 # --- metrics ---------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from service.usecases import (
     metric_definitions,
     objectives,
     organizations,
+    people,
 )
 
 
@@ -163,15 +164,15 @@ async def update_cycle(info: Info, input: UpdateCycleInput) -> CyclePayload:
 
 
 async def update_user(info: Info, input: UpdateUserInput) -> UserPayload:
-    return await mutate(info, input.command, organizations.update_user, UserPayload)
+    return await mutate(info, input.command, people.update_user, UserPayload)
 
 
 async def reactivate_user(info: Info, input: ReactivateUserInput) -> UserPayload:
-    return await mutate(info, input.command, organizations.reactivate_user, UserPayload)
+    return await mutate(info, input.command, people.reactivate_user, UserPayload)
 
 
 async def anonymize_user(info: Info, input: AnonymizeUserInput) -> UserPayload:
-    return await mutate(info, input.command, organizations.anonymize_user, UserPayload)
+    return await mutate(info, input.command, people.anonymize_user, UserPayload)
 
 
 async def archive_key_result(info: Info, input: ArchiveKeyResultInput) -> KeyResultPayload:
