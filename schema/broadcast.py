@@ -89,6 +89,14 @@ SAME_OWNERSHIP = frozenset(
         EventKind.USER_CREATED,
         EventKind.API_KEY_CREATED,
         EventKind.CHECK_IN_CADENCE_CHANGED,
+        # Administration: none touches an objective's owner or visibility.
+        EventKind.TEAM_UPDATED,
+        EventKind.TEAM_ARCHIVED,
+        EventKind.CYCLE_UPDATED,
+        EventKind.KEY_RESULT_ARCHIVED,
+        EventKind.OBJECTIVE_UNARCHIVED,
+        EventKind.METRIC_UPDATED,
+        EventKind.METRIC_ARCHIVED,
     }
 )
 

@@ -33,6 +33,10 @@ METRIC = models.table(models.Metric)
 MEASUREMENT = models.table(models.Measurement)
 
 
+_LIVE_KEY_RESULT = KEY_RESULT.c.archived_at.is_(None)
+_LIVE_TEAM = TEAM.c.archived_at.is_(None)
+
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -94,9 +98,12 @@ class Loaders:
         self.key_result_raw = self._by_id(KEY_RESULT)
         self.check_in_raw = self._by_id(CHECK_IN)
         self.comment_raw = self._by_id(COMMENT)
-        self.key_results_of = self._grouped(KEY_RESULT, KEY_RESULT.c.objective_id, KEY_RESULT.c.id)
+        # Archived key results, teams and metrics leave lists (and key results roll-ups).
+        self.key_results_of = self._grouped(
+            KEY_RESULT, KEY_RESULT.c.objective_id, KEY_RESULT.c.id, where=_LIVE_KEY_RESULT
+        )
         self.children_raw = self._grouped(OBJECTIVE, OBJECTIVE.c.parent_id, OBJECTIVE.c.id)
-        self.team_children = self._grouped(TEAM, TEAM.c.parent_id, TEAM.c.id)
+        self.team_children = self._grouped(TEAM, TEAM.c.parent_id, TEAM.c.id, where=_LIVE_TEAM)
         self.check_ins_of = self._grouped(CHECK_IN, CHECK_IN.c.key_result_id, CHECK_IN.c.id)
         self.members_of = self._through_membership(USER, MEMBERSHIP.c.user_id, MEMBERSHIP.c.team_id)
         self.ancestors_of = DataLoader(self._load_ancestors)
@@ -118,7 +125,7 @@ class Loaders:
         )
         self.objective_comments_count = self._counts(COMMENT, COMMENT.c.objective_id)
         self.teams_of_user = self._through_membership(
-            TEAM, MEMBERSHIP.c.team_id, MEMBERSHIP.c.user_id
+            TEAM, MEMBERSHIP.c.team_id, MEMBERSHIP.c.user_id, where=_LIVE_TEAM
         )
         self.history_page = {
             kind: self._pages(
@@ -141,7 +148,7 @@ class Loaders:
         # Metrics are org-wide; the key results bound to one are shown by their objective.
         self.metric = self._by_id(METRIC)
         self.key_results_of_metric = self._grouped(
-            KEY_RESULT, KEY_RESULT.c.metric_id, KEY_RESULT.c.id
+            KEY_RESULT, KEY_RESULT.c.metric_id, KEY_RESULT.c.id, where=_LIVE_KEY_RESULT
         )
         self.latest_measurement = DataLoader(self._load_latest_measurements)
         self._visible = vis
@@ -167,11 +174,14 @@ class Loaders:
         return self._team_counts[cycle_id]
 
     def _team_filter(self, cycle_id: int | None) -> Any:
+        live = and_(self._visible, OBJECTIVE.c.archived_at.is_(None))  # like `objectives`
         if cycle_id is None:
-            return self._visible
-        return and_(self._visible, OBJECTIVE.c.cycle_id == cycle_id)
+            return live
+        return and_(live, OBJECTIVE.c.cycle_id == cycle_id)
 
-    def _through_membership(self, table: Table, own: Any, other: Any) -> DataLoader[int, list[Any]]:
+    def _through_membership(
+        self, table: Table, own: Any, other: Any, where: Any = None
+    ) -> DataLoader[int, list[Any]]:
         """Rows of `table` (users or teams) joined to the membership on `own`, grouped
         by the membership's `other` column (a team's members, a user's teams)."""
 
@@ -182,6 +192,8 @@ class Loaders:
                 .where(other.in_(keys), table.c.organization_id == self._org)
                 .order_by(table.c.name, table.c.id)
             )
+            if where is not None:
+                stmt = stmt.where(where)
             groups: dict[int, list[Any]] = defaultdict(list)
             for r in await self._rows(stmt):
                 groups[getattr(r, other.name)].append(r)
@@ -255,13 +267,17 @@ class Loaders:
 
         return DataLoader(load)
 
-    def _grouped(self, table: Table, key_col: Any, order: Any) -> DataLoader[int, list[Any]]:
+    def _grouped(
+        self, table: Table, key_col: Any, order: Any, where: Any = None
+    ) -> DataLoader[int, list[Any]]:
         async def load(keys: list[int]) -> list[list[Any]]:
             stmt = (
                 select(table)
                 .where(key_col.in_(keys), table.c.organization_id == self._org)
                 .order_by(order)
             )
+            if where is not None:
+                stmt = stmt.where(where)
             groups: dict[int, list[Any]] = defaultdict(list)
             for r in await self._rows(stmt):
                 groups[getattr(r, key_col.name)].append(r)

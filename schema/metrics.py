@@ -67,6 +67,10 @@ class Metric(Node):
             created_at=row.created_at,
         )
 
+    @strawberry.field(description="Archived: out of lists, bound to nothing; reads by id.")
+    def archived(self) -> bool:
+        return self.row.archived_at is not None
+
     @strawberry.field(description="The measurement measured last.")
     async def latest(self, info: Info) -> Measurement | None:
         row = await info.context.loaders.latest_measurement.load(self.row.id)
@@ -176,7 +180,7 @@ async def list_metrics(
 ) -> Connection[Metric]:
     first_, position = page_window(info, first, after)
     org = info.context.principal.organization_id
-    base = select(METRIC).where(METRIC.c.organization_id == org)
+    base = select(METRIC).where(METRIC.c.organization_id == org, METRIC.c.archived_at.is_(None))
     if search:
         term = search.strip()
         if len(term) > 200:

@@ -158,7 +158,10 @@ class Query:
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[Team]:
         first_, position = page_window(info, first, after)
-        base = select(TEAM).where(TEAM.c.organization_id == info.context.principal.organization_id)
+        base = select(TEAM).where(
+            TEAM.c.organization_id == info.context.principal.organization_id,
+            TEAM.c.archived_at.is_(None),  # archived teams leave lists
+        )
         rows = await _keyset_page(info, base, TEAM.c.id, first_, position)
         return connection(rows, first_, position, Team.of, lambda: _count(info, base))
 

@@ -112,6 +112,14 @@ def revocation(row: Any, p: Principal) -> str | None:
     elif row.kind == EventKind.USER_DEACTIVATED:
         if p.user_id is not None and row.subject_id == p.user_id:
             return "the user was deactivated"
+    elif row.kind == EventKind.USER_ANONYMIZED:
+        if p.user_id is not None and row.subject_id == p.user_id:
+            return "the user was anonymized"
+    elif row.kind == EventKind.USER_UPDATED:
+        # A new role is new rights: the socket's principal would no longer be the user's.
+        after = (row.payload or {}).get("after") or {}
+        if p.user_id is not None and row.subject_id == p.user_id and "role" in after:
+            return f"credentials changed (the role is now {after['role']}); reconnect"
     elif row.kind in (EventKind.TEAM_MEMBER_REMOVED, EventKind.TEAM_MEMBER_ADDED):
         # Visibility follows the teams: the socket's principal, and every subscription
         # and broadcast holding it, would no longer be the user's. Reconnecting is the

@@ -9,13 +9,12 @@ import logging.config
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import TypeVar
 
 from pydantic import ValidationError
 
-from service import clock, migrate
+from service import cli_support, cli_users, clock, migrate
 from service.auth import issue_token
 from service.db import Database, resolve_url
 from service.domain.errors import ErrorCode, Rejected
@@ -26,21 +25,8 @@ from service.settings import Settings, describe_refusal, get_settings
 T = TypeVar("T")
 
 
-def _run(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
-    async def main() -> T:
-        db = Database(url, pool_size=2)
-        try:
-            return await work(db)
-        finally:
-            await db.dispose()
-
-    return asyncio.run(main())
-
-
-def _prepare(settings: Settings) -> str:
-    url = resolve_url(settings)
-    migrate.upgrade(url)
-    return url
+_run = cli_support.run
+_prepare = cli_support.prepare
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -471,6 +457,7 @@ def parser() -> argparse.ArgumentParser:
     )
     bench_seed.set_defaults(func=cmd_bench_seed)
 
+    cli_users.add_parsers(sub)
     sub.add_parser("verify", help="recompute every roll-up; exit 1 on any difference").set_defaults(
         func=cmd_verify
     )

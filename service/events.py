@@ -319,3 +319,52 @@ def measurements_recorded(
         "latest": {"value": latest_value, "measured_at": latest_at},
     }
     return Event(K.MEASUREMENTS_RECORDED, S.METRIC, metric_id, details)
+
+
+# --- administration -------------------------------------------------------------------
+
+
+def team_updated(team_id: int, before: Mapping[str, Any], after: Mapping[str, Any]) -> Event:
+    details = {"before": dict(before), "after": dict(after)}
+    return Event(K.TEAM_UPDATED, S.TEAM, team_id, details, Scope(team_ids=(team_id,)))
+
+
+def team_archived(team_id: int, name: str) -> Event:
+    return Event(K.TEAM_ARCHIVED, S.TEAM, team_id, {"name": name}, Scope(team_ids=(team_id,)))
+
+
+def cycle_updated(cycle_id: int, before: Mapping[str, Any], after: Mapping[str, Any]) -> Event:
+    details = {"before": dict(before), "after": dict(after)}
+    return Event(K.CYCLE_UPDATED, S.CYCLE, cycle_id, details, Scope(cycle_ids=(cycle_id,)))
+
+
+def user_updated(user_id: int, before: Mapping[str, Any], after: Mapping[str, Any]) -> Event:
+    """`before` and `after` hold the fields that changed (name, email, role)."""
+    return Event(K.USER_UPDATED, S.USER, user_id, {"before": dict(before), "after": dict(after)})
+
+
+def user_reactivated(user_id: int, email: str) -> Event:
+    return Event(K.USER_REACTIVATED, S.USER, user_id, {"email": email})
+
+
+def user_anonymized(user_id: int) -> Event:
+    """Names nothing of the person: the point of it is that they are gone."""
+    return Event(K.USER_ANONYMIZED, S.USER, user_id, {})
+
+
+def key_result_archived(kr_id: int, changes: Changes, scope: Scope) -> Event:
+    return Event(K.KEY_RESULT_ARCHIVED, S.KEY_RESULT, kr_id, _rolled(changes), scope)
+
+
+def objective_unarchived(objective_id: int, changes: Changes, scope: Scope) -> Event:
+    return Event(K.OBJECTIVE_UNARCHIVED, S.OBJECTIVE, objective_id, _rolled(changes), scope)
+
+
+def metric_updated(metric_id: int, before: Mapping[str, Any], after: Mapping[str, Any]) -> Event:
+    details = {"before": dict(before), "after": dict(after)}
+    return Event(K.METRIC_UPDATED, S.METRIC, metric_id, details)
+
+
+def metric_archived(metric_id: int, key: str, unbound: Sequence[int]) -> Event:
+    details = {"key": key, "unbound_key_result_ids": list(unbound)}
+    return Event(K.METRIC_ARCHIVED, S.METRIC, metric_id, details)

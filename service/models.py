@@ -140,6 +140,9 @@ class User(SQLModel, table=True):
     active: bool = Field(
         default=True, sa_type=Boolean, nullable=False, sa_column_kwargs={"server_default": "true"}
     )
+    # Erased on request (anonymizeUser): name and email are a placeholder, the person is
+    # inactive for good, and the id stays in history.
+    anonymized_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime | None = _created()
 
 
@@ -156,6 +159,8 @@ class Team(SQLModel, table=True):
     name: str = Field(sa_type=String(200), nullable=False)
     parent_id: int | None = _ref("team.id", ondelete="RESTRICT")
     check_in_cadence_days: int | None = Field(default=None, sa_type=Integer)
+    # An archived team leaves lists and takes no new objectives; it keeps its history.
+    archived_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime | None = _created()
 
 
@@ -189,6 +194,9 @@ class Cycle(SQLModel, table=True):
         sa_type=String(16),
         nullable=False,
         sa_column_kwargs={"server_default": "PLANNING"},
+    )
+    version: int = Field(
+        default=1, sa_type=Integer, nullable=False, sa_column_kwargs={"server_default": "1"}
     )
     created_at: datetime | None = _created()
 
@@ -288,6 +296,8 @@ class KeyResult(SQLModel, table=True):
     # The silence a CHECK_IN_DUE event was last written for (its last check-in or
     # creation): one reminder per overdue stretch.
     due_notice_for: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # An archived key result leaves lists and its objective's roll-up; it keeps history.
+    archived_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     version: int = Field(
         default=1, sa_type=Integer, nullable=False, sa_column_kwargs={"server_default": "1"}
     )
@@ -360,6 +370,8 @@ class Metric(SQLModel, table=True):
     name: str = Field(sa_type=String(200), nullable=False)
     unit: str | None = Field(default=None, sa_type=String(32))
     description: str | None = _text()
+    # An archived metric leaves lists; its key results were unbound when it was archived.
+    archived_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime | None = _created()
 
 

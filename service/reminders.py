@@ -40,7 +40,7 @@ _OVERDUE = text(
     JOIN cycle c ON c.id = o.cycle_id AND c.status = 'ACTIVE'
     JOIN organization g ON g.id = k.organization_id
     LEFT JOIN team t ON t.id = o.team_id
-    WHERE o.archived_at IS NULL
+    WHERE o.archived_at IS NULL AND k.archived_at IS NULL
       AND coalesce(k.last_check_in_at, k.created_at)
           + make_interval(days => coalesce(t.check_in_cadence_days, g.check_in_cadence_days))
           < :now

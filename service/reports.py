@@ -125,7 +125,11 @@ async def cycle_report(
     krs: dict[int, list[Any]] = defaultdict(list)
     if ids:
         for k in (
-            await conn.execute(select(K).where(K.c.objective_id.in_(ids)).order_by(K.c.id))
+            await conn.execute(
+                select(K)
+                .where(K.c.objective_id.in_(ids), K.c.archived_at.is_(None))
+                .order_by(K.c.id)
+            )
         ).all():
             krs[k.objective_id].append(k)
     expected = rules.expected_progress(cycle.starts_on, cycle.ends_on, now)

@@ -19,6 +19,7 @@ from service.domain.enums import ProgressStatus
 ALIGNMENT_LOCK = 7_461_002 << 32  # + organization id: one alignment change at a time
 REMINDER_LOCK = 7_461_003  # one reminder sweep at a time, across every replica
 METRIC_BIND_LOCK = 7_461_004 << 32  # + metric id: one bind to a metric at a time
+TEAM_TREE_LOCK = 7_461_010 << 32  # + organization id: one move in the team tree at a time
 
 # up(id, parent_id): the objectives :ids and every ancestor, each once.
 ANCESTRY = """

@@ -22,6 +22,7 @@ _KEY_RESULTS = text(
     """
     SELECT k.id, k.organization_id, k.objective_id, k.type, k.start_value, k.target_value,
            k.current_value, k.progress, k.weight, k.score, k.last_check_in_id,
+           k.archived_at IS NOT NULL AS archived,
            (SELECT c.id FROM check_in c WHERE c.key_result_id = k.id
             ORDER BY c.measured_at DESC, c.id DESC LIMIT 1) AS latest_id,
            (SELECT c.value FROM check_in c WHERE c.key_result_id = k.id
@@ -75,7 +76,11 @@ async def verify(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
         if _differs(k.progress, progress):
             found.append(Mismatch("KeyResult", k.id, "progress", k.progress, progress))
         parts_of[k.objective_id].append(
-            ("KeyResult", k.id, Part(k.weight, progress, False, k.latest_id is not None, k.score))
+            (
+                "KeyResult",
+                k.id,
+                Part(k.weight, progress, k.archived, k.latest_id is not None, k.score),
+            )
         )
 
     objectives = {o.id: o for o in (await conn.execute(_OBJECTIVES)).all()}

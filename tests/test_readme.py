@@ -352,5 +352,9 @@ async def test_the_readme_answers_as_printed_on_any_day(
         await run_subscription(second, live, rest[0][1], rest[1][1])
         # The command lines last: they record outside the server, on its database.
         assert [await run_console(second, bin_okr, body) for body in consoles] == [4]
+        # Administration, after all of that: it renames, archives and erases.
+        ran, rest = await run_pairs(second, section(readme, "Administration"))
+        assert ran == 11 and [lang for lang, _ in rest] == ["console"], rest
+        assert await run_console(second, bin_okr, rest[0][1]) == 3
         differences = first.differences + second.differences
         assert not differences, "\n".join(differences)

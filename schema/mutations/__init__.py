@@ -8,6 +8,7 @@ from __future__ import annotations
 import strawberry
 
 from schema.mutations import (
+    administration,
     comments,
     cycles,
     key_results,
@@ -65,4 +66,52 @@ class Mutation:
     set_check_in_cadence = strawberry.mutation(
         resolver=reviews.set_check_in_cadence,
         description="The organization's check-in cadence, or a team's.",
+    )
+    # --- administration (schema/mutations/administration.py) ---
+    update_team = strawberry.mutation(
+        resolver=administration.update_team,
+        description="ADMIN only. Rename a team or move it in the team tree (a loop is "
+        "INVALID on parentId).",
+    )
+    archive_team = strawberry.mutation(
+        resolver=administration.archive_team,
+        description="ADMIN only. The team leaves lists; one with members, or with objectives "
+        "not archived in an ACTIVE cycle, is a CONFLICT.",
+    )
+    update_cycle = strawberry.mutation(
+        resolver=administration.update_cycle,
+        description="ADMIN only. Name and dates; statuses and expected progress follow the "
+        "new dates at once. A range that leaves a check-in outside the cycle is INVALID.",
+    )
+    update_user = strawberry.mutation(
+        resolver=administration.update_user,
+        description="ADMIN only. Name, email, role; the last active admin cannot be demoted. "
+        "A role change closes the person's open sockets (4403): they reconnect with it.",
+    )
+    reactivate_user = strawberry.mutation(
+        resolver=administration.reactivate_user,
+        description="ADMIN only. Bring back a deactivated person (not an anonymized one).",
+    )
+    anonymize_user = strawberry.mutation(
+        resolver=administration.anonymize_user,
+        description="ADMIN only. Erasure on request: name and email become a placeholder "
+        "(also in the event feed), their tokens end, their id stays in history. It cannot "
+        "be undone.",
+    )
+    archive_key_result = strawberry.mutation(
+        resolver=administration.archive_key_result,
+        description="Needs the right to edit the objective. The key result leaves lists and "
+        "its objective's roll-up; the chain rolls up again at once.",
+    )
+    unarchive_objective = strawberry.mutation(
+        resolver=administration.unarchive_objective,
+        description="Needs the right to edit the objective: back in lists and roll-ups.",
+    )
+    update_metric = strawberry.mutation(
+        resolver=administration.update_metric,
+        description="ADMIN only. Name, unit, description (the key stays).",
+    )
+    archive_metric = strawberry.mutation(
+        resolver=administration.archive_metric,
+        description="ADMIN only. The metric leaves lists; its key results are unbound.",
     )

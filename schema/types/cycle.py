@@ -39,6 +39,10 @@ class Cycle(Node):
             status=enums.CycleStatus(row.status),
         )
 
+    @strawberry.field(description="For updateCycle's expectedVersion.")
+    def version(self) -> int:
+        return int(self.row.version)
+
     @strawberry.field(description="Share of the cycle elapsed, now.")
     def expected_progress(self, info: Info) -> float:
         return rules.expected_progress(self.row.starts_on, self.row.ends_on, info.context.now)

@@ -97,6 +97,13 @@ class KeyResult(Node):
             updated_at=row.updated_at,
         )
 
+    @strawberry.field(
+        description="Archived: out of lists and of its objective's roll-up; its check-ins "
+        "and history stay, and it reads by id."
+    )
+    def archived(self) -> bool:
+        return self.row.archived_at is not None
+
     async def _objective_and_cycle(self, info: Info) -> tuple[Any, Any]:
         """The raw objective and its cycle, for computations that never show the row."""
         loaders = info.context.loaders

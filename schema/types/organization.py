@@ -65,6 +65,12 @@ class User(Node):
             active=row.active,
         )
 
+    @strawberry.field(
+        description="Erased on request (anonymizeUser): name and email are a placeholder, for good."
+    )
+    def anonymized(self) -> bool:
+        return self.row.anonymized_at is not None
+
     @strawberry.field
     async def teams(
         self, info: Info

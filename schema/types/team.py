@@ -32,6 +32,10 @@ class Team(Node):
             check_in_cadence_days=row.check_in_cadence_days,
         )
 
+    @strawberry.field(description="Archived: out of lists, takes no new objectives; reads by id.")
+    def archived(self) -> bool:
+        return self.row.archived_at is not None
+
     @strawberry.field
     async def parent(self, info: Info) -> Team | None:
         if self.row.parent_id is None:

@@ -72,8 +72,9 @@ _BY_ID = {
     for table in ("objective", "key_result", "check_in", "app_user", "team", "cycle")
 }
 _GROUPED = {
+    # Archived key results leave lists.
     ("key_result", "objective_id"): "SELECT * FROM key_result WHERE organization_id = $1 "
-    "AND objective_id = ANY($2::int8[]) ORDER BY id",
+    "AND objective_id = ANY($2::int8[]) AND archived_at IS NULL ORDER BY id",
     ("check_in", "key_result_id"): "SELECT * FROM check_in WHERE organization_id = $1 "
     "AND key_result_id = ANY($2::int8[]) ORDER BY id",
 }
@@ -261,7 +262,7 @@ class Reads:
                 sql = (
                     f"SELECT k.*{select_list(joins)} FROM key_result k{from_list('k', joins)}"
                     " WHERE k.organization_id = $1 AND k.objective_id = ANY($2::int8[])"
-                    " ORDER BY k.id"
+                    " AND k.archived_at IS NULL ORDER BY k.id"
                 )
             rows = await self.fetch(sql, self.org, sorted(set(keys)))
             for r in rows:
@@ -309,6 +310,7 @@ class Reads:
             "organization_id = $1",
             "team_id = ANY($2::int8[])",
             f"({visible_sql(self.p)})",
+            "archived_at IS NULL",  # like `objectives`
         ]
         args: list[Any] = [self.org, sorted(set(teams)), first + 1]
         if cycle is not None:
@@ -335,7 +337,7 @@ class Reads:
     async def team_objective_count(self, team: int, cycle: int | None) -> int:
         sql = (
             "SELECT count(*) AS n FROM objective WHERE organization_id = $1 AND team_id = $2 "
-            f"AND ({visible_sql(self.p)})"
+            f"AND ({visible_sql(self.p)}) AND archived_at IS NULL"
         )
         args: list[Any] = [self.org, team]
         if cycle is not None:

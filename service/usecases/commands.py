@@ -38,6 +38,33 @@ class DeactivateUser:
 
 
 @dataclass(frozen=True)
+class UpdateUser:
+    user_id: int
+    name: str | Keep | None = KEEP
+    email: str | Keep | None = KEEP
+    role: Role | Keep | None = KEEP
+
+
+@dataclass(frozen=True)
+class UserId:
+    """Reactivating or anonymizing a person."""
+
+    user_id: int
+
+
+@dataclass(frozen=True)
+class UpdateTeam:
+    team_id: int
+    name: str | Keep | None = KEEP
+    parent_id: int | Keep | None = KEEP  # None: a top-level team
+
+
+@dataclass(frozen=True)
+class ArchiveTeam:
+    team_id: int
+
+
+@dataclass(frozen=True)
 class CreateTeam:
     name: str
     parent_id: int | None = None
@@ -65,6 +92,15 @@ class CreateCycle:
 class SetCycleStatus:
     cycle_id: int
     status: CycleStatus
+
+
+@dataclass(frozen=True)
+class UpdateCycle:
+    cycle_id: int
+    expected_version: int | None = None
+    name: str | Keep | None = KEEP
+    starts_on: date | Keep | None = KEEP
+    ends_on: date | Keep | None = KEEP
 
 
 # --- objectives ------------------------------------------------------------------------------
@@ -101,6 +137,11 @@ class AlignObjective:
 
 @dataclass(frozen=True)
 class ArchiveObjective:
+    objective_id: int
+
+
+@dataclass(frozen=True)
+class UnarchiveObjective:
     objective_id: int
 
 
@@ -152,6 +193,11 @@ class CheckIn:
 
 
 @dataclass(frozen=True)
+class ArchiveKeyResult:
+    key_result_id: int
+
+
+@dataclass(frozen=True)
 class ScoreKeyResult:
     key_result_id: int
     score: float
@@ -195,6 +241,19 @@ class CreateMetric:
     name: str
     unit: str | None = None
     description: str | None = None
+
+
+@dataclass(frozen=True)
+class UpdateMetric:
+    metric_id: int
+    name: str | Keep | None = KEEP
+    unit: str | Keep | None = KEEP
+    description: str | Keep | None = KEEP
+
+
+@dataclass(frozen=True)
+class ArchiveMetric:
+    metric_id: int
 
 
 @dataclass(frozen=True)

@@ -130,10 +130,29 @@ async def cycle(
     return row
 
 
-async def team(session: AsyncSession, p: Principal, team_id: int, field: str = "teamId") -> Team:
-    row = await session.get(Team, team_id)
-    if row is None or row.organization_id != p.organization_id:
+async def team(
+    session: AsyncSession,
+    p: Principal,
+    team_id: int,
+    field: str = "teamId",
+    lock: bool = False,
+    live: bool = False,
+    share: bool = False,
+) -> Team:
+    """The team; `lock` takes its row lock (archiving holds it too, so a team being
+    archived gets no new member or objective meanwhile), `share` a key-share lock that
+    waits only for that; `live` refuses an archived team (INVALID on `field`)."""
+    stmt = select(Team).where(
+        col(Team.id) == team_id, col(Team.organization_id) == p.organization_id
+    )
+    if lock or share:
+        stmt = stmt.with_for_update(read=share and not lock, key_share=share and not lock)
+        stmt = stmt.execution_options(populate_existing=True)
+    row = (await session.execute(stmt)).scalar_one_or_none()
+    if row is None:
         raise not_found("team", field)
+    if live and row.archived_at is not None:
+        raise invalid(f"team {row.name!r} is archived", field)
     return row
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Any
+
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
@@ -80,3 +83,101 @@ async def set_cycle_status(
     changed = events.cycle_status_changed(common.id_of(row), str(current), str(new), rolled)
     await events.record(session, p, p.organization_id, changed)
     return row
+
+
+# The earliest and latest instants of the cycle's check-ins (measurements' included: a
+# measurement is in a cycle through the check-ins it made there).
+_RECORDED = text(
+    """
+    SELECT min(ci.measured_at) AS earliest, max(ci.measured_at) AS latest
+    FROM check_in ci
+    JOIN key_result k ON k.id = ci.key_result_id AND k.organization_id = :org
+    JOIN objective o ON o.id = k.objective_id AND o.organization_id = :org
+    WHERE o.cycle_id = :cycle AND ci.organization_id = :org
+    """
+)
+# Alignments across cycles: the dates of every other cycle an objective of this one is
+# aligned with (as child or parent), which must keep overlapping.
+_ALIGNED_CYCLES = text(
+    """
+    SELECT DISTINCT c.starts_on, c.ends_on
+    FROM objective o
+    JOIN objective other ON (other.id = o.parent_id OR other.parent_id = o.id)
+         AND other.organization_id = :org
+    JOIN cycle c ON c.id = other.cycle_id AND c.organization_id = :org
+    WHERE o.cycle_id = :cycle AND o.organization_id = :org AND other.cycle_id <> :cycle
+    """
+)
+
+
+async def update_cycle(session: AsyncSession, p: Principal, cmd: commands.UpdateCycle) -> Cycle:
+    """Rename a cycle or move its dates. Statuses and expected progress follow the new
+    dates at once (they are computed from them on every read). A range that would leave
+    a check-in outside the cycle is INVALID on the date that does, and so is one that
+    would no longer overlap an aligned objective's cycle."""
+    require_admin(p)
+    row = await common.cycle(session, p, cmd.cycle_id, lock=True)
+    common.writable(row)
+    common.check_version(row.version, cmd.expected_version)
+    clean: dict[str, Any] = {}
+    if cmd.name is not commands.KEEP:
+        clean["name"] = required_text(cmd.name, "name", MAX_NAME)
+    for key, field, value in (
+        ("starts_on", "startsOn", cmd.starts_on),
+        ("ends_on", "endsOn", cmd.ends_on),
+    ):
+        if value is None:
+            raise invalid(f"a cycle has a {field}: give a date or leave it out", field)
+        if value is not commands.KEEP:
+            clean[key] = common.cycle_date(value, field)
+    starts_on = clean.get("starts_on", row.starts_on)
+    ends_on = clean.get("ends_on", row.ends_on)
+    if ends_on < starts_on:
+        raise invalid("endsOn must not be before startsOn", "endsOn")
+    before = {k: getattr(row, k) for k in clean}
+    changed = {k: v for k, v in clean.items() if before[k] != v}
+    if not changed:
+        return row
+    if "starts_on" in changed or "ends_on" in changed:
+        await _dates_hold(session, p, row, starts_on, ends_on)
+    for key, value in changed.items():
+        setattr(row, key, value)
+    row.version += 1
+    await session.flush()
+    shown = {k: before[k] for k in changed}
+    updated = events.cycle_updated(common.id_of(row), _plain(shown), _plain(changed))
+    await events.record(session, p, p.organization_id, updated)
+    return row
+
+
+async def _dates_hold(
+    session: AsyncSession, p: Principal, row: Cycle, starts_on: date, ends_on: date
+) -> None:
+    start, end = rules.cycle_bounds(starts_on, ends_on)
+    args = {"org": p.organization_id, "cycle": row.id}
+    recorded = (await session.execute(_RECORDED, args)).one()
+    if recorded.earliest is not None and recorded.earliest < start:
+        raise invalid(
+            f"a check-in of this cycle was measured at {recorded.earliest.isoformat()}, "
+            "before the new start",
+            "startsOn",
+        )
+    if recorded.latest is not None and recorded.latest >= end:
+        raise invalid(
+            f"a check-in of this cycle was measured at {recorded.latest.isoformat()}, "
+            "after the new end",
+            "endsOn",
+        )
+    for other in (await session.execute(_ALIGNED_CYCLES, args)).all():
+        if not (starts_on <= other.ends_on and other.starts_on <= ends_on):
+            field = "startsOn" if starts_on > other.ends_on else "endsOn"
+            raise invalid(
+                "an objective of this cycle is aligned with one of a cycle from "
+                f"{other.starts_on} to {other.ends_on}, which the new dates would not overlap",
+                field,
+            )
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Dates as ISO text, for the event's JSON."""
+    return {k: v.isoformat() if isinstance(v, date) else v for k, v in values.items()}

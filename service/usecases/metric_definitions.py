@@ -126,6 +126,14 @@ async def bind_key_result(
         return kr
     if metric_id is not None:
         await require_room_on(session, p, metric_id, max_bound)
+        # Read after the metric's lock: an archive that went first is seen.
+        archived = await session.scalar(
+            select(col(Metric.archived_at))
+            .where(col(Metric.id) == metric_id)
+            .execution_options(populate_existing=True)
+        )
+        if archived is not None:
+            raise invalid("the metric is archived", "metricId")
     before = kr.metric_id
     kr.metric_id = metric_id
     kr.version += 1
@@ -156,3 +164,79 @@ async def require_room_on(
             "create another metric",
             "metricId",
         )
+
+
+# --- update and archive -------------------------------------------------------------------
+
+
+async def _locked_metric(session: AsyncSession, p: Principal, metric_id: int) -> Metric:
+    row = (
+        await session.execute(
+            select(Metric)
+            .where(col(Metric.id) == metric_id, col(Metric.organization_id) == p.organization_id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        raise not_found("metric", "metricId")
+    return row
+
+
+async def update_metric(session: AsyncSession, p: Principal, cmd: commands.UpdateMetric) -> Metric:
+    """Name, unit and description (the key is what services know it by: it stays)."""
+    require_admin(p)
+    clean: dict[str, str | None] = {}
+    if cmd.name is not commands.KEEP:
+        clean["name"] = required_text(cmd.name, "name", MAX_NAME)
+    if cmd.unit is not commands.KEEP:
+        clean["unit"] = optional_text(cmd.unit, "unit", MAX_UNIT)
+    if cmd.description is not commands.KEEP:
+        clean["description"] = optional_text(cmd.description, "description", MAX_TEXT)
+    row = await _locked_metric(session, p, cmd.metric_id)
+    before = {k: getattr(row, k) for k in clean}
+    changed = {k: v for k, v in clean.items() if before[k] != v}
+    if not changed:
+        return row
+    for key, value in changed.items():
+        setattr(row, key, value)
+    await session.flush()
+    updated = events.metric_updated(common.id_of(row), {k: before[k] for k in changed}, changed)
+    await events.record(session, p, p.organization_id, updated)
+    return row
+
+
+_UNBIND = text(
+    """
+    UPDATE key_result SET metric_id = NULL, version = version + 1, updated_at = :now
+    WHERE metric_id = :metric AND organization_id = :org
+    RETURNING id
+    """
+)
+
+
+async def archive_metric(
+    session: AsyncSession, p: Principal, cmd: commands.ArchiveMetric
+) -> Metric:
+    """Take a metric out of lists; every key result bound to it is unbound (it keeps
+    its check-ins). Binds to the metric wait on its advisory lock, so none slips in."""
+    require_admin(p)
+    row = await _locked_metric(session, p, cmd.metric_id)
+    if row.archived_at is not None:
+        return row
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(:k)"), {"k": sql.METRIC_BIND_LOCK + common.id_of(row)}
+    )
+    row.archived_at = common.now()
+    await session.flush()
+    unbound = sorted(
+        (
+            await session.execute(
+                _UNBIND, {"metric": row.id, "org": p.organization_id, "now": row.archived_at}
+            )
+        )
+        .scalars()
+        .all()
+    )
+    archived = events.metric_archived(common.id_of(row), row.key, unbound)
+    await events.record(session, p, p.organization_id, archived)
+    return row

@@ -99,7 +99,7 @@ _BOUND = text(
     JOIN objective o ON o.id = k.objective_id AND o.organization_id = :org
     JOIN cycle c ON c.id = o.cycle_id AND c.organization_id = :org
     WHERE k.organization_id = :org AND k.metric_id = ANY(:metrics)
-      AND c.status IN ('ACTIVE', 'REVIEW')
+      AND c.status IN ('ACTIVE', 'REVIEW') AND k.archived_at IS NULL
     ORDER BY k.id
     FOR UPDATE OF k
     """

@@ -59,7 +59,7 @@ async def create_objective(
     cycle = await common.cycle(session, p, cycle_id)
     common.writable(cycle)
     if team_id is not None:
-        await common.team(session, p, team_id)
+        await common.team(session, p, team_id, share=True, live=True)
     if owner_id is None:
         owner_id = p.user_id  # every objective has someone accountable: its creator
     if owner_id is not None:
@@ -197,6 +197,28 @@ async def archive_objective(
     rolled = await common.roll_up(session, p, [common.id_of(row)])
     archived = events.objective_archived(common.id_of(row), rolled.changes, rolled.scope())
     await events.record(session, p, p.organization_id, archived)
+    return row
+
+
+async def unarchive_objective(
+    session: AsyncSession, p: Principal, cmd: commands.UnarchiveObjective
+) -> Objective:
+    """Bring an archived objective back into lists and into its parent's roll-up (the
+    chain rolls up in the same transaction). Needs the right to edit it."""
+    row, _cycle = await _editable(session, p, cmd.objective_id)
+    if row.archived_at is None:
+        return row  # not archived: nothing to write
+    if row.team_id is not None:
+        team = await common.team(session, p, row.team_id, share=True)
+        if team.archived_at is not None:
+            raise invalid(f"its team {team.name!r} is archived", "objectiveId")
+    row.archived_at = None
+    row.version += 1
+    row.updated_at = common.now()
+    await session.flush()
+    rolled = await common.roll_up(session, p, [common.id_of(row)])
+    unarchived = events.objective_unarchived(common.id_of(row), rolled.changes, rolled.scope())
+    await events.record(session, p, p.organization_id, unarchived)
     return row
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col
 
-from service import events
+from service import events, sql
 from service.access import require_admin
 from service.domain.credentials import new_api_key
 from service.domain.enums import Role
@@ -27,7 +28,7 @@ def slugify(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:64] or "org"
 
 
-def _email(value: str) -> str:
+def email_address(value: str | None) -> str:
     email = required_text(value, "email", 320).lower()
     if not EMAIL.match(email):
         raise invalid("email is not an email address", "email")
@@ -43,7 +44,7 @@ async def create_organization(
 ) -> tuple[Organization, User]:
     name = required_text(name, "name", MAX_NAME)
     slug = slugify(slug or name)
-    email = _email(admin_email)
+    email = email_address(admin_email)
     exists = await session.scalar(
         select(col(Organization.id)).where(col(Organization.slug) == slug)
     )
@@ -72,7 +73,7 @@ async def create_organization(
 async def create_user(session: AsyncSession, p: Principal, cmd: commands.CreateUser) -> User:
     require_admin(p)
     name = required_text(cmd.name, "name", MAX_NAME)
-    email = _email(cmd.email)
+    email = email_address(cmd.email)
     role = cmd.role
     if role not in GRANTABLE:
         raise invalid(f"role must be one of {', '.join(GRANTABLE)}", "role")
@@ -101,7 +102,7 @@ async def create_team(session: AsyncSession, p: Principal, cmd: commands.CreateT
     name = required_text(cmd.name, "name", MAX_NAME)
     parent_id = cmd.parent_id
     if parent_id is not None:
-        await common.team(session, p, parent_id, "parentId")
+        await common.team(session, p, parent_id, "parentId", live=True)
     row = Team(organization_id=p.organization_id, name=name, parent_id=parent_id)
     session.add(row)
     await session.flush()
@@ -114,8 +115,10 @@ async def create_team(session: AsyncSession, p: Principal, cmd: commands.CreateT
 async def add_team_member(session: AsyncSession, p: Principal, cmd: commands.TeamMember) -> Team:
     require_admin(p)
     team_id, user_id = cmd.team_id, cmd.user_id
-    team = await common.team(session, p, team_id)
-    await common.user(session, p, user_id)
+    team = await common.team(session, p, team_id, lock=True, live=True)
+    member = await common.user(session, p, user_id)
+    if member.anonymized_at is not None:
+        raise Rejected(ErrorCode.CONFLICT, "this person was anonymized", ["userId"])
     existing = await session.get(TeamMembership, (team_id, user_id))
     if existing is not None:
         return team  # already a member: nothing to write
@@ -152,8 +155,24 @@ async def deactivate_user(
     target = await common.user(session, p, cmd.user_id)
     if target.id == p.user_id:
         raise forbidden("an admin may not deactivate themselves", "userId")
-    # The organization's admins, locked: two admins deactivating each other at once
-    # must not leave the organization without one.
+    admins = await locked_admins(session, p)
+    await session.refresh(target, with_for_update=True)
+    if not target.active:
+        return target  # already deactivated: nothing to write
+    if not admins - {target.id}:
+        raise Rejected(ErrorCode.CONFLICT, "the last admin may not be deactivated", ["userId"])
+    target.active = False
+    await session.flush()
+    await events.record(
+        session, p, p.organization_id, events.user_deactivated(common.id_of(target), target.email)
+    )
+    return target
+
+
+async def locked_admins(session: AsyncSession, p: Principal) -> set[int]:
+    """The organization's active admins, locked in id order: two admins demoting or
+    deactivating each other at once queue here, and the second sees the first's change
+    (the caller must still be one of them), so the organization keeps an admin."""
     admins = set(
         (
             await session.execute(
@@ -170,19 +189,117 @@ async def deactivate_user(
         .scalars()
         .all()
     )
-    if p.user_id not in admins:
+    # An ADMIN principal without a user is the operator at the database (`okr user`).
+    if p.user_id is not None and p.user_id not in admins:
         raise forbidden("only an active organization admin may do this")
-    await session.refresh(target, with_for_update=True)
-    if not target.active:
-        return target  # already deactivated: nothing to write
-    if not admins - {target.id}:
-        raise Rejected(ErrorCode.CONFLICT, "the last admin may not be deactivated", ["userId"])
-    target.active = False
+    return {i for i in admins if i is not None}
+
+
+async def update_team(session: AsyncSession, p: Principal, cmd: commands.UpdateTeam) -> Team:
+    """Rename a team, or move it in the team tree (never under itself or its own
+    subtree: INVALID on parentId). Moves in one organization run one at a time, so two
+    at once cannot together close a loop that neither sees alone."""
+    require_admin(p)
+    clean: dict[str, Any] = {}
+    if cmd.name is not commands.KEEP:
+        clean["name"] = required_text(cmd.name, "name", MAX_NAME)
+    if cmd.parent_id is not commands.KEEP:
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:k)"),
+            {"k": sql.TEAM_TREE_LOCK + p.organization_id},
+        )
+    team = await common.team(session, p, cmd.team_id, lock=True)
+    if team.archived_at is not None:
+        raise invalid(f"team {team.name!r} is archived", "teamId")
+    if cmd.parent_id is not commands.KEEP:
+        parent_id = cmd.parent_id
+        if parent_id is not None:
+            await common.team(session, p, parent_id, "parentId", live=True)
+            if await session.scalar(
+                _TEAM_LOOP, {"org": p.organization_id, "team": team.id, "parent": parent_id}
+            ):
+                raise invalid(
+                    "a team cannot be moved under itself or one of its own teams", "parentId"
+                )
+        clean["parent_id"] = parent_id
+    before = {k: getattr(team, k) for k in clean}
+    changed = {k: v for k, v in clean.items() if before[k] != v}
+    if not changed:
+        return team
+    for key, value in changed.items():
+        setattr(team, key, value)
+    await session.flush()
+    before = {k: before[k] for k in changed}
+    await events.record(
+        session, p, p.organization_id, events.team_updated(common.id_of(team), before, changed)
+    )
+    return team
+
+
+# Whether :parent is :team or lies below it: walking up from :parent reaches :team.
+_TEAM_LOOP = text(
+    """
+    WITH RECURSIVE up(id, parent_id, depth) AS (
+        SELECT id, parent_id, 0 FROM team WHERE id = :parent AND organization_id = :org
+        UNION ALL
+        SELECT t.id, t.parent_id, up.depth + 1 FROM team t JOIN up ON t.id = up.parent_id
+        WHERE t.organization_id = :org AND up.depth < 10000
+    )
+    SELECT EXISTS (SELECT 1 FROM up WHERE id = :team)
+    """
+)
+
+_TEAM_BUSY = text(
+    """
+    SELECT
+      (SELECT count(*) FROM team_membership m
+       WHERE m.team_id = :team AND m.organization_id = :org) AS members,
+      (SELECT count(*) FROM objective o JOIN cycle c ON c.id = o.cycle_id
+       WHERE o.team_id = :team AND o.organization_id = :org AND o.archived_at IS NULL
+         AND c.status = 'ACTIVE') AS objectives,
+      (SELECT count(*) FROM team t
+       WHERE t.parent_id = :team AND t.organization_id = :org AND t.archived_at IS NULL)
+         AS children
+    """
+)
+
+
+async def archive_team(session: AsyncSession, p: Principal, cmd: commands.ArchiveTeam) -> Team:
+    """Take a team out of lists (it keeps its history and reads by id). A team that
+    still has members, objectives not archived in an ACTIVE cycle, or teams under it
+    that are not archived, is a CONFLICT. The team's row lock keeps new members and
+    objectives out meanwhile."""
+    require_admin(p)
+    team = await common.team(session, p, cmd.team_id, lock=True)
+    if team.archived_at is not None:
+        return team  # archived already
+    busy = (await session.execute(_TEAM_BUSY, {"team": team.id, "org": p.organization_id})).one()
+    if busy.members:
+        raise Rejected(
+            ErrorCode.CONFLICT,
+            f"the team still has {busy.members} member(s); remove them first",
+            ["teamId"],
+        )
+    if busy.objectives:
+        raise Rejected(
+            ErrorCode.CONFLICT,
+            f"the team still has {busy.objectives} objective(s) not archived in an ACTIVE "
+            "cycle; archive or move them first",
+            ["teamId"],
+        )
+    if busy.children:
+        raise Rejected(
+            ErrorCode.CONFLICT,
+            f"{busy.children} team(s) not archived still sit under this one; move or "
+            "archive them first",
+            ["teamId"],
+        )
+    team.archived_at = common.now()
     await session.flush()
     await events.record(
-        session, p, p.organization_id, events.user_deactivated(common.id_of(target), target.email)
+        session, p, p.organization_id, events.team_archived(common.id_of(team), team.name)
     )
-    return target
+    return team
 
 
 async def organization_by_slug(session: AsyncSession, slug: str) -> Organization:
@@ -286,7 +403,7 @@ async def create_user_from_identity(
     session: AsyncSession, organization_id: int, email: str, name: str
 ) -> User:
     """A user first seen in an identity provider's token (when that is allowed)."""
-    email = _email(email)
+    email = email_address(email)
     name = required_text(name, "name", MAX_NAME)
     existing = await session.scalar(
         select(User).where(col(User.organization_id) == organization_id, col(User.email) == email)
