@@ -340,8 +340,8 @@ async def retract_measurement(
     locked: list[tuple[KeyResult, Cycle]] = []
     if kr_ids:
         locked = [
-            (kr, cycle)
-            for kr, cycle in (
+            (row[0], row[1])
+            for row in (
                 await session.execute(
                     select(KeyResult, Cycle)
                     .join(Objective, col(Objective.id) == col(KeyResult.objective_id))
@@ -351,7 +351,7 @@ async def retract_measurement(
                     .with_for_update(of=KeyResult)
                     .execution_options(populate_existing=True)
                 )
-            ).tuples()
+            ).all()
         ]
     now = common.now()
     who = {"now": now, "user": p.user_id, "api_key": p.api_key_id, "reason": reason, "org": org}
