@@ -9,6 +9,7 @@ read paths (the planned one and the executor). Bad input and races change nothin
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,9 @@ from service.settings import Settings
 from service.usecases import organizations
 from tests import helpers as h
 from tests.conftest import JWT_SECRET, Org
+from tests.test_visibility_leaks import Socket, server
+
+__all__ = ["server"]  # the fixture: a real `okr serve` process
 
 NOW = datetime.now(UTC)
 TODAY = NOW.date()
@@ -594,3 +598,69 @@ async def test_retracting_a_measurement_needs_an_admin_or_the_service_that_recor
     assert p["userErrors"] == [] and p["measurement"]["value"] == 50
     assert (await tree.state())["currentValue"] == 40
     await assert_verified(db)
+
+
+# --- what subscribers see, over a real WebSocket ----------------------------------------------
+
+PROGRESS = """subscription($objectiveId: ID) { progressChanged(objectiveId: $objectiveId) {
+    cursor checkIn { id value retracted reason correctionOf { id } }
+    changes { node { id } previousProgress progress status } } }"""
+KINDS = """subscription { changes(kinds: [CHECK_IN_RETRACTED, CHECK_IN_CORRECTED]) {
+    kind sequence checkIn { id } } }"""
+
+
+async def test_subscribers_get_retractions_and_corrections_like_check_ins(
+    org: Org,
+    tree: Tree,
+    server: Any,
+):
+    member = await h.user(org, "Sam Screen")
+    socket = await Socket.open(server, org.token(uid(member)))
+    try:
+        await socket.subscribe("progress", PROGRESS, {"objectiveId": tree.root})
+        await socket.subscribe("kinds", KINDS)
+        await asyncio.sleep(0.4)  # the subscriptions are followed before anything is written
+        first = await tree.check_in(20, 3)
+        typo = await tree.check_in(38.4, 1)
+        assert (await retract(org, typo, "typo"))["userErrors"] == []
+        fixed = await correct(org, first, 25, reason="re-counted")
+        assert fixed["userErrors"] == []
+        got = [await socket.next("progress") for _ in range(4)]
+        for result in got:
+            assert "data" in result and not result.get("errors"), result
+        events = [r["data"]["progressChanged"] for r in got]
+        assert [e["checkIn"]["id"] for e in events] == [first, typo, typo, fixed["checkIn"]["id"]]
+        retraction, correction = events[2], events[3]
+        assert retraction["checkIn"] == {
+            "id": typo,
+            "value": 38.4,
+            "retracted": True,
+            "reason": "typo",
+            "correctionOf": None,
+        }
+        assert [
+            (c["node"]["id"], c["previousProgress"], c["progress"]) for c in retraction["changes"]
+        ] == [
+            (tree.kr, pytest.approx(0.384), pytest.approx(0.2)),
+            (tree.leaf, pytest.approx(0.384), pytest.approx(0.2)),
+            (tree.root, pytest.approx(0.384), pytest.approx(0.2)),
+        ]
+        assert correction["checkIn"]["correctionOf"] == {"id": first}
+        assert correction["checkIn"]["retracted"] is False
+        assert [(c["node"]["id"], c["progress"]) for c in correction["changes"]] == [
+            (tree.kr, pytest.approx(0.25)),
+            (tree.leaf, pytest.approx(0.25)),
+            (tree.root, pytest.approx(0.25)),
+        ]
+        # In commit order, gapless: the two check-ins' events come just before.
+        from schema.ids import uncursor
+
+        seqs = [uncursor(e["cursor"]) for e in events]
+        assert seqs == list(range(seqs[0], seqs[0] + 4))
+        kinds = [(await socket.next("kinds"))["data"]["changes"] for _ in range(2)]
+        assert [(k["kind"], k["sequence"], k["checkIn"]["id"]) for k in kinds] == [
+            ("CHECK_IN_RETRACTED", seqs[2], typo),
+            ("CHECK_IN_CORRECTED", seqs[3], fixed["checkIn"]["id"]),
+        ]
+    finally:
+        await socket.close()
