@@ -151,7 +151,8 @@ async def _target(
     if check_in.retracted_at is not None:
         raise Rejected(
             ErrorCode.CONFLICT,
-            f"this check-in was retracted already, at {check_in.retracted_at.isoformat()}",
+            "this check-in was retracted already (its retractedAt and reason say when and "
+            "why); nothing was written",
             ["checkInId"],
         )
     return check_in, kr, objective, cycle
