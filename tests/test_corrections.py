@@ -664,3 +664,46 @@ async def test_subscribers_get_retractions_and_corrections_like_check_ins(
         ]
     finally:
         await socket.close()
+
+
+async def test_a_measurement_retraction_lists_only_what_the_caller_sees_and_not_in_a_closed_cycle(
+    org: Org, db: Database
+):
+    tree, metric, _made = await measured_tree(org)
+    private = await h.objective(org, tree.cycle, "Board only", visibility="PRIVATE")
+    hidden_kr = await h.key_result(org, private, "Secret routes")
+    bound = {"keyResultId": hidden_kr, "metricId": metric}
+    await h.ok(org, "bindKeyResult", bound, "keyResult { id }")
+    _row, key = await db.transaction(lambda s: organizations.create_api_key(s, org.id, "erp"))
+    at = ago(1)
+    recorded = {"measurements": [{"metricKey": "routes", "value": 60, "measuredAt": at}]}
+    await h.ok(org, "recordMeasurements", recorded, "checkInsWritten", token=key)
+    retraction = {"metricKey": "routes", "measuredAt": at, "reason": "wrong depot"}
+    p = await h.mutate(org, "retractMeasurement", retraction, MEASURED, key)
+    assert p["userErrors"] == []
+    # Both check-ins are retracted; the key lists the one on the key result it may see.
+    assert p["retractedCheckIns"] == [
+        {
+            "id": (await tree.state())["checkIns"]["edges"][0]["node"]["id"],
+            "value": 60,
+            "retracted": True,
+        }
+    ]
+    made = await rows(db, "SELECT retracted_at FROM check_in WHERE value = 60")
+    assert len(made) == 2 and all(r.retracted_at is not None for r in made)
+    await assert_verified(db)
+    # In a CLOSED cycle the record is read-only.
+    again = {"measurements": [{"metricKey": "routes", "value": 70, "measuredAt": ago(0.5)}]}
+    await h.ok(org, "recordMeasurements", again, "checkInsWritten")
+    for status in ("REVIEW", "CLOSED"):
+        await h.ok(org, "setCycleStatus", {"cycleId": tree.cycle, "status": status}, "cycle { id }")
+    measured_at = (await rows(db, "SELECT measured_at FROM measurement WHERE value = 70"))[0]
+    before = await snapshot(db)
+    closed = {
+        "metricKey": "routes",
+        "measuredAt": measured_at.measured_at.isoformat(),
+        "reason": "late",
+    }
+    p = await h.mutate(org, "retractMeasurement", closed, MEASURED)
+    assert [(e["code"], e["field"]) for e in p["userErrors"]] == [("CYCLE_CLOSED", ["measuredAt"])]
+    assert await snapshot(db) == before
