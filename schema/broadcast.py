@@ -72,6 +72,9 @@ LEGACY_WS = "graphql-ws"
 SAME_OWNERSHIP = frozenset(
     {
         EventKind.CHECK_IN,
+        EventKind.CHECK_IN_RETRACTED,
+        EventKind.CHECK_IN_CORRECTED,
+        EventKind.MEASUREMENT_RETRACTED,
         EventKind.COMMENT_ADDED,
         EventKind.CHECK_IN_DUE,
         EventKind.CYCLE_REVIEW_DUE,

@@ -73,7 +73,7 @@ _DESCENDANTS = sql.walk(
 
 _LATEST_MEASUREMENTS = text(
     "SELECT DISTINCT ON (metric_id) * FROM measurement "
-    "WHERE metric_id = ANY(:ids) AND organization_id = :org "
+    "WHERE metric_id = ANY(:ids) AND organization_id = :org AND retracted_at IS NULL "
     "ORDER BY metric_id, measured_at DESC, id DESC"
 )
 

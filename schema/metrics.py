@@ -31,6 +31,11 @@ class Measurement:
     measured_at: datetime = strawberry.field(description="When the value was true.")
     source: str | None
     created_at: datetime
+    retracted: bool = strawberry.field(
+        description="Retracted (retractMeasurement): kept here, but not `latest` nor record."
+    )
+    retracted_at: datetime | None
+    reason: str | None = strawberry.field(description="Why it was retracted.")
 
     @classmethod
     def of(cls, row: Any) -> Measurement:
@@ -39,6 +44,9 @@ class Measurement:
             measured_at=row.measured_at,
             source=row.source,
             created_at=row.created_at,
+            retracted=row.retracted_at is not None,
+            retracted_at=row.retracted_at,
+            reason=row.retraction_reason,
         )
 
 
@@ -71,7 +79,7 @@ class Metric(Node):
     def archived(self) -> bool:
         return self.row.archived_at is not None
 
-    @strawberry.field(description="The measurement measured last.")
+    @strawberry.field(description="The measurement measured last (not retracted).")
     async def latest(self, info: Info) -> Measurement | None:
         row = await info.context.loaders.latest_measurement.load(self.row.id)
         return Measurement.of(row) if row is not None else None

@@ -296,6 +296,40 @@ def checked_in(
     return Event(K.CHECK_IN, S.KEY_RESULT, kr_id, details, scope, check_in_id=check_in_id)
 
 
+def check_in_retracted(
+    kr_id: int,
+    check_in_id: int,
+    value: float,
+    reason: str,
+    changes: Changes,
+    scope: Scope,
+    check_ins: int | None = None,
+) -> Event:
+    """A check-in retracted by hand, or (`check_ins`: how many on this key result) with
+    the measurement it was made from. `value`: the retracted value."""
+    details: dict[str, Any] = {"value": value, "reason": reason}
+    if check_ins is not None:
+        details["check_ins"] = check_ins
+    details.update(_rolled(changes))
+    return Event(K.CHECK_IN_RETRACTED, S.KEY_RESULT, kr_id, details, scope, check_in_id=check_in_id)
+
+
+def check_in_corrected(
+    kr_id: int,
+    check_in_id: int,
+    corrected_id: int,
+    value: float,
+    reason: str,
+    changes: Changes,
+    scope: Scope,
+) -> Event:
+    """A correction: `check_in_id` is the new check-in, `corrected_id` the one it
+    retracted (one event; no CHECK_IN_RETRACTED beside it)."""
+    details: dict[str, Any] = {"value": value, "corrected": corrected_id, "reason": reason}
+    details.update(_rolled(changes))
+    return Event(K.CHECK_IN_CORRECTED, S.KEY_RESULT, kr_id, details, scope, check_in_id=check_in_id)
+
+
 def check_in_due(kr_id: int, due: str, scope: Scope) -> Event:
     return Event(K.CHECK_IN_DUE, S.KEY_RESULT, kr_id, {"due": due}, scope)
 
@@ -368,3 +402,17 @@ def metric_updated(metric_id: int, before: Mapping[str, Any], after: Mapping[str
 def metric_archived(metric_id: int, key: str, unbound: Sequence[int]) -> Event:
     details = {"key": key, "unbound_key_result_ids": list(unbound)}
     return Event(K.METRIC_ARCHIVED, S.METRIC, metric_id, details)
+
+
+def measurement_retracted(
+    metric_id: int, key: str, measured_at: str, count: int, check_ins: int, reason: str
+) -> Event:
+    """`count` measurements at `measured_at` retracted, with the `check_ins` they made."""
+    details = {
+        "key": key,
+        "measured_at": measured_at,
+        "count": count,
+        "check_ins": check_ins,
+        "reason": reason,
+    }
+    return Event(K.MEASUREMENT_RETRACTED, S.METRIC, metric_id, details)

@@ -1,9 +1,10 @@
 """Progress as it stood at past instants, from the check-ins' `measured_at`.
 
 A key result's value at t is the check-in measured last at or before t (its start
-value before any). An objective's progress at t rolls up, by the rules, the key results
-and aligned children that existed at t (created by then, not archived by then), along
-today's alignment: the alignment's own history is not kept.
+value before any), among those not retracted: a retraction changes the past as the
+record tells it, whenever it was made. An objective's progress at t rolls up, by the
+rules, the key results and aligned children that existed at t (created by then, not
+archived by then), along today's alignment: the alignment's own history is not kept.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ _KEY_RESULTS = text(
 _CHECK_INS = text(
     "SELECT key_result_id, measured_at, value FROM check_in "
     "WHERE organization_id = :org AND key_result_id = ANY(:ids) AND measured_at <= :until "
+    "AND retracted_at IS NULL "
     "ORDER BY key_result_id, measured_at, id"
 )
 

@@ -318,6 +318,11 @@ class CheckIn(SQLModel, table=True):
         ),
         Index("ix_check_in_key_result", "key_result_id", "id"),
         Index("ix_check_in_key_result_measured", "key_result_id", "measured_at", "id"),
+        Index("ix_check_in_measurement", "measurement_id"),
+        # A correction retracts what it corrects (nothing committed is destroyed).
+        CheckConstraint(
+            "corrected_by_id IS NULL OR retracted_at IS NOT NULL", name="corrected_is_retracted"
+        ),
     )
     id: int | None = _pk()
     organization_id: int = _org()
@@ -336,6 +341,20 @@ class CheckIn(SQLModel, table=True):
     # key result's current value is the one measured last.
     measured_at: datetime | None = _created()
     created_at: datetime | None = _created()
+    # The measurement it was made from (a metric's check-in): corrected through the
+    # metric (retractMeasurement), never on its own.
+    measurement_id: int | None = _ref("measurement.id")
+    # Retracted (docs/design.md, "Access"): kept, listed and marked; the record (current
+    # value, roll-ups, realism, forecast, history) leaves it out. Who (a user or a key),
+    # when and why.
+    retracted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    retracted_by_id: int | None = _ref("app_user.id")
+    retracted_by_api_key_id: int | None = _ref("api_key.id")
+    retraction_reason: str | None = _text()
+    # A correction is a retraction plus a new check-in at the same instant, linked both
+    # ways: the new one's `correction_of_id`, the retracted one's `corrected_by_id`.
+    correction_of_id: int | None = _ref("check_in.id")
+    corrected_by_id: int | None = _ref("check_in.id")
 
 
 class Comment(SQLModel, table=True):
@@ -397,6 +416,12 @@ class Measurement(SQLModel, table=True):
     caller: str = Field(sa_type=String(40), nullable=False)
     idempotency_key: str | None = Field(default=None, sa_type=String(128))
     created_at: datetime | None = _created()
+    # Retracted (retractMeasurement): kept in `measurements`, marked; it leaves `latest`
+    # and the record, and another may be recorded for the same instant.
+    retracted_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    retracted_by_id: int | None = _ref("app_user.id")
+    retracted_by_api_key_id: int | None = _ref("api_key.id")
+    retraction_reason: str | None = _text()
 
 
 class ApiKey(SQLModel, table=True):

@@ -1,7 +1,8 @@
 """`okr verify`: recompute every stored number from the raw values and report what differs.
 
-Key results from their definition and latest check-in; objectives bottom-up over the
-whole alignment tree. A clean run proves the roll-ups lost no update.
+Key results from their definition and latest check-in not retracted (a retracted one
+is kept, marked, and counts for nothing); objectives bottom-up over the whole alignment
+tree. A clean run proves the roll-ups lost no update.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ _KEY_RESULTS = text(
            k.current_value, k.progress, k.weight, k.score, k.last_check_in_id,
            k.archived_at IS NOT NULL AS archived,
            (SELECT c.id FROM check_in c WHERE c.key_result_id = k.id
+              AND c.retracted_at IS NULL
             ORDER BY c.measured_at DESC, c.id DESC LIMIT 1) AS latest_id,
            (SELECT c.value FROM check_in c WHERE c.key_result_id = k.id
+              AND c.retracted_at IS NULL
             ORDER BY c.measured_at DESC, c.id DESC LIMIT 1) AS latest_value
     FROM key_result k
     """

@@ -322,3 +322,173 @@ async def test_backdated_check_ins_racing(db: Database, org: Org):
             )
         ).scalar()
     assert current == float(latest)
+
+
+async def test_retractions_and_corrections_racing_check_ins(db: Database, org: Org):
+    """Retractions and corrections racing check-ins on the same key results (issue 21):
+    each retraction queues on the key result's lock like a check-in, so `okr verify` is
+    clean afterwards, the events are gapless, one per write that succeeded, and a check-in
+    retracted by two writers at once is retracted once: the other gets CONFLICT and
+    writes no event."""
+    from datetime import UTC, datetime, timedelta
+
+    from service.domain.errors import ErrorCode, Rejected
+    from service.usecases import corrections
+
+    _root, krs = await build_tree(db, org)
+    hot = krs[:3]  # every kind of write lands on these
+    base = datetime(2026, 6, 1, tzinfo=UTC)
+    seeded: list[int] = []
+    for n in range(18):
+        row, _kr = await db.transaction(
+            lambda s, n=n: key_results.check_in(
+                s,
+                org.admin,
+                commands.CheckIn(
+                    key_result_id=hot[n % 3],
+                    value=float(10 + n),
+                    measured_at=base + timedelta(days=n),
+                ),
+            )
+        )
+        seeded.append(row.id)
+    rng = random.Random(21)
+    work = []
+    kinds: list[str] = []
+    for n in range(60):
+        if n % 4 == 0:
+            target = seeded[(n // 4) % len(seeded)]
+            kinds.append("retract")
+            work.append(
+                lambda s, t=target: corrections.retract_check_in(
+                    s, org.admin, commands.RetractCheckIn(t, "race")
+                )
+            )
+        elif n % 4 == 1:
+            target = seeded[(n // 4 + 7) % len(seeded)]
+            kinds.append("correct")
+            work.append(
+                lambda s, t=target, v=rng.uniform(0, 100): corrections.correct_check_in(
+                    s, org.admin, commands.CorrectCheckIn(t, v, "race")
+                )
+            )
+        else:
+            kinds.append("check_in")
+            work.append(
+                lambda s, kr=rng.choice(hot), v=rng.uniform(0, 100): key_results.check_in(
+                    s, org.admin, commands.CheckIn(key_result_id=kr, value=v)
+                )
+            )
+
+    async def run(write):
+        try:
+            return await db.transaction(write)
+        except Rejected as exc:
+            return exc
+
+    results = await asyncio.gather(*(run(w) for w in work))
+    refused = [r for r in results if isinstance(r, Rejected)]
+    # Only the second writer on one check-in is refused, and only as a conflict.
+    assert refused and {r.code for r in refused} == {ErrorCode.CONFLICT}
+    done = {k: 0 for k in ("retract", "correct", "check_in")}
+    for kind, result in zip(kinds, results, strict=True):
+        if not isinstance(result, Rejected):
+            done[kind] += 1
+    assert done["check_in"] == kinds.count("check_in")
+    async with db.connect() as conn:
+        _checked, mismatches = await verify(conn)
+        assert mismatches == [], mismatches[:5]
+        assert await verify_event_sequences(conn) == []
+        counted = dict(
+            (await conn.execute(text("SELECT kind, count(*) FROM event GROUP BY kind"))).all()
+        )
+        retracted = (
+            await conn.execute(text("SELECT count(*) FROM check_in WHERE retracted_at IS NOT NULL"))
+        ).scalar()
+        corrections_made = (
+            await conn.execute(
+                text("SELECT count(*) FROM check_in WHERE correction_of_id IS NOT NULL")
+            )
+        ).scalar()
+    assert counted["CHECK_IN"] == len(seeded) + done["check_in"]
+    assert counted.get("CHECK_IN_RETRACTED", 0) == done["retract"]
+    assert counted.get("CHECK_IN_CORRECTED", 0) == done["correct"] == corrections_made
+    assert retracted == done["retract"] + done["correct"]
+
+
+async def test_measurement_retractions_racing_check_ins_and_measurements(db: Database, org: Org):
+    """retractMeasurement (metric, then key results in id order, then chains) racing
+    measurements and manual check-ins on the key results bound to the metric: verify
+    clean, events gapless, every measurement retracted with all the check-ins it made."""
+    from datetime import UTC, datetime, timedelta
+
+    from service.usecases import corrections, metrics
+
+    _root, krs = await build_tree(db, org)
+    bound = krs[:4]
+    await db.transaction(
+        lambda s: metrics.create_metric(s, org.admin, commands.CreateMetric("cost", "Cost"))
+    )
+    metric_id = (await db.transaction(lambda s: metrics.metric_by_key(s, org.admin, "cost"))).id
+    for kr in bound:
+        await db.transaction(
+            lambda s, kr=kr: metrics.bind_key_result(
+                s, org.admin, commands.BindKeyResult(kr, metric_id)
+            )
+        )
+    base = datetime(2026, 6, 1, tzinfo=UTC)
+    instants = [base + timedelta(days=n) for n in range(12)]
+    await db.transaction(
+        lambda s: metrics.record_measurements(
+            s,
+            org.admin,
+            [commands.MeasurementInput("cost", float(n), at) for n, at in enumerate(instants)],
+        )
+    )
+    rng = random.Random(5)
+    work = []
+    for n in range(36):
+        if n % 3 == 0:
+            at = instants[n // 3]
+            work.append(
+                lambda s, at=at: corrections.retract_measurement(
+                    s, org.admin, commands.RetractMeasurement("cost", at, "race")
+                )
+            )
+        elif n % 3 == 1:
+            at = base + timedelta(days=20 + n)
+            work.append(
+                lambda s, at=at: metrics.record_measurements(
+                    s, org.admin, [commands.MeasurementInput("cost", rng.uniform(0, 99), at)]
+                )
+            )
+        else:
+            work.append(
+                lambda s, kr=rng.choice(bound), v=rng.uniform(0, 99): key_results.check_in(
+                    s, org.admin, commands.CheckIn(key_result_id=kr, value=v)
+                )
+            )
+    await asyncio.gather(*(db.transaction(w) for w in work))
+    async with db.connect() as conn:
+        _checked, mismatches = await verify(conn)
+        assert mismatches == [], mismatches[:5]
+        assert await verify_event_sequences(conn) == []
+        left = (
+            await conn.execute(
+                text(
+                    "SELECT count(*) FROM check_in c JOIN measurement m ON m.id = c.measurement_id"
+                    " WHERE (m.retracted_at IS NULL) <> (c.retracted_at IS NULL)"
+                )
+            )
+        ).scalar()
+        retracted = (
+            await conn.execute(
+                text("SELECT count(*) FROM measurement WHERE retracted_at IS NOT NULL")
+            )
+        ).scalar()
+        counted = dict(
+            (await conn.execute(text("SELECT kind, count(*) FROM event GROUP BY kind"))).all()
+        )
+    assert left == 0 and retracted == 12
+    assert counted["MEASUREMENT_RETRACTED"] == 12
+    assert counted["CHECK_IN_RETRACTED"] == 12 * len(bound)

@@ -28,6 +28,7 @@ PAYLOADS = {
     "CheckInCadencePayload",
     "MetricPayload",
     "RecordMeasurementsPayload",
+    "RetractMeasurementPayload",
 }
 
 

@@ -2,8 +2,8 @@
 that shows an answer runs here, in order, against a fresh `okr serve --demo`, and each
 answer is compared with what the README prints under it:
 - the tour (its own demo: it closes the quarter);
-- Metrics, Realism and reviews, Live progress and the command lines they show (a second
-  demo: "on a fresh demo", then each step after the one before).
+- Metrics, Realism and reviews, Live progress and the command lines they show, then
+  Corrections (a second demo: "on a fresh demo", then each step after the one before).
 
 The demo keeps its own date (service/demo.py), so the answers are the same on any day:
 status, staleness, ids and sequences exactly; an instant the demo's clock stamped while
@@ -352,7 +352,11 @@ async def test_the_readme_answers_as_printed_on_any_day(
         await run_subscription(second, live, rest[0][1], rest[1][1])
         # The command lines last: they record outside the server, on its database.
         assert [await run_console(second, bin_okr, body) for body in consoles] == [4]
-        # Administration, after all of that: it renames, archives and erases.
+        # Corrections, after all of that on the same demo (issue 21).
+        ran, rest = await run_pairs(second, section(readme, "Corrections"))
+        assert ran == 6 and [lang for lang, _ in rest] == ["console"], rest
+        assert await run_console(second, bin_okr, rest[0][1]) == 1
+        # Administration, after the corrections: it renames, archives and erases.
         ran, rest = await run_pairs(second, section(readme, "Administration"))
         assert ran == 11 and [lang for lang, _ in rest] == ["console"], rest
         assert await run_console(second, bin_okr, rest[0][1]) == 3

@@ -1,7 +1,7 @@
 """administration: archived teams, key results and metrics; cycle versions; anonymized users
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-04 18:00:00.000000
 
 - `team.archived_at`, `key_result.archived_at`, `metric.archived_at`: archived things
@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -10,6 +10,7 @@ import strawberry
 from schema.mutations import (
     administration,
     comments,
+    corrections,
     cycles,
     key_results,
     metrics,
@@ -114,4 +115,23 @@ class Mutation:
     archive_metric = strawberry.mutation(
         resolver=administration.archive_metric,
         description="ADMIN only. The metric leaves lists; its key results are unbound.",
+    )
+    retract_check_in = strawberry.mutation(
+        resolver=corrections.retract_check_in,
+        description="Take back a check-in: it stays listed, marked with who, when and why; "
+        "the key result's value becomes its latest check-in not retracted (or its start) "
+        "and the chain rolls up. Needs the right to check in on the key result; a service "
+        "key retracts only its own check-ins.",
+    )
+    correct_check_in = strawberry.mutation(
+        resolver=corrections.correct_check_in,
+        description="A retraction plus a new check-in at the same instant, linked both ways "
+        "(correctionOf, correctedBy). A check-in made by a measurement is corrected "
+        "through its metric (retractMeasurement).",
+    )
+    retract_measurement = strawberry.mutation(
+        resolver=corrections.retract_measurement,
+        description="ADMIN and SERVICE. Retract a metric's measurement at exactly measuredAt, "
+        "and every check-in it made, in one transaction; it stays in `measurements`, "
+        "marked, and another may be recorded for that instant.",
     )

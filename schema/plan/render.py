@@ -27,6 +27,7 @@ from schema.plan.collect import (
 from schema.plan.hints import _key_result_ahead, _set_joins
 from schema.plan.resolvers import (
     _attr,
+    _c_check_in,
     _c_edges,
     _c_page_info,
     _c_total,
@@ -124,6 +125,12 @@ _CHECK_IN: dict[str, Callable[..., Any]] = {
     "measuredAt": _attr("measured_at"),
     "createdAt": _attr("created_at"),
     "author": lambda plan, sel, rows: _user(plan, sel, rows, "author_id"),
+    "retracted": lambda plan, sel, rows: [r["retracted_at"] is not None for r in rows],
+    "retractedAt": _attr("retracted_at"),
+    "reason": _attr("retraction_reason"),
+    "retractedBy": lambda plan, sel, rows: _user(plan, sel, rows, "retracted_by_id"),
+    "correctionOf": _c_check_in("correction_of_id"),
+    "correctedBy": _c_check_in("corrected_by_id"),
 }
 _USER = {
     "id": _gid("User"),

@@ -212,6 +212,18 @@ async def _k_last_check_in(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     return await plan.related("CheckIn", sel, [found.get(k) if k else None for k in keys])
 
 
+def _c_check_in(column: str) -> Callable[..., Any]:
+    """A check-in's linked check-in (correctionOf, correctedBy): of the same key result,
+    which is shown, so the raw read is the checked one."""
+
+    async def resolve(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+        keys = [r[column] for r in rows]
+        found = await plan.reads.by_id("check_in", [k for k in keys if k is not None])
+        return await plan.related("CheckIn", sel, [found.get(k) if k else None for k in keys])
+
+    return resolve
+
+
 def _k_check_ins(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
     first, position = plan.window(sel)
     reads = plan.reads
@@ -242,7 +254,11 @@ async def _k_forecast(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
         if n % 64 == 0:
             await plan.on_time()  # thousands of key results, each a fit over its history
         start, end = rules.cycle_bounds(c.starts_on, c.ends_on)
-        points = sorted((h.measured_at, h.value) for h in history if start <= h.measured_at < end)
+        points = sorted(
+            (h.measured_at, h.value)
+            for h in history
+            if start <= h.measured_at < end and h.retracted_at is None
+        )
         out.append(
             rules.forecast(
                 KeyResultType(r.type),

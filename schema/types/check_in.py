@@ -10,7 +10,7 @@ from strawberry import ID
 
 from schema import ids, nodes
 from schema.context import Info
-from schema.types.common import Node, _hidden, user_of
+from schema.types.common import Node, _hidden, check_in_of, user_of
 
 if TYPE_CHECKING:  # resolved lazily at run time (strawberry.lazy): no import circle
     from schema.types.key_result import KeyResult
@@ -27,6 +27,12 @@ class CheckIn(Node):
     progress: float
     measured_at: datetime = strawberry.field(description="When the value was true.")
     created_at: datetime
+    retracted: bool = strawberry.field(
+        description="Retracted (or corrected): kept and listed, but no longer the record "
+        "(value, roll-ups, realism, forecast, history)."
+    )
+    retracted_at: datetime | None
+    reason: str | None = strawberry.field(description="Why it was retracted or corrected.")
 
     @classmethod
     def of(cls, row: Any) -> CheckIn:
@@ -39,7 +45,24 @@ class CheckIn(Node):
             progress=row.progress,
             measured_at=row.measured_at,
             created_at=row.created_at,
+            retracted=row.retracted_at is not None,
+            retracted_at=row.retracted_at,
+            reason=row.retraction_reason,
         )
+
+    @strawberry.field(description="Who retracted it (null when a service key did).")
+    async def retracted_by(
+        self, info: Info
+    ) -> Annotated[User, strawberry.lazy("schema.types.organization")] | None:
+        return await user_of(info, self.row.retracted_by_id)
+
+    @strawberry.field(description="The check-in this one corrects (same instant).")
+    async def correction_of(self, info: Info) -> CheckIn | None:
+        return await check_in_of(info, self.row.correction_of_id)
+
+    @strawberry.field(description="The check-in that corrected this one.")
+    async def corrected_by(self, info: Info) -> CheckIn | None:
+        return await check_in_of(info, self.row.corrected_by_id)
 
     @strawberry.field
     async def key_result(

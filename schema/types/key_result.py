@@ -233,14 +233,18 @@ class KeyResult(Node):
         return await realism_of(info, self.row, cycle)
 
     @strawberry.field(
-        description="Least squares through the check-ins, read at the cycle's "
-        "end; null with fewer than two check-ins."
+        description="Least squares through the check-ins not retracted, read at the "
+        "cycle's end; null with fewer than two of them."
     )
     async def forecast(self, info: Info) -> Forecast | None:
         _, cycle = await self._objective_and_cycle(info)
         start, end = rules.cycle_bounds(cycle.starts_on, cycle.ends_on)
         rows = await info.context.loaders.check_ins_of.load(self.row.id)
-        points = sorted((r.measured_at, r.value) for r in rows if start <= r.measured_at < end)
+        points = sorted(
+            (r.measured_at, r.value)
+            for r in rows
+            if start <= r.measured_at < end and r.retracted_at is None
+        )
         p = info.context.principal
         got = rules.forecast(
             enums.KeyResultType(self.row.type),

@@ -8,7 +8,8 @@ it was carried over from, up the chain (the cycle before rarely reaches into the
 window, but when it does it is the record a planning review needs), and the
 measurements of the metric each of them is bound to, from before the cycle as well as
 during it. A measurement and the check-in made from it are one point, so the points are
-distinct by (instant, value) per key result.
+distinct by (instant, value) per key result. Retracted check-ins and measurements are
+not record.
 
 A carried-from key result may sit in an objective the caller cannot see: its points
 count in the judgement, as a roll-up counts what a reader may not see, and are never
@@ -45,12 +46,14 @@ _RECORD = text(
         FROM source s
         JOIN check_in ci ON ci.key_result_id = s.key_result_id AND ci.organization_id = :org
         WHERE ci.measured_at >= s.since AND ci.measured_at <= :now
+          AND ci.retracted_at IS NULL
       UNION ALL
         SELECT s.owner, m.measured_at, m.value
         FROM source s
         JOIN key_result k ON k.id = s.key_result_id AND k.organization_id = :org
         JOIN measurement m ON m.metric_id = k.metric_id AND m.organization_id = :org
         WHERE m.measured_at >= s.since AND m.measured_at <= :now
+          AND m.retracted_at IS NULL
     )
     SELECT owner, count(*) AS basis,
            regr_slope(value, extract(epoch FROM measured_at)) * 604800.0 AS slope

@@ -198,6 +198,24 @@ class ArchiveKeyResult:
 
 
 @dataclass(frozen=True)
+class RetractCheckIn:
+    check_in_id: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class CorrectCheckIn:
+    """A retraction plus a new check-in at the same instant. `confidence` and `note` left
+    out (KEEP) are the corrected check-in's."""
+
+    check_in_id: int
+    value: float
+    reason: str
+    confidence: float | Keep | None = KEEP
+    note: str | Keep | None = KEEP
+
+
+@dataclass(frozen=True)
 class ScoreKeyResult:
     key_result_id: int
     score: float
@@ -265,3 +283,12 @@ class MeasurementInput:
     measured_at: datetime | None = None  # None: now
     source: str | None = None
     idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class RetractMeasurement:
+    """The metric's measurement at exactly `measured_at`, and every check-in it made."""
+
+    metric_key: str
+    measured_at: datetime
+    reason: str

@@ -63,7 +63,8 @@ def _status(progress: float, checked_in: bool, cycle: Cycle, p: Principal) -> st
     )
 
 
-def _change(kr: KeyResult, previous: float, cycle: Cycle, p: Principal) -> dict[str, Any]:
+def progress_change(kr: KeyResult, previous: float, cycle: Cycle, p: Principal) -> dict[str, Any]:
+    """The key result's entry in an event's `changes` (its chain's follow it)."""
     return {
         "type": "KeyResult",
         "id": kr.id,
@@ -113,7 +114,7 @@ async def create_key_result(
     session.add(row)
     await session.flush()
     rolled = await common.roll_up(session, p, [objective_id])
-    changes = [_change(row, row.progress, cycle, p), *rolled.changes]
+    changes = [progress_change(row, row.progress, cycle, p), *rolled.changes]
     created = events.key_result_created(common.id_of(row), title, changes, rolled.scope())
     await events.record(session, p, p.organization_id, created)
     return row
@@ -167,7 +168,7 @@ async def update_key_result(
     kr.updated_at = common.now()
     await session.flush()
     rolled = await common.roll_up(session, p, [kr.objective_id])
-    changed = [_change(kr, previous, cycle, p), *rolled.changes]
+    changed = [progress_change(kr, previous, cycle, p), *rolled.changes]
     updated = events.key_result_updated(common.id_of(kr), before, clean, changed, rolled.scope())
     await events.record(session, p, p.organization_id, updated)
     return kr
@@ -355,7 +356,7 @@ async def check_in(
         common.id_of(kr),
         common.id_of(row),
         value,
-        [_change(kr, previous, cycle, p), *rolled.changes],
+        [progress_change(kr, previous, cycle, p), *rolled.changes],
         rolled.scope(),
     )
     written = (

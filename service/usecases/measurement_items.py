@@ -45,6 +45,14 @@ class CheckInRow:
     caller: str
     measured_at: datetime
     created_at: datetime
+    measurement_id: int | None = None
+    # As the table's columns (a fresh check-in is neither retracted nor a correction).
+    retracted_at: datetime | None = None
+    retracted_by_id: int | None = None
+    retracted_by_api_key_id: int | None = None
+    retraction_reason: str | None = None
+    correction_of_id: int | None = None
+    corrected_by_id: int | None = None
 
 
 @dataclass

@@ -113,23 +113,25 @@ _CHECK_IN_IDS = text(
 _INSERT_CHECK_INS = text(
     """
     INSERT INTO check_in (id, organization_id, key_result_id, value, note, author_id,
-                          api_key_id, progress, caller, measured_at, created_at)
+                          api_key_id, progress, caller, measured_at, created_at,
+                          measurement_id)
     SELECT u.id, :org, u.key_result_id, u.value, u.note, :author, :api_key, u.progress,
-           :caller, u.measured_at, :now
+           :caller, u.measured_at, :now, u.measurement_id
     FROM unnest(CAST(:id AS bigint[]), CAST(:key_result AS bigint[]),
                 CAST(:value AS double precision[]), CAST(:progress AS double precision[]),
-                CAST(:measured_at AS timestamptz[]), CAST(:note AS text[]))
-         AS u(id, key_result_id, value, progress, measured_at, note)
+                CAST(:measured_at AS timestamptz[]), CAST(:note AS text[]),
+                CAST(:measurement AS bigint[]))
+         AS u(id, key_result_id, value, progress, measured_at, note, measurement_id)
     """
 )
-# Each key result's latest check-in, one index probe each.
+# Each key result's latest check-in not retracted, one index probe each.
 _LATEST = text(
     """
     SELECT k.id AS key_result_id, c.id, c.value, c.progress, c.confidence
     FROM unnest(CAST(:ids AS bigint[])) AS k(id)
     CROSS JOIN LATERAL (
         SELECT id, value, progress, confidence FROM check_in
-        WHERE key_result_id = k.id AND organization_id = :org
+        WHERE key_result_id = k.id AND organization_id = :org AND retracted_at IS NULL
         ORDER BY measured_at DESC, id DESC LIMIT 1
     ) c
     """
@@ -349,6 +351,7 @@ async def _check_ins(
             caller=caller,
             measured_at=row.measured_at,
             created_at=now,
+            measurement_id=row.id,
         )
         for pk, (kr, it, row, progress) in zip(ids, plan, strict=True)
     ]
@@ -366,6 +369,7 @@ async def _check_ins(
             "progress": [c.progress for c in check_ins],
             "measured_at": [c.measured_at for c in check_ins],
             "note": [c.note for c in check_ins],
+            "measurement": [c.measurement_id for c in check_ins],
         },
     )
 
