@@ -489,6 +489,31 @@ async def test_archive_key_result_leaves_lists_and_the_roll_up(org: Org, db: Dat
     assert await event_count(db) == before
 
 
+async def test_an_archived_key_result_takes_no_check_ins_edits_or_bindings(org: Org, db: Database):
+    cycle = await active_cycle(org)
+    goal = await objective(org, cycle, "Dispatch")
+    kr = await key_result(org, goal, "Lagging")
+    await check_in(org, kr, 10)
+    await ok(org, "archiveKeyResult", {"keyResultId": kr}, KR)
+    metric = (await ok(org, "createMetric", {"key": "lag", "name": "Lag"}, "metric { id }"))[
+        "metric"
+    ]["id"]
+    before = await event_count(db)
+    for name, input in [
+        ("checkIn", {"keyResultId": kr, "value": 20}),
+        ("updateKeyResult", {"keyResultId": kr, "title": "Renamed"}),
+        ("bindKeyResult", {"keyResultId": kr, "metricId": metric}),
+    ]:
+        refused = await mutate(org, name, input, "keyResult { id }")
+        code, field = code_of(refused)
+        assert (code, field) == ("INVALID", ["keyResultId"]), (name, refused)
+        assert "archived" in refused["userErrors"][0]["message"]
+    assert await event_count(db) == before
+    read = "query($id: ID!) { node(id: $id) { ... on KeyResult { title currentValue } } }"
+    assert (await org.call(read, {"id": kr}))["node"] == {"title": "Lagging", "currentValue": 10}
+    await verified(db)
+
+
 async def test_archive_key_result_in_a_closed_cycle_is_cycle_closed(org: Org):
     cycle = await active_cycle(org, status="REVIEW")
     goal = await objective(org, cycle, "Late")

@@ -118,6 +118,16 @@ def writable(cycle: Cycle) -> None:
         raise Rejected(ErrorCode.CYCLE_CLOSED, f"cycle {cycle.name!r} is closed and read-only")
 
 
+def live(kr: KeyResult, field: str = "keyResultId") -> None:
+    """An archived key result keeps its history and reads by id, but takes no more
+    check-ins, edits, scores or bindings."""
+    if kr.archived_at is not None:
+        raise invalid(
+            f"key result {kr.title!r} is archived: it keeps its history but takes no changes",
+            field,
+        )
+
+
 async def cycle(
     session: AsyncSession, p: Principal, cycle_id: int, field: str = "cycleId", lock: bool = False
 ) -> Cycle:

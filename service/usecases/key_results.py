@@ -126,6 +126,7 @@ async def _editable(
     kr, objective, cycle = await common.key_result(session, p, key_result_id, lock=True)
     common.writable(cycle)
     require_edit_objective(p, objective.visibility, objective.team_id, objective.owner_id)
+    common.live(kr)
     return kr, objective, cycle
 
 
@@ -295,6 +296,7 @@ async def check_in(
         replay(earlier, value, measured_at)
         return earlier, kr
     common.writable(cycle)
+    common.live(kr)
     if not rules.accepts_check_ins(CycleStatus(cycle.status)):
         raise invalid(
             f"check-ins are taken while the cycle is ACTIVE or in REVIEW (it is {cycle.status})",

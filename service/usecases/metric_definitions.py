@@ -120,6 +120,7 @@ async def bind_key_result(
     kr, objective, cycle = await common.key_result(session, p, cmd.key_result_id, lock=True)
     common.writable(cycle)
     require_edit_objective(p, objective.visibility, objective.team_id, objective.owner_id)
+    common.live(kr)
     if metric_id is not None:
         await metric(session, p, metric_id, "metricId")
     if kr.metric_id == metric_id:
