@@ -333,6 +333,9 @@ class Plan:
         return out
 
     def window(self, sel: Sel) -> tuple[int, int | None]:
+        if sel.args.get("last") is not None or sel.args.get("before") is not None:
+            # Backward pages are the executor's (never silently read as forward ones).
+            raise Unsupported("last/before")
         first, after = sel.args.get("first"), sel.args.get("after")
         if first is None:
             first = self.settings.default_page_size
@@ -369,9 +372,10 @@ FIELDS: dict[str, set[str]] = {}
 
 
 class Page:
-    """A connection's source: rows, the window, and how to count all of them."""
+    """A connection's source: rows, the window, how to count all of them, and (after a
+    cursor) whether any row lies at or before it: hasPreviousPage true to the data."""
 
-    __slots__ = ("after", "counter", "first", "node_type", "rows")
+    __slots__ = ("after", "counter", "first", "node_type", "previous", "rows")
 
     def __init__(
         self,
@@ -380,6 +384,24 @@ class Page:
         after: int | None,
         node_type: str,
         counter: Callable[[], Any],
+        previous: Callable[[], Any] | None = None,
     ) -> None:
         self.rows, self.first, self.after = rows, first, after
         self.node_type, self.counter = node_type, counter
+        self.previous = previous
+
+
+class Probe:
+    """Which parents have a row at or before the cursor: one statement for all the pages
+    of a level, run the first time any of them asks (`fetch` returns the set)."""
+
+    __slots__ = ("_fetch", "_found")
+
+    def __init__(self, fetch: Callable[[], Any]) -> None:
+        self._fetch = fetch
+        self._found: set[int] | None = None
+
+    async def has(self, parent: int) -> bool:
+        if self._found is None:
+            self._found = set(await self._fetch())
+        return parent in self._found

@@ -260,7 +260,15 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
         got = await reads.execute(select(func.count()).select_from(base.subquery()))
         return int(got[0][0])
 
-    page = Page(rows, first, position, "Objective", count)
+    async def previous() -> bool:
+        # Any row of the list at or before the cursor (the executor's probe, as a count).
+        assert position is not None
+        at_or_before = select(func.count()).select_from(
+            base.where(OBJECTIVE.c.id <= position).limit(1).subquery()
+        )
+        return int((await reads.execute(at_or_before))[0][0]) > 0
+
+    page = Page(rows, first, position, "Objective", count, previous)
     return (await plan.build(_connection_type(sel), sel.details, [page]))[0]
 
 
@@ -318,7 +326,7 @@ def _check(plan: Plan, sel: Sel, name: str) -> None:
     """Everything below a root field is covered, and no argument is one the executor
     would answer with an error (those are left to it)."""
     args = sel.args
-    if "first" in args or "after" in args:
+    if any(k in args for k in ("first", "after", "last", "before")):
         plan.window(sel)
     if args.get("cycleId") is not None:
         plan.decode(args["cycleId"], "Cycle")

@@ -10,7 +10,7 @@ from operator import itemgetter
 from typing import Any
 
 from schema import ids
-from schema.plan.collect import OverBudget, Page, Plan, Row, Sel, Unsupported
+from schema.plan.collect import OverBudget, Page, Plan, Probe, Row, Sel, Unsupported
 from service.domain import rules
 from service.domain.enums import CycleStatus, KeyResultType
 from service.reads.visibility import can_see_objective
@@ -217,7 +217,9 @@ def _k_check_ins(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
     reads = plan.reads
 
     async def run() -> list[Any]:
-        pages = await reads.check_in_pages([r.id for r in rows], first, position)
+        keys = [r.id for r in rows]
+        pages = await reads.check_in_pages(keys, first, position)
+        probe = Probe(partial(reads.check_ins_not_after, keys, position))
         sources = [
             Page(
                 page,
@@ -225,6 +227,7 @@ def _k_check_ins(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
                 position,
                 "CheckIn",
                 partial(reads.check_in_count, r.id),
+                partial(probe.has, r.id),
             )
             for r, page in zip(rows, pages, strict=True)
         ]
@@ -266,7 +269,9 @@ def _t_objectives(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
     reads = plan.reads
 
     async def run() -> list[Any]:
-        pages = await reads.team_objective_pages([r.id for r in rows], cycle_pk, first, position)
+        keys = [r.id for r in rows]
+        pages = await reads.team_objective_pages(keys, cycle_pk, first, position)
+        probe = Probe(partial(reads.team_objectives_not_after, keys, cycle_pk, position))
         sources = [
             Page(
                 page,
@@ -274,6 +279,7 @@ def _t_objectives(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
                 position,
                 "Objective",
                 partial(reads.team_objective_count, r.id, cycle_pk),
+                partial(probe.has, r.id),
             )
             for r, page in zip(rows, pages, strict=True)
         ]
@@ -309,8 +315,16 @@ def _pi_next(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
     return [len(p.rows) > p.first for p in pages]
 
 
-def _pi_previous(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
-    return [p.after is not None for p in pages]
+async def _pi_previous(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
+    out = []
+    for p in pages:
+        if p.after is None:
+            out.append(False)
+        elif p.previous is None:
+            raise Unsupported("no probe of the rows before the cursor")
+        else:
+            out.append(await p.previous())
+    return out
 
 
 def _pi_start(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:

@@ -301,6 +301,37 @@ class Reads:
         )
         return int(rows[0]["n"])
 
+    async def check_ins_not_after(self, keys: list[int], after: int | None) -> list[int]:
+        """The key results with a check-in at or before the cursor (newest first: an id
+        at least the cursor's)."""
+        if after is None or not keys:
+            return []
+        rows = await self.fetch(
+            "SELECT DISTINCT key_result_id AS n FROM check_in WHERE organization_id = $1 "
+            "AND key_result_id = ANY($2::int8[]) AND id >= $3",
+            self.org,
+            sorted(set(keys)),
+            after,
+        )
+        return [r["n"] for r in rows]
+
+    async def team_objectives_not_after(
+        self, teams: list[int], cycle: int | None, after: int | None
+    ) -> list[int]:
+        """The teams with an objective the caller may see (in `cycle` when given) at or
+        before the cursor."""
+        if after is None or not teams:
+            return []
+        sql = (
+            "SELECT DISTINCT team_id AS n FROM objective WHERE organization_id = $1 "
+            f"AND team_id = ANY($2::int8[]) AND id <= $3 AND ({visible_sql(self.p)})"
+        )
+        args: list[Any] = [self.org, sorted(set(teams)), after]
+        if cycle is not None:
+            sql += " AND cycle_id = $4"
+            args.append(cycle)
+        return [r["n"] for r in await self.fetch(sql, *args)]
+
     async def team_objective_pages(
         self, teams: list[int], cycle: int | None, first: int, after: int | None
     ) -> list[list[Rec]]:
