@@ -6,7 +6,6 @@ from datetime import date
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
 from strawberry import ID
 
 from schema import ids
@@ -83,12 +82,3 @@ class Cycle(Node):
             count,
             position=lambda r: ids.named_cursor(r.name, r.id),
         )
-
-
-async def cycle_or_error(info: Info, gid: ID) -> Any:
-    """The cycle row of an argument (a cycle of another organization is not found)."""
-    pk = ids.decode_filter_id(gid, "Cycle", "cycleId")
-    row = await info.context.loaders.cycle.load(pk)
-    if row is None:
-        raise GraphQLError("cycle not found", extensions={"code": "NOT_FOUND"})
-    return row

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
+from graphql import GraphQLError
 from strawberry import ID
 
 from schema import ids, nodes
@@ -83,9 +84,7 @@ class Team(Node):
         "aligned under another of its objectives) that the caller may see."
     )
     async def progress(self, info: Info, cycle_id: ID) -> TeamProgress:
-        from schema.types.cycle import cycle_or_error
-
-        cycle = await cycle_or_error(info, cycle_id)
+        cycle = await _cycle_or_error(info, cycle_id)
         top = await info.context.loaders.top_objectives.load((cycle.id, self.row.id))
         return TeamProgress.of(info, self.row, cycle, top)
 
@@ -106,14 +105,12 @@ class TeamProgress:
 
     @classmethod
     def of(cls, info: Info, team: Any, cycle: Any, top: list[Any]) -> TeamProgress:
-        from schema.types.cycle import Cycle
-
         ctx = info.context
         cadence = team.check_in_cadence_days or ctx.principal.check_in_cadence_days
         f: TeamFigures = figures(top, cycle, cadence, ctx.principal, ctx.now)
         return cls(
             team=Team.of(team),
-            cycle=Cycle.of(cycle),
+            cycle=nodes.NODES["Cycle"].type.of(cycle),
             objectives=f.objectives,
             progress=f.progress,
             expected_progress=f.expected,
@@ -123,3 +120,12 @@ class TeamProgress:
             ],
             stale=f.stale,
         )
+
+
+async def _cycle_or_error(info: Info, gid: ID) -> Any:
+    """The cycle row an argument names (a cycle of another organization is not found)."""
+    pk = ids.decode_filter_id(gid, "Cycle", "cycleId")
+    row = await info.context.loaders.cycle.load(pk)
+    if row is None:
+        raise GraphQLError("cycle not found", extensions={"code": "NOT_FOUND"})
+    return row

@@ -33,6 +33,7 @@ from sqlalchemy import (
     tuple_,
     union_all,
 )
+from sqlalchemy.dialects.postgresql import distinct_on
 
 BEYOND = "beyond_cursor"
 
@@ -104,7 +105,7 @@ def pages(base: Select, parent: Any, columns: Sequence[Any], descending: bool, s
     probe = (
         base.add_columns(cast(literal_column("0"), BigInteger).label("_rn"), true().label(BEYOND))
         .where(_side(columns, s.cursor, descending, s.backward, False))
-        .distinct(parent)
+        .ext(distinct_on(parent))
     )
     both = union_all(rows, probe).subquery()
     return select(both).order_by(both.c[parent.name], both.c[BEYOND], both.c._rn)
