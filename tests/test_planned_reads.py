@@ -198,7 +198,7 @@ DOCUMENTS = [
         ["team", "cycle", "goal_cursor"],
     ),
     (
-        "not covered: backward pages",
+        "backward pages",
         """query($team: ID!, $kr: ID!, $goal_cursor: String) {
           objectives(last: 2, before: $goal_cursor) {
             pageInfo { hasPreviousPage hasNextPage startCursor endCursor } edges { node { id } } }
@@ -209,9 +209,29 @@ DOCUMENTS = [
         ["team", "kr", "goal_cursor"],
     ),
     (
-        "not covered: a backward page without a size",
+        "a backward page without a size",
         """query($goal_cursor: String) { objectives(before: $goal_cursor) {
           pageInfo { hasPreviousPage hasNextPage } edges { node { id } } } }""",
+        ["goal_cursor"],
+    ),
+    (
+        "a key result's pages both ways",
+        """query($kr: ID!, $goal_cursor: String) { node(id: $kr) { ... on KeyResult {
+          title objective { title }
+          a: checkIns(last: 2) { pageInfo { hasPreviousPage hasNextPage startCursor endCursor }
+            edges { cursor node { id value } } }
+          b: checkIns(last: 1, before: "@FAR") { pageInfo { hasPreviousPage hasNextPage }
+            edges { node { id } } }
+          c: checkIns(first: 1, after: "@FAR") { pageInfo { hasPreviousPage hasNextPage } }
+          d: checkIns(before: $goal_cursor) { pageInfo { hasPreviousPage hasNextPage }
+            edges { node { id } } } } } }""".replace("@FAR", CURSOR_FAR),
+        ["kr", "goal_cursor"],
+    ),
+    (
+        "first with last, and both ways at once",
+        """query($goal_cursor: String) {
+          a: objectives(first: 1, last: 1) { edges { cursor } }
+          b: objectives(last: 1, after: $goal_cursor) { edges { cursor } } }""",
         ["goal_cursor"],
     ),
     ("an id of nothing", 'query { node(id: "nonsense") { id } }', []),
@@ -257,6 +277,9 @@ async def test_planned_equals_executor(org: Org, world: World, name: str, query:
         "a key result's page only, after a cursor",
         "descendants with their owner, team and cycle",
         "after a cursor, with what lies before it",
+        "backward pages",
+        "a backward page without a size",
+        "a key result's pages both ways",
     ):
         assert planned_any, f"{name}: the plan never answered"
     if name.startswith(("a bad", "a page", "bad", "not covered")):

@@ -229,7 +229,7 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
 
     from schema.queries import OBJECTIVE, ObjectiveFilter, _objective_query
 
-    first, position = plan.window(sel)
+    first, position, backward = plan.window(sel)
     raw = sel.args.get("filter")
     f = None
     if raw is not None:
@@ -248,11 +248,13 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
             plan.decode(gid, type_name)
     info: Any = SimpleNamespace(context=plan.ctx)
     base = _objective_query(info, f)
-    stmt = base.order_by(OBJECTIVE.c.id).limit(first + 1)
+    order = OBJECTIVE.c.id.desc() if backward else OBJECTIVE.c.id
+    stmt = base.order_by(order).limit(first + 1)
     if position is not None:
-        stmt = stmt.where(OBJECTIVE.c.id > position)
+        stmt = stmt.where(OBJECTIVE.c.id < position if backward else OBJECTIVE.c.id > position)
     reads = plan.reads
-    rows = await reads.execute_joined(stmt)
+    rows = list(await reads.execute_joined(stmt))
+    rows.sort(key=_by_id, reverse=backward)  # the order read: backward, toward the start
     reads.remember("objective", rows)
     await reads.by_id("cycle", [r.cycle_id for r in rows])
 
@@ -260,16 +262,19 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
         got = await reads.execute(select(func.count()).select_from(base.subquery()))
         return int(got[0][0])
 
-    async def previous() -> bool:
-        # Any row of the list at or before the cursor (the executor's probe, as a count).
+    async def beyond() -> bool:
+        # Any row of the list on the cursor's other side (the executor's probe).
         assert position is not None
-        at_or_before = select(func.count()).select_from(
-            base.where(OBJECTIVE.c.id <= position).limit(1).subquery()
-        )
-        return int((await reads.execute(at_or_before))[0][0]) > 0
+        side = OBJECTIVE.c.id >= position if backward else OBJECTIVE.c.id <= position
+        found = select(func.count()).select_from(base.where(side).limit(1).subquery())
+        return int((await reads.execute(found))[0][0]) > 0
 
-    page = Page(rows, first, position, "Objective", count, previous)
+    page = Page(rows, first, position, "Objective", count, beyond, backward)
     return (await plan.build(_connection_type(sel), sel.details, [page]))[0]
+
+
+def _by_id(row: Any) -> int:
+    return int(row.id)
 
 
 ROOTS = {"node": _root_node, "objectives": _root_objectives}

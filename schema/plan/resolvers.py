@@ -213,13 +213,13 @@ async def _k_last_check_in(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 
 
 def _k_check_ins(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
-    first, position = plan.window(sel)
+    first, position, backward = plan.window(sel)
     reads = plan.reads
 
     async def run() -> list[Any]:
         keys = [r.id for r in rows]
-        pages = await reads.check_in_pages(keys, first, position)
-        probe = Probe(partial(reads.check_ins_not_after, keys, position))
+        pages = await reads.check_in_pages(keys, first, position, backward)
+        probe = Probe(partial(reads.check_ins_beyond, keys, position, backward))
         sources = [
             Page(
                 page,
@@ -228,6 +228,7 @@ def _k_check_ins(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
                 "CheckIn",
                 partial(reads.check_in_count, r.id),
                 partial(probe.has, r.id),
+                backward,
             )
             for r, page in zip(rows, pages, strict=True)
         ]
@@ -265,13 +266,13 @@ async def _k_forecast(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 
 def _t_objectives(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
     cycle_pk = plan.decode(sel.args.get("cycleId"), "Cycle")
-    first, position = plan.window(sel)
+    first, position, backward = plan.window(sel)
     reads = plan.reads
 
     async def run() -> list[Any]:
         keys = [r.id for r in rows]
-        pages = await reads.team_objective_pages(keys, cycle_pk, first, position)
-        probe = Probe(partial(reads.team_objectives_not_after, keys, cycle_pk, position))
+        pages = await reads.team_objective_pages(keys, cycle_pk, first, position, backward)
+        probe = Probe(partial(reads.team_objectives_beyond, keys, cycle_pk, position, backward))
         sources = [
             Page(
                 page,
@@ -280,6 +281,7 @@ def _t_objectives(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
                 "Objective",
                 partial(reads.team_objective_count, r.id, cycle_pk),
                 partial(probe.has, r.id),
+                backward,
             )
             for r, page in zip(rows, pages, strict=True)
         ]
@@ -296,8 +298,7 @@ def _connection_type(sel: Sel) -> str:
 
 
 def _c_edges(plan: Plan, sel: Sel, pages: list[Page]) -> Any:
-    groups = [p.rows[: p.first] for p in pages]
-    return plan.related_lists(str(sel.rtype.name), sel, groups)
+    return plan.related_lists(str(sel.rtype.name), sel, [p.shown() for p in pages])
 
 
 def _c_page_info(plan: Plan, sel: Sel, pages: list[Page]) -> Any:
@@ -311,28 +312,20 @@ async def _c_total(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
     return out
 
 
-def _pi_next(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
-    return [len(p.rows) > p.first for p in pages]
+async def _pi_next(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
+    return [await p.across() if p.backward else p.more for p in pages]
 
 
 async def _pi_previous(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
-    out = []
-    for p in pages:
-        if p.after is None:
-            out.append(False)
-        elif p.previous is None:
-            raise Unsupported("no probe of the rows before the cursor")
-        else:
-            out.append(await p.previous())
-    return out
+    return [p.more if p.backward else await p.across() for p in pages]
 
 
 def _pi_start(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
-    return [ids.cursor(p.rows[0].id) if p.rows[: p.first] else None for p in pages]
+    return [ids.cursor(rows[0].id) if (rows := p.shown()) else None for p in pages]
 
 
 def _pi_end(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
-    return [ids.cursor(p.rows[: p.first][-1].id) if p.rows[: p.first] else None for p in pages]
+    return [ids.cursor(rows[-1].id) if (rows := p.shown()) else None for p in pages]
 
 
 def _e_cursor(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
