@@ -92,6 +92,28 @@ def unpair_cursor(value: str) -> tuple[int, int]:
     return (-first if negative else first), second
 
 
+def named_cursor(name: str, pk: int) -> str:
+    """A keyset cursor over (a name, then an id), for lists ordered by name: the name
+    travels in the cursor, so a page follows where the last one ended whatever is renamed
+    or added in between."""
+    return base64.urlsafe_b64encode(f"n:{pk}:{name}".encode()).decode().rstrip("=")
+
+
+def unname_cursor(value: str) -> tuple[str, int]:
+    if not isinstance(value, str) or not value or len(value) > 1200:
+        raise BadId("not a valid cursor")
+    try:
+        text = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raise BadId("not a valid cursor") from None
+    prefix, _, rest = text.partition(":")
+    raw, _, name = rest.partition(":")
+    pk = _number(raw)
+    if prefix != "n" or pk is None or "\x00" in name:
+        raise BadId("not a valid cursor")
+    return name, pk
+
+
 @overload
 def decode_filter_id(gid: str, type_name: str, field: str) -> int: ...
 @overload

@@ -1,5 +1,5 @@
-"""Limits checked before any resolver runs: `first` on every connection, and a query
-cost in the style of GitHub's and Shopify's (returned in `extensions.cost`).
+"""Limits checked before any resolver runs: `first` or `last` on every connection (never
+both), and a query cost in the style of GitHub's and Shopify's (`extensions.cost`).
 
 Cost: every object a query can return counts 1, multiplied by the page sizes of the
 connections around it; a plain list counts as LIST_GUESS items, `nodes(ids:)` as its
@@ -109,6 +109,19 @@ class CostWalker:
         except GraphQLError:
             return {}
 
+    def _page_size(self, args: dict[str, Any]) -> int:
+        """A connection's page size, `first` or `last` alike (Relay): both at once, or
+        either out of range, is refused before anything runs."""
+        first, last = args.get("first"), args.get("last")
+        if first is not None and last is not None:
+            raise LimitExceeded("first and last cannot be used together")
+        name, size = ("last", last) if last is not None else ("first", first)
+        if size is None:
+            size = self.default_page
+        if not isinstance(size, int) or size < 0 or size > self.max_page:
+            raise LimitExceeded(f"{name} must be between 0 and {self.max_page}")
+        return size
+
     def _history_cost(self, name: str, field: Any, node: FieldNode) -> int:
         """What a field that reads the check-in history once per object, unbatched, costs
         beyond its objects: progress as of an instant, and a progress series."""
@@ -189,13 +202,9 @@ class CostWalker:
             inner = multiplier
             type_name = getattr(field_type, "name", "")
             if type_name.endswith("Connection"):
-                first = self._args(field, node).get("first")
-                if first is None:
-                    first = self.default_page
-                if not isinstance(first, int) or first < 0 or first > self.max_page:
-                    raise LimitExceeded(f"first must be between 0 and {self.max_page}")
+                size = self._page_size(self._args(field, node))
                 total += multiplier
-                inner = multiplier * max(first, 1)
+                inner = multiplier * max(size, 1)
             elif getattr(owner, "name", "").endswith("Connection"):
                 inner = multiplier  # edges, pageInfo: counted by the connection's page size
             elif is_list:

@@ -16,6 +16,8 @@ from strawberry.dataloader import DataLoader as _DataLoader
 from service import models, sql
 from service.db import Database
 from service.domain.principal import Principal
+from service.reads import keyset, team_progress
+from service.reads.keyset import Slice
 from service.reads.realism import Fit, record_points
 from service.reads.visibility import can_see_objective, visible_events, visible_objectives
 
@@ -50,8 +52,8 @@ class DataLoader(_DataLoader[K, V]):
         return asyncio.shield(super().load(key))
 
 
-# Page keys: (parent id, rows wanted, keyset position after which to start or None).
-PageKey = tuple[int, int, int | None]
+# Page keys: (parent id, the window asked for).
+PageKey = tuple[int, Slice]
 # Record keys: (key result id, start of its trailing window, now).
 RecordKey = tuple[int, datetime, datetime]
 
@@ -151,6 +153,9 @@ class Loaders:
             KEY_RESULT, KEY_RESULT.c.metric_id, KEY_RESULT.c.id, where=_LIVE_KEY_RESULT
         )
         self.latest_measurement = DataLoader(self._load_latest_measurements)
+        # Each team's top objectives in a cycle that the caller may see, by (cycle, team):
+        # one statement per cycle for any number of teams (service/reads/team_progress.py).
+        self.top_objectives = DataLoader(self._load_top_objectives)
         self._visible = vis
         self._team_pages: dict[int | None, DataLoader[PageKey, list[Any]]] = {}
         self._team_counts: dict[int | None, DataLoader[int, int]] = {}
@@ -288,31 +293,23 @@ class Loaders:
     def _pages(
         self, table: Table, key_col: Any, order_col: Any, *, descending: bool, where: Any = None
     ) -> DataLoader[PageKey, list[Any]]:
-        """One query per distinct (first, after) for any number of parents."""
+        """One statement per distinct window for any number of parents (keyset both ways,
+        with the probe of the cursor's other side: service/reads/keyset.py)."""
 
         async def load(keys: list[PageKey]) -> list[list[Any]]:
-            by_window: dict[tuple[int, int | None], list[int]] = defaultdict(list)
-            for parent, first, after in keys:
-                by_window[(first, after)].append(parent)
+            by_window: dict[Slice, list[int]] = defaultdict(list)
+            for parent, window in keys:
+                by_window[window].append(parent)
             pages: dict[PageKey, list[Any]] = defaultdict(list)
-            for (first, after), parents in by_window.items():
-                order = order_col.desc() if descending else order_col.asc()
-                rn = func.row_number().over(partition_by=key_col, order_by=order).label("_rn")
-                inner = select(table, rn).where(
+            for window, parents in by_window.items():
+                base = select(table).where(
                     key_col.in_(parents), table.c.organization_id == self._org
                 )
                 if where is not None:
-                    inner = inner.where(where)
-                if after is not None:
-                    inner = inner.where(order_col < after if descending else order_col > after)
-                sub = inner.subquery()
-                stmt = (
-                    select(sub)
-                    .where(sub.c._rn <= first + 1)
-                    .order_by(sub.c[key_col.name], sub.c._rn)
-                )
+                    base = base.where(where)
+                stmt = keyset.pages(base, key_col, [order_col], descending, window)
                 for r in await self._rows(stmt):
-                    pages[(getattr(r, key_col.name), first, after)].append(r)
+                    pages[(getattr(r, key_col.name), window)].append(r)
             return [pages.get(k, []) for k in keys]
 
         return DataLoader(load)
@@ -336,6 +333,16 @@ class Loaders:
             rows = (await conn.execute(_LATEST_MEASUREMENTS, {"ids": keys, "org": self._org})).all()
         found = {r.metric_id: r for r in rows}
         return [found.get(k) for k in keys]
+
+    async def _load_top_objectives(self, keys: list[tuple[int, int]]) -> list[list[Any]]:
+        by_cycle: dict[int, list[int]] = defaultdict(list)
+        for cycle, team in keys:
+            by_cycle[cycle].append(team)
+        found: dict[int, dict[int, list[Any]]] = {}
+        async with self.db.connect() as conn:
+            for cycle, teams in by_cycle.items():
+                found[cycle] = await team_progress.top_objectives(conn, self.p, cycle, teams)
+        return [found[cycle].get(team, []) for cycle, team in keys]
 
     async def _load_ancestors(self, keys: list[int]) -> list[list[Any]]:
         async with self.db.connect() as conn:

@@ -12,15 +12,17 @@ from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy import Select, func, select, tuple_
+from sqlalchemy import Select, func, select
 from strawberry import ID
 
 from schema import ids
 from schema.context import Info
 from schema.inputs import instant
 from schema.loaders import MEASUREMENT, METRIC
-from schema.types.common import Connection, Edge, Node, PageInfo, connection, page_window
+from schema.types.common import Connection, Node, connection, page_window
 from schema.types.key_result import KeyResult
+from service.reads import keyset
+from service.reads.keyset import Slice
 
 # --- types ---------------------------------------------------------------------------------
 
@@ -95,8 +97,11 @@ class Metric(Node):
         after: str | None = None,
         from_: Annotated[datetime | None, strawberry.argument(name="from")] = None,
         to: datetime | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Measurement]:
-        return await _measurements(info, self.row.id, first, after, from_, to)
+        window = page_window(info, first, after, last, before, decode=_measured_position)
+        return await _measurements(info, self.row.id, window, from_, to)
 
     @strawberry.field(description="The key results bound to it that the caller may see.")
     async def key_results(self, info: Info) -> list[KeyResult]:
@@ -121,15 +126,22 @@ def _micros(t: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def _measured_position(cursor: str) -> tuple[datetime, int]:
+    """A measurement's cursor: (measuredAt in microseconds, id)."""
+    micros, pk = ids.unpair_cursor(cursor)
+    try:
+        return EPOCH + timedelta(microseconds=micros), pk
+    except OverflowError:
+        raise ids.BadId("not a valid cursor") from None
+
+
 async def _measurements(
     info: Info,
     metric_id: int,
-    first: int | None,
-    after: str | None,
+    window: Slice,
     start: datetime | None,
     end: datetime | None,
 ) -> Connection[Measurement]:
-    first_, _ = page_window(info, first, None)
     org = info.context.principal.organization_id
     base: Select = select(MEASUREMENT).where(
         MEASUREMENT.c.organization_id == org, MEASUREMENT.c.metric_id == metric_id
@@ -140,43 +152,21 @@ async def _measurements(
         base = base.where(MEASUREMENT.c.measured_at <= instant(end, "to"))
     if start is not None and end is not None and instant(end, "to") < instant(start, "from"):
         raise _bad("`to` must not be before `from`")
-    page = base
-    if after is not None:
-        try:
-            micros, pk = ids.unpair_cursor(after)
-        except ids.BadId as exc:
-            raise _bad(str(exc)) from None
-        try:
-            at = EPOCH + timedelta(microseconds=micros)
-        except OverflowError:
-            raise _bad("not a valid cursor") from None
-        page = page.where(tuple_(MEASUREMENT.c.measured_at, MEASUREMENT.c.id) < tuple_(at, pk))
-    page = page.order_by(MEASUREMENT.c.measured_at.desc(), MEASUREMENT.c.id.desc()).limit(
-        first_ + 1
-    )
+    page = keyset.page(base, [MEASUREMENT.c.measured_at, MEASUREMENT.c.id], True, window)
     async with info.context.db.connect() as conn:
         rows = list((await conn.execute(page)).all())
-    has_next = len(rows) > first_
-    rows = rows[:first_]
-    edges = [
-        Edge(cursor=ids.pair_cursor(_micros(r.measured_at), r.id), node=Measurement.of(r))
-        for r in rows
-    ]
 
     async def count() -> int:
         async with info.context.db.connect() as conn:
             stmt = select(func.count()).select_from(base.subquery())
             return int((await conn.execute(stmt)).scalar_one())
 
-    return Connection(
-        edges=edges,
-        page_info=PageInfo(
-            has_next_page=has_next,
-            has_previous_page=after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-            end_cursor=edges[-1].cursor if edges else None,
-        ),
-        counter=count,
+    return connection(
+        rows,
+        window,
+        Measurement.of,
+        count,
+        position=lambda r: ids.pair_cursor(_micros(r.measured_at), r.id),
     )
 
 
@@ -184,9 +174,14 @@ async def _measurements(
 
 
 async def list_metrics(
-    info: Info, first: int | None, after: str | None, search: str | None
+    info: Info,
+    first: int | None,
+    after: str | None,
+    search: str | None,
+    last: int | None = None,
+    before: str | None = None,
 ) -> Connection[Metric]:
-    first_, position = page_window(info, first, after)
+    window = page_window(info, first, after, last, before)
     org = info.context.principal.organization_id
     base = select(METRIC).where(METRIC.c.organization_id == org, METRIC.c.archived_at.is_(None))
     if search:
@@ -198,9 +193,7 @@ async def list_metrics(
         base = base.where(
             METRIC.c.key.ilike(pattern, escape="\\") | METRIC.c.name.ilike(pattern, escape="\\")
         )
-    page = base.order_by(METRIC.c.id).limit(first_ + 1)
-    if position is not None:
-        page = page.where(METRIC.c.id > position)
+    page = keyset.page(base, [METRIC.c.id], False, window)
     async with info.context.db.connect() as conn:
         rows = list((await conn.execute(page)).all())
 
@@ -209,7 +202,7 @@ async def list_metrics(
             stmt = select(func.count()).select_from(base.subquery())
             return int((await conn.execute(stmt)).scalar_one())
 
-    return connection(rows, first_, position, Metric.of, count)
+    return connection(rows, window, Metric.of, count)
 
 
 async def metric_by_key(info: Info, key: str) -> Metric | None:

@@ -16,7 +16,14 @@ from schema.ids import decode_filter_id
 from schema.loaders import CYCLE, EVENT, OBJECTIVE, TEAM
 from schema.metrics import Metric, list_metrics, metric_by_key
 from schema.realism import RealismCount, realism_counts
-from schema.types.common import Connection, Node, connection, page_window, user_of
+from schema.types.common import (
+    Connection,
+    Node,
+    StatusCount,
+    connection,
+    page_window,
+    user_of,
+)
 from schema.types.cycle import Cycle
 from schema.types.event import Event
 from schema.types.objective import Objective
@@ -24,6 +31,8 @@ from schema.types.organization import Organization, Viewer
 from schema.types.team import Team
 from service import sql
 from service.domain.enums import ProgressStatus as Status
+from service.reads import keyset
+from service.reads.keyset import Slice
 from service.reads.visibility import visible_events, visible_objectives
 
 
@@ -113,15 +122,10 @@ async def _fetch(info: Info, stmt: Select) -> list[Any]:
         return list((await conn.execute(stmt)).all())
 
 
-async def _keyset_page(
-    info: Info, base: Select, column: Any, first: int, position: int | None
-) -> list[Any]:
-    """One page of `base` in `column` order after `position`, plus one row to tell whether
-    another page follows."""
-    page = base.order_by(column).limit(first + 1)
-    if position is not None:
-        page = page.where(column > position)
-    return await _fetch(info, page)
+async def _keyset_page(info: Info, base: Select, column: Any, window: Slice) -> list[Any]:
+    """One page of `base` in `column` order, either way, with what tells whether pages
+    lie before and after it (service/reads/keyset.py): one statement."""
+    return await _fetch(info, keyset.page(base, [column], False, window))
 
 
 async def _count(info: Info, stmt: Select) -> int:
@@ -155,15 +159,20 @@ class Query:
 
     @strawberry.field
     async def teams(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Team]:
-        first_, position = page_window(info, first, after)
+        window = page_window(info, first, after, last, before)
         base = select(TEAM).where(
             TEAM.c.organization_id == info.context.principal.organization_id,
             TEAM.c.archived_at.is_(None),  # archived teams leave lists
         )
-        rows = await _keyset_page(info, base, TEAM.c.id, first_, position)
-        return connection(rows, first_, position, Team.of, lambda: _count(info, base))
+        rows = await _keyset_page(info, base, TEAM.c.id, window)
+        return connection(rows, window, Team.of, lambda: _count(info, base))
 
     @strawberry.field
     async def cycles(
@@ -172,15 +181,17 @@ class Query:
         first: int | None = None,
         after: str | None = None,
         status: CycleStatus | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Cycle]:
-        first_, position = page_window(info, first, after)
+        window = page_window(info, first, after, last, before)
         base = select(CYCLE).where(
             CYCLE.c.organization_id == info.context.principal.organization_id
         )
         if status is not None:
             base = base.where(CYCLE.c.status == str(status.value))
-        rows = await _keyset_page(info, base, CYCLE.c.id, first_, position)
-        return connection(rows, first_, position, Cycle.of, lambda: _count(info, base))
+        rows = await _keyset_page(info, base, CYCLE.c.id, window)
+        return connection(rows, window, Cycle.of, lambda: _count(info, base))
 
     @strawberry.field
     async def objectives(
@@ -189,12 +200,14 @@ class Query:
         first: int | None = None,
         after: str | None = None,
         filter: ObjectiveFilter | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Objective]:
-        first_, position = page_window(info, first, after)
+        window = page_window(info, first, after, last, before)
         base = _objective_query(info, filter)
-        rows = await _keyset_page(info, base, OBJECTIVE.c.id, first_, position)
+        rows = await _keyset_page(info, base, OBJECTIVE.c.id, window)
         await info.context.loaders.prime_cycles(rows)
-        return connection(rows, first_, position, Objective.of, lambda: _count(info, base))
+        return connection(rows, window, Objective.of, lambda: _count(info, base))
 
     @strawberry.field(
         description="Per team: objectives by status, mean progress and score, "
@@ -246,8 +259,10 @@ class Query:
         first: int | None = None,
         after: str | None = None,
         search: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Metric]:
-        return await list_metrics(info, first, after, search)
+        return await list_metrics(info, first, after, search, last, before)
 
     @strawberry.field(description="A metric by its key: services know keys, not ids.")
     async def metric(self, info: Info, key: str) -> Metric | None:
@@ -257,16 +272,25 @@ class Query:
         description="The change feed, for polling: events after a cursor, in commit order."
     )
     async def events(
-        self, info: Info, after: str | None = None, first: int | None = None
+        self,
+        info: Info,
+        after: str | None = None,
+        first: int | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Event]:
-        first_, position = page_window(info, first, after)
+        window = page_window(info, first, after, last, before)
         p = info.context.principal
         base = select(EVENT).where(
             EVENT.c.organization_id == p.organization_id, visible_events(p, EVENT)
         )
-        rows = await _keyset_page(info, base, EVENT.c.seq, first_, position)
+        rows = await _keyset_page(info, base, EVENT.c.seq, window)
         return connection(
-            rows, first_, position, Event.of, lambda: _count(info, base), position=lambda r: r.seq
+            rows,
+            window,
+            Event.of,
+            lambda: _count(info, base),
+            position=lambda r: ids.cursor(r.seq),
         )
 
 
@@ -275,12 +299,6 @@ UNCONFIRMED = (
     "From REVIEW on: key results whose score nobody set or confirmed by hand "
     "(scoreKeyResult); null before REVIEW."
 )
-
-
-@strawberry.type
-class StatusCount:
-    status: ProgressStatus
-    count: int
 
 
 @strawberry.type(description="One team's part of a cycle (team null: objectives of no team).")

@@ -91,6 +91,9 @@ def variables_for(world: World) -> dict[str, Any]:
         "public_kr": world.krs["public"],
         "objective": world.team_goal,
         "private": world.private,
+        # A position at the TEAM objective: whether a row lies at or before it depends on
+        # who asks (issue 21: hasPreviousPage true to the data).
+        "goal_cursor": ids.cursor(ids.decode(world.team_goal)[1]),
     }
 
 
@@ -183,6 +186,54 @@ DOCUMENTS = [
             cycle { name status } keyResults { lastCheckIn { value } } } } } } }""",
         ["cycle"],
     ),
+    (
+        "after a cursor, with what lies before it",
+        """query($team: ID!, $cycle: ID!, $goal_cursor: String) {
+          objectives(first: 2, after: $goal_cursor) {
+            pageInfo { hasPreviousPage hasNextPage startCursor endCursor } edges { node { id } } }
+          node(id: $team) { ... on Team {
+            objectives(cycleId: $cycle, first: 1, after: $goal_cursor) {
+              pageInfo { hasPreviousPage hasNextPage } edges { cursor node { title } } }
+            all: objectives(first: 5) { pageInfo { hasPreviousPage hasNextPage } } } } }""",
+        ["team", "cycle", "goal_cursor"],
+    ),
+    (
+        "backward pages",
+        """query($team: ID!, $kr: ID!, $goal_cursor: String) {
+          objectives(last: 2, before: $goal_cursor) {
+            pageInfo { hasPreviousPage hasNextPage startCursor endCursor } edges { node { id } } }
+          t: node(id: $team) { ... on Team { objectives(last: 1) {
+            pageInfo { hasPreviousPage hasNextPage } edges { cursor node { title } } } } }
+          k: node(id: $kr) { ... on KeyResult { checkIns(last: 1) {
+            pageInfo { hasPreviousPage hasNextPage } edges { node { value } } } } } }""",
+        ["team", "kr", "goal_cursor"],
+    ),
+    (
+        "a backward page without a size",
+        """query($goal_cursor: String) { objectives(before: $goal_cursor) {
+          pageInfo { hasPreviousPage hasNextPage } edges { node { id } } } }""",
+        ["goal_cursor"],
+    ),
+    (
+        "a key result's pages both ways",
+        """query($kr: ID!, $goal_cursor: String) { node(id: $kr) { ... on KeyResult {
+          title objective { title }
+          a: checkIns(last: 2) { pageInfo { hasPreviousPage hasNextPage startCursor endCursor }
+            edges { cursor node { id value } } }
+          b: checkIns(last: 1, before: "@FAR") { pageInfo { hasPreviousPage hasNextPage }
+            edges { node { id } } }
+          c: checkIns(first: 1, after: "@FAR") { pageInfo { hasPreviousPage hasNextPage } }
+          d: checkIns(before: $goal_cursor) { pageInfo { hasPreviousPage hasNextPage }
+            edges { node { id } } } } } }""".replace("@FAR", CURSOR_FAR),
+        ["kr", "goal_cursor"],
+    ),
+    (
+        "first with last, and both ways at once",
+        """query($goal_cursor: String) {
+          a: objectives(first: 1, last: 1) { edges { cursor } }
+          b: objectives(last: 1, after: $goal_cursor) { edges { cursor } } }""",
+        ["goal_cursor"],
+    ),
     ("an id of nothing", 'query { node(id: "nonsense") { id } }', []),
     ("a page too large", "query { objectives(first: 1000) { edges { node { id } } } }", []),
     ("a bad cursor", 'query { objectives(after: "zz") { edges { node { id } } } }', []),
@@ -225,6 +276,10 @@ async def test_planned_equals_executor(org: Org, world: World, name: str, query:
         "a key result with two windows",
         "a key result's page only, after a cursor",
         "descendants with their owner, team and cycle",
+        "after a cursor, with what lies before it",
+        "backward pages",
+        "a backward page without a size",
+        "a key result's pages both ways",
     ):
         assert planned_any, f"{name}: the plan never answered"
     if name.startswith(("a bad", "a page", "bad", "not covered")):

@@ -192,3 +192,107 @@ async def test_bench_reads_statement_counts(org: Org, db: Database):
         "Q3": auth + 1,
         "Q4": auth + price + 2,
     }
+
+
+# Issue 21: each team's progress in a cycle, for a page of teams, in a few statements.
+CYCLE_TEAMS = """
+query($cycle: ID!) {
+  node(id: $cycle) { ... on Cycle {
+    teams(first: 100) { totalCount pageInfo { hasNextPage endCursor } edges { node {
+      team { name } objectives progress expectedProgress byStatus { status count } stale
+    } } }
+  } }
+}"""
+TEAMS_PROGRESS = """
+query($cycle: ID!) {
+  teams(last: 100) { edges { node { name progress(cycleId: $cycle) { progress stale } } } }
+}"""
+
+
+async def cycle_teams_statements(org: Org, db: Database, n: int) -> tuple[int, int]:
+    """A cycle with `n` teams, each with a top objective (and an aligned child, and a key
+    result checked in): the statements of Cycle.teams and Team.progress over them."""
+    from schema.ids import encode
+
+    p = org.admin
+    cycle = await db.transaction(
+        lambda s: cycles.create_cycle(
+            s, p, commands.CreateCycle(f"Teams {n}", date(2026, 10, 1), date(2026, 12, 31))
+        )
+    )
+    await db.transaction(
+        lambda s: cycles.set_cycle_status(
+            s, p, commands.SetCycleStatus(cycle.id, domain_enums.CycleStatus.ACTIVE)
+        )
+    )
+    for i in range(n):
+        team = await db.transaction(
+            lambda s, i=i: organizations.create_team(
+                s, p, commands.CreateTeam(f"Team {n}-{i:03}", None)
+            )
+        )
+        top = await db.transaction(
+            lambda s, t=team.id: objectives.create_objective(
+                s, p, commands.CreateObjective(cycle_id=cycle.id, title="Top", team_id=t)
+            )
+        )
+        if i < 3:  # a few with more under them: the count must not depend on it
+            await db.transaction(
+                lambda s, t=team.id, top=top.id: objectives.create_objective(
+                    s,
+                    p,
+                    commands.CreateObjective(
+                        cycle_id=cycle.id, title="Child", team_id=t, parent_id=top
+                    ),
+                )
+            )
+            kr = await db.transaction(
+                lambda s, o=top.id: key_results.create_key_result(
+                    s,
+                    p,
+                    commands.CreateKeyResult(
+                        objective_id=o,
+                        title="K",
+                        type=domain_enums.KeyResultType.INCREASE,
+                        start_value=0,
+                        target_value=10,
+                    ),
+                )
+            )
+            await db.transaction(
+                lambda s, kr=kr.id: key_results.check_in(
+                    s, p, commands.CheckIn(key_result_id=kr, value=3)
+                )
+            )
+    counts = []
+    for query in (CYCLE_TEAMS, TEAMS_PROGRESS):
+        response = await org.client.post(
+            "/graphql",
+            json={"query": query, "variables": {"cycle": encode("Cycle", cycle.id)}},
+            headers={"Authorization": f"Bearer {org.admin_token}"},
+        )
+        body = response.json()
+        assert "errors" not in body, body
+        counts.append(int(response.headers["x-sql-statements"]))
+        if query is CYCLE_TEAMS:
+            listed = body["data"]["node"]["teams"]
+            assert listed["totalCount"] == n
+            assert len(listed["edges"]) == min(n, 100)
+            assert listed["edges"][0]["node"]["progress"] == 0.15  # key result 0.3, child 0
+            assert all(e["node"]["objectives"] == 1 for e in listed["edges"])
+        else:
+            shown = body["data"]["teams"]["edges"]
+            assert len(shown) == min(n, 100)  # the newest teams: this cycle's
+            assert all(e["node"]["progress"]["progress"] is not None for e in shown)
+    return counts[0], counts[1]
+
+
+async def test_cycle_teams_statement_count_does_not_grow(org: Org, db: Database):
+    five = await cycle_teams_statements(org, db, 5)
+    many = await cycle_teams_statements(org, db, 200)
+    print(f"cycle teams statements: {five} for 5 teams, {many} for 200")
+    assert five == many
+    # Cycle.teams: auth, the cycle, its page of teams, their total, the page's top
+    # objectives. Team.progress over a page of teams: auth, the page, the cycle, the
+    # top objectives of all of them.
+    assert many[0] <= 5 and many[1] <= 4

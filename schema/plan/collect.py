@@ -332,19 +332,32 @@ class Plan:
             )
         return out
 
-    def window(self, sel: Sel) -> tuple[int, int | None]:
-        first, after = sel.args.get("first"), sel.args.get("after")
-        if first is None:
-            first = self.settings.default_page_size
-        if first < 0 or first > self.settings.max_page_size:
-            raise Unsupported("first out of range")
+    def window(self, sel: Sel) -> tuple[int, int | None, bool]:
+        """(size, cursor position, backward) of a connection, as the executor's
+        page_window reads it; anything it answers with an error is left to it."""
+        args = sel.args
+        first, after = args.get("first"), args.get("after")
+        last, before = args.get("last"), args.get("before")
+        if first is not None and last is not None:
+            raise Unsupported("first with last")
+        backward = last is not None or before is not None
+        if (backward and (first is not None or after is not None)) or (
+            after is not None and before is not None
+        ):
+            raise Unsupported("paging both ways at once")
+        size = last if backward else first
+        if size is None:
+            size = self.settings.default_page_size
+        if size < 0 or size > self.settings.max_page_size:
+            raise Unsupported("page size out of range")
+        cursor = before if backward else after
         position = None
-        if after is not None:
+        if cursor is not None:
             try:
-                position = ids.uncursor(after)
+                position = ids.uncursor(cursor)
             except ids.BadId:
                 raise Unsupported("bad cursor") from None
-        return first, position
+        return size, position, backward
 
     def decode(self, gid: Any, type_name: str) -> int | None:
         if gid is None:
@@ -369,9 +382,13 @@ FIELDS: dict[str, set[str]] = {}
 
 
 class Page:
-    """A connection's source: rows, the window, and how to count all of them."""
+    """A connection's source: rows in the order fetched (forward: from the cursor on;
+    backward: from the cursor toward the start), one more than `first` when more lie
+    that way; the window; how to count all of them; and, with a cursor, whether any row
+    lies on its other side (`beyond`): hasPreviousPage and hasNextPage true to the data,
+    as the executor's keyset pages (service/reads/keyset.py) give them."""
 
-    __slots__ = ("after", "counter", "first", "node_type", "rows")
+    __slots__ = ("after", "backward", "beyond", "counter", "first", "node_type", "rows")
 
     def __init__(
         self,
@@ -380,6 +397,43 @@ class Page:
         after: int | None,
         node_type: str,
         counter: Callable[[], Any],
+        beyond: Callable[[], Any] | None = None,
+        backward: bool = False,
     ) -> None:
         self.rows, self.first, self.after = rows, first, after
         self.node_type, self.counter = node_type, counter
+        self.beyond, self.backward = beyond, backward
+
+    def shown(self) -> list[Row]:
+        """The page's rows in the list's order."""
+        rows = self.rows[: self.first]
+        return rows[::-1] if self.backward else rows
+
+    @property
+    def more(self) -> bool:
+        """More rows lie past the page, the way it was read."""
+        return len(self.rows) > self.first
+
+    async def across(self) -> bool:
+        """Any row on the cursor's other side (none without a cursor)."""
+        if self.after is None:
+            return False
+        if self.beyond is None:
+            raise Unsupported("no probe of the cursor's other side")
+        return bool(await self.beyond())
+
+
+class Probe:
+    """Which parents have a row on the cursor's other side: one statement for all the
+    pages of a level, run the first time any of them asks (`fetch` returns the set)."""
+
+    __slots__ = ("_fetch", "_found")
+
+    def __init__(self, fetch: Callable[[], Any]) -> None:
+        self._fetch = fetch
+        self._found: set[int] | None = None
+
+    async def has(self, parent: int) -> bool:
+        if self._found is None:
+            self._found = set(await self._fetch())
+        return parent in self._found

@@ -62,6 +62,7 @@ def _key_result_ahead(plan: Plan, sel: Sel) -> tuple[bool, tuple[int, int | None
     page = None
     for s in kr_sels:
         if s.name == "checkIns":
-            page = plan.window(s)
+            first, after, backward = plan.window(s)
+            page = None if backward else (first, after)  # a backward page: on its own
             break
     return whole, page

@@ -236,7 +236,7 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
 
     from schema.queries import OBJECTIVE, ObjectiveFilter, _objective_query
 
-    first, position = plan.window(sel)
+    first, position, backward = plan.window(sel)
     raw = sel.args.get("filter")
     f = None
     if raw is not None:
@@ -255,11 +255,13 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
             plan.decode(gid, type_name)
     info: Any = SimpleNamespace(context=plan.ctx)
     base = _objective_query(info, f)
-    stmt = base.order_by(OBJECTIVE.c.id).limit(first + 1)
+    order = OBJECTIVE.c.id.desc() if backward else OBJECTIVE.c.id
+    stmt = base.order_by(order).limit(first + 1)
     if position is not None:
-        stmt = stmt.where(OBJECTIVE.c.id > position)
+        stmt = stmt.where(OBJECTIVE.c.id < position if backward else OBJECTIVE.c.id > position)
     reads = plan.reads
-    rows = await reads.execute_joined(stmt)
+    rows = list(await reads.execute_joined(stmt))
+    rows.sort(key=_by_id, reverse=backward)  # the order read: backward, toward the start
     reads.remember("objective", rows)
     await reads.by_id("cycle", [r.cycle_id for r in rows])
 
@@ -267,8 +269,19 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
         got = await reads.execute(select(func.count()).select_from(base.subquery()))
         return int(got[0][0])
 
-    page = Page(rows, first, position, "Objective", count)
+    async def beyond() -> bool:
+        # Any row of the list on the cursor's other side (the executor's probe).
+        assert position is not None
+        side = OBJECTIVE.c.id >= position if backward else OBJECTIVE.c.id <= position
+        found = select(func.count()).select_from(base.where(side).limit(1).subquery())
+        return int((await reads.execute(found))[0][0]) > 0
+
+    page = Page(rows, first, position, "Objective", count, beyond, backward)
     return (await plan.build(_connection_type(sel), sel.details, [page]))[0]
+
+
+def _by_id(row: Any) -> int:
+    return int(row.id)
 
 
 ROOTS = {"node": _root_node, "objectives": _root_objectives}
@@ -325,7 +338,7 @@ def _check(plan: Plan, sel: Sel, name: str) -> None:
     """Everything below a root field is covered, and no argument is one the executor
     would answer with an error (those are left to it)."""
     args = sel.args
-    if "first" in args or "after" in args:
+    if any(k in args for k in ("first", "after", "last", "before")):
         plan.window(sel)
     if args.get("cycleId") is not None:
         plan.decode(args["cycleId"], "Cycle")

@@ -10,7 +10,7 @@ from operator import itemgetter
 from typing import Any
 
 from schema import ids
-from schema.plan.collect import OverBudget, Page, Plan, Row, Sel, Unsupported
+from schema.plan.collect import OverBudget, Page, Plan, Probe, Row, Sel, Unsupported
 from service.domain import rules
 from service.domain.enums import CycleStatus, KeyResultType
 from service.reads.visibility import can_see_objective
@@ -225,11 +225,13 @@ def _c_check_in(column: str) -> Callable[..., Any]:
 
 
 def _k_check_ins(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
-    first, position = plan.window(sel)
+    first, position, backward = plan.window(sel)
     reads = plan.reads
 
     async def run() -> list[Any]:
-        pages = await reads.check_in_pages([r.id for r in rows], first, position)
+        keys = [r.id for r in rows]
+        pages = await reads.check_in_pages(keys, first, position, backward)
+        probe = Probe(partial(reads.check_ins_beyond, keys, position, backward))
         sources = [
             Page(
                 page,
@@ -237,6 +239,8 @@ def _k_check_ins(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
                 position,
                 "CheckIn",
                 partial(reads.check_in_count, r.id),
+                partial(probe.has, r.id),
+                backward,
             )
             for r, page in zip(rows, pages, strict=True)
         ]
@@ -278,11 +282,13 @@ async def _k_forecast(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 
 def _t_objectives(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
     cycle_pk = plan.decode(sel.args.get("cycleId"), "Cycle")
-    first, position = plan.window(sel)
+    first, position, backward = plan.window(sel)
     reads = plan.reads
 
     async def run() -> list[Any]:
-        pages = await reads.team_objective_pages([r.id for r in rows], cycle_pk, first, position)
+        keys = [r.id for r in rows]
+        pages = await reads.team_objective_pages(keys, cycle_pk, first, position, backward)
+        probe = Probe(partial(reads.team_objectives_beyond, keys, cycle_pk, position, backward))
         sources = [
             Page(
                 page,
@@ -290,6 +296,8 @@ def _t_objectives(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
                 position,
                 "Objective",
                 partial(reads.team_objective_count, r.id, cycle_pk),
+                partial(probe.has, r.id),
+                backward,
             )
             for r, page in zip(rows, pages, strict=True)
         ]
@@ -306,8 +314,7 @@ def _connection_type(sel: Sel) -> str:
 
 
 def _c_edges(plan: Plan, sel: Sel, pages: list[Page]) -> Any:
-    groups = [p.rows[: p.first] for p in pages]
-    return plan.related_lists(str(sel.rtype.name), sel, groups)
+    return plan.related_lists(str(sel.rtype.name), sel, [p.shown() for p in pages])
 
 
 def _c_page_info(plan: Plan, sel: Sel, pages: list[Page]) -> Any:
@@ -321,20 +328,20 @@ async def _c_total(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
     return out
 
 
-def _pi_next(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
-    return [len(p.rows) > p.first for p in pages]
+async def _pi_next(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
+    return [await p.across() if p.backward else p.more for p in pages]
 
 
-def _pi_previous(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
-    return [p.after is not None for p in pages]
+async def _pi_previous(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
+    return [p.more if p.backward else await p.across() for p in pages]
 
 
 def _pi_start(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
-    return [ids.cursor(p.rows[0].id) if p.rows[: p.first] else None for p in pages]
+    return [ids.cursor(rows[0].id) if (rows := p.shown()) else None for p in pages]
 
 
 def _pi_end(plan: Plan, sel: Sel, pages: list[Page]) -> list[Any]:
-    return [ids.cursor(p.rows[: p.first][-1].id) if p.rows[: p.first] else None for p in pages]
+    return [ids.cursor(rows[-1].id) if (rows := p.shown()) else None for p in pages]
 
 
 def _e_cursor(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:

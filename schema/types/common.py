@@ -21,6 +21,7 @@ from schema.enums import (
 )
 from service.domain import enums, rules
 from service.domain.errors import Rejected
+from service.reads.keyset import Slice, split
 
 if TYPE_CHECKING:  # resolved lazily at run time (strawberry.lazy): no import circle
     from schema.types.check_in import CheckIn
@@ -82,46 +83,75 @@ class Connection(Generic[T]):
         return await self.counter()
 
 
-def page_window(info: Info, first: int | None, after: str | None) -> tuple[int, int | None]:
-    """Checked `first` and decoded `after`; out-of-range is a clear error, never a cut."""
+def page_window(
+    info: Info,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
+    decode: Callable[[str], Any] = ids.uncursor,
+) -> Slice:
+    """The page asked for: `first` rows after `after`, or `last` rows before `before`
+    (Relay). Checked: both sizes at once, a size out of range, a cursor that does not
+    decode, or `after` and `before` mixed across directions is a clear error, never a
+    cut. `decode` turns a cursor into its keyset position (an int, or a tuple)."""
     settings = info.context.settings
-    if first is None:
-        first = settings.default_page_size
-    if first < 0 or first > settings.max_page_size:
-        raise GraphQLError(
-            f"first must be between 0 and {settings.max_page_size}",
-            extensions={"code": "BAD_USER_INPUT"},
-        )
+    if first is not None and last is not None:
+        raise bad_page("first and last cannot be used together")
+    backward = last is not None or before is not None
+    if (backward and (first is not None or after is not None)) or (
+        after is not None and before is not None
+    ):
+        raise bad_page("page one way: first with after, or last with before")
+    size = last if backward else first
+    if size is None:
+        size = settings.default_page_size
+    if size < 0 or size > settings.max_page_size:
+        name = "last" if backward else "first"
+        raise bad_page(f"{name} must be between 0 and {settings.max_page_size}")
+    cursor = before if backward else after
     position = None
-    if after is not None:
+    if cursor is not None:
         try:
-            position = ids.uncursor(after)
+            position = decode(cursor)
         except ids.BadId as exc:
-            raise GraphQLError(str(exc), extensions={"code": "BAD_USER_INPUT"}) from None
-    return first, position
+            raise bad_page(str(exc)) from None
+    if position is not None and not isinstance(position, tuple):
+        position = (position,)
+    return Slice(size, position, backward)
+
+
+def bad_page(message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "BAD_USER_INPUT"})
 
 
 def connection(
     rows: list[Any],
-    first: int,
-    after: int | None,
+    window: Slice,
     wrap: Callable[[Any], Any],
     counter: Callable[[], Awaitable[int]],
-    position: Callable[[Any], int] = lambda r: r.id,
+    position: Callable[[Any], str] = lambda r: ids.cursor(r.id),
 ) -> Connection[Any]:
-    has_next = len(rows) > first
-    rows = rows[:first]
-    edges = [Edge(cursor=ids.cursor(position(r)), node=wrap(r)) for r in rows]
+    """The connection of a page fetched by service/reads/keyset.py (rows in the order
+    fetched, with the probe of the cursor's other side); `position` is a row's cursor."""
+    found, has_previous, has_next = split(rows, window)
+    edges = [Edge(cursor=position(r), node=wrap(r)) for r in found]
     return Connection(
         edges=edges,
         page_info=PageInfo(
             has_next_page=has_next,
-            has_previous_page=after is not None,
+            has_previous_page=has_previous,
             start_cursor=edges[0].cursor if edges else None,
             end_cursor=edges[-1].cursor if edges else None,
         ),
         counter=counter,
     )
+
+
+@strawberry.type(description="How many objectives have a status.")
+class StatusCount:
+    status: ProgressStatus
+    count: int
 
 
 # --- errors --------------------------------------------------------------------------
@@ -257,18 +287,23 @@ async def _series(
 
 
 async def _history(
-    info: Info, kind: str, pk: int, first: int | None, after: str | None
+    info: Info,
+    kind: str,
+    pk: int,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
 ) -> Connection[Annotated[Event, strawberry.lazy("schema.types.event")]]:
-    first_, position = page_window(info, first, after)
+    window = page_window(info, first, after, last, before)
     loaders = info.context.loaders
-    rows = await loaders.history_page[kind].load((pk, first_, position))
+    rows = await loaders.history_page[kind].load((pk, window))
     return connection(
         rows,
-        first_,
-        position,
+        window,
         nodes.NODES["Event"].type.of,
         lambda: loaders.history_count[kind].load(pk),
-        position=lambda r: r.seq,
+        position=lambda r: ids.cursor(r.seq),
     )
 
 

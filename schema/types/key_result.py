@@ -172,16 +172,20 @@ class KeyResult(Node):
 
     @strawberry.field(description="Newest first.")
     async def check_ins(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Annotated[CheckIn, strawberry.lazy("schema.types.check_in")]]:
-        first_, position = page_window(info, first, after)
+        window = page_window(info, first, after, last, before)
         loaders = info.context.loaders
-        rows = await loaders.check_ins_page.load((self.row.id, first_, position))
+        rows = await loaders.check_ins_page.load((self.row.id, window))
         pk = self.row.id
         return connection(
             rows,
-            first_,
-            position,
+            window,
             nodes.NODES["CheckIn"].type.of,
             lambda: loaders.check_ins_count.load(pk),
         )
@@ -223,9 +227,14 @@ class KeyResult(Node):
 
     @strawberry.field(description="Who changed what, newest first, from the event log.")
     async def history(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Annotated[Event, strawberry.lazy("schema.types.event")]]:
-        return await _history(info, "KeyResult", self.row.id, first, after)
+        return await _history(info, "KeyResult", self.row.id, first, after, last, before)
 
     @strawberry.field(description="Is the target realistic, judged by the record.")
     async def realism(self, info: Info) -> Realism:

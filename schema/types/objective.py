@@ -174,16 +174,19 @@ class Objective(Node):
 
     @strawberry.field
     async def children(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Objective]:
-        first_, position = page_window(info, first, after)
+        window = page_window(info, first, after, last, before)
         loaders = info.context.loaders
-        rows = await loaders.children_page.load((self.row.id, first_, position))
+        rows = await loaders.children_page.load((self.row.id, window))
         await loaders.prime_cycles(rows)
         pk = self.row.id
-        return connection(
-            rows, first_, position, Objective.of, lambda: loaders.children_count.load(pk)
-        )
+        return connection(rows, window, Objective.of, lambda: loaders.children_count.load(pk))
 
     @strawberry.field(description="Nearest first, up to the root (those the caller may see).")
     async def ancestors(self, info: Info) -> list[Objective]:
@@ -282,9 +285,14 @@ class Objective(Node):
 
     @strawberry.field(description="Who changed what, newest first, from the event log.")
     async def history(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Annotated[Event, strawberry.lazy("schema.types.event")]]:
-        return await _history(info, "Objective", self.row.id, first, after)
+        return await _history(info, "Objective", self.row.id, first, after, last, before)
 
     @strawberry.field
     def reflection(self) -> Reflection | None:
@@ -295,16 +303,20 @@ class Objective(Node):
 
     @strawberry.field
     async def comments(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
     ) -> Connection[Annotated[Comment, strawberry.lazy("schema.types.comment")]]:
-        first_, position = page_window(info, first, after)
+        window = page_window(info, first, after, last, before)
         loaders = info.context.loaders
-        rows = await loaders.objective_comments_page.load((self.row.id, first_, position))
+        rows = await loaders.objective_comments_page.load((self.row.id, window))
         pk = self.row.id
         return connection(
             rows,
-            first_,
-            position,
+            window,
             nodes.NODES["Comment"].type.of,
             lambda: loaders.objective_comments_count.load(pk),
         )

@@ -273,17 +273,19 @@ class Reads:
         return [groups.get(k, []) for k in keys]
 
     async def check_in_pages(
-        self, keys: list[int], first: int, after: int | None
+        self, keys: list[int], first: int, after: int | None, backward: bool = False
     ) -> list[list[Rec]]:
-        """Newest first, `first + 1` per key result (the one more tells of a next page)."""
-        ahead = [self.pages.get((k, first, after)) for k in keys]
-        if keys and all(p is not None for p in ahead):
-            return [list(p or ()) for p in ahead]
+        """Newest first, `first + 1` per key result (the one more tells of a next page);
+        `backward`: the page before the cursor `after`, oldest first (the order read)."""
+        if not backward:
+            ahead = [self.pages.get((k, first, after)) for k in keys]
+            if keys and all(p is not None for p in ahead):
+                return [list(p or ()) for p in ahead]
         sql = (
             "SELECT * FROM (SELECT *, row_number() OVER "
-            "(PARTITION BY key_result_id ORDER BY id DESC) AS _rn FROM check_in "
-            "WHERE organization_id = $1 AND key_result_id = ANY($2::int8[])"
-            + (" AND id < $4" if after is not None else "")
+            f"(PARTITION BY key_result_id ORDER BY id {'ASC' if backward else 'DESC'}) AS _rn "
+            "FROM check_in WHERE organization_id = $1 AND key_result_id = ANY($2::int8[])"
+            + ((" AND id > $4" if backward else " AND id < $4") if after is not None else "")
             + ") s WHERE _rn <= $3 ORDER BY key_result_id, _rn"
         )
         args: list[Any] = [self.org, sorted(set(keys)), first + 1]
@@ -302,10 +304,51 @@ class Reads:
         )
         return int(rows[0]["n"])
 
+    async def check_ins_beyond(
+        self, keys: list[int], cursor: int | None, backward: bool
+    ) -> list[int]:
+        """The key results with a check-in on the cursor's other side (newest first:
+        forward, at or before it is an id at least the cursor's; backward, at or after
+        it is an id at most the cursor's)."""
+        if cursor is None or not keys:
+            return []
+        rows = await self.fetch(
+            "SELECT DISTINCT key_result_id AS n FROM check_in WHERE organization_id = $1 "
+            f"AND key_result_id = ANY($2::int8[]) AND id {'<=' if backward else '>='} $3",
+            self.org,
+            sorted(set(keys)),
+            cursor,
+        )
+        return [r["n"] for r in rows]
+
+    async def team_objectives_beyond(
+        self, teams: list[int], cycle: int | None, cursor: int | None, backward: bool
+    ) -> list[int]:
+        """The teams with an objective the caller may see (in `cycle` when given) on the
+        cursor's other side (by id: forward at or before it, backward at or after it)."""
+        if cursor is None or not teams:
+            return []
+        sql = (
+            "SELECT DISTINCT team_id AS n FROM objective WHERE organization_id = $1 "
+            f"AND team_id = ANY($2::int8[]) AND id {'>=' if backward else '<='} $3 "
+            f"AND ({visible_sql(self.p)})"
+        )
+        args: list[Any] = [self.org, sorted(set(teams)), cursor]
+        if cycle is not None:
+            sql += " AND cycle_id = $4"
+            args.append(cycle)
+        return [r["n"] for r in await self.fetch(sql, *args)]
+
     async def team_objective_pages(
-        self, teams: list[int], cycle: int | None, first: int, after: int | None
+        self,
+        teams: list[int],
+        cycle: int | None,
+        first: int,
+        after: int | None,
+        backward: bool = False,
     ) -> list[list[Rec]]:
-        """Objectives of each team the caller may see (in `cycle` when given), by id."""
+        """Objectives of each team the caller may see (in `cycle` when given), by id;
+        `backward`: the page before the cursor `after`, from it toward the start."""
         where = [
             "organization_id = $1",
             "team_id = ANY($2::int8[])",
@@ -318,11 +361,11 @@ class Reads:
             where.append(f"cycle_id = ${len(args)}")
         if after is not None:
             args.append(after)
-            where.append(f"id > ${len(args)}")
+            where.append(f"id {'<' if backward else '>'} ${len(args)}")
         joins = self.objective_joins
         sql = (
             f"SELECT s.*{select_list(joins)} FROM (SELECT *, row_number() OVER "
-            "(PARTITION BY team_id ORDER BY id) "
+            f"(PARTITION BY team_id ORDER BY id {'DESC' if backward else 'ASC'}) "
             f"AS _rn FROM objective WHERE {' AND '.join(where)}) s{from_list('s', joins)} "
             "WHERE s._rn <= $3 ORDER BY s.team_id, s._rn"
         )
