@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from service import clock, migrate
 from service.auth import issue_token
-from service.db import Database, resolve_url
+from service.db import Database, direct_url, pooling, resolve_url
 from service.domain.errors import ErrorCode, Rejected
 from service.models import pk_of
 from service.observability import logs
@@ -26,7 +26,7 @@ T = TypeVar("T")
 
 def _run(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
     async def main() -> T:
-        db = Database(url, pool_size=2)
+        db = Database(url, pool_size=2, **pooling(get_settings(), url))
         try:
             return await work(db)
         finally:
@@ -37,7 +37,7 @@ def _run(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
 
 def _prepare(settings: Settings) -> str:
     url = resolve_url(settings)
-    migrate.upgrade(url)
+    migrate.upgrade(direct_url(settings, url))  # a session-level lock: never the pooler
     return url
 
 
@@ -121,7 +121,8 @@ def _has_sansio() -> bool:
 
 
 def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    newer = migrate.upgrade(resolve_url(settings))  # under an advisory lock
+    # under a session-level advisory lock: PostgreSQL itself, never the pooler
+    newer = migrate.upgrade(direct_url(settings, resolve_url(settings)))
     if newer:
         print(f"the database is at {newer}, newer than this build's {migrate.head_revision()}:")
         print("nothing done")
