@@ -24,17 +24,14 @@ import asyncio
 import contextlib
 import json
 import os
-import pwd
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import asyncpg
 import httpx
@@ -42,6 +39,7 @@ import pytest
 import websockets
 from sqlalchemy import text
 
+from bench.topology import haproxy_cfg, pgbouncer_folder, pooled_url, server_of
 from service.db import Database
 from service.usecases import organizations
 from tests.conftest import JWT_SECRET, Org
@@ -93,70 +91,20 @@ async def stop(proc: asyncio.subprocess.Process) -> None:
             proc.kill()
 
 
-def server_of(direct_url: str) -> tuple[str, int, str, str]:
-    """(host or socket folder, port, user, database) of a test database's URL."""
-    u = urlparse(direct_url.replace("postgresql+asyncpg://", "postgresql://"))
-    host = u.hostname or parse_qs(u.query)["host"][0]
-    return host, u.port or 5432, u.username or "postgres", u.path.lstrip("/")
-
-
 class PgBouncer:
-    """Debian's PgBouncer as this test's own process, in transaction mode, on a free port.
-    PgBouncer refuses to run as root: then it runs as the owner of PostgreSQL's socket
-    folder (which only that user may enter), or as nobody for a TCP server."""
+    """Debian's PgBouncer as this test's own process, in transaction mode, on a free port,
+    configured as bench/topology.py says (run as another user when the test is root)."""
 
     def __init__(self, direct_url: str) -> None:
-        self.host, self.pg_port, self.user, self.database = server_of(direct_url)
         self.port = free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix="okr-pgbouncer-"))
+        self.folder, self.command = pgbouncer_folder(direct_url, self.port, POOL_SIZE)
+        self.url = pooled_url(direct_url, self.port)
         self.proc: asyncio.subprocess.Process | None = None
 
-    @property
-    def url(self) -> str:
-        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
-
-    def config(self) -> str:
-        # The server-side statement timeout the service no longer sends as a startup
-        # parameter (PgBouncer would refuse it): set on each server connection instead.
-        return f"""\
-[databases]
-{self.database} = host={self.host} port={self.pg_port} connect_query='SET statement_timeout = 15000'
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {self.port}
-unix_socket_dir =
-auth_type = trust
-auth_file = {self.folder}/userlist.txt
-pool_mode = transaction
-default_pool_size = {POOL_SIZE}
-reserve_pool_size = 0
-max_client_conn = 500
-server_reset_query =
-logfile = {self.folder}/pgbouncer.log
-pidfile = {self.folder}/pgbouncer.pid
-admin_users = {self.user}
-"""
-
     async def start(self) -> None:
-        (self.folder / "userlist.txt").write_text(f'"{self.user}" ""\n')
-        (self.folder / "pgbouncer.ini").write_text(self.config())
-        args = [str(PGBOUNCER)]
-        if os.geteuid() == 0:
-            owner = (
-                pwd.getpwuid(os.stat(self.host).st_uid).pw_name
-                if self.host.startswith("/")
-                else "nobody"
-            )
-            uid = pwd.getpwnam(owner).pw_uid
-            os.chmod(self.folder, 0o755)
-            for path in [self.folder, *self.folder.iterdir()]:
-                os.chown(path, uid, -1)
-            args += ["-u", owner]
         self.proc = await asyncio.create_subprocess_exec(
-            *args, str(self.folder / "pgbouncer.ini"), stdin=subprocess.DEVNULL, stdout=LOG,
-            stderr=LOG,
-        )  # fmt: skip
+            *self.command, stdin=subprocess.DEVNULL, stdout=LOG, stderr=LOG
+        )
         await wait_for_port(self.port, self.proc, "pgbouncer")
 
     async def stop(self) -> None:
@@ -166,9 +114,9 @@ admin_users = {self.user}
 
 
 class HAProxy:
-    """Debian's HAProxy as this test's own process: round robin over the replicas, HTTP
-    and WebSocket, health checked on /readyz; a request whose connection is refused (a
-    draining replica has closed its socket) is sent to another replica."""
+    """Debian's HAProxy as this test's own process, configured as bench/topology.py says:
+    round robin, HTTP and WebSocket, health checked on /readyz, a refused connection sent
+    to another replica."""
 
     def __init__(self, ports: list[int], folder: Path) -> None:
         self.port = free_port()
@@ -176,39 +124,9 @@ class HAProxy:
         self.folder = folder
         self.proc: asyncio.subprocess.Process | None = None
 
-    def config(self) -> str:
-        servers = "\n".join(
-            f"    server r{i} 127.0.0.1:{port} check" for i, port in enumerate(self.ports, 1)
-        )
-        return f"""\
-global
-    maxconn 2000
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 60s
-    timeout server 60s
-    timeout tunnel 1h
-    retries 3
-    option redispatch
-    retry-on conn-failure
-
-frontend okr
-    bind 127.0.0.1:{self.port}
-    default_backend replicas
-
-backend replicas
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server inter 300ms fall 1 rise 1
-{servers}
-"""
-
     async def start(self) -> None:
         path = self.folder / "haproxy.cfg"
-        path.write_text(self.config())
+        path.write_text(haproxy_cfg(self.port, self.ports))
         self.proc = await asyncio.create_subprocess_exec(
             str(HAPROXY), "-db", "-f", str(path), stdin=subprocess.DEVNULL, stdout=LOG,
             stderr=LOG,
