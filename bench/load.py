@@ -156,7 +156,10 @@ async def drive(
                     r = await http.post("/graphql", json=okr_request(op, t, rng), headers=headers)
                 # Both sides' responses are parsed inside the timed span: a client reads
                 # what it asked for, whoever answered.
-                body = r.json()
+                try:
+                    body = r.json()
+                except ValueError:  # a load balancer's own page (502, 503)
+                    body = {"errors": [r.status_code]}
                 latencies.append((time.perf_counter() - started) * 1000)
                 if r.status_code != 200 or (not limit and "errors" in body):
                     errors += 1

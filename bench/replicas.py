@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -100,6 +101,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--warmup", type=float, default=1, help="untimed seconds per operation")
     ap.add_argument("--ops", nargs="+", default=["Q1", "Q3", "Q4", "M1"])
+    ap.add_argument("--rounds", type=int, default=1, help="each arrangement this many times")
     ap.add_argument("--arrangements", nargs="+", default=ARRANGEMENTS, choices=ARRANGEMENTS)
     ap.add_argument(
         "--cache-seconds",
@@ -116,12 +118,15 @@ def main() -> None:
         pick(dsn, counts["organization_id"], counts["cycle_id"], counts["admin_user_id"])
     )
     settings = {"OKR_POOL_SIZE": "16", "OKR_RESPONSE_CACHE_SECONDS": args.cache_seconds}
-    results: dict[str, dict] = {}
+    runs: dict[str, dict[str, list[dict]]] = {
+        name: {op: [] for op in args.ops} for name in args.arrangements
+    }
     try:
-        for name in args.arrangements:
+        # Round after round, every arrangement in turn: a neighbour's load on a shared
+        # machine then weighs on all of them alike, and the median of the rounds counts.
+        for name in [n for _ in range(args.rounds) for n in args.arrangements]:
             arrangement = Arrangement(name, database, settings)
             try:
-                results[name] = {}
                 for op in args.ops:  # each process's first requests do one-time work
                     asyncio.run(
                         drive(arrangement.base, op, target, args.warmup, 4, arrangement.pids, False)
@@ -138,11 +143,16 @@ def main() -> None:
                             limit=False,
                         )
                     )
-                    results[name][op] = figures
+                    figures["load_average"] = round(os.getloadavg()[0], 1)
+                    runs[name][op].append(figures)
                     print(name, op, json.dumps(figures), flush=True)
             finally:
                 arrangement.stop()
         verified = asyncio.run(verify_clean(database.url))
+        results = {
+            name: {op: median_run(figures) for op, figures in ops.items()}
+            for name, ops in runs.items()
+        }
     finally:
         asyncio.run(database.drop())
         database.close()
@@ -155,12 +165,21 @@ def main() -> None:
         "seconds_per_operation": args.seconds,
         "result_cache_seconds": args.cache_seconds,
         "verify_clean_after": verified,
+        "load_average_after": os.getloadavg(),
+        "rounds": args.rounds,
         "results": results,
+        "runs": runs,
     }
     path = Path(__file__).parent / "results" / "replicas.json"
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(table(results, args.ops))
+
+
+def median_run(figures: list[dict]) -> dict:
+    """The run of median throughput (with its own latencies and CPU)."""
+    ordered = sorted(figures, key=lambda f: f["rps"])
+    return ordered[(len(ordered) - 1) // 2]
 
 
 def table(results: dict[str, dict], ops: list[str]) -> str:

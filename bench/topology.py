@@ -90,7 +90,8 @@ backend replicas
     balance roundrobin
     option httpchk GET /readyz
     http-check expect status 200
-    default-server inter 300ms fall 1 rise 1
+    timeout check 2s
+    default-server inter 500ms fall 2 rise 1
 {servers}
 """
 
