@@ -150,10 +150,17 @@ async def drive(
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                if limit:
-                    r = await http.post(limit_path(op, t, rng))
-                else:
-                    r = await http.post("/graphql", json=okr_request(op, t, rng), headers=headers)
+                try:
+                    if limit:
+                        r = await http.post(limit_path(op, t, rng))
+                    else:
+                        r = await http.post(
+                            "/graphql", json=okr_request(op, t, rng), headers=headers
+                        )
+                except httpx.TransportError:  # counted, and the run goes on
+                    errors += 1
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    continue
                 # Both sides' responses are parsed inside the timed span: a client reads
                 # what it asked for, whoever answered.
                 try:

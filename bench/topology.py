@@ -71,9 +71,12 @@ def haproxy_cfg(port: int, server_ports: list[int]) -> str:
     return f"""\
 global
     maxconn 4000
+    log stdout format raw local0 info
 
 defaults
     mode http
+    log global
+    option httplog
     timeout connect 2s
     timeout client 60s
     timeout server 60s
@@ -160,11 +163,12 @@ class HAProxy:
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="okr-haproxy-"))
         (self.folder / "haproxy.cfg").write_text(haproxy_cfg(self.port, server_ports))
+        log = open(os.environ.get("OKR_BENCH_LOG", os.devnull), "ab")
         self.proc = subprocess.Popen(
             [shutil.which("haproxy") or "haproxy", "-db", "-f", str(self.folder / "haproxy.cfg")],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
         )
         wait_for_port(self.port, self.proc, "haproxy")
         self.base = f"http://127.0.0.1:{self.port}"
