@@ -142,7 +142,7 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_unsafe_production(self) -> Settings:
+    def _direct_url_beside_a_pooler(self) -> Settings:
         if self.database_direct_url is not None and self.database_url is None:
             raise ValueError("OKR_DATABASE_DIRECT_URL is set but OKR_DATABASE_URL is not")
         if self.database_pooler != "none" and self.database_direct_url is None:
@@ -151,6 +151,10 @@ class Settings(BaseSettings):
                 "migrations need a session of their own, which a pooler in transaction "
                 "mode does not give)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_unsafe_production(self) -> Settings:
         if self.env == "production":
             if self.database_url is None:
                 raise ValueError("OKR_DATABASE_URL must be set when OKR_ENV=production")

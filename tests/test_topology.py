@@ -29,7 +29,7 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,6 @@ class Topology:
     out: Any = None
     replica_args: tuple[str, ...] = ()
     bin_okr: str = "okr"
-    pids: set[str] = field(default_factory=set)
 
     @property
     def front(self) -> Replica:
@@ -503,7 +502,7 @@ async def test_a_revoked_api_key_closes_its_sockets_on_every_replica_within_a_se
                 await asyncio.wait_for(ws.recv(), 10)
         except websockets.ConnectionClosed as exc:
             assert exc.rcvd is not None
-            return exc.rcvd.code, exc.rcvd.reason, time.monotonic()
+            return exc.rcvd.code, exc.rcvd.reason, time.time()
 
     watching = [asyncio.create_task(closed(ws)) for ws in sockets]
     # Revoked by the command, which like the replicas reaches the database through
@@ -511,15 +510,20 @@ async def test_a_revoked_api_key_closes_its_sockets_on_every_replica_within_a_se
     code, _out, err = await okr(
         top.bin_okr, top.env, "apikey", "revoke", "--org", "acme-logistics", "--name", "svc"
     )
-    revoked = time.monotonic()
     assert code == 0, err
     results = await asyncio.gather(*watching)
-    print(f"revocation: sockets closed {max(at for *_, at in results) - revoked:.3f} s after")
-    for code, reason, at in results:
+    async with db.connect() as conn:
+        revoked_at = (
+            await conn.execute(text("SELECT revoked_at FROM api_key WHERE name = 'svc'"))
+        ).scalar_one()
+    # From the revocation's own timestamp (taken just before its commit, on this
+    # machine's clock) to each socket's close: an upper bound of the delay.
+    delays = [at - revoked_at.timestamp() for *_, at in results]
+    print(f"revocation: every socket closed within {max(delays):.3f} s")
+    for code, reason, _at in results:
         assert (code, reason) == (4403, "the API key was revoked")
-        # Within a second; half a second more for a loaded two-core machine and the
-        # command's own exit.
-        assert at - revoked < 1.5, f"closed {at - revoked:.2f} s after the revocation"
+    # Within a second; half a second more for a loaded two-core machine.
+    assert max(delays) < 1.5, delays
 
 
 @needs_packages
