@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=1, help="untimed seconds per operation")
     ap.add_argument("--ops", nargs="+", default=["Q1", "Q3", "Q4", "M1"])
     ap.add_argument("--rounds", type=int, default=1, help="each arrangement this many times")
+    ap.add_argument("--out", default="replicas.json", help="the file in bench/results/")
     ap.add_argument("--arrangements", nargs="+", default=ARRANGEMENTS, choices=ARRANGEMENTS)
     ap.add_argument(
         "--cache-seconds",
@@ -170,7 +171,7 @@ def main() -> None:
         "results": results,
         "runs": runs,
     }
-    path = Path(__file__).parent / "results" / "replicas.json"
+    path = Path(__file__).parent / "results" / args.out
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(table(results, args.ops))
