@@ -118,14 +118,29 @@ def limit_path(op: str, t: Target, rng: random.Random) -> str:
 
 
 async def drive(
-    base: str, op: str, t: Target, seconds: float, concurrency: int, server_pid: int, limit: bool
+    base: str,
+    op: str,
+    t: Target,
+    seconds: float,
+    concurrency: int,
+    server_pid: int | list[int],
+    limit: bool,
 ) -> dict:
+    """`server_pid`: the process that answers, or several (replicas behind a load
+    balancer: their CPU is summed, their peak memory is the largest one's)."""
     latencies: list[float] = []
     statements: list[int] = []
     errors = 0
-    server = psutil.Process(server_pid)
-    cpu0 = server.cpu_times()
-    peak = server.memory_info().rss
+    servers = [
+        psutil.Process(pid) for pid in ([server_pid] if isinstance(server_pid, int) else server_pid)
+    ]
+
+    def cpu() -> float:
+        return sum(c.user + c.system for c in (s.cpu_times() for s in servers))
+
+    cpu0 = cpu()
+    peak = max(s.memory_info().rss for s in servers)
+    psutil.cpu_percent()  # the machine's, from here
     deadline = time.perf_counter() + seconds
     headers = {"Authorization": f"Bearer {t.token}"}
 
@@ -135,13 +150,23 @@ async def drive(
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             while time.perf_counter() < deadline:
                 started = time.perf_counter()
-                if limit:
-                    r = await http.post(limit_path(op, t, rng))
-                else:
-                    r = await http.post("/graphql", json=okr_request(op, t, rng), headers=headers)
+                try:
+                    if limit:
+                        r = await http.post(limit_path(op, t, rng))
+                    else:
+                        r = await http.post(
+                            "/graphql", json=okr_request(op, t, rng), headers=headers
+                        )
+                except httpx.TransportError:  # counted, and the run goes on
+                    errors += 1
+                    latencies.append((time.perf_counter() - started) * 1000)
+                    continue
                 # Both sides' responses are parsed inside the timed span: a client reads
                 # what it asked for, whoever answered.
-                body = r.json()
+                try:
+                    body = r.json()
+                except ValueError:  # a load balancer's own page (502, 503)
+                    body = {"errors": [r.status_code]}
                 latencies.append((time.perf_counter() - started) * 1000)
                 if r.status_code != 200 or (not limit and "errors" in body):
                     errors += 1
@@ -150,13 +175,14 @@ async def drive(
     async def sample() -> None:
         nonlocal peak
         while time.perf_counter() < deadline:
-            peak = max(peak, server.memory_info().rss)
+            peak = max(peak, *(s.memory_info().rss for s in servers))
             await asyncio.sleep(0.2)
 
     started = time.perf_counter()
     await asyncio.gather(sample(), *(worker(i) for i in range(concurrency)))
     elapsed = time.perf_counter() - started
-    cpu1 = server.cpu_times()
+    cpu1 = cpu()
+    machine = psutil.cpu_percent()
     return {
         "requests": len(latencies),
         "errors": errors,
@@ -164,9 +190,8 @@ async def drive(
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
         "sql_statements_per_request": round(sum(statements) / max(len(statements), 1), 2),
-        "server_cpu_share": round(
-            ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed, 2
-        ),
+        "server_cpu_share": round((cpu1 - cpu0) / elapsed, 2),
+        "machine_cpu_busy_percent": machine,
         "server_peak_rss_mb": round(peak / 2**20, 1),
     }
 

@@ -30,7 +30,7 @@ from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, ref
 from service import graphiql, migrate
 from service.auth import Authenticator, bearer
 from service.cors import add_cors, origin_allowed
-from service.db import Database, count_statements
+from service.db import Database, count_statements, pooling
 from service.domain.errors import Rejected, Unauthenticated
 from service.domain.principal import Principal
 from service.fanout import EventHub
@@ -147,6 +147,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             connect_timeout=settings.db_connect_timeout_seconds,
             pool_timeout=settings.db_pool_timeout_seconds,
             statement_timeout=settings.db_statement_timeout_seconds,
+            **pooling(settings, database_url),
         )
         # The event hub reads through a small pool of its own, so that revocations and
         # progress reach sockets even while requests hold every pooled connection.
@@ -156,6 +157,7 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             connect_timeout=settings.db_connect_timeout_seconds,
             pool_timeout=settings.db_pool_timeout_seconds,
             statement_timeout=settings.db_statement_timeout_seconds,
+            **pooling(settings, database_url),
         )
         app.state.hub = EventHub(
             app.state.hub_db,

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from service import cli_support, cli_users, clock, migrate
 from service.auth import issue_token
-from service.db import Database, resolve_url
+from service.db import Database, direct_url, resolve_url
 from service.domain.errors import ErrorCode, Rejected
 from service.models import pk_of
 from service.observability import logs
@@ -109,7 +109,8 @@ def _has_sansio() -> bool:
 
 
 def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> int:
-    newer = migrate.upgrade(resolve_url(settings))  # under an advisory lock
+    # under a session-level advisory lock: PostgreSQL itself, never the pooler
+    newer = migrate.upgrade(direct_url(settings, resolve_url(settings)))
     if newer:
         print(f"the database is at {newer}, newer than this build's {migrate.head_revision()}:")
         print("nothing done")

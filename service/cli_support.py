@@ -8,15 +8,15 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from service import migrate
-from service.db import Database, resolve_url
-from service.settings import Settings
+from service.db import Database, direct_url, pooling, resolve_url
+from service.settings import Settings, get_settings
 
 T = TypeVar("T")
 
 
 def run(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
     async def main() -> T:
-        db = Database(url, pool_size=2)
+        db = Database(url, pool_size=2, **pooling(get_settings(), url))
         try:
             return await work(db)
         finally:
@@ -26,7 +26,8 @@ def run(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
 
 
 def prepare(settings: Settings) -> str:
-    """The database's URL, migrated to head."""
+    """The database's URL, migrated to head (through the direct URL: migrations hold a
+    session-level lock, which a pooler in transaction mode cannot keep)."""
     url = resolve_url(settings)
-    migrate.upgrade(url)
+    migrate.upgrade(direct_url(settings, url))
     return url

@@ -67,6 +67,25 @@ def to_async_url(url: str) -> str:
     raise ValueError(f"not a PostgreSQL URL: {url.split('://')[0]}://…")
 
 
+def direct_url(settings: Settings, url: str) -> str:
+    """Where what needs a session of its own connects (the event listener, migrations
+    under their advisory lock): OKR_DATABASE_DIRECT_URL when set (OKR_DATABASE_URL then
+    names a pooler), else `url`, the resolved OKR_DATABASE_URL."""
+    if settings.database_direct_url is not None and settings.database_url is not None:
+        return to_async_url(settings.database_direct_url.get_secret_value())
+    return url
+
+
+def pooling(settings: Settings, url: str) -> dict[str, Any]:
+    """`Database` arguments for the pooler settings (see `Database`)."""
+    embedded = settings.database_url is None
+    return {
+        "pooler": "none" if embedded else settings.database_pooler,
+        "prepared_statements": settings.database_prepared_statements,
+        "direct_url": direct_url(settings, url),
+    }
+
+
 def resolve_url(settings: Settings) -> str:
     """The configured database, or the embedded one (started on first use)."""
     if settings.database_url:
@@ -91,6 +110,10 @@ def asyncio_run_or_sync(coro: Awaitable[None]) -> None:
     raise RuntimeError("resolve_url must be called outside a running event loop")
 
 
+def _unnamed() -> str:
+    return ""  # asyncpg's unnamed statement: parsed again with every execution
+
+
 def sqlstate(exc: BaseException) -> str | None:
     orig = getattr(exc, "orig", None)
     return getattr(orig, "sqlstate", None) or getattr(
@@ -108,18 +131,48 @@ class Database:
         connect_timeout: float = 10.0,
         pool_timeout: float = 30.0,
         statement_timeout: float | None = None,
+        pooler: str = "none",
+        prepared_statements: bool | None = None,
+        direct_url: str | None = None,
     ) -> None:
         """`connect_timeout` bounds opening a connection, `pool_timeout` waiting for a
         pooled one; `statement_timeout` (None: none) is set on the server for every
         statement, and the client gives up two seconds after it, so a server that
-        accepts and never answers cannot hold a request (see service/outage.py)."""
+        accepts and never answers cannot hold a request (see service/outage.py).
+
+        `pooler="pgbouncer"`: `url` is PgBouncer in transaction mode, where consecutive
+        transactions of one client connection may run on different server connections.
+        Nothing may then rely on session state:
+
+        - no startup parameter PgBouncer does not track: the server-side statement
+          timeout is the role's or the database's (`ALTER ROLE … SET
+          statement_timeout`, or PgBouncer's `connect_query`; README, "Operating it"),
+          and the client's own timeout still bounds every statement;
+        - no named prepared statements unless `prepared_statements` (PgBouncer 1.21 and
+          later track them with `max_prepared_statements`): asyncpg's statement cache
+          and SQLAlchemy's are off, and SQLAlchemy's statements are unnamed, so asyncpg
+          parses each again in the same message batch as its execution (a name would
+          leak a statement on whichever server connection ran it, and could collide
+          with another client's name there).
+
+        `direct_url`: PostgreSQL itself, for a session of its own (the event listener in
+        service/fanout.py); `url` when unset."""
         self.url = to_async_url(url)
+        self.direct_url = to_async_url(direct_url) if direct_url else self.url
+        self.pooled = pooler != "none"
+        prepared = (not self.pooled) if prepared_statements is None else prepared_statements
+        self.prepared_statements = prepared
         connect_args: dict[str, Any] = {"timeout": connect_timeout}
         if statement_timeout is not None:
             connect_args["command_timeout"] = statement_timeout + 2.0
-            connect_args["server_settings"] = {
-                "statement_timeout": str(int(statement_timeout * 1000))
-            }
+            if not self.pooled:
+                connect_args["server_settings"] = {
+                    "statement_timeout": str(int(statement_timeout * 1000))
+                }
+        if not prepared:
+            connect_args["statement_cache_size"] = 0  # asyncpg's own
+            connect_args["prepared_statement_cache_size"] = 0  # SQLAlchemy's
+            connect_args["prepared_statement_name_func"] = _unnamed
         self.engine: AsyncEngine = create_async_engine(
             self.url,
             pool_size=pool_size,

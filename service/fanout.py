@@ -4,7 +4,8 @@ The event row is the truth. A NOTIFY sent inside each writing transaction (deliv
 on commit, carrying only "organization:sequence") wakes the replicas; each replica
 then reads the new rows once per organization and offers them to its subscribers.
 
-- One dedicated listener connection per replica, never one from the pool. A lost
+- One dedicated listener connection per replica, never one from the pool, and to
+  PostgreSQL itself (`Database.direct_url`) when the pool goes through PgBouncer. A lost
   connection is noticed (termination listener, and a health check every few seconds),
   replaced, and every organization with subscribers is caught up from the last
   sequence seen. A slow poll covers any notification that went missing.
@@ -217,7 +218,8 @@ class EventHub:
                 await asyncio.wait_for(self.listener.close(), 2)
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(**listener_params(self.db.url), timeout=10)
+        # LISTEN is session state: PostgreSQL itself, never a pooler in transaction mode.
+        conn = await asyncpg.connect(**listener_params(self.db.direct_url), timeout=10)
         conn.add_termination_listener(self._on_lost)
         await conn.add_listener(CHANNEL, self._on_notify)
         self._tell(None, 0)

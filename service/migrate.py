@@ -41,7 +41,12 @@ def upgrade(url: str, revision: str = "head") -> str | None:
     workers and replicas starting at once migrate one at a time (the others wait and
     find nothing left to do). A database at a revision this build does not know (a
     later build migrated it, in a rolling deploy) is left as it is: that revision is
-    returned, and None when the database was migrated or already current."""
+    returned, and None when the database was migrated or already current.
+
+    The lock is a session's (`pg_advisory_lock`), held across the migration's
+    transaction, so `url` is PostgreSQL itself: never a pooler in transaction mode, which
+    could hand the lock's server connection to another client between transactions
+    (`OKR_DATABASE_DIRECT_URL`, service/db.py `direct_url`)."""
     cfg = alembic_config(url)
     cfg.attributes["skip_if_newer"] = True
     _in_thread(command.upgrade, cfg, revision)

@@ -27,6 +27,20 @@ class Settings(BaseSettings):
     # Unset: an embedded PostgreSQL under `data_dir` is started and used.
     database_url: SecretStr | None = None  # it may carry the password
     data_dir: Path = Field(default_factory=_default_data_dir)
+    # Beyond one machine (README, "Operating it"): OKR_DATABASE_URL may name a connection
+    # pooler, and then what needs a session of its own (the event listener's LISTEN,
+    # migrations under their session-level advisory lock) connects here instead: to
+    # PostgreSQL itself. Unset: OKR_DATABASE_URL serves for both.
+    database_direct_url: SecretStr | None = None
+    # "pgbouncer": OKR_DATABASE_URL is PgBouncer in transaction mode, so no connection
+    # keeps session state from one transaction to the next: no startup parameters but
+    # the ones PgBouncer tracks, and prepared statements only when
+    # database_prepared_statements says the pooler tracks them.
+    database_pooler: Literal["none", "pgbouncer"] = "none"
+    # Named prepared statements (asyncpg's statement cache). None: on without a pooler,
+    # off behind PgBouncer (1.18, which Debian ships, does not track them); true behind
+    # PgBouncer 1.21 or later with max_prepared_statements > 0.
+    database_prepared_statements: bool | None = None
     # Unset: generated once and kept beside the embedded database.
     jwt_secret: SecretStr | None = None
     jwt_ttl_days: int = 30
@@ -127,6 +141,18 @@ class Settings(BaseSettings):
                     raise ValueError("OKR_CORS_ORIGINS: each origin is http(s)://host[:port], or *")
             return [o.rstrip("/") for o in value]
         return value
+
+    @model_validator(mode="after")
+    def _direct_url_beside_a_pooler(self) -> Settings:
+        if self.database_direct_url is not None and self.database_url is None:
+            raise ValueError("OKR_DATABASE_DIRECT_URL is set but OKR_DATABASE_URL is not")
+        if self.database_pooler != "none" and self.database_direct_url is None:
+            raise ValueError(
+                "OKR_DATABASE_POOLER needs OKR_DATABASE_DIRECT_URL (the event listener and "
+                "migrations need a session of their own, which a pooler in transaction "
+                "mode does not give)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:
