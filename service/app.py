@@ -27,7 +27,7 @@ from schema.context import Context
 from schema.http import GraphQLMediaType, HTTPGraphQLRouter
 from schema.persisted import PersistedQueries
 from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, refusal
-from service import migrate
+from service import background, migrate
 from service.auth import Authenticator, bearer
 from service.cors import add_cors
 from service.db import Database, count_statements
@@ -47,7 +47,6 @@ from service.outage import (
     note_outage,
 )
 from service.ratelimit import RateLimiter
-from service.reminders import run_forever as run_reminders
 from service.settings import Settings
 
 log = logging.getLogger("okr")
@@ -161,16 +160,13 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             health_seconds=settings.listener_health_seconds,
         )
         await app.state.hub.start()
-        reminders = None
-        if settings.check_in_reminder_seconds > 0:
-            reminders = asyncio.create_task(
-                run_reminders(app.state.db, settings.check_in_reminder_seconds)
-            )
+        # Work that happens later: reminders, webhooks, metric sources (service/jobs.py).
+        app.state.jobs = background.runner(app.state.db, settings)
+        jobs = asyncio.create_task(app.state.jobs.run_forever())
         try:
             yield
         finally:
-            if reminders is not None:
-                reminders.cancel()
+            jobs.cancel()
             await app.state.hub.stop()
             await app.state.hub_db.dispose()
             await app.state.db.dispose()
