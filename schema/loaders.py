@@ -144,6 +144,9 @@ class Loaders:
             KEY_RESULT, KEY_RESULT.c.metric_id, KEY_RESULT.c.id
         )
         self.latest_measurement = DataLoader(self._load_latest_measurements)
+        # Webhooks: admins only, checked where they are read (schema/types/webhook.py).
+        self.webhook_endpoint = self._by_id(models.table(models.WebhookEndpoint))
+        self.webhook_delivery = self._by_id(models.table(models.WebhookDelivery))
         self._visible = vis
         self._team_pages: dict[int | None, DataLoader[PageKey, list[Any]]] = {}
         self._team_counts: dict[int | None, DataLoader[int, int]] = {}

@@ -22,6 +22,7 @@ from schema.types.event import Event
 from schema.types.objective import Objective
 from schema.types.organization import Organization, Viewer
 from schema.types.team import Team
+from schema.types.webhook import WebhookEndpoint, webhook_endpoints
 from service import sql
 from service.domain.enums import ProgressStatus as Status
 from service.reads.visibility import visible_events, visible_objectives
@@ -245,6 +246,12 @@ class Query:
         search: str | None = None,
     ) -> Connection[Metric]:
         return await list_metrics(info, first, after, search)
+
+    @strawberry.field(description="ADMIN only: the organization's webhook endpoints.")
+    async def webhook_endpoints(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[WebhookEndpoint]:
+        return await webhook_endpoints(info, first, after)
 
     @strawberry.field(description="A metric by its key: services know keys, not ids.")
     async def metric(self, info: Info, key: str) -> Metric | None:

@@ -46,6 +46,7 @@ from service.outage import (
     is_unavailable,
     note_outage,
 )
+from service.outbound import Outbound
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 
@@ -161,12 +162,14 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         )
         await app.state.hub.start()
         # Work that happens later: reminders, webhooks, metric sources (service/jobs.py).
-        app.state.jobs = background.runner(app.state.db, settings)
+        app.state.outbound = Outbound.from_settings(settings)
+        app.state.jobs = background.runner(app.state.db, settings, app.state.outbound)
         jobs = asyncio.create_task(app.state.jobs.run_forever())
         try:
             yield
         finally:
             jobs.cancel()
+            await app.state.outbound.close()
             await app.state.hub.stop()
             await app.state.hub_db.dispose()
             await app.state.db.dispose()

@@ -3,22 +3,29 @@ the one place that names them all."""
 
 from __future__ import annotations
 
-from service import reminders
+from service import reminders, webhooks
 from service.db import Database
 from service.jobs import Handler, Periodic, Runner, Scheduler
+from service.outbound import Outbound
+from service.secrets import Box
 from service.settings import Settings
 
 
-def runner(db: Database, settings: Settings) -> Runner:
+def runner(db: Database, settings: Settings, outbound: Outbound | None = None) -> Runner:
+    """`outbound`: the client deliveries and sources go through (the settings' own when
+    None); whoever passes one closes it."""
+    outbound = outbound or Outbound.from_settings(settings)
+    box = Box.from_settings(settings)
     handlers: dict[str, Handler] = {
         reminders.KIND: reminders.handler(db),
+        webhooks.DELIVER: webhooks.deliverer(db, settings, outbound, box),
     }
     periodic = []
     if settings.check_in_reminder_seconds > 0:
         periodic.append(
             Periodic(reminders.KIND, reminders.KIND, settings.check_in_reminder_seconds)
         )
-    schedulers: list[Scheduler] = []
+    schedulers: list[Scheduler] = [webhooks.fan_out]
     return Runner(
         db,
         handlers,

@@ -15,6 +15,7 @@ from schema.mutations import (
     objectives,
     organizations,
     reviews,
+    webhooks,
 )
 
 
@@ -65,4 +66,24 @@ class Mutation:
     set_check_in_cadence = strawberry.mutation(
         resolver=reviews.set_check_in_cadence,
         description="The organization's check-in cadence, or a team's.",
+    )
+    create_webhook_endpoint = strawberry.mutation(
+        resolver=webhooks.create_webhook_endpoint,
+        description="ADMIN only. The secret is in the payload, this once.",
+    )
+    update_webhook_endpoint = strawberry.mutation(
+        resolver=webhooks.update_webhook_endpoint, description="ADMIN only."
+    )
+    rotate_webhook_secret = strawberry.mutation(
+        resolver=webhooks.rotate_webhook_secret,
+        description="ADMIN only. A new secret, in the payload this once; the old one also "
+        "signs for 24 hours.",
+    )
+    redeliver_webhook = strawberry.mutation(
+        resolver=webhooks.redeliver_webhook,
+        description="ADMIN only. A new delivery of the same event (the same webhook-id).",
+    )
+    ping_webhook_endpoint = strawberry.mutation(
+        resolver=webhooks.ping_webhook_endpoint,
+        description="ADMIN only. A ping, delivered once, without retries.",
     )

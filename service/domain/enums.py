@@ -64,6 +64,11 @@ class EventKind(StrEnum):
     METRIC_CREATED = "METRIC_CREATED"
     KEY_RESULT_BOUND = "KEY_RESULT_BOUND"
     MEASUREMENTS_RECORDED = "MEASUREMENTS_RECORDED"
+    WEBHOOK_ENDPOINT_CREATED = "WEBHOOK_ENDPOINT_CREATED"
+    WEBHOOK_ENDPOINT_UPDATED = "WEBHOOK_ENDPOINT_UPDATED"
+    WEBHOOK_DISABLED = "WEBHOOK_DISABLED"
+    METRIC_SOURCE_FAILED = "METRIC_SOURCE_FAILED"
+    METRIC_SOURCE_RECOVERED = "METRIC_SOURCE_RECOVERED"
 
 
 class SubjectType(StrEnum):
@@ -80,6 +85,7 @@ class SubjectType(StrEnum):
     COMMENT = "Comment"
     API_KEY = "ApiKey"
     METRIC = "Metric"
+    WEBHOOK_ENDPOINT = "WebhookEndpoint"
 
 
 class Visibility(StrEnum):
@@ -92,6 +98,18 @@ class Measure(StrEnum):
     NUMBER = "NUMBER"
     PERCENT = "PERCENT"
     CURRENCY = "CURRENCY"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    RETRYING = "RETRYING"
+    FAILED = "FAILED"
+
+
+class MetricSourceKind(StrEnum):
+    PROMETHEUS = "PROMETHEUS"
+    HTTP_JSON = "HTTP_JSON"
 
 
 class Role(StrEnum):
