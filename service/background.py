@@ -3,7 +3,7 @@ the one place that names them all."""
 
 from __future__ import annotations
 
-from service import reminders, webhooks
+from service import reminders, sources, webhooks
 from service.db import Database
 from service.jobs import Handler, Periodic, Runner, Scheduler
 from service.outbound import Outbound
@@ -19,13 +19,14 @@ def runner(db: Database, settings: Settings, outbound: Outbound | None = None) -
     handlers: dict[str, Handler] = {
         reminders.KIND: reminders.handler(db),
         webhooks.DELIVER: webhooks.deliverer(db, settings, outbound, box),
+        sources.RUN: sources.runner(db, outbound, box, settings.max_batch_check_ins),
     }
     periodic = []
     if settings.check_in_reminder_seconds > 0:
         periodic.append(
             Periodic(reminders.KIND, reminders.KIND, settings.check_in_reminder_seconds)
         )
-    schedulers: list[Scheduler] = [webhooks.fan_out]
+    schedulers: list[Scheduler] = [webhooks.fan_out, sources.schedule]
     return Runner(
         db,
         handlers,

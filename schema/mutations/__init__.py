@@ -15,6 +15,7 @@ from schema.mutations import (
     objectives,
     organizations,
     reviews,
+    sources,
     webhooks,
 )
 
@@ -66,6 +67,15 @@ class Mutation:
     set_check_in_cadence = strawberry.mutation(
         resolver=reviews.set_check_in_cadence,
         description="The organization's check-in cadence, or a team's.",
+    )
+    set_metric_source = strawberry.mutation(
+        resolver=sources.set_metric_source,
+        description="ADMIN only. Where the metric pulls its value from (null kind removes "
+        "it); clears the failure state.",
+    )
+    run_metric_source = strawberry.mutation(
+        resolver=sources.run_metric_source,
+        description="ADMIN and SERVICE. Run the metric's source now, once.",
     )
     create_webhook_endpoint = strawberry.mutation(
         resolver=webhooks.create_webhook_endpoint,
