@@ -43,7 +43,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import text
@@ -141,17 +141,19 @@ _CLAIM = text(
 _DONE = text("DELETE FROM job WHERE id = :id AND locked_by = :me")
 _AGAIN = text(
     """
-    UPDATE job SET status = :status, run_at = coalesce(:at, now()), locked_by = NULL,
+    UPDATE job SET status = :status,
+                   run_at = coalesce(:at, now() + make_interval(secs => :delay)), locked_by = NULL,
                    locked_until = NULL, last_error = :error
     WHERE id = :id AND locked_by = :me
     """
 )
 _SLOT = text(
     """
-    INSERT INTO job_schedule (name, last_slot) VALUES (:name, :slot)
+    INSERT INTO job_schedule (name, last_slot)
+    VALUES (:name, CAST(floor(extract(epoch FROM now()) / CAST(:every AS float8)) AS bigint))
     ON CONFLICT (name) DO UPDATE SET last_slot = EXCLUDED.last_slot
     WHERE job_schedule.last_slot < EXCLUDED.last_slot
-    RETURNING name
+    RETURNING last_slot
     """
 )
 _FIGURES = text(
@@ -240,10 +242,9 @@ class Runner:
 
     async def _queue_slot(self, p: Periodic) -> None:
         async def queue(s: AsyncSession) -> None:
-            slot = int(datetime.now().timestamp() // p.every)
-            moved = await s.scalar(_SLOT, {"name": p.name, "slot": slot})
-            if moved is not None:
-                await enqueue(s, p.kind, {"slot": slot})
+            slot = await s.scalar(_SLOT, {"name": p.name, "every": p.every})
+            if slot is not None:
+                await enqueue(s, p.kind, {"slot": int(slot)})
 
         await self.db.transaction(queue)
 
@@ -271,14 +272,24 @@ class Runner:
                 await self._settle(job, "FAILED", None, reason)
             else:
                 outcome = "retried"
-                at = datetime.now().astimezone() + timedelta(seconds=backoff(job.attempts, 5.0))
-                await self._settle(job, "PENDING", at, reason)
+                await self._settle(job, "PENDING", None, reason, backoff(job.attempts, 5.0))
         else:
             await self.db.transaction(lambda s: s.execute(_DONE, {"id": job.id, "me": self.name}))
         telemetry.JOBS_RUN.labels(job.kind, outcome).inc()
 
-    async def _settle(self, job: Job, status: str, at: datetime | None, error: str) -> None:
-        params = {"id": job.id, "me": self.name, "status": status, "at": at, "error": error}
+    async def _settle(
+        self, job: Job, status: str, at: datetime | None, error: str, delay: float = 0.0
+    ) -> None:
+        """Back to PENDING (at `at`, else `delay` seconds from the database's now) or
+        FAILED; jobs are timed by the database's clock, the one every process shares."""
+        params = {
+            "id": job.id,
+            "me": self.name,
+            "status": status,
+            "at": at,
+            "error": error,
+            "delay": delay,
+        }
         await self.db.transaction(lambda s: s.execute(_AGAIN, params))
 
     async def sample(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import Mapping
@@ -27,6 +28,10 @@ from urllib.parse import urlsplit
 import httpx
 
 from service.settings import Settings
+
+# httpx logs every request's URL at INFO; a URL may carry a token in its query, and
+# secrets are never logged: its own logs stay at WARNING and above.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 # Addresses refused even where private targets are allowed: cloud metadata services.
 METADATA = frozenset(

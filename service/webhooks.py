@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events, jobs, models
@@ -224,7 +224,7 @@ async def update_endpoint(
 
 
 async def rotate_secret(
-    session: AsyncSession, p: Principal, endpoint_id: int, *, box: Box, now: datetime
+    session: AsyncSession, p: Principal, endpoint_id: int, *, box: Box
 ) -> Saved:
     """A new secret; the old one signs too for SECRET_OVERLAP."""
     require_admin(p)
@@ -236,7 +236,7 @@ async def rotate_secret(
         .values(
             secret=box.seal(secret),
             old_secret=row.secret,
-            old_secret_until=now + SECRET_OVERLAP if row.secret else None,
+            old_secret_until=func.now() + SECRET_OVERLAP if row.secret else None,
         )
     )
     event = events.webhook_endpoint_updated(row.id, {}, {"secret": "rotated"})
@@ -250,15 +250,15 @@ async def _new_delivery(
     if endpoint.secret is None or not endpoint.active:
         raise Rejected(ErrorCode.CONFLICT, "the endpoint is not active", ["endpointId"])
     row = models.WebhookDelivery(
-        organization_id=p.organization_id,
-        endpoint_id=endpoint.id,
-        event_id=event_id,
-        # The wall clock, as the deliveries queued from the outbox (the retry window).
-        created_at=datetime.now(UTC),
+        organization_id=p.organization_id, endpoint_id=endpoint.id, event_id=event_id
     )
     session.add(row)
     await session.flush()
     pk = models.pk_of(row)
+    # Stamped by the database's clock, as the deliveries queued from the outbox are.
+    await session.execute(
+        text("UPDATE webhook_delivery SET created_at = now() WHERE id = :id"), {"id": pk}
+    )
     await jobs.enqueue(session, DELIVER, {"delivery_id": pk}, organization_id=p.organization_id)
     return (await session.execute(select(DELIVERY).where(DELIVERY.c.id == pk))).one()
 
@@ -348,7 +348,7 @@ _ATTEMPT = text(
     SELECT d.id, d.organization_id, d.endpoint_id, d.event_id, d.status, d.attempts,
            d.created_at, e.url, e.active, e.secret, e.old_secret, e.old_secret_until,
            v.seq, v.kind, v.occurred_at, v.actor_user_id, v.subject_type, v.subject_id,
-           v.payload
+           v.payload, now() AS db_now
     FROM webhook_delivery d
     JOIN webhook_endpoint e ON e.id = d.endpoint_id
     LEFT JOIN event v ON v.id = d.event_id
@@ -405,12 +405,16 @@ def deliverer(
             row = (await s.execute(_ATTEMPT, {"id": delivery_id})).one_or_none()
         if row is None or row.status in (DeliveryStatus.SUCCEEDED, DeliveryStatus.FAILED):
             return  # gone with its endpoint, or settled by an earlier run
-        now = datetime.now().astimezone()
+        # Retries, windows and the secrets' overlap run on the database's clock (the one
+        # every process shares, which stamped the delivery); the signature's timestamp is
+        # this host's wall clock, as the receiver's tolerance expects.
+        now = row.db_now
         if not row.active or row.secret is None:
             await _settle(db, row, DeliveryStatus.FAILED, now, None, None, "endpoint not active")
             return
-        msg_id, body = body_of(row, now)
-        stamp = int(now.timestamp())
+        wall = datetime.now(UTC)
+        msg_id, body = body_of(row, wall)
+        stamp = int(wall.timestamp())
         signatures = [sign(box.open(row.secret), msg_id, stamp, body)]
         if row.old_secret and row.old_secret_until and row.old_secret_until > now:
             signatures.append(sign(box.open(row.old_secret), msg_id, stamp, body))

@@ -3,7 +3,6 @@ the payload of create and rotate, and nowhere else, ever."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -132,7 +131,7 @@ async def update_webhook_endpoint(
 async def rotate_webhook_secret(
     info: Info, input: RotateWebhookSecretInput
 ) -> WebhookEndpointPayload:
-    usecase = partial(webhooks.rotate_secret, box=_box(info), now=datetime.now().astimezone())
+    usecase = partial(webhooks.rotate_secret, box=_box(info))
     return await mutate(info, input.command, usecase, WebhookEndpointPayload)
 
 
