@@ -44,6 +44,7 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import text
@@ -206,39 +207,68 @@ class Runner:
     async def turn(self) -> int:
         """One turn: queue periodic jobs, run the schedulers, then claim and run a batch
         of due jobs. Returns how many jobs ran."""
-        for p in self.periodic:
-            await self._queue_slot(p)
-        for scheduler in self.schedulers:
-            await scheduler(self.db)
+        await self.schedule()
         claimed = await self.db.transaction(self._claim)
         if claimed:
             await asyncio.gather(*(self._run(job) for job in claimed))
         return len(claimed)
 
+    async def schedule(self) -> None:
+        """Queue the periodic jobs whose slot came, and run the schedulers."""
+        for p in self.periodic:
+            await self._queue_slot(p)
+        for scheduler in self.schedulers:
+            await scheduler(self.db)
+
     async def run_forever(self) -> None:
+        """Keep up to `concurrency` jobs in flight: a job that ends frees its place for
+        the next due one at once (no batch waits for its slowest job). The schedulers run
+        once per `poll_seconds`, and the loop sleeps that long when nothing is due."""
         loop = asyncio.get_running_loop()
-        while True:
-            ran = 0
-            try:
-                ran = await self.turn()
-                if loop.time() - self._figures_at >= max(self.poll_seconds, 5.0):
-                    await self.sample()
-                    self._figures_at = loop.time()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Never silent, never a flood: the stack once a minute at most, with a
-                # count of the failures in between.
-                if loop.time() - self._last_logged >= ERROR_LOG_SECONDS:
-                    log.exception(
-                        "the job runner failed (%d more failures since the last logged)",
-                        self._unlogged,
+        running: set[asyncio.Task[None]] = set()
+        scheduled_at = -math.inf
+        try:
+            while True:
+                claimed: list[Job] = []
+                try:
+                    if loop.time() - scheduled_at >= self.poll_seconds:
+                        scheduled_at = loop.time()
+                        await self.schedule()
+                    free = self.concurrency - len(running)
+                    if free > 0:
+                        claimed = await self.db.transaction(partial(self._claim, n=free))
+                    for job in claimed:
+                        task = asyncio.create_task(self._run(job))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                    if loop.time() - self._figures_at >= max(self.poll_seconds, 5.0):
+                        self._figures_at = loop.time()
+                        await self.sample()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # Never silent, never a flood: the stack once a minute at most, with a
+                    # count of the failures in between.
+                    if loop.time() - self._last_logged >= ERROR_LOG_SECONDS:
+                        log.exception(
+                            "the job runner failed (%d more failures since the last logged)",
+                            self._unlogged,
+                        )
+                        self._last_logged, self._unlogged = loop.time(), 0
+                    else:
+                        self._unlogged += 1
+                if claimed and len(running) < self.concurrency:
+                    continue  # more may be due at once
+                wait = max(0.0, self.poll_seconds - (loop.time() - scheduled_at))
+                if running:
+                    await asyncio.wait(
+                        set(running), timeout=wait, return_when=asyncio.FIRST_COMPLETED
                     )
-                    self._last_logged, self._unlogged = loop.time(), 0
                 else:
-                    self._unlogged += 1
-            if ran < self.concurrency:  # a full batch: more may be due at once
-                await asyncio.sleep(self.poll_seconds)
+                    await asyncio.sleep(wait)
+        finally:
+            for task in running:
+                task.cancel()
 
     async def _queue_slot(self, p: Periodic) -> None:
         async def queue(s: AsyncSession) -> None:
@@ -248,9 +278,9 @@ class Runner:
 
         await self.db.transaction(queue)
 
-    async def _claim(self, s: AsyncSession) -> list[Job]:
+    async def _claim(self, s: AsyncSession, n: int | None = None) -> list[Job]:
         rows = await s.execute(
-            _CLAIM, {"me": self.name, "lease": self.lease_seconds, "n": self.concurrency}
+            _CLAIM, {"me": self.name, "lease": self.lease_seconds, "n": n or self.concurrency}
         )
         return [Job(r.id, r.kind, r.organization_id, r.payload, r.attempts, r.run_at) for r in rows]
 
