@@ -227,6 +227,10 @@ class Runner:
         loop = asyncio.get_running_loop()
         running: set[asyncio.Task[None]] = set()
         scheduled_at = -math.inf
+        # The first turn waits a moment: a process starting (or the other workers of one
+        # `okr serve --workers N`, still building their schema) is not crowded by jobs,
+        # and replicas started together do not all poll at the same instant.
+        await asyncio.sleep(self.poll_seconds * random.uniform(1.0, 2.0))
         try:
             while True:
                 claimed: list[Job] = []
