@@ -156,6 +156,9 @@ class Loaders:
         # Each team's top objectives in a cycle that the caller may see, by (cycle, team):
         # one statement per cycle for any number of teams (service/reads/team_progress.py).
         self.top_objectives = DataLoader(self._load_top_objectives)
+        # Webhooks: admins only, checked where they are read (schema/types/webhook.py).
+        self.webhook_endpoint = self._by_id(models.table(models.WebhookEndpoint))
+        self.webhook_delivery = self._by_id(models.table(models.WebhookDelivery))
         self._visible = vis
         self._team_pages: dict[int | None, DataLoader[PageKey, list[Any]]] = {}
         self._team_counts: dict[int | None, DataLoader[int, int]] = {}

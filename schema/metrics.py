@@ -21,6 +21,7 @@ from schema.inputs import instant
 from schema.loaders import MEASUREMENT, METRIC
 from schema.types.common import Connection, Node, connection, page_window
 from schema.types.key_result import KeyResult
+from schema.types.metric_source import MetricSource, source_of
 from service.reads import keyset
 from service.reads.keyset import Slice
 
@@ -102,6 +103,10 @@ class Metric(Node):
     ) -> Connection[Measurement]:
         window = page_window(info, first, after, last, before, decode=_measured_position)
         return await _measurements(info, self.row.id, window, from_, to)
+
+    @strawberry.field(description="Where it pulls its value from, if anywhere.")
+    async def source(self, info: Info) -> MetricSource | None:
+        return await source_of(info, self.row.id)
 
     @strawberry.field(description="The key results bound to it that the caller may see.")
     async def key_results(self, info: Info) -> list[KeyResult]:

@@ -43,6 +43,13 @@ def _visible(loader: str) -> Load:
     return lambda loaders, pk: getattr(loaders, loader)(pk)
 
 
+def _admin_only(loader: str) -> Load:
+    """A loader of schema/types/webhook.py that answers admins only."""
+    return lambda loaders, pk: getattr(importlib.import_module("schema.types.webhook"), loader)(
+        loaders, pk
+    )
+
+
 NODES: dict[str, NodeType] = {
     node.name: node
     for node in (
@@ -61,6 +68,18 @@ NODES: dict[str, NodeType] = {
         NodeType("Comment", "schema.types.comment", models.Comment, _visible("comment")),
         NodeType("Event", "schema.types.event", models.Event, _visible("event")),
         NodeType("Metric", "schema.metrics", models.Metric, _batched("metric")),
+        NodeType(
+            "WebhookEndpoint",
+            "schema.types.webhook",
+            models.WebhookEndpoint,
+            _admin_only("load_endpoint"),
+        ),
+        NodeType(
+            "WebhookDelivery",
+            "schema.types.webhook",
+            models.WebhookDelivery,
+            _admin_only("load_delivery"),
+        ),
     )
 }
 

@@ -29,6 +29,7 @@ from schema.types.event import Event
 from schema.types.objective import Objective
 from schema.types.organization import Organization, Viewer
 from schema.types.team import Team
+from schema.types.webhook import WebhookEndpoint, webhook_endpoints
 from service import sql
 from service.domain.enums import ProgressStatus as Status
 from service.reads import keyset
@@ -263,6 +264,17 @@ class Query:
         before: str | None = None,
     ) -> Connection[Metric]:
         return await list_metrics(info, first, after, search, last, before)
+
+    @strawberry.field(description="ADMIN only: the organization's webhook endpoints.")
+    async def webhook_endpoints(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        last: int | None = None,
+        before: str | None = None,
+    ) -> Connection[WebhookEndpoint]:
+        return await webhook_endpoints(info, first, after, last, before)
 
     @strawberry.field(description="A metric by its key: services know keys, not ids.")
     async def metric(self, info: Info, key: str) -> Metric | None:

@@ -27,7 +27,7 @@ from schema.context import Context
 from schema.http import GraphQLMediaType, HTTPGraphQLRouter
 from schema.persisted import PersistedQueries
 from schema.ws import BoundedWebSocket, LegacyWSHandler, TransportWSHandler, refusal
-from service import graphiql, migrate
+from service import background, graphiql, migrate
 from service.auth import Authenticator, bearer
 from service.cors import add_cors, origin_allowed
 from service.db import Database, count_statements, pooling
@@ -46,8 +46,8 @@ from service.outage import (
     is_unavailable,
     note_outage,
 )
+from service.outbound import Outbound
 from service.ratelimit import RateLimiter
-from service.reminders import run_forever as run_reminders
 from service.settings import Settings
 
 log = logging.getLogger("okr")
@@ -166,16 +166,15 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
             health_seconds=settings.listener_health_seconds,
         )
         await app.state.hub.start()
-        reminders = None
-        if settings.check_in_reminder_seconds > 0:
-            reminders = asyncio.create_task(
-                run_reminders(app.state.db, settings.check_in_reminder_seconds)
-            )
+        # Work that happens later: reminders, webhooks, metric sources (service/jobs.py).
+        app.state.outbound = Outbound.from_settings(settings)
+        app.state.jobs = background.runner(app.state.db, settings, app.state.outbound)
+        jobs = asyncio.create_task(app.state.jobs.run_forever())
         try:
             yield
         finally:
-            if reminders is not None:
-                reminders.cancel()
+            jobs.cancel()
+            await app.state.outbound.close()
             await app.state.hub.stop()
             await app.state.hub_db.dispose()
             await app.state.db.dispose()

@@ -462,6 +462,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("verify", help="recompute every roll-up; exit 1 on any difference").set_defaults(
         func=cmd_verify
     )
+    from service import cli_integrations
+
+    cli_integrations.register(sub)
     return ap
 
 

@@ -282,6 +282,7 @@ async def seed(db: Database) -> tuple[int, int]:
     # The reminders already due (a key result nobody has checked in on) are part of the
     # history, not written by whichever run of the job comes first after the seed.
     await tx(lambda s: reminders.write_due_reminders(s, clock.now()))
+    await tx(lambda s: _integrations(s, pk_of(org), now))
     return pk_of(org), pk_of(admin)
 
 
@@ -346,3 +347,48 @@ async def _date_definitions(session, org: int, at: datetime) -> None:
             ),
             {"t": at + timedelta(hours=9), "org": org},
         )
+
+
+# Integrations (service/webhooks.py, service/sources.py). A webhook endpoint that points
+# at nothing reachable (the discard port), so the tour's events show failed deliveries
+# and their retries (`okr webhook deliveries`); and the damage rate pulled from a local
+# Prometheus every hour (README, "Webhooks and metric sources", serves it). Both rows are
+# written as they are, without events, so the tour's sequences stay the README's.
+DEMO_WEBHOOK_URL = "http://127.0.0.1:9/okr-events"
+DEMO_PROMETHEUS_URL = "http://127.0.0.1:9090"
+DEMO_PROMQL = "last_over_time(parcels_damaged_percent[1h])"
+
+
+async def _integrations(session, org: int, now: datetime) -> None:
+    from service.secrets import Box
+    from service.settings import get_settings
+    from service.webhooks import new_secret
+
+    sealed = Box.from_settings(get_settings()).seal(new_secret())
+    await session.execute(
+        text(
+            "INSERT INTO webhook_endpoint (organization_id, url, description, kinds, secret, "
+            "last_seq, created_at) SELECT id, :url, :description, '[]', :secret, event_seq, :now "
+            "FROM organization WHERE id = :org"
+        ),
+        {
+            "org": org,
+            "url": DEMO_WEBHOOK_URL,
+            "description": "the chat notifier (not running: its deliveries fail and retry)",
+            "secret": sealed,
+            "now": now,
+        },
+    )
+    await session.execute(
+        text(
+            "INSERT INTO metric_source (metric_id, organization_id, kind, url, query, "
+            "interval_seconds, next_run_at) SELECT id, :org, 'PROMETHEUS', :url, :query, 3600, "
+            ":next FROM metric WHERE organization_id = :org AND key = 'damage_rate'"
+        ),
+        {
+            "org": org,
+            "url": DEMO_PROMETHEUS_URL,
+            "query": DEMO_PROMQL,
+            "next": now + timedelta(hours=1),
+        },
+    )

@@ -416,3 +416,27 @@ def measurement_retracted(
         "reason": reason,
     }
     return Event(K.MEASUREMENT_RETRACTED, S.METRIC, metric_id, details)
+
+
+def webhook_endpoint_created(endpoint_id: int, url: str, kinds: Sequence[str]) -> Event:
+    details = {"url": url, "kinds": list(kinds)}
+    return Event(K.WEBHOOK_ENDPOINT_CREATED, S.WEBHOOK_ENDPOINT, endpoint_id, details)
+
+
+def webhook_endpoint_updated(
+    endpoint_id: int, before: Mapping[str, Any], after: Mapping[str, Any]
+) -> Event:
+    details = {"before": dict(before), "after": dict(after)}
+    return Event(K.WEBHOOK_ENDPOINT_UPDATED, S.WEBHOOK_ENDPOINT, endpoint_id, details)
+
+
+def webhook_disabled(endpoint_id: int, reason: str) -> Event:
+    return Event(K.WEBHOOK_DISABLED, S.WEBHOOK_ENDPOINT, endpoint_id, {"reason": reason})
+
+
+def metric_source_failed(metric_id: int, key: str, error: str) -> Event:
+    return Event(K.METRIC_SOURCE_FAILED, S.METRIC, metric_id, {"key": key, "error": error})
+
+
+def metric_source_recovered(metric_id: int, key: str, value: float) -> Event:
+    return Event(K.METRIC_SOURCE_RECOVERED, S.METRIC, metric_id, {"key": key, "value": value})

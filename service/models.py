@@ -476,3 +476,136 @@ class Event(SQLModel, table=True):
     # {"changes": [...], "objective_ids": [...], "team_ids": [...], "cycle_ids": [...]}
     payload: dict = Field(default_factory=dict, sa_type=JSONB, nullable=False)
     occurred_at: datetime | None = _created()
+
+
+class Job(SQLModel, table=True):
+    """Work that happens later (service/jobs.py): taken by one process at a time, with a
+    lease, so a job whose process died runs again once its lease runs out. A job that
+    succeeds is deleted; one that fails for good stays, FAILED, for `okr jobs`."""
+
+    __tablename__ = "job"
+    __table_args__ = (
+        CheckConstraint("status IN ('PENDING', 'RUNNING', 'FAILED')", name="status"),
+        Index("ix_job_status_run_at", "status", "run_at"),
+    )
+    id: int | None = _pk()
+    kind: str = Field(sa_type=String(40), nullable=False)
+    organization_id: int | None = _ref("organization.id", ondelete="CASCADE")
+    payload: dict = Field(default_factory=dict, sa_type=JSONB, nullable=False)
+    status: str = Field(
+        default="PENDING",
+        sa_type=String(16),
+        nullable=False,
+        sa_column_kwargs={"server_default": "PENDING"},
+    )
+    run_at: datetime = Field(
+        sa_type=DateTime(timezone=True),
+        nullable=False,
+        sa_column_kwargs={"server_default": func.now()},
+    )
+    attempts: int = Field(
+        default=0, sa_type=Integer, nullable=False, sa_column_kwargs={"server_default": "0"}
+    )
+    locked_by: str | None = Field(default=None, sa_type=String(100))
+    locked_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_error: str | None = _text()
+    created_at: datetime | None = Field(
+        default=None,
+        sa_type=DateTime(timezone=True),
+        nullable=False,
+        sa_column_kwargs={"server_default": func.now()},
+    )
+
+
+class JobSchedule(SQLModel, table=True):
+    """The last time slot each periodic job was queued for: one job per slot, whatever
+    the number of processes (the UPDATE that moves the slot is the guard)."""
+
+    __tablename__ = "job_schedule"
+    name: str = Field(sa_type=String(100), primary_key=True)
+    last_slot: int = Field(sa_type=BigInteger, nullable=False)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where an organization's events are posted (service/webhooks.py). Secrets are kept
+    encrypted (service/secrets.py); `last_seq` is the outbox position queued up to."""
+
+    __tablename__ = "webhook_endpoint"
+    __table_args__ = (Index("ix_webhook_endpoint_organization", "organization_id", "id"),)
+    id: int | None = _pk()
+    organization_id: int = _org()
+    url: str = Field(sa_type=Text, nullable=False)
+    description: str | None = _text()
+    kinds: list = Field(default_factory=list, sa_type=JSONB, nullable=False)
+    team_id: int | None = _ref("team.id", ondelete="RESTRICT")
+    active: bool = Field(
+        default=True, sa_type=Boolean, nullable=False, sa_column_kwargs={"server_default": "true"}
+    )
+    disabled_reason: str | None = _text()
+    secret: str | None = _text()  # encrypted
+    old_secret: str | None = _text()  # encrypted; signs too until old_secret_until
+    old_secret_until: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_seq: int = Field(
+        default=0, sa_type=BigInteger, nullable=False, sa_column_kwargs={"server_default": "0"}
+    )
+    # Since when every attempt has failed (NULL: the last one succeeded).
+    failing_since: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: datetime | None = _created()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event (or ping) for one endpoint, and its last attempt."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        CheckConstraint("status IN ('PENDING', 'SUCCEEDED', 'RETRYING', 'FAILED')", name="status"),
+        Index("ix_webhook_delivery_endpoint", "endpoint_id", "id"),
+    )
+    id: int | None = _pk()
+    organization_id: int = _org()
+    endpoint_id: int = _ref("webhook_endpoint.id", nullable=False, ondelete="CASCADE")
+    event_id: int | None = _ref("event.id", ondelete="CASCADE")  # NULL: a ping
+    status: str = Field(
+        default="PENDING",
+        sa_type=String(16),
+        nullable=False,
+        sa_column_kwargs={"server_default": "PENDING"},
+    )
+    attempts: int = Field(
+        default=0, sa_type=Integer, nullable=False, sa_column_kwargs={"server_default": "0"}
+    )
+    next_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    response_status: int | None = Field(default=None, sa_type=Integer)
+    response_body: str | None = _text()
+    duration_ms: float | None = Field(default=None, sa_type=Double)
+    created_at: datetime | None = _created()
+
+
+class MetricSource(SQLModel, table=True):
+    """Where a metric pulls its value from (service/sources.py), at each multiple of
+    `interval_seconds` since the epoch."""
+
+    __tablename__ = "metric_source"
+    __table_args__ = (
+        CheckConstraint("kind IN ('PROMETHEUS', 'HTTP_JSON')", name="kind"),
+        CheckConstraint("interval_seconds >= 60", name="interval"),
+        Index("ix_metric_source_next_run", "next_run_at"),
+    )
+    metric_id: int = Field(
+        sa_type=BigInteger, foreign_key="metric.id", ondelete="CASCADE", primary_key=True
+    )
+    organization_id: int = _org()
+    kind: str = Field(sa_type=String(16), nullable=False)
+    url: str = Field(sa_type=Text, nullable=False)
+    query: str = Field(sa_type=Text, nullable=False)
+    interval_seconds: int = Field(sa_type=Integer, nullable=False)
+    headers: str | None = _text()  # encrypted JSON
+    next_run_at: datetime = Field(sa_type=DateTime(timezone=True), nullable=False)
+    last_run_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_value: float | None = Field(default=None, sa_type=Double)
+    last_error: str | None = _text()
+    failing: bool = Field(
+        default=False, sa_type=Boolean, nullable=False, sa_column_kwargs={"server_default": "false"}
+    )
+    created_at: datetime | None = _created()

@@ -2,16 +2,18 @@
 - CHECK_IN_DUE: one event per overdue key result and stretch of silence;
 - CYCLE_REVIEW_DUE: one event per cycle whose end passed while it was still ACTIVE
   (the seed's third pitfall, neglected reviews).
-The job runs in every replica and worker on a timer, but a transaction-scoped advisory
-lock lets exactly one of them write at a time. Under READ COMMITTED each statement after
-the lock sees everything the previous holder committed, so "no CYCLE_REVIEW_DUE event
-for this cycle yet" read inside the lock is the once-only guard: no column needed."""
+It is a periodic job of the job runner (service/jobs.py): queued once per
+OKR_CHECK_IN_REMINDER_SECONDS slot whatever the number of replicas and workers, run by
+one process. A transaction-scoped advisory lock still lets one sweep write at a time (a
+job whose lease ran out may be taken again while its first run is ending). Under READ
+COMMITTED each statement after the lock sees everything the previous holder committed,
+so "no CYCLE_REVIEW_DUE event for this cycle yet" read inside the lock is the once-only
+guard: no column needed."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from sqlalchemy import text
@@ -20,11 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service import clock, events, sql
 from service.db import Database
 from service.domain.enums import EventKind
+from service.jobs import Job
 
 log = logging.getLogger(__name__)
-
-# A failing job (the database away, say) logs its stack at most this often.
-ERROR_LOG_SECONDS = 60.0
 
 # Key results of ACTIVE cycles whose next check-in was due before :now, and whose
 # current stretch of silence has had no reminder yet.
@@ -105,23 +105,15 @@ async def _reviews_due(session: AsyncSession, now: datetime) -> int:
     return len(rows)
 
 
-async def run_forever(db: Database, interval: float) -> None:
-    last_logged = -math.inf
-    unlogged = 0
-    loop = asyncio.get_running_loop()
-    while True:
-        try:
-            written = await db.transaction(lambda s: write_due_reminders(s, clock.now()))
-            if written:
-                log.info("wrote %d reminders", written)
-        except Exception:
-            # Never silent, never a flood: the stack once a minute at most, with a count
-            # of the failures in between.
-            if loop.time() - last_logged >= ERROR_LOG_SECONDS:
-                log.exception(
-                    "the reminders job failed (%d more failures since the last logged)", unlogged
-                )
-                last_logged, unlogged = loop.time(), 0
-            else:
-                unlogged += 1
-        await asyncio.sleep(interval)
+KIND = "reminders"
+
+
+def handler(db: Database) -> Callable[[Job], Awaitable[None]]:
+    """The job: write whatever reminders are due now."""
+
+    async def run(_job: Job) -> None:
+        written = await db.transaction(lambda s: write_due_reminders(s, clock.now()))
+        if written:
+            log.info("wrote %d reminders", written)
+
+    return run

@@ -101,6 +101,24 @@ class Settings(BaseSettings):
     # How often a replica looks for overdue check-ins (0: never); one replica writes.
     check_in_reminder_seconds: float = 300.0
 
+    # Jobs (service/jobs.py): how often a process looks for due jobs, how long a taken
+    # job is its own before another process may take it again, how many run at once.
+    job_poll_seconds: float = Field(default=1.0, gt=0)
+    job_lease_seconds: float = Field(default=60.0, gt=0)
+    job_concurrency: int = Field(default=10, ge=1)
+
+    # Outbound requests (webhooks, metric sources; service/outbound.py). Private,
+    # loopback and link-local targets: None means allowed in development only.
+    webhook_allow_private: bool | None = None
+    webhook_retry_base_seconds: float = Field(default=30.0, gt=0)
+    # An endpoint whose attempts have all failed this long is disabled.
+    webhook_disable_after_seconds: float = Field(default=3 * 86400.0, gt=0)
+    outbound_timeout_seconds: float = Field(default=10.0, gt=0)
+    outbound_max_bytes: int = Field(default=1_000_000, ge=1024)
+    # Encrypts webhook secrets and source headers at rest (service/secrets.py). Unset:
+    # generated once and kept beside the embedded database (development only).
+    secrets_key: SecretStr | None = None
+
     # The OKR facts' clock (service/clock.py) reads this instant when the process starts
     # and flows from there; unset, it is the wall clock (`okr serve --demo`: the demo's).
     clock_start: datetime | None = None
@@ -179,6 +197,12 @@ class Settings(BaseSettings):
         return bool(self.jwt_public_key or self.jwks_url)
 
     @property
+    def private_targets_allowed(self) -> bool:
+        if self.webhook_allow_private is not None:
+            return self.webhook_allow_private
+        return self.env != "production"
+
+    @property
     def embedded(self) -> bool:
         return self.database_url is None
 
@@ -187,6 +211,20 @@ class Settings(BaseSettings):
         if self.jwt_secret:
             return self.jwt_secret.get_secret_value()
         path = self.data_dir / "jwt_secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip()
+
+    def resolved_secrets_key(self) -> str:
+        """The configured key, or (development) one generated once and kept in the data
+        folder. Production without one refuses to store or read any secret."""
+        if self.secrets_key:
+            return self.secrets_key.get_secret_value()
+        if self.env == "production":
+            raise RuntimeError("OKR_SECRETS_KEY must be set in production to keep secrets")
+        path = self.data_dir / "secrets_key"
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             path.touch(mode=0o600)

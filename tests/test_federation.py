@@ -301,6 +301,12 @@ async def world(org: Org) -> World:
     metric = (
         await h.ok(org, "createMetric", {"key": "uptime", "name": "Uptime"}, "metric { id }")
     )["metric"]["id"]
+    hook = (
+        await h.ok(org, "createWebhookEndpoint", {"url": "http://127.0.0.1:9/x"}, "endpoint { id }")
+    )["endpoint"]["id"]
+    ping = (await h.ok(org, "pingWebhookEndpoint", {"endpointId": hook}, "delivery { id }"))[
+        "delivery"
+    ]["id"]
     feed = await org.call("{ events(first: 100) { edges { node { id kind } } } }")
     events = [e["node"] for e in feed["events"]["edges"]]
     event = next(e["id"] for e in events if e["kind"] == "CHECK_IN")
@@ -317,6 +323,8 @@ async def world(org: Org) -> World:
         "Comment": comment,
         "Event": event,
         "Metric": metric,
+        "WebhookEndpoint": hook,
+        "WebhookDelivery": ping,
     }
     assert {name.split()[-1] for name in ids} == set(nodes.NODES)  # every node type
     token = {u: org.token(int(_pk(u))) for u in (owner, mate, outsider)}
@@ -346,6 +354,8 @@ async def test_entities_of_every_node_type_answer_as_nodes_does(world: World, ca
             {"title": "Public goal"} if name == "Objective" else {}
         )
     hidden = {"private Objective", "KeyResult", "CheckIn", "Comment", "Event"}
+    webhooks = {"WebhookEndpoint", "WebhookDelivery"}  # admins only
+    assert all((got[name] is not None) == (caller == "admin") for name in webhooks), got
     if caller in ("admin", "owner"):
         assert all(got[name] is not None for name in hidden)
         assert got["private Objective"]["title"] == "Secret goal"

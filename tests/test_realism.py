@@ -14,10 +14,12 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 
 from schema.ids import decode_as, encode
+from service import reminders
 from service.db import Database
 from service.domain import enums as domain_enums
 from service.domain.rules import cycle_bounds
-from service.reminders import run_forever, write_due_reminders
+from service.jobs import Periodic, Runner
+from service.reminders import write_due_reminders
 from service.usecases import commands, cycles, key_results, objectives, organizations
 from tests import helpers as h
 from tests.conftest import Org
@@ -377,7 +379,7 @@ async def test_item5_the_reminders_job_writes_and_logs_its_failures(
         org, (today - timedelta(weeks=2)).isoformat(), (today - timedelta(days=1)).isoformat()
     )
     caplog.set_level(logging.INFO, logger="service.reminders")
-    job = asyncio.create_task(run_forever(org.db, 0.01))
+    job = asyncio.create_task(reminders_job(org.db).run_forever())
     try:
         for _ in range(500):
             if await _events(org, "CYCLE_REVIEW_DUE"):
@@ -393,7 +395,7 @@ async def test_item5_the_reminders_job_writes_and_logs_its_failures(
     # not once a run, and the job keeps going.
     caplog.clear()
     gone = Database(f"postgresql+asyncpg://nobody@127.0.0.1:{h.free_port()}/nothing", pool_size=1)
-    job = asyncio.create_task(run_forever(gone, 0.01))
+    job = asyncio.create_task(reminders_job(gone).run_forever())
     try:
         await asyncio.sleep(0.5)
         assert not job.done()
@@ -402,7 +404,14 @@ async def test_item5_the_reminders_job_writes_and_logs_its_failures(
         await gone.dispose()
     failures = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(failures) == 1, [r.getMessage() for r in failures]
-    assert failures[0].exc_info is not None and "reminders job failed" in failures[0].getMessage()
+    assert failures[0].exc_info is not None and "job runner failed" in failures[0].getMessage()
+
+
+def reminders_job(db: Database) -> Runner:
+    """The job runner with the reminders alone, queued every 10 ms (service/jobs.py)."""
+    every = Periodic(reminders.KIND, reminders.KIND, 0.01)
+    handlers = {reminders.KIND: reminders.handler(db)}
+    return Runner(db, handlers, periodic=[every], poll_seconds=0.01)
 
 
 async def test_item5_report_counts_scores_nobody_set_or_confirmed(org: Org):

@@ -17,6 +17,8 @@ from schema.mutations import (
     objectives,
     organizations,
     reviews,
+    sources,
+    webhooks,
 )
 
 
@@ -134,4 +136,33 @@ class Mutation:
         description="ADMIN and SERVICE. Retract a metric's measurement at exactly measuredAt, "
         "and every check-in it made, in one transaction; it stays in `measurements`, "
         "marked, and another may be recorded for that instant.",
+    )
+    set_metric_source = strawberry.mutation(
+        resolver=sources.set_metric_source,
+        description="ADMIN only. Where the metric pulls its value from (null kind removes "
+        "it); clears the failure state.",
+    )
+    run_metric_source = strawberry.mutation(
+        resolver=sources.run_metric_source,
+        description="ADMIN and SERVICE. Run the metric's source now, once.",
+    )
+    create_webhook_endpoint = strawberry.mutation(
+        resolver=webhooks.create_webhook_endpoint,
+        description="ADMIN only. The secret is in the payload, this once.",
+    )
+    update_webhook_endpoint = strawberry.mutation(
+        resolver=webhooks.update_webhook_endpoint, description="ADMIN only."
+    )
+    rotate_webhook_secret = strawberry.mutation(
+        resolver=webhooks.rotate_webhook_secret,
+        description="ADMIN only. A new secret, in the payload this once; the old one also "
+        "signs for 24 hours.",
+    )
+    redeliver_webhook = strawberry.mutation(
+        resolver=webhooks.redeliver_webhook,
+        description="ADMIN only. A new delivery of the same event (the same webhook-id).",
+    )
+    ping_webhook_endpoint = strawberry.mutation(
+        resolver=webhooks.ping_webhook_endpoint,
+        description="ADMIN only. A ping, delivered once, without retries.",
     )

@@ -77,6 +77,11 @@ class EventKind(StrEnum):
     CHECK_IN_RETRACTED = "CHECK_IN_RETRACTED"
     CHECK_IN_CORRECTED = "CHECK_IN_CORRECTED"
     MEASUREMENT_RETRACTED = "MEASUREMENT_RETRACTED"
+    WEBHOOK_ENDPOINT_CREATED = "WEBHOOK_ENDPOINT_CREATED"
+    WEBHOOK_ENDPOINT_UPDATED = "WEBHOOK_ENDPOINT_UPDATED"
+    WEBHOOK_DISABLED = "WEBHOOK_DISABLED"
+    METRIC_SOURCE_FAILED = "METRIC_SOURCE_FAILED"
+    METRIC_SOURCE_RECOVERED = "METRIC_SOURCE_RECOVERED"
 
 
 class SubjectType(StrEnum):
@@ -93,6 +98,7 @@ class SubjectType(StrEnum):
     COMMENT = "Comment"
     API_KEY = "ApiKey"
     METRIC = "Metric"
+    WEBHOOK_ENDPOINT = "WebhookEndpoint"
 
 
 class Visibility(StrEnum):
@@ -105,6 +111,18 @@ class Measure(StrEnum):
     NUMBER = "NUMBER"
     PERCENT = "PERCENT"
     CURRENCY = "CURRENCY"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    RETRYING = "RETRYING"
+    FAILED = "FAILED"
+
+
+class MetricSourceKind(StrEnum):
+    PROMETHEUS = "PROMETHEUS"
+    HTTP_JSON = "HTTP_JSON"
 
 
 class Role(StrEnum):

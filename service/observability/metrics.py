@@ -106,6 +106,31 @@ POOL = Gauge(
     ["pool", "state"],
     multiprocess_mode="livesum",
 )
+# Jobs (service/jobs.py): every process samples the one table, so the gauges agree and
+# workers report the largest.
+JOBS_BACKLOG = Gauge(
+    "okr_jobs_backlog",
+    "Jobs due now, by kind and state (pending, running).",
+    ["kind", "state"],
+    multiprocess_mode="max",
+)
+JOBS_AGE = Gauge(
+    "okr_jobs_oldest_age_seconds",
+    "How long the oldest due pending job of a kind has waited.",
+    ["kind"],
+    multiprocess_mode="max",
+)
+JOBS_FAILED = Gauge(
+    "okr_jobs_failed",
+    "Jobs that failed for good (kept for `okr jobs`), by kind.",
+    ["kind"],
+    multiprocess_mode="max",
+)
+JOBS_RUN = Counter(
+    "okr_jobs_run",
+    "Job runs, by kind and outcome (succeeded, retried, failed).",
+    ["kind", "outcome"],
+)
 for _result in ("hit", "miss"):
     CACHE_LOOKUPS.labels(_result)  # both series exist from the start
 

@@ -12,8 +12,8 @@ Events. An event is shown when its subject may be seen:
   belong to (a key result's, a check-in's key result's, a comment's objective or key
   result's);
 - Organization, Cycle, Team, User, Metric: org-wide things, every caller of the organization;
-- ApiKey, and any subject type not named here: admins only (a new kind of event stays
-  hidden until someone decides who may read it).
+- ApiKey, WebhookEndpoint, and any subject type not named here: admins only (a new
+  kind of event stays hidden until someone decides who may read it).
 Progress changes inside a shown event that touch hidden objectives are dropped when the
 event is shaped (schema/types/common.py progress_changes). The feed, its totalCount,
 node(Event), history and both subscriptions use this one predicate.
@@ -37,7 +37,7 @@ EVENT = _TABLES["event"]
 
 ORG_WIDE_SUBJECTS = ("Organization", "Cycle", "Team", "User", "Metric")
 OBJECTIVE_SUBJECTS = ("Objective", "KeyResult", "CheckIn", "Comment")
-ADMIN_ONLY_SUBJECTS = ("ApiKey",)
+ADMIN_ONLY_SUBJECTS = ("ApiKey", "WebhookEndpoint")
 
 
 def can_see_objective(
