@@ -50,6 +50,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service import outage
 from service.db import Database
 from service.observability import metrics as telemetry
 
@@ -250,10 +251,15 @@ class Runner:
                         await self.sample()
                 except asyncio.CancelledError:
                     raise
-                except Exception:
+                except Exception as exc:
+                    if outage.is_unavailable(exc):
+                        # The database is down or hung: a known state, said in one line
+                        # (rate-limited with every other part's), no stack; the runner
+                        # waits its interval below and tries again.
+                        outage.note_outage(exc, "job runner")
                     # Never silent, never a flood: the stack once a minute at most, with a
                     # count of the failures in between.
-                    if loop.time() - self._last_logged >= ERROR_LOG_SECONDS:
+                    elif loop.time() - self._last_logged >= ERROR_LOG_SECONDS:
                         log.exception(
                             "the job runner failed (%d more failures since the last logged)",
                             self._unlogged,

@@ -1,5 +1,6 @@
-"""The SQL more than one module needs, written once: the walks of the objective tree,
-the advisory lock keys, and the status rule for filtering in the database.
+"""The SQL more than one module needs, written once: the walks of the objective tree
+(and the team tree's loop check), the advisory lock keys, and the status rule for
+filtering in the database.
 
 The walks all bind `:org` (the organization: a walk never leaves it). Each is a CTE
 that a caller finishes with its own SELECT (`walk`)."""
@@ -64,6 +65,21 @@ DESCENDANTS_BY_START = """
         WHERE c.organization_id = :org AND down.depth < :max_depth
     )
 """
+
+
+# Whether :parent is :team or lies below it in the team tree: walking up from :parent
+# reaches :team (a move of :team under :parent would make a loop).
+TEAM_LOOP = text(
+    """
+    WITH RECURSIVE up(id, parent_id, depth) AS (
+        SELECT id, parent_id, 0 FROM team WHERE id = :parent AND organization_id = :org
+        UNION ALL
+        SELECT t.id, t.parent_id, up.depth + 1 FROM team t JOIN up ON t.id = up.parent_id
+        WHERE t.organization_id = :org AND up.depth < 10000
+    )
+    SELECT EXISTS (SELECT 1 FROM up WHERE id = :team)
+    """
+)
 
 
 def positional(cte: str, names: tuple[str, ...], casts: dict[str, str] | None = None) -> str:

@@ -29,6 +29,8 @@ PAYLOADS = {
     "MetricPayload",
     "RecordMeasurementsPayload",
     "RetractMeasurementPayload",
+    "WebhookEndpointPayload",
+    "WebhookDeliveryPayload",
 }
 
 

@@ -216,7 +216,7 @@ async def update_team(session: AsyncSession, p: Principal, cmd: commands.UpdateT
         if parent_id is not None:
             await common.team(session, p, parent_id, "parentId", live=True)
             if await session.scalar(
-                _TEAM_LOOP, {"org": p.organization_id, "team": team.id, "parent": parent_id}
+                sql.TEAM_LOOP, {"org": p.organization_id, "team": team.id, "parent": parent_id}
             ):
                 raise invalid(
                     "a team cannot be moved under itself or one of its own teams", "parentId"
@@ -235,19 +235,6 @@ async def update_team(session: AsyncSession, p: Principal, cmd: commands.UpdateT
     )
     return team
 
-
-# Whether :parent is :team or lies below it: walking up from :parent reaches :team.
-_TEAM_LOOP = text(
-    """
-    WITH RECURSIVE up(id, parent_id, depth) AS (
-        SELECT id, parent_id, 0 FROM team WHERE id = :parent AND organization_id = :org
-        UNION ALL
-        SELECT t.id, t.parent_id, up.depth + 1 FROM team t JOIN up ON t.id = up.parent_id
-        WHERE t.organization_id = :org AND up.depth < 10000
-    )
-    SELECT EXISTS (SELECT 1 FROM up WHERE id = :team)
-    """
-)
 
 _TEAM_BUSY = text(
     """
