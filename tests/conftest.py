@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse, urlunparse
 
 import asyncpg
@@ -164,3 +165,39 @@ def bin_okr() -> str:
     path = shutil.which("okr") or str(Path(os.sys.executable).parent / "okr")
     assert Path(path).exists(), "the okr command is not installed"
     return path
+
+
+class ServedAt:
+    """A real `okr serve` process's address."""
+
+    def __init__(self, port: int) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+
+
+SERVER_LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
+
+
+@pytest.fixture
+async def serve(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
+    """Start real `okr serve` (uvicorn) processes on the test database, with these
+    settings (`OKR_...=value`); they are stopped after the test."""
+    from tests.helpers import free_port, start_okr, stop_okr
+
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(**settings: str) -> ServedAt:
+        port = free_port()
+        env = {
+            **os.environ,
+            "OKR_DATABASE_URL": database_url,
+            "OKR_JWT_SECRET": JWT_SECRET,
+            "OKR_DATA_DIR": str(tmp_path),
+            "OKR_CHECK_IN_REMINDER_SECONDS": "0",
+            **settings,
+        }
+        procs.append(await start_okr(bin_okr, port, env, SERVER_LOG))
+        return ServedAt(port)
+
+    yield start
+    for proc in procs:
+        await stop_okr(proc)

@@ -10,9 +10,8 @@ The organization is bench/seed.py's (2,000 objectives four deep, 8,000 key resul
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import asyncpg
@@ -23,9 +22,6 @@ from bench.seed import seed
 from schema.ids import encode
 from service.auth import issue_token
 from tests.conftest import JWT_SECRET
-from tests.helpers import free_port, start_okr, stop_okr
-
-LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
 
 DEADLINE = 2.0
 # "About a second" past the deadline, measured from the client, with a quarter second
@@ -75,33 +71,10 @@ async def bench(database_url: str) -> Bench:
     )
 
 
-class Server:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture
-async def serve(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
-    """A real `okr serve` process on the test database, with these settings."""
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def start(**settings: str) -> Server:
-        port = free_port()
-        env = {
-            **os.environ,
-            "OKR_DATABASE_URL": database_url,
-            "OKR_JWT_SECRET": JWT_SECRET,
-            "OKR_DATA_DIR": str(tmp_path),
-            "OKR_CHECK_IN_REMINDER_SECONDS": "0",
-            "OKR_RESPONSE_CACHE_SECONDS": "0",
-            **settings,
-        }
-        procs.append(await start_okr(bin_okr, port, env, LOG))
-        return Server(port)
-
-    yield start
-    for proc in procs:
-        await stop_okr(proc)
+def serve(serve: Any) -> Any:
+    """conftest's `okr serve`, with the result cache off: every request does its work."""
+    return partial(serve, OKR_RESPONSE_CACHE_SECONDS="0")
 
 
 class Probe:

@@ -8,9 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,37 +24,6 @@ from service.db import Database
 from service.settings import Settings
 from tests import helpers as h
 from tests.conftest import JWT_SECRET, Org
-from tests.helpers import free_port, start_okr, stop_okr
-
-LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
-
-
-class Server:
-    def __init__(self, port: int) -> None:
-        self.base = f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-async def serve(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
-    """A real `okr serve` (uvicorn) process on the test database."""
-    procs: list[asyncio.subprocess.Process] = []
-
-    async def start(**settings: str) -> Server:
-        port = free_port()
-        env = {
-            **os.environ,
-            "OKR_DATABASE_URL": database_url,
-            "OKR_JWT_SECRET": JWT_SECRET,
-            "OKR_DATA_DIR": str(tmp_path),
-            "OKR_CHECK_IN_REMINDER_SECONDS": "0",
-            **settings,
-        }
-        procs.append(await start_okr(bin_okr, port, env, LOG))
-        return Server(port)
-
-    yield start
-    for proc in procs:
-        await stop_okr(proc)
 
 
 async def chain(org: Org, length: int) -> list[str]:
