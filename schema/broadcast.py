@@ -427,7 +427,6 @@ class View:
 
     def __init__(self, broadcast: Broadcast, principal: Principal) -> None:
         self.broadcast = broadcast
-        self.principal = principal
         self.members: set[Member] = set()
         self.signal = asyncio.Event()
         self.feed = RowFeed(self.signal.set)
