@@ -214,11 +214,20 @@ class Objective(SQLModel, table=True):
         Index("ix_objective_team", "team_id", "cycle_id"),
         Index("ix_objective_owner", "owner_id"),
         Index("ix_objective_carried_from", "carried_from_id"),
+        Index(
+            "ux_objective_external_key",
+            "cycle_id",
+            "external_key",
+            unique=True,
+            postgresql_where=text("external_key IS NOT NULL"),
+        ),
     )
     id: int | None = _pk()
     organization_id: int = _org()
     cycle_id: int = _ref("cycle.id", nullable=False, ondelete="RESTRICT")
     title: str = Field(sa_type=String(300), nullable=False)
+    # A plan file's stable `key` for it (unique in its cycle), or None.
+    external_key: str | None = Field(default=None, sa_type=String(100))
     description: str | None = _text()
     team_id: int | None = _ref("team.id", ondelete="RESTRICT")
     owner_id: int | None = _ref("app_user.id")
@@ -266,11 +275,20 @@ class KeyResult(SQLModel, table=True):
         Index("ix_key_result_objective", "objective_id", "id"),
         Index("ix_key_result_organization", "organization_id", "id"),
         Index("ix_key_result_metric", "metric_id"),
+        Index(
+            "ux_key_result_external_key",
+            "objective_id",
+            "external_key",
+            unique=True,
+            postgresql_where=text("external_key IS NOT NULL"),
+        ),
     )
     id: int | None = _pk()
     organization_id: int = _org()
     objective_id: int = _ref("objective.id", nullable=False, ondelete="CASCADE")
     title: str = Field(sa_type=String(300), nullable=False)
+    # A plan file's stable `key` for it (unique in its objective), or None.
+    external_key: str | None = Field(default=None, sa_type=String(100))
     owner_id: int | None = _ref("app_user.id")
     type: str = Field(sa_type=String(16), nullable=False)
     measure: str = Field(
