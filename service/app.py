@@ -37,6 +37,7 @@ from service.fanout import EventHub
 from service.observability import metrics as telemetry
 from service.observability import middleware as observability
 from service.observability import tracing
+from service.observability.loop import LoopMonitor
 from service.outage import MESSAGE as OUTAGE_MESSAGE
 from service.outage import (
     RETRY_AFTER_SECONDS,
@@ -170,9 +171,12 @@ def create_app(settings: Settings, database_url: str) -> FastAPI:
         app.state.outbound = Outbound.from_settings(settings)
         app.state.jobs = background.runner(app.state.db, settings, app.state.outbound)
         jobs = asyncio.create_task(app.state.jobs.run_forever())
+        app.state.loop_monitor = LoopMonitor()  # how long the loop is held (/metrics)
+        monitor = asyncio.create_task(app.state.loop_monitor.run_forever())
         try:
             yield
         finally:
+            monitor.cancel()
             jobs.cancel()
             await app.state.outbound.close()
             await app.state.hub.stop()

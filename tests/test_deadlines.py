@@ -18,12 +18,19 @@ import asyncpg
 import httpx
 import pytest
 
+from bench.deadlines import (
+    DEADLINE,
+    NESTED_DESCENDANTS,
+    cycle_reports,
+    forecast_trees,
+    held_seconds,
+    lifted,
+)
 from bench.seed import seed
 from schema.ids import encode
 from service.auth import issue_token
 from tests.conftest import JWT_SECRET
 
-DEADLINE = 2.0
 # "About a second" past the deadline, measured from the client, with a quarter second
 # of margin for this shared 2-core machine (typical runs end 0.1 to 0.6 s late; before
 # the change, 1.5 to 38 s).
@@ -125,28 +132,6 @@ async def graphql(
     return r.json(), time.perf_counter() - started
 
 
-def forecast_trees(n: int) -> str:
-    """`n` aliased trees asking `forecast` on every key result (the finding had 11)."""
-    tree = (
-        "objectives(first: 10, filter: {rootsOnly: true}) { edges { node { id "
-        "keyResults { forecast { value progress status } } "
-        "descendants { id keyResults { id forecast { value progress status } } } } } }"
-    )
-    return "{ " + " ".join(f"t{i}: {tree}" for i in range(n)) + " }"
-
-
-def cycle_reports(n: int, cycle: str) -> str:
-    one = (
-        f'cycleReport(cycleId: "{cycle}") {{ teams {{ objectives meanProgress '
-        "staleKeyResults checkInRhythm realism { verdict count } } }"
-    )
-    return "{ " + " ".join(f"r{i}: {one}" for i in range(n)) + " }"
-
-
-NESTED_DESCENDANTS = """query($id: ID!) { node(id: $id) { ... on Objective {
-  descendants { id title descendants { id title descendants { id title } } } } } }"""
-
-
 def stopped_in_time(body: dict[str, Any], took: float) -> None:
     codes = [e["extensions"]["code"] for e in body.get("errors", [])]
     assert codes == ["DEADLINE_EXCEEDED"], (codes, took)
@@ -154,27 +139,29 @@ def stopped_in_time(body: dict[str, Any], took: float) -> None:
     assert took < DEADLINE + LATE, took
 
 
-# /healthz: the item's 250 ms holds on a quiet machine on the planned path (max 0.22 s
-# measured); under the load of this shared 2-core machine single waits reach 0.6 s, and
-# the executor path (graphql-core completing and cancelling thousands of fields in one
-# turn) shows up to about 1 s. These bounds are that margin, not the goal; before the
-# change /healthz froze for 1.2 to 1.4 s in the same test.
-HEALTHY_ON = {"planned": 0.75, "executor": 1.2}
+# /healthz within 250 ms is the goal; a wall-clock bound on it would measure this shared
+# 2-core machine as much as the service (CI runs two tests at once, each with its own
+# server and PostgreSQL: single waits of 0.3 to 1.0 s were seen with no turn of the
+# server's loop longer than 50 ms). So the test asks the server itself how long its own
+# work held the loop, in the loop thread's CPU seconds (service/observability/loop.py),
+# which no other process moves; /healthz must answer throughout and never wait a whole
+# deadline. bench/deadlines.py measures /healthz in wall time on a quiet machine.
+# Measured here: 0.23 to 0.35 s on either path (an asyncpg batch decoded in one
+# callback, graphql-core completing a level, a report's rows); before the pacing of
+# issue 19, whole seconds.
+HELD = 0.75
 
 
 @pytest.mark.parametrize("path", ["planned", "executor"])
 async def test_long_reads_stop_at_the_deadline_and_healthz_answers(bench: Bench, serve, path: str):
     """With the cost limit out of the way, the deadline alone ends each worst document
-    about on time, and the loop keeps answering /healthz meanwhile (before: the forecast
-    trees ran 40 s on the planned path and 3.5 s on the executor past a 2 s deadline)."""
-    server = await serve(
-        OKR_EXECUTION_DEADLINE_SECONDS=str(DEADLINE),
-        OKR_MAX_QUERY_COST=str(10**9),
-        OKR_MAX_RESPONSE_OBJECTS=str(10**8),
-        OKR_MAX_RESPONSE_BYTES=str(10**10),
-        OKR_PLANNED_READS="1" if path == "planned" else "0",
-    )
+    about on time, and the loop keeps answering /healthz meanwhile: no stretch of the
+    server's own work holds it for long (before: the forecast trees ran 40 s on the
+    planned path and 3.5 s on the executor past a 2 s deadline, and /healthz froze for
+    1.2 to 1.4 s)."""
+    server = await serve(**lifted(path))
     async with httpx.AsyncClient(base_url=server.base, timeout=120) as http:
+        before = await held_seconds(http)
         async with Probe(http) as probe:
             body, took = await graphql(http, bench.admin, forecast_trees(11))
             stopped_in_time(body, took)
@@ -187,8 +174,11 @@ async def test_long_reads_stop_at_the_deadline_and_healthz_answers(bench: Bench,
                 headers={"Authorization": f"Bearer {bench.member}"},
             )
             assert r.status_code in (200, 503), r.text
+        held = await held_seconds(http)
+    print(path, "held", before, held, "healthz waits", sorted(probe.waits)[-5:])
     assert len(probe.waits) >= 10
-    assert max(probe.waits) < HEALTHY_ON[path], sorted(probe.waits)[-5:]
+    assert max(probe.waits) < DEADLINE, sorted(probe.waits)[-5:]
+    assert held < HELD, (held, sorted(probe.waits)[-5:])
 
 
 async def test_fields_are_priced_by_what_they_read(bench: Bench, serve, database_url: str):
