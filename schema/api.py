@@ -232,7 +232,7 @@ def build_schema(settings: Settings | None = None) -> strawberry.Schema:
             config=StrawberryConfig(auto_camel_case=True, disable_field_suggestions=True),
             **(federated if settings.federation else {}),
             # Counts objects, time and bytes while the response is built.
-            # Queries the plan covers are answered by it (schema/fastpath.py).
+            # Queries the plan covers are answered by it (schema/plan/render.py).
             execution_context_class=planned_executor(
                 budget_executor(
                     settings.max_response_objects,

@@ -1,4 +1,5 @@
-"""The GraphQL contract of API.md, end to end through HTTP, against a real database."""
+"""The GraphQL contract (schema/schema.graphql and the README), end to end through HTTP,
+against a real database."""
 
 from __future__ import annotations
 

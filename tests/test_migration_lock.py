@@ -89,7 +89,8 @@ async def test_a_newer_database_is_not_migrated_and_stays_ready(
     # In process too: the revision found is returned, and nothing changes.
     assert await asyncio.to_thread(migrate.upgrade, fresh_url) == NEWER
     assert await migrate.current_revision(fresh_url) == NEWER
-    # `okr serve` starts on it (it does not try to migrate) and is ready (API.md).
+    # `okr serve` starts on it (it does not try to migrate) and is ready
+    # (docs/design.md, "Transport").
     port = free_port()
     with tempfile.TemporaryFile() as log:
         proc = await start_okr(bin_okr, port, env, log)

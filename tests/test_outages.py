@@ -287,8 +287,9 @@ async def test_item10_csv_export_neutralizes_formulas(org: Org, client):
 
 
 async def test_readyz_is_ready_at_head_or_newer_and_not_when_behind(client, db):
-    """API.md: a revision this build does not know (a later build migrated the database
-    in a rolling deploy) counts as ready, so older pods stay in service; behind is not."""
+    """docs/design.md, "Transport": a revision this build does not know (a later build
+    migrated the database in a rolling deploy) counts as ready, so older pods stay in service;
+    behind is not."""
     from sqlalchemy import text
 
     from service import migrate

@@ -1,4 +1,4 @@
-"""The OKR rules of DESIGN.md, case by case."""
+"""The OKR rules of docs/design.md, case by case."""
 
 import math
 from datetime import UTC, date, datetime, timedelta

@@ -170,7 +170,8 @@ class World:
         return ids.decode(gid)[1]
 
     def hidden_from(self, caller: str) -> set[int]:
-        """Objectives the caller may not see, by the DESIGN.md rule, written out."""
+        """Objectives the caller may not see, by the rule of docs/design.md ("Access"),
+        written out."""
         if caller == "admin":
             return set()
         hidden = {self.pk(self.private), self.pk(self.orphan)}

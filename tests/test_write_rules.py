@@ -484,7 +484,7 @@ def test_item8_editing_requires_seeing():
         require_check_in(mate, "PRIVATE", 7, 3, 2)  # owning the key result is not enough
     service = Principal(organization_id=1, role="SERVICE", api_key_id=4)
     assert not can_edit_objective(service, "PUBLIC", None, None)
-    # A service checks in on any key result of its organization (DESIGN.md, "Access").
+    # A service checks in on any key result of its organization (docs/design.md, "Access").
     require_check_in(service, "PRIVATE", None, 3, None)
     require_check_in(service, "PUBLIC", None, 3, None)
 
@@ -517,8 +517,9 @@ async def test_a_payload_never_shows_what_the_write_took_out_of_sight(org: Org, 
 async def test_a_service_checks_in_on_any_key_result_and_sees_nothing_hidden(
     org: Org, db: Database
 ):
-    """DESIGN.md: SERVICE may check in on any key result of its organization (found from
-    outside: a TEAM or PRIVATE one was NOT_FOUND). The payload shows nothing hidden."""
+    """docs/design.md, "Access": SERVICE may check in on any key result of its
+    organization (found from outside: a TEAM or PRIVATE one was NOT_FOUND). The payload
+    shows nothing hidden."""
     _row, key = await db.transaction(lambda s: organizations.create_api_key(s, org.id, "wms"))
     cycle = await h.active_cycle(org)
     private = await h.objective(org, cycle, "Board secret", visibility="PRIVATE")

@@ -1,4 +1,4 @@
-"""Administration mutations (API.md, "Corrections and administration"): change and
+"""Administration mutations (README, "Corrections" and "Administration"): change and
 archive teams, change cycles, people and metrics, archive key results, bring back
 archived objectives. Each runs through the one funnel (common.py) and reuses the
 payload of the entity it changes."""

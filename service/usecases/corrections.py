@@ -1,5 +1,5 @@
 """Corrections: retract a check-in, correct one, retract a measurement (docs/design.md,
-"Access"; API.md, "Corrections and administration").
+"Access"; README, "Corrections").
 
 Nothing committed is destroyed. A retracted check-in stays listed, marked with who, when
 and why; the record leaves it out: the key result's value becomes that of its latest
