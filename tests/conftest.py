@@ -1,6 +1,9 @@
 """Every test talks to a real PostgreSQL: `OKR_TEST_DATABASE_URL` when set, else one
 throwaway embedded server per session. The schema is migrated once into a template
-database; each test gets its own fresh copy of it."""
+database; each test gets its own fresh copy of it.
+
+Fixtures only: what tests build with lives in tests/factories.py (builders),
+tests/sockets.py (WebSocket clients) and tests/tour.py (the README as a tour)."""
 
 from __future__ import annotations
 
@@ -20,13 +23,12 @@ import pytest
 
 from service import migrate
 from service.app import create_app
-from service.auth import issue_token
 from service.db import Database
-from service.domain.principal import Principal
 from service.settings import Settings
 from service.usecases import organizations
+from tests.factories import JWT_SECRET, SERVER_LOG, Org, Tree, free_port, start_okr, stop_okr
+from tests.sockets import Replica
 
-JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 _counter = itertools.count()
 
 
@@ -117,39 +119,6 @@ async def client(settings: Settings, database_url: str, db: Database):
         yield c
 
 
-class Org:
-    """An organization with its admin, and a way to call the API as anyone in it."""
-
-    def __init__(self, client: httpx.AsyncClient, db: Database, org_id: int, admin_id: int):
-        self.client = client
-        self.db = db
-        self.id = org_id
-        self.admin_id = admin_id
-        self.admin = Principal(organization_id=org_id, role="ADMIN", user_id=admin_id)
-        self.admin_token = issue_token(JWT_SECRET, admin_id, org_id)
-
-    def token(self, user_id: int) -> str:
-        return issue_token(JWT_SECRET, user_id, self.id)
-
-    async def call(
-        self,
-        query: str,
-        variables: dict | None = None,
-        token: str | None = None,
-        expect_errors: bool = False,
-    ) -> dict:
-        response = await self.client.post(
-            "/graphql",
-            json={"query": query, "variables": variables or {}},
-            headers={"Authorization": f"Bearer {token or self.admin_token}"},
-        )
-        body = response.json()
-        if not expect_errors:
-            assert response.status_code == 200, body
-            assert "errors" not in body, body["errors"]
-        return body if expect_errors else body["data"]
-
-
 @pytest.fixture
 async def org(client: httpx.AsyncClient, db: Database) -> Org:
     created, admin = await db.transaction(
@@ -174,14 +143,11 @@ class ServedAt:
         self.base = f"http://127.0.0.1:{port}"
 
 
-SERVER_LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
-
-
 @pytest.fixture
 async def serve(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
     """Start real `okr serve` (uvicorn) processes on the test database, with these
     settings (`OKR_...=value`); they are stopped after the test."""
-    from tests.helpers import free_port, start_okr, stop_okr
+    from tests.factories import free_port, start_okr, stop_okr
 
     procs: list[asyncio.subprocess.Process] = []
 
@@ -200,4 +166,52 @@ async def serve(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
 
     yield start
     for proc in procs:
+        await stop_okr(proc)
+
+
+@pytest.fixture
+async def replicas(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
+    started: list[Replica] = []
+
+    async def start(**settings: str) -> Replica:
+        port = free_port()
+        env = {
+            **os.environ,
+            "OKR_DATABASE_URL": database_url,
+            "OKR_JWT_SECRET": JWT_SECRET,
+            "OKR_DATA_DIR": str(tmp_path),
+            "OKR_EVENT_POLL_SECONDS": "2",
+            "OKR_LISTENER_HEALTH_SECONDS": "0.5",
+            **settings,
+        }
+        replica = Replica(await start_okr(bin_okr, port, env, SERVER_LOG), port)
+        started.append(replica)
+        return replica
+
+    yield start
+    for replica in started:
+        await stop_okr(replica.proc)
+
+
+@pytest.fixture
+async def tree(org: Org, db: Database) -> Tree:
+    return await Tree(org, db).build()
+
+
+@pytest.fixture
+async def server(bin_okr, database_url, tmp_path) -> AsyncIterator[Server]:
+    port = free_port()
+    log = tmp_path / "server.log"
+    env = {
+        **os.environ,
+        "OKR_DATABASE_URL": database_url,
+        "OKR_JWT_SECRET": JWT_SECRET,
+        "OKR_DATA_DIR": str(tmp_path),
+        "OKR_EVENT_POLL_SECONDS": "2",
+    }
+    with log.open("ab") as out:
+        proc = await start_okr(bin_okr, port, env, out)
+    try:
+        yield Server(proc, port, log)
+    finally:
         await stop_okr(proc)

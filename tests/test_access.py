@@ -10,8 +10,8 @@ import pytest
 from schema.ids import decode_as, encode
 from service.db import Database
 from service.usecases import organizations
-from tests import helpers as h
-from tests.conftest import Org
+from tests import factories as h
+from tests.factories import Org
 
 
 class World:

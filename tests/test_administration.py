@@ -6,7 +6,6 @@ NOT_FOUND; a closed cycle is CYCLE_CLOSED; two admins demoting each other at onc
 one admin; a role change closes the person's real WebSocket with 4403; the `okr user`
 commands run the same rules."""
 
-# ruff: noqa: F811  (the replicas fixture is imported from test_subscriptions)
 from __future__ import annotations
 
 import asyncio
@@ -20,21 +19,21 @@ from schema.ids import decode_as
 from service.db import Database
 from service.usecases import organizations
 from service.verify import verify, verify_event_sequences
-from tests.conftest import Org
-from tests.helpers import (
+from tests.factories import (
+    Org,
     active_cycle,
     check_in,
+    env_for,
     key_result,
     mutate,
     objective,
     ok,
+    okr,
     progress,
     team,
     user,
 )
-from tests.test_command import env_for, okr
-from tests.test_credentials import LEGACY, TRANSPORT, closed, connect, graphql, receive, start
-from tests.test_subscriptions import PROGRESS, replicas  # noqa: F401  (fixture)
+from tests.sockets import LEGACY, PROGRESS, TRANSPORT, closed, connect, graphql, receive, start
 
 
 def code_of(payload: dict[str, Any]) -> tuple[str, list[str] | None]:

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import text
 
 from service.verify import verify, verify_event_sequences
-from tests import helpers as h
-from tests.conftest import Org
+from tests import factories as h
+from tests.factories import Org
 
 OBJECTIVE_VIEW = """
 query($id: ID!) { node(id: $id) { ... on Objective {

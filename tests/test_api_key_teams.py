@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from service.db import Database
 from service.usecases import organizations
-from tests import helpers as h
-from tests.conftest import JWT_SECRET, Org
+from tests import factories as h
+from tests.factories import JWT_SECRET, Org
 
 NODE = "query($id: ID!) { node(id: $id) { id } }"
 

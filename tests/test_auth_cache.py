@@ -19,7 +19,7 @@ from service.domain.principal import Principal
 from service.fanout import EventHub
 from service.settings import Settings
 from service.usecases import organizations
-from tests.conftest import JWT_SECRET
+from tests.factories import JWT_SECRET
 
 
 def principal(org: int = 1, seq: int = 5, user: int = 7, expires: float | None = None):

@@ -19,11 +19,8 @@ from schema.broadcast import TRANSPORT_WS, Member, Outlet
 from service.domain import enums as domain_enums
 from service.domain.principal import Principal
 from service.usecases import commands, key_results, objectives, organizations
-from tests import test_subscriptions as subs
-from tests.conftest import Org
-
-tree = subs.tree  # the fixtures
-replicas = subs.replicas
+from tests.factories import Org, Tree
+from tests.sockets import check_in_on
 
 FEED = "subscription { progressChanged { cursor checkIn { value } changes { node { id } } } }"
 
@@ -58,7 +55,7 @@ async def subscribers_on(replica: Any) -> int:
 
 
 async def test_one_class_gets_one_payload_with_its_own_envelopes(
-    replicas, tree: subs.Tree, org: Org, db
+    replicas, tree: Tree, org: Org, db
 ):
     p = org.admin
     ann, bob, cat = [
@@ -112,8 +109,8 @@ async def test_one_class_gets_one_payload_with_its_own_envelopes(
                 break
             await asyncio.sleep(0.1)
         assert await subscribers_on(server) == 3
-        await subs.check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 7)
-        await subs.check_in(server, org.admin_token, ids.encode("KeyResult", hidden_kr.id), 3)
+        await check_in_on(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 7)
+        await check_in_on(server, org.admin_token, ids.encode("KeyResult", hidden_kr.id), 3)
         (fa,) = await frames(a, 1)
         (fb,) = await frames(b, 1)
         fc = await frames(c, 2)
@@ -124,7 +121,7 @@ async def test_one_class_gets_one_payload_with_its_own_envelopes(
         assert [f["payload"]["data"]["progressChanged"]["checkIn"]["value"] for f in fc] == [7, 3]
         # Ann and Bob never see Cat's private check-in: the next thing they get is the
         # next public one.
-        await subs.check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 8)
+        await check_in_on(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 8)
         (fa,) = await frames(a, 1)
         (fb,) = await frames(b, 1)
         assert fa["payload"]["data"]["progressChanged"]["checkIn"]["value"] == 8
@@ -136,7 +133,7 @@ async def test_one_class_gets_one_payload_with_its_own_envelopes(
         await b.send(json.dumps({"id": "b-7", "type": "stop"}))
         (done,) = await frames(b, 1)
         assert done == {"type": "complete", "id": "b-7"}
-        await subs.check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 9)
+        await check_in_on(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 9)
         (fc,) = await frames(c, 1)
         assert fc["payload"]["data"]["progressChanged"]["checkIn"]["value"] == 9
         for _ in range(50):

@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 
 from schema import ids
-from tests.conftest import Org
-from tests.helpers import active_cycle, check_in, key_result, objective, ok, team, user
-from tests.test_visibility_leaks import Socket, server  # noqa: F401 (the fixture)
+from tests.factories import Org, active_cycle, check_in, key_result, objective, ok, team, user
+from tests.sockets import Socket
 
 PROTOCOLS = ["graphql-transport-ws", "graphql-ws"]
 
@@ -95,7 +94,7 @@ async def settle() -> None:
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_member_who_becomes_an_owner_takes_nothing_to_the_others(
     world: World,
-    server: Any,  # noqa: F811
+    server: Any,
     protocol: str,
 ):
     org = world.org
@@ -155,7 +154,7 @@ async def test_a_member_who_becomes_an_owner_takes_nothing_to_the_others(
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_member_made_owner_while_subscribed_sees_it_and_nobody_else_does(
     world: World,
-    server: Any,  # noqa: F811
+    server: Any,
     protocol: str,
 ):
     org = world.org
@@ -197,7 +196,7 @@ async def test_a_member_made_owner_while_subscribed_sees_it_and_nobody_else_does
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_visibility_change_while_subscribed_reaches_each_as_the_rule_says(
     world: World,
-    server: Any,  # noqa: F811
+    server: Any,
     protocol: str,
 ):
     org = world.org
@@ -239,7 +238,7 @@ async def test_a_visibility_change_while_subscribed_reaches_each_as_the_rule_say
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 async def test_a_membership_added_while_subscribed_ends_the_socket_to_reconnect(
     world: World,
-    server: Any,  # noqa: F811
+    server: Any,
     protocol: str,
 ):
     """Teams decide what a member sees: a socket whose user joined a team would go on

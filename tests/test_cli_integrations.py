@@ -11,10 +11,9 @@ import subprocess
 from sqlalchemy import text
 
 from service.settings import Settings
-from tests import helpers as h
-from tests.conftest import Org
+from tests import factories as h
+from tests.factories import Org, okr_stdout
 from tests.receiver import Receiver, Reply
-from tests.test_jobs import okr
 
 
 async def _slug(org: Org) -> str:
@@ -39,12 +38,14 @@ async def test_webhook_commands_list_show_and_redeliver(
     ping = (await h.ok(org, "pingWebhookEndpoint", {"endpointId": hook}, "delivery { id }"))[
         "delivery"
     ]["id"]
-    listed = (await okr(bin_okr, env, "webhook", "list", "--org", slug)).splitlines()
+    listed = (await okr_stdout(bin_okr, env, "webhook", "list", "--org", slug)).splitlines()
     assert listed[0].split() == ["ID", "ACTIVE", "KINDS", "TEAM", "WAITING", "URL"]
     assert listed[1].split() == [hook, "yes", "TEAM_CREATED", "-", "1", "http://127.0.0.1:9/in"]
-    shown = (await okr(bin_okr, env, "webhook", "deliveries", "--org", slug, hook)).splitlines()
+    shown = (
+        await okr_stdout(bin_okr, env, "webhook", "deliveries", "--org", slug, hook)
+    ).splitlines()
     assert shown[1].split()[:3] == [ping, "PENDING", "0"] and shown[1].endswith("ping")
-    out = await okr(bin_okr, env, "webhook", "redeliver", "--org", slug, ping)
+    out = await okr_stdout(bin_okr, env, "webhook", "redeliver", "--org", slug, ping)
     assert out.startswith("queued ") and ping not in out
     async with org.db.connect() as conn:
         n = (await conn.execute(text("SELECT count(*) FROM webhook_delivery"))).scalar_one()
@@ -73,7 +74,7 @@ async def test_source_run_records_now_and_reports_failures(
             },
             "metric { id }",
         )
-        out = await okr(bin_okr, env, "source", "run", "--org", slug, "on_time")
+        out = await okr_stdout(bin_okr, env, "source", "run", "--org", slug, "on_time")
         assert out.startswith("on_time = 97.5 at ")
         proc = await asyncio.create_subprocess_exec(
             bin_okr,

@@ -32,11 +32,9 @@ import pytest
 import websockets
 from sqlalchemy.engine import make_url
 
-from tests import test_subscriptions as subs
-from tests.conftest import JWT_SECRET, Org
-from tests.helpers import free_port, start_okr, stop_okr
+from tests.factories import JWT_SECRET, SERVER_LOG, Org, Tree, free_port, start_okr, stop_okr
+from tests.sockets import Replica, check_in_on
 
-tree = subs.tree  # the fixture
 SUBSCRIPTION = "subscription { progressChanged { checkIn { value } } }"
 PROTOCOLS = {
     # subprotocol: (the subscribe message's type, the type an event arrives in)
@@ -76,7 +74,7 @@ async def live_update(
             json.dumps({"id": "1", "type": subscribe, "payload": {"query": SUBSCRIPTION}})
         )
         await asyncio.sleep(0.5)
-        await subs.check_in(subs.Replica(None, port), org.admin_token, kr, value)  # type: ignore[arg-type]
+        await check_in_on(Replica(None, port), org.admin_token, kr, value)  # type: ignore[arg-type]
         while True:
             message = json.loads(await asyncio.wait_for(ws.recv(), 15))
             if message["type"] == "ka":
@@ -113,11 +111,11 @@ async def refused(port: int, origin: str, subprotocol: str) -> int:
     ids=["demo", "OKR_CORS_ORIGINS"],
 )
 async def test_a_page_on_an_allowed_origin_receives_live_updates(
-    bin_okr, database_url, tmp_path, tree: subs.Tree, org: Org, args, extra, allowed, others
+    bin_okr, database_url, tmp_path, tree: Tree, org: Org, args, extra, allowed, others
 ):
     port = free_port()
     env = server_env(database_url, tmp_path, **extra)
-    proc = await start_okr(bin_okr, port, env, subs.LOG, *args)
+    proc = await start_okr(bin_okr, port, env, SERVER_LOG, *args)
     kr = tree.gid("KeyResult", tree.kr_x)
     value = 0
     try:
@@ -155,7 +153,7 @@ async def test_readyz_is_unavailable_while_the_event_listener_is_down(
 ):
     port = free_port()
     env = server_env(database_url, tmp_path, OKR_LISTENER_HEALTH_SECONDS="0.5")
-    proc = await start_okr(bin_okr, port, env, subs.LOG)
+    proc = await start_okr(bin_okr, port, env, SERVER_LOG)
     name = make_url(database_url).database
     admin = await pg.admin()  # on another database: ours is the one being closed
     try:
@@ -251,7 +249,7 @@ SECRETS = {
 
 
 async def test_okr_serve_exports_graphql_spans_without_inputs_or_tokens(
-    bin_okr, database_url, tmp_path, tree: subs.Tree, org: Org
+    bin_okr, database_url, tmp_path, tree: Tree, org: Org
 ):
     collector = Collector()
     port = free_port()
@@ -264,7 +262,7 @@ async def test_okr_serve_exports_graphql_spans_without_inputs_or_tokens(
     )
     log_file = tmp_path / "serve.err"
     with open(log_file, "wb") as err:  # noqa: ASYNC230
-        proc = await start_okr(bin_okr, port, env, subs.LOG, "--log-level", "info", err=err)
+        proc = await start_okr(bin_okr, port, env, SERVER_LOG, "--log-level", "info", err=err)
         try:
             kr = tree.gid("KeyResult", tree.kr_x)
             auth = {"Authorization": f"Bearer {org.admin_token}"}
@@ -388,7 +386,7 @@ INTEGRITY = re.compile(r'integrity="(sha384-[^"]+)"')
 
 async def test_graphiql_loads_everything_from_the_service_itself(bin_okr, database_url, tmp_path):
     port = free_port()
-    proc = await start_okr(bin_okr, port, server_env(database_url, tmp_path), subs.LOG)
+    proc = await start_okr(bin_okr, port, server_env(database_url, tmp_path), SERVER_LOG)
     base = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:

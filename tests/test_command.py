@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 from pathlib import Path
@@ -11,32 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import JWT_SECRET
-from tests.helpers import free_port
+from tests.factories import env_for, free_port, okr
 
 SDL_FILE = Path(__file__).parent.parent / "schema" / "schema.graphql"
-
-
-def env_for(database_url: str, tmp_path: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "OKR_DATABASE_URL": database_url,
-        "OKR_JWT_SECRET": JWT_SECRET,
-        "OKR_DATA_DIR": str(tmp_path),
-    }
-
-
-async def okr(bin_okr: str, env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        bin_okr,
-        *args,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 120)
-    return proc.returncode, out.decode(), err.decode()
 
 
 async def test_export_schema_prints_the_sdl(bin_okr, database_url, tmp_path):

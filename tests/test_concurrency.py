@@ -13,7 +13,7 @@ from service.db import Database
 from service.domain import enums as domain_enums
 from service.usecases import commands, cycles, key_results, objectives
 from service.verify import verify, verify_event_sequences
-from tests.conftest import Org
+from tests.factories import Org
 
 CHECK_INS = 60
 

@@ -24,11 +24,9 @@ from service.domain import rules
 from service.domain.enums import KeyResultType
 from service.settings import Settings
 from service.usecases import organizations
-from tests import helpers as h
-from tests.conftest import JWT_SECRET, Org
-from tests.test_visibility_leaks import Socket, server
-
-__all__ = ["server"]  # the fixture: a real `okr serve` process
+from tests import factories as h
+from tests.factories import JWT_SECRET, Org
+from tests.sockets import Socket
 
 NOW = datetime.now(UTC)
 TODAY = NOW.date()

@@ -6,12 +6,10 @@ messages larger than the body limit, are cut off; /metrics can require a token.
 Driven as the findings were made: real `okr serve` replicas, a raw WebSocket client
 speaking both subprotocols, and the `okr` command."""
 
-# ruff: noqa: F811  (the replicas and tree fixtures are imported from test_subscriptions)
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,76 +26,38 @@ from service.db import Database
 from service.domain import enums as domain_enums
 from service.settings import Settings
 from service.usecases import commands, objectives, organizations
-from tests.conftest import JWT_SECRET, Org
-from tests.helpers import PAYLOAD_ERRORS, free_port, mutate, team, user
-from tests.test_command import env_for, okr
-from tests.test_subscriptions import (  # noqa: F401  (fixtures)
-    PROGRESS,
-    Replica,
+from tests.factories import (
+    JWT_SECRET,
+    PAYLOAD_ERRORS,
+    Org,
     Tree,
-    check_in,
-    replicas,
-    tree,
+    env_for,
+    free_port,
+    mutate,
+    okr,
+    team,
+    user,
+)
+from tests.sockets import (
+    LEGACY,
+    PROGRESS,
+    TRANSPORT,
+    Replica,
+    check_in_on,
+    closed,
+    connect,
+    first_error,
+    graphql,
+    receive,
+    start,
 )
 
-TRANSPORT, LEGACY = "graphql-transport-ws", "graphql-ws"
 CHECK_IN = (
     "mutation($i: CheckInInput!) { checkIn(input: $i) { checkIn { id } userErrors { message } } }"
 )
 
 
 # --- a raw WebSocket client, both subprotocols ------------------------------------------------
-
-
-async def connect(replica: Replica, token: str, protocol: str) -> Any:
-    ws = await websockets.connect(replica.ws, subprotocols=[protocol])
-    await ws.send(
-        json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
-    )
-    ack = await receive(ws)
-    assert ack["type"] == "connection_ack", ack
-    return ws
-
-
-async def receive(ws: Any, wait: float = 15, op: str | None = None) -> dict:
-    """The next message that is not a keep-alive (and is about operation `op`, if given)."""
-    while True:
-        message = json.loads(await asyncio.wait_for(ws.recv(), wait))
-        if message["type"] != "ka" and (op is None or message.get("id") == op):
-            return message
-
-
-async def start(ws: Any, protocol: str, op: str, query: str, variables: dict | None = None):
-    kind = "subscribe" if protocol == TRANSPORT else "start"
-    payload = {"query": query, "variables": variables or {}}
-    await ws.send(json.dumps({"id": op, "type": kind, "payload": payload}))
-
-
-async def closed(ws: Any, wait: float) -> tuple[int, str, float]:
-    """Read until the server closes: (code, reason, seconds it took)."""
-    started = time.monotonic()
-    try:
-        while True:
-            await asyncio.wait_for(ws.recv(), max(0.01, wait - (time.monotonic() - started)))
-    except websockets.ConnectionClosed as exc:
-        assert exc.rcvd is not None, "the server did not send a close frame"
-        return exc.rcvd.code, exc.rcvd.reason, time.monotonic() - started
-    except TimeoutError:
-        raise AssertionError(f"the socket was still open after {wait} s") from None
-
-
-def first_error(message: dict) -> dict:
-    payload = message["payload"]
-    return payload[0] if isinstance(payload, list) else payload
-
-
-async def graphql(replica: Replica, token: str, query: str, variables: dict | None = None):
-    async with httpx.AsyncClient(timeout=30) as http:
-        return await http.post(
-            replica.http,
-            headers={"Authorization": f"Bearer {token}"},
-            json={"query": query, "variables": variables or {}},
-        )
 
 
 async def check_ins(db: Database) -> int:
@@ -119,7 +79,7 @@ async def test_item3_a_revoked_api_key_closes_its_sockets_on_every_replica_at_on
     await start(on_first, TRANSPORT, "1", PROGRESS)
     await start(on_second, LEGACY, "1", PROGRESS)
     await asyncio.sleep(0.5)
-    await check_in(first, org.admin_token, kr, 10)
+    await check_in_on(first, org.admin_token, kr, 10)
     assert (await receive(on_first))["type"] == "next"  # both really are subscribed
     assert (await receive(on_second))["type"] == "data"
 
@@ -153,7 +113,7 @@ async def test_item3_every_operation_is_authenticated_again(
     ws = await connect(server, key, protocol)
     await start(ws, protocol, "0", PROGRESS)
     await asyncio.sleep(0.3)
-    await check_in(server, org.admin_token, kr, 5)
+    await check_in_on(server, org.admin_token, kr, 5)
     assert (await receive(ws))["payload"]["data"]["progressChanged"]["checkIn"]["value"] == 5
     writes = [("1", CHECK_IN, {"i": {"keyResultId": kr, "value": 6}})]
     if protocol == TRANSPORT:  # graphql-ws carries subscriptions only

@@ -29,7 +29,7 @@ from bench.deadlines import (
 from bench.seed import seed
 from schema.ids import encode
 from service.auth import issue_token
-from tests.conftest import JWT_SECRET
+from tests.factories import JWT_SECRET
 
 # "About a second" past the deadline, measured from the client, with a quarter second
 # of margin for this shared 2-core machine (typical runs end 0.1 to 0.6 s late; before

@@ -7,7 +7,6 @@ media type the client asked for.
 Driven as the findings were made: real `okr serve` processes and a raw WebSocket client
 on both subprotocols, and HTTP through the app's ASGI interface."""
 
-# ruff: noqa: F811  (the replicas fixture is imported from test_subscriptions)
 from __future__ import annotations
 
 import json
@@ -32,19 +31,9 @@ from service.domain import enums as domain_enums
 from service.observability import metrics
 from service.settings import Settings
 from service.usecases import commands, organizations
-from tests import helpers as h
-from tests.conftest import JWT_SECRET, Org
-from tests.helpers import free_port
-from tests.test_credentials import (
-    LEGACY,
-    TRANSPORT,
-    closed,
-    connect,
-    first_error,
-    receive,
-    start,
-)
-from tests.test_subscriptions import replicas  # noqa: F401  (fixture)
+from tests import factories as h
+from tests.factories import JWT_SECRET, Org, free_port
+from tests.sockets import LEGACY, TRANSPORT, closed, connect, first_error, receive, start
 
 VIEWER = "{ viewer { role } }"
 APOLLO_ACCEPT = "application/graphql-response+json,application/json;q=0.9"

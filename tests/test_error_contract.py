@@ -8,7 +8,7 @@ import logging
 import httpx
 import pytest
 
-from tests.conftest import Org
+from tests.factories import Org
 
 
 async def codes(org: Org, query: str, variables: dict | None = None, **headers: str) -> list:

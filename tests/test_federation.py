@@ -34,8 +34,8 @@ from service.app import create_app
 from service.db import Database
 from service.settings import Settings
 from service.usecases import organizations
-from tests import helpers as h
-from tests.conftest import JWT_SECRET, Org
+from tests import factories as h
+from tests.factories import JWT_SECRET, Org
 
 
 @pytest.fixture

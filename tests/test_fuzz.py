@@ -17,7 +17,7 @@ from service.auth import issue_token
 from service.db import Database
 from service.usecases import organizations
 from service.verify import verify, verify_event_sequences
-from tests.conftest import JWT_SECRET
+from tests.factories import JWT_SECRET
 
 SDL = (Path(__file__).parent.parent / "schema" / "schema.graphql").read_text()
 EXAMPLES = 1500

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from service.app import create_app
 from service.db import Database
 from service.settings import Settings
-from tests import helpers as h
-from tests.conftest import JWT_SECRET, Org
+from tests import factories as h
+from tests.factories import JWT_SECRET, Org
 
 
 async def events_total(org: Org) -> int:

@@ -23,8 +23,7 @@ from service.domain import enums as domain_enums
 from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.usecases import commands, organizations
-from tests.conftest import JWT_SECRET, Org
-from tests.helpers import free_port, start_okr, stop_okr
+from tests.factories import JWT_SECRET, Org, free_port, start_okr, stop_okr
 
 QUERY = "query Viewer { viewer { role organization { name } } }"
 DIGEST = hashlib.sha256(QUERY.encode()).hexdigest()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from collections import Counter
 
 import pytest
@@ -17,16 +16,7 @@ from service import jobs
 from service.db import Database
 from service.jobs import Job, Periodic, Retry, Runner
 from service.observability import metrics as telemetry
-
-
-async def okr(bin_okr: str, env: dict[str, str], *args: str) -> str:
-    """Run the `okr` command; its stdout (it must exit 0)."""
-    proc = await asyncio.create_subprocess_exec(
-        bin_okr, *args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+from tests.factories import okr_stdout
 
 
 async def _queue(db: Database, kind: str, n: int) -> list[int]:
@@ -122,13 +112,13 @@ async def test_failures_are_retried_then_failed_and_listed(db: Database, databas
     assert telemetry.JOBS_BACKLOG.labels("later", "pending")._value.get() == 1
 
     env = {**os.environ, "OKR_DATABASE_URL": database_url}
-    lines = (await okr(bin_okr, env, "jobs")).splitlines()
+    lines = (await okr_stdout(bin_okr, env, "jobs")).splitlines()
     assert lines[0].split()[:3] == ["ID", "KIND", "STATUS"]
     assert any(
         "broken" in line and "FAILED" in line and "receiver is gone" in line for line in lines
     )
     assert any("later" in line and "PENDING" in line for line in lines)
-    failed = await okr(bin_okr, env, "jobs", "--status", "FAILED")
+    failed = await okr_stdout(bin_okr, env, "jobs", "--status", "FAILED")
     assert "broken" in failed and "later" not in failed
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_port, npm_installed, start_okr, stop_okr
-from tests.test_command import env_for
+from tests.factories import env_for, free_port, npm_installed, start_okr, stop_okr
 
 JS = Path(__file__).parent / "js"
 

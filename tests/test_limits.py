@@ -22,8 +22,8 @@ from service.app import create_app
 from service.auth import issue_token
 from service.db import Database
 from service.settings import Settings
-from tests import helpers as h
-from tests.conftest import JWT_SECRET, Org
+from tests import factories as h
+from tests.factories import JWT_SECRET, Org
 
 
 async def chain(org: Org, length: int) -> list[str]:

@@ -17,8 +17,7 @@ from schema import context as context_module
 from schema.ids import decode
 from service.domain import rules
 from service.settings import Settings
-from tests.conftest import JWT_SECRET, Org
-from tests.helpers import check_in, key_result, objective, ok, team, user
+from tests.factories import JWT_SECRET, Org, check_in, key_result, objective, ok, team, user
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,35 +20,26 @@ from service.domain.errors import Rejected
 from service.domain.principal import Principal
 from service.usecases import metrics, organizations
 from service.verify import verify, verify_event_sequences
-from tests import helpers as h
-from tests.conftest import Org
-from tests.test_command import env_for, okr
-from tests.test_subscriptions import collect, next_event, replicas, transport
-
-__all__ = ["replicas"]  # the fixture: real `okr serve` processes
+from tests import factories as h
+from tests.factories import (
+    NOW,
+    TODAY,
+    Org,
+    at,
+    bind,
+    counts,
+    create_metric,
+    cycle_now,
+    env_for,
+    okr,
+    service_token,
+)
+from tests.sockets import collect, next_event, transport
 
 RECORD = "measurements { value measuredAt source createdAt } checkIns { id value note }"
-NOW = datetime.now(UTC)
-TODAY = NOW.date()
 
 
 # --- helpers -----------------------------------------------------------------------------------
-
-
-async def counts(db: Database) -> dict[str, int]:
-    """Rows of everything a batch may write, and the events by kind."""
-    async with db.connect() as conn:
-        out = {
-            t: int(await conn.scalar(text(f"SELECT count(*) FROM {t}")))
-            for t in ("metric", "measurement", "check_in", "event")
-        }
-        out["seq"] = int(
-            await conn.scalar(text("SELECT coalesce(sum(event_seq), 0) FROM organization"))
-        )
-        out["bound"] = int(
-            await conn.scalar(text("SELECT count(*) FROM key_result WHERE metric_id IS NOT NULL"))
-        )
-    return out
 
 
 async def events_of(db: Database, kind: str) -> list[Any]:
@@ -69,49 +60,8 @@ async def assert_consistent(db: Database) -> None:
         assert await verify_event_sequences(conn) == []
 
 
-async def service_token(org: Org, name: str = "logistics-service") -> str:
-    _row, key = await org.db.transaction(lambda s: organizations.create_api_key(s, org.id, name))
-    return key
-
-
-async def cycle_now(org: Org, status: str = "ACTIVE") -> str:
-    """A cycle around today: from 30 days ago to 60 days ahead."""
-    return await h.active_cycle(
-        org,
-        starts_on=str(TODAY - timedelta(days=30)),
-        ends_on=str(TODAY + timedelta(days=60)),
-        status=status,
-    )
-
-
-async def create_metric(org: Org, key: str = "cost_per_order", **extra: Any) -> str:
-    token = extra.pop("token", None)
-    p = await h.ok(
-        org,
-        "createMetric",
-        {"key": key, "name": extra.pop("name", "Cost per order"), **extra},
-        "metric { id key }",
-        token=token,
-    )
-    return p["metric"]["id"]
-
-
-async def bind(org: Org, kr: str, metric: str | None, token: str | None = None) -> dict:
-    return await h.mutate(
-        org,
-        "bindKeyResult",
-        {"keyResultId": kr, "metricId": metric},
-        "keyResult { id metric { key } }",
-        token=token,
-    )
-
-
 async def record(org: Org, items: list[dict[str, Any]], token: str | None = None) -> dict:
     return await h.mutate(org, "recordMeasurements", {"measurements": items}, RECORD, token)
-
-
-def at(days_ago: float) -> str:
-    return (NOW - timedelta(days=days_ago)).isoformat()
 
 
 async def kr_state(org: Org, kr: str) -> dict[str, Any]:

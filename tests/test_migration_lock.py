@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 
 from service import migrate
-from tests.conftest import JWT_SECRET, Server
-from tests.helpers import free_port, start_okr, stop_okr
+from tests.factories import JWT_SECRET, free_port, start_okr, stop_okr
+from tests.sockets import Server
 
 NEWER = "9999_from_a_later_build"
 

@@ -13,8 +13,8 @@ from service.domain import enums as domain_enums
 from service.domain.errors import ErrorCode, Rejected
 from service.usecases import commands, key_results, objectives
 from service.usecases.commands import KEEP
-from tests import helpers
-from tests.conftest import Org
+from tests import factories as helpers
+from tests.factories import Org
 
 PAYLOADS = {
     "TeamPayload",

@@ -21,9 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.app import create_app
 from service.observability import logs, metrics, tracing
 from service.usecases import organizations
-from tests.conftest import Org
-from tests.helpers import free_port, start_okr, stop_okr
-from tests.test_command import env_for, okr
+from tests.factories import Org, env_for, free_port, okr, start_okr, stop_okr
 
 DASHBOARD = "query Dashboard { objectives(first: 5) { edges { node { id title } } } }"
 

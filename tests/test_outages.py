@@ -21,8 +21,16 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import JWT_SECRET, Org
-from tests.helpers import active_cycle, free_port, key_result, objective, start_okr, stop_okr
+from tests.factories import (
+    JWT_SECRET,
+    Org,
+    active_cycle,
+    free_port,
+    key_result,
+    objective,
+    start_okr,
+    stop_okr,
+)
 
 
 class PostgresProxy:

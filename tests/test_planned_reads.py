@@ -28,8 +28,7 @@ from schema import plan as fastpath
 from schema.ids import encode
 from service.db import Database
 from service.settings import Settings
-from tests.conftest import JWT_SECRET, Org
-from tests.test_visibility_leaks import World
+from tests.factories import JWT_SECRET, Org, World
 
 CALLERS = ["admin", "member_x", "member_y", "viewer", "service"]
 FROZEN = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)

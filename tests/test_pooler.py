@@ -21,9 +21,7 @@ from sqlalchemy import text
 from service.db import Database, direct_url, pooling
 from service.fanout import EventHub
 from service.settings import Settings
-from tests.conftest import JWT_SECRET
-from tests.helpers import free_port
-from tests.test_command import okr
+from tests.factories import JWT_SECRET, free_port, okr
 
 NOWHERE = "postgresql://nobody@127.0.0.1:{port}/nothing"
 

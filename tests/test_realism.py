@@ -21,8 +21,8 @@ from service.domain.rules import cycle_bounds
 from service.jobs import Periodic, Runner
 from service.reminders import write_due_reminders
 from service.usecases import commands, cycles, key_results, objectives, organizations
-from tests import helpers as h
-from tests.conftest import Org
+from tests import factories as h
+from tests.factories import Org
 
 WEEK = timedelta(weeks=1)
 

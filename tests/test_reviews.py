@@ -13,8 +13,8 @@ from sqlalchemy import text
 from schema.ids import decode_as
 from service.reminders import write_due_reminders
 from service.sql import REMINDER_LOCK
-from tests import helpers as h
-from tests.conftest import Org
+from tests import factories as h
+from tests.factories import Org
 
 CARRY = (
     "objective { id title cycle { name } parent { id } carriedFrom { id } "

@@ -24,9 +24,17 @@ from schema import plan as fastpath
 from schema.ids import decode_as
 from service.settings import Settings
 from service.usecases import metrics
-from tests import helpers as h
-from tests.conftest import JWT_SECRET, Org
-from tests.test_metrics import at, bind, counts, create_metric, cycle_now, service_token
+from tests import factories as h
+from tests.factories import (
+    JWT_SECRET,
+    Org,
+    at,
+    bind,
+    counts,
+    create_metric,
+    cycle_now,
+    service_token,
+)
 
 PER_METRIC = 3
 PER_BATCH = 10

@@ -19,8 +19,8 @@ from sqlalchemy import text
 
 from service import background, sources
 from service.settings import Settings
-from tests import helpers as h
-from tests.conftest import Org
+from tests import factories as h
+from tests.factories import Org
 from tests.receiver import Receiver, Reply
 
 STEP = 300  # seconds between samples of the fed series

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from service.db import Database
 from service.domain import enums as domain_enums
 from service.usecases import commands, cycles, key_results, objectives, organizations
-from tests.conftest import Org
+from tests.factories import Org
 
 DASHBOARD = """
 query($team: ID!, $cycle: ID!) { node(id: $team) { ... on Team {

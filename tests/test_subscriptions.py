@@ -7,184 +7,20 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
-from datetime import date
-from typing import Any
 
-import httpx
 import pytest
 import websockets
 from gql import Client, GraphQLRequest
 from gql.transport.exceptions import TransportQueryError, TransportServerError
-from gql.transport.websockets import WebsocketsTransport
 from sqlalchemy import text
 
 from schema.ids import cursor, encode
 from service.auth import issue_token
 from service.db import Database
 from service.domain import enums as domain_enums
-from service.usecases import commands, cycles, key_results, objectives, organizations
-from tests.conftest import JWT_SECRET, Org
-from tests.helpers import free_port, start_okr, stop_okr
-
-PROGRESS = """
-subscription($after: String, $teamId: ID, $objectiveId: ID) {
-  progressChanged(after: $after, teamId: $teamId, objectiveId: $objectiveId) {
-    cursor occurredAt actor { name } checkIn { value note }
-    changes { node { id __typename } previousProgress progress status }
-  }
-}
-"""
-
-
-LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
-
-
-class Replica:
-    def __init__(self, proc: asyncio.subprocess.Process, port: int) -> None:
-        self.proc = proc
-        self.port = port
-        self.http = f"http://127.0.0.1:{port}/graphql"
-        self.ws = f"ws://127.0.0.1:{port}/graphql"
-
-
-@pytest.fixture
-async def replicas(bin_okr, database_url, tmp_path) -> AsyncIterator[Any]:
-    started: list[Replica] = []
-
-    async def start(**settings: str) -> Replica:
-        port = free_port()
-        env = {
-            **os.environ,
-            "OKR_DATABASE_URL": database_url,
-            "OKR_JWT_SECRET": JWT_SECRET,
-            "OKR_DATA_DIR": str(tmp_path),
-            "OKR_EVENT_POLL_SECONDS": "2",
-            "OKR_LISTENER_HEALTH_SECONDS": "0.5",
-            **settings,
-        }
-        replica = Replica(await start_okr(bin_okr, port, env, LOG), port)
-        started.append(replica)
-        return replica
-
-    yield start
-    for replica in started:
-        await stop_okr(replica.proc)
-
-
-class Tree:
-    def __init__(self, org: Org, db: Database) -> None:
-        self.org, self.db = org, db
-
-    async def build(self) -> Tree:
-        p = self.org.admin
-        tx = self.db.transaction
-        cycle = await tx(
-            lambda s: cycles.create_cycle(
-                s, p, commands.CreateCycle("Q", date(2026, 1, 1), date(2027, 12, 31))
-            )
-        )
-        await tx(
-            lambda s: cycles.set_cycle_status(
-                s, p, commands.SetCycleStatus(cycle.id, domain_enums.CycleStatus.ACTIVE)
-            )
-        )
-        self.team_x = await tx(
-            lambda s: organizations.create_team(s, p, commands.CreateTeam("X", None))
-        )
-        self.team_y = await tx(
-            lambda s: organizations.create_team(s, p, commands.CreateTeam("Y", None))
-        )
-        self.root = await tx(
-            lambda s: objectives.create_objective(
-                s, p, commands.CreateObjective(cycle_id=cycle.id, title="Root")
-            )
-        )
-        self.obj_x = await tx(
-            lambda s: objectives.create_objective(
-                s,
-                p,
-                commands.CreateObjective(
-                    cycle_id=cycle.id, title="X's", team_id=self.team_x.id, parent_id=self.root.id
-                ),
-            )
-        )
-        self.obj_y = await tx(
-            lambda s: objectives.create_objective(
-                s,
-                p,
-                commands.CreateObjective(cycle_id=cycle.id, title="Y's", team_id=self.team_y.id),
-            )
-        )
-        self.kr_x = await tx(
-            lambda s: key_results.create_key_result(
-                s,
-                p,
-                commands.CreateKeyResult(
-                    objective_id=self.obj_x.id,
-                    title="kx",
-                    type=domain_enums.KeyResultType.INCREASE,
-                    start_value=0,
-                    target_value=100,
-                ),
-            )
-        )
-        self.kr_y = await tx(
-            lambda s: key_results.create_key_result(
-                s,
-                p,
-                commands.CreateKeyResult(
-                    objective_id=self.obj_y.id,
-                    title="ky",
-                    type=domain_enums.KeyResultType.INCREASE,
-                    start_value=0,
-                    target_value=100,
-                ),
-            )
-        )
-        return self
-
-    def gid(self, type_name: str, row: Any) -> str:
-        return encode(type_name, row.id)
-
-
-async def check_in(
-    replica: Replica, token: str, kr_gid: str, value: float, note: str | None = None
-) -> None:
-    q = "mutation($i: CheckInInput!) { checkIn(input: $i) { userErrors { message } } }"
-    async with httpx.AsyncClient(timeout=30) as http:
-        r = await http.post(
-            replica.http,
-            headers={"Authorization": f"Bearer {token}"},
-            json={
-                "query": q,
-                "variables": {"i": {"keyResultId": kr_gid, "value": value, "note": note}},
-            },
-        )
-    assert r.json()["data"]["checkIn"]["userErrors"] == [], r.text
-
-
-def transport(replica: Replica, token: str, subprotocol: str | None = None) -> WebsocketsTransport:
-    return WebsocketsTransport(
-        url=replica.ws,
-        init_payload={"Authorization": f"Bearer {token}"},
-        subprotocols=[subprotocol] if subprotocol else None,
-    )
-
-
-async def collect(session, variables: dict, n: int, queue: asyncio.Queue) -> None:
-    request = GraphQLRequest(PROGRESS, variable_values=variables)
-    async for result in session.subscribe(request):
-        await queue.put(result["progressChanged"])
-
-
-async def next_event(queue: asyncio.Queue, wait: float = 15) -> dict:
-    return await asyncio.wait_for(queue.get(), wait)
-
-
-@pytest.fixture
-async def tree(org: Org, db: Database) -> Tree:
-    return await Tree(org, db).build()
+from service.usecases import commands, objectives, organizations
+from tests.factories import JWT_SECRET, Org, Tree
+from tests.sockets import PROGRESS, check_in_on, collect, next_event, transport
 
 
 @pytest.mark.parametrize("subprotocol", ["graphql-transport-ws", "graphql-ws"])
@@ -196,7 +32,7 @@ async def test_a_check_in_on_one_replica_reaches_a_subscriber_on_another(
     async with Client(transport=transport(first, org.admin_token, subprotocol)) as session:
         task = asyncio.create_task(collect(session, {}, 1, events))
         await asyncio.sleep(0.5)  # let the subscription register
-        await check_in(second, org.admin_token, tree.gid("KeyResult", tree.kr_x), 40, "hello")
+        await check_in_on(second, org.admin_token, tree.gid("KeyResult", tree.kr_x), 40, "hello")
         event = await next_event(events)
         task.cancel()
     assert event["checkIn"] == {"value": 40.0, "note": "hello"}
@@ -218,16 +54,16 @@ async def test_reconnecting_with_the_last_cursor_replays_exactly_what_was_missed
     async with Client(transport=transport(server, org.admin_token)) as session:
         task = asyncio.create_task(collect(session, {}, 1, events))
         await asyncio.sleep(0.5)
-        await check_in(server, org.admin_token, kr, 10)
+        await check_in_on(server, org.admin_token, kr, 10)
         cursor = (await next_event(events))["cursor"]
         task.cancel()
     for value in (20, 30, 40):  # while nobody listens
-        await check_in(server, org.admin_token, kr, value)
+        await check_in_on(server, org.admin_token, kr, value)
     async with Client(transport=transport(server, org.admin_token)) as session:
         task = asyncio.create_task(collect(session, {"after": cursor}, 4, events))
         replayed = [await next_event(events) for _ in range(3)]
         assert [e["checkIn"]["value"] for e in replayed] == [20, 30, 40]
-        await check_in(server, org.admin_token, kr, 50)  # then live, none twice
+        await check_in_on(server, org.admin_token, kr, 50)  # then live, none twice
         live = await next_event(events)
         assert live["checkIn"]["value"] == 50
         await asyncio.sleep(0.5)
@@ -255,7 +91,7 @@ async def test_events_survive_a_killed_listener_connection(
             ).scalar()
         assert killed == 1
         for value in (11, 22, 33):  # committed while the listener is gone
-            await check_in(server, org.admin_token, kr, value)
+            await check_in_on(server, org.admin_token, kr, value)
         got = [await next_event(events, 20) for _ in range(3)]
         task.cancel()
     assert [e["checkIn"]["value"] for e in got] == [11, 22, 33]
@@ -271,8 +107,8 @@ async def test_a_team_scoped_subscriber_sees_nothing_of_another_team(
             collect(session, {"teamId": tree.gid("Team", tree.team_x)}, 1, events)
         )
         await asyncio.sleep(0.5)
-        await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_y), 70)
-        await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 5)
+        await check_in_on(server, org.admin_token, tree.gid("KeyResult", tree.kr_y), 70)
+        await check_in_on(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 5)
         event = await next_event(events)
         task.cancel()
     assert event["checkIn"]["value"] == 5
@@ -309,12 +145,12 @@ async def test_a_subscriber_that_stops_reading_is_closed_with_its_cursor(
             )
         )
         await asyncio.sleep(0.5)
-        await check_in(server, org.admin_token, kr, 1, note)
+        await check_in_on(server, org.admin_token, kr, 1, note)
         first = json.loads(await ws.recv())
         cursor = first["payload"]["data"]["progressChanged"]["cursor"]
         sent = 120
         for i in range(sent):  # the subscriber does not read meanwhile
-            await check_in(server, org.admin_token, kr, i + 2, note)
+            await check_in_on(server, org.admin_token, kr, i + 2, note)
         closing = None
         received = [cursor]
         while closing is None:  # now read what was buffered, up to the error
@@ -419,7 +255,7 @@ async def test_identical_subscribers_share_a_stream_and_a_slow_one_hurts_nobody(
             task = asyncio.create_task(read_fast())
             await asyncio.sleep(0.5)
             for i in range(60):
-                await check_in(server, org.admin_token, kr, i, note)
+                await check_in_on(server, org.admin_token, kr, i, note)
             cursors = [await next_event(fast, 30) for _ in range(60)]
             task.cancel()
     assert len(set(cursors)) == 60  # the reader that kept up got every event
@@ -447,8 +283,8 @@ async def test_subscriptions_respect_visibility_and_tenants(
     async with Client(transport=transport(server, token)) as session:
         task = asyncio.create_task(collect(session, {}, 1, events))
         await asyncio.sleep(0.5)
-        await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 10)
-        await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_y), 20)
+        await check_in_on(server, org.admin_token, tree.gid("KeyResult", tree.kr_x), 10)
+        await check_in_on(server, org.admin_token, tree.gid("KeyResult", tree.kr_y), 20)
         rolled_up = await next_event(events)
         event = await next_event(events)
         task.cancel()
@@ -481,7 +317,7 @@ async def test_subscriptions_respect_visibility_and_tenants(
     async with Client(transport=transport(server, rival_token)) as session:
         task = asyncio.create_task(collect(session, {}, 1, events))
         await asyncio.sleep(0.5)
-        await check_in(server, org.admin_token, tree.gid("KeyResult", tree.kr_y), 30)
+        await check_in_on(server, org.admin_token, tree.gid("KeyResult", tree.kr_y), 30)
         await asyncio.sleep(1.5)
         task.cancel()
     assert events.empty()  # nothing of another organization

@@ -17,7 +17,6 @@ service had before this issue do fail behind PgBouncer (named prepared statement
 statement timeout as a startup parameter), so the pooler settings are what make it work.
 """
 
-# ruff: noqa: F811  (the tree fixture is imported from test_subscriptions)
 from __future__ import annotations
 
 import asyncio
@@ -42,10 +41,8 @@ from sqlalchemy import text
 from bench.topology import haproxy_cfg, pgbouncer_folder, pooled_url, server_of
 from service.db import Database
 from service.usecases import organizations
-from tests.conftest import JWT_SECRET, Org
-from tests.helpers import free_port, start_okr, stop_okr
-from tests.test_command import okr
-from tests.test_subscriptions import Replica, Tree, tree  # noqa: F401  (fixture)
+from tests.factories import JWT_SECRET, SERVER_LOG, Org, Tree, free_port, okr, start_okr, stop_okr
+from tests.sockets import Replica
 
 pytestmark = pytest.mark.system
 
@@ -58,7 +55,6 @@ needs_packages = pytest.mark.skipif(
 
 POOL_SIZE = 6  # PgBouncer's server connections for the database: fewer than the replicas'
 REPLICAS = 3
-LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
 CHECK_IN = (
     "mutation($i: CheckInInput!) { checkIn(input: $i) { checkIn { id } userErrors { message } } }"
 )
@@ -103,7 +99,7 @@ class PgBouncer:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            *self.command, stdin=subprocess.DEVNULL, stdout=LOG, stderr=LOG
+            *self.command, stdin=subprocess.DEVNULL, stdout=SERVER_LOG, stderr=SERVER_LOG
         )
         await wait_for_port(self.port, self.proc, "pgbouncer")
 
@@ -128,8 +124,8 @@ class HAProxy:
         path = self.folder / "haproxy.cfg"
         path.write_text(haproxy_cfg(self.port, self.ports))
         self.proc = await asyncio.create_subprocess_exec(
-            str(HAPROXY), "-db", "-f", str(path), stdin=subprocess.DEVNULL, stdout=LOG,
-            stderr=LOG,
+            str(HAPROXY), "-db", "-f", str(path), stdin=subprocess.DEVNULL, stdout=SERVER_LOG,
+            stderr=SERVER_LOG,
         )  # fmt: skip
         await wait_for_port(self.port, self.proc, "haproxy")
 
@@ -394,7 +390,7 @@ async def test_the_service_settings_before_this_issue_fail_behind_pgbouncer(data
 async def test_the_readme_tour_answers_as_printed_through_the_load_balancer(topology, tmp_path):
     import re
 
-    from tests.test_readme import README, Demo, run_pairs, section
+    from tests.tour import README, Demo, run_pairs, section
 
     top = await topology("--demo")
     lines = (tmp_path / "replicas.out").read_text().splitlines()

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-from collections.abc import AsyncIterator
 from itertools import product
-from pathlib import Path
 from typing import Any
 
 import pytest
-import websockets
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from schema import ids
 from schema.api import build_schema
@@ -41,183 +37,23 @@ from service.reads.visibility import (
 )
 from service.settings import Settings
 from service.usecases import organizations
-from tests.conftest import JWT_SECRET, Org
-from tests.helpers import (
+from tests.factories import (
+    Org,
+    World,
     active_cycle,
     check_in,
-    free_port,
     key_result,
     objective,
     ok,
-    start_okr,
-    stop_okr,
     team,
     user,
 )
+from tests.sockets import Server, Socket
 
 EVENT_TABLE = models.Event.__table__
 
 
 # --- the world under attack ----------------------------------------------------------------
-
-
-class World:
-    """An organization with two teams, a member of each, a viewer and a service key;
-    objectives of every visibility (two of them without an owner), each with key
-    results, check-ins and comments; and events of every subject type."""
-
-    async def build(self, org: Org, db: Database) -> World:
-        self.org, self.db = org, db
-        self.team_x = await team(org, "X")
-        self.team_y = await team(org, "Y")
-        self.mx = await user(org, "Mia X")
-        self.my = await user(org, "Yan Y")
-        self.viewer = await user(org, "Vic Viewer", "VIEWER")
-        for t, u in ((self.team_x, self.mx), (self.team_y, self.my)):
-            await ok(org, "addTeamMember", {"teamId": t, "userId": u}, "team { id }")
-        self.tokens = {
-            "admin": org.admin_token,
-            "member_x": org.token(ids.decode_as(self.mx, "User")),
-            "member_y": org.token(ids.decode_as(self.my, "User")),
-            "viewer": org.token(ids.decode_as(self.viewer, "User")),
-        }
-        _key_row, self.service_key = await db.transaction(
-            lambda s: organizations.create_api_key(s, org.id, "logistics")
-        )  # an ApiKey event, and the SERVICE caller
-        self.tokens["service"] = self.service_key
-        self.cycle = await active_cycle(org)
-        mx = self.tokens["member_x"]
-        self.public = await objective(org, self.cycle, "Public goal")
-        self.team_goal = await objective(
-            org,
-            self.cycle,
-            "Team X secret plan",
-            description="the plan only X may read",
-            teamId=self.team_x,
-            visibility="TEAM",
-            token=mx,
-        )
-        self.private = await objective(
-            org, self.cycle, "Admin private", visibility="PRIVATE", ownerId=self.admin_gid
-        )
-        self.orphan = await objective(org, self.cycle, "Ownerless private", visibility="PRIVATE")
-        # Public, aligned under the TEAM objective: its progress changes climb into it.
-        self.child = await objective(
-            org, self.cycle, "Public child", teamId=self.team_x, parentId=self.team_goal, token=mx
-        )
-        self.krs = {
-            name: await key_result(org, goal, f"KR of {name}")
-            for name, goal in (
-                ("public", self.public),
-                ("team_goal", self.team_goal),
-                ("private", self.private),
-                ("orphan", self.orphan),
-                ("child", self.child),
-            )
-        }
-        self.check_ins = {}
-        for name, kr in self.krs.items():
-            got = await check_in(org, kr, 40, note=f"note about {name}")
-            self.check_ins[name] = got["checkIn"]["id"]
-        await ok(
-            org,
-            "updateObjective",
-            {"objectiveId": self.team_goal, "title": "Team X secret plan v2"},
-            "objective { id }",
-            token=mx,
-        )
-        for subject, token in (
-            (self.team_goal, mx),
-            (self.krs["team_goal"], mx),
-            (self.private, None),
-            (self.orphan, None),
-            (self.public, None),
-            (self.krs["public"], None),
-        ):
-            await ok(
-                org,
-                "addComment",
-                {"subjectId": subject, "body": "a comment"},
-                "comment { id }",
-                token=token,
-            )
-        await ok(org, "setCheckInCadence", {"days": 14}, "days")  # an Organization event
-        # No use case writes a CheckIn subject today; the rule covers it all the same.
-        team_check_in = ids.decode_as(self.check_ins["team_goal"], "CheckIn")
-        await db.transaction(
-            lambda s: events.record(
-                s,
-                org.admin,
-                org.id,
-                events.Event(EventKind.CHECK_IN, SubjectType.CHECK_IN, team_check_in),
-            )
-        )
-        # Objectives without an owner (legacy rows, or made so by hand): the rule must
-        # fail closed on the NULL.
-        async with db.engine.begin() as conn:
-            await conn.execute(
-                text("UPDATE objective SET owner_id = NULL WHERE id = ANY(:ids)"),
-                {"ids": [self.pk(self.team_goal), self.pk(self.orphan)]},
-            )
-        return self
-
-    @property
-    def admin_gid(self) -> str:
-        return ids.encode("User", self.org.admin_id)
-
-    @staticmethod
-    def pk(gid: str) -> int:
-        return ids.decode(gid)[1]
-
-    def hidden_from(self, caller: str) -> set[int]:
-        """Objectives the caller may not see, by the rule of docs/design.md ("Access"),
-        written out."""
-        if caller == "admin":
-            return set()
-        hidden = {self.pk(self.private), self.pk(self.orphan)}
-        if caller != "member_x":
-            hidden.add(self.pk(self.team_goal))
-        return hidden
-
-    async def event_rows(self) -> list[Any]:
-        async with self.db.connect() as conn:
-            return list(
-                (
-                    await conn.execute(
-                        select(EVENT_TABLE)
-                        .where(EVENT_TABLE.c.organization_id == self.org.id)
-                        .order_by(EVENT_TABLE.c.seq)
-                    )
-                ).all()
-            )
-
-    async def objective_of(self, row: Any) -> int | None:
-        """The objective an event is about, read straight from the tables."""
-        queries = {
-            "Objective": "SELECT CAST(:id AS bigint)",
-            "KeyResult": "SELECT objective_id FROM key_result WHERE id = :id",
-            "CheckIn": "SELECT k.objective_id FROM check_in c JOIN key_result k "
-            "ON k.id = c.key_result_id WHERE c.id = :id",
-            "Comment": "SELECT coalesce(c.objective_id, k.objective_id) FROM comment c "
-            "LEFT JOIN key_result k ON k.id = c.key_result_id WHERE c.id = :id",
-        }
-        async with self.db.connect() as conn:
-            return (
-                await conn.execute(text(queries[row.subject_type]), {"id": row.subject_id})
-            ).scalar_one()
-
-    async def expected(self, caller: str) -> list[int]:
-        """Sequence numbers of the events the caller may see, worked out by hand."""
-        hidden = self.hidden_from(caller)
-        shown = []
-        for row in await self.event_rows():
-            if caller == "admin" or row.subject_type in ("Organization", "Cycle", "Team", "User"):
-                shown.append(row.seq)
-            elif row.subject_type == "ApiKey":
-                continue
-            elif await self.objective_of(row) not in hidden:
-                shown.append(row.seq)
-        return shown
 
 
 CALLERS = ["member_x", "member_y", "viewer", "service", "admin"]
@@ -472,85 +308,6 @@ async def test_item2_the_sql_rule_and_its_python_twin_agree_and_never_yield_null
 
 
 # --- subscriptions over a real WebSocket --------------------------------------------------
-
-
-class Server:
-    def __init__(self, proc: asyncio.subprocess.Process, port: int, log: Path) -> None:
-        self.proc, self.port, self.log = proc, port, log
-        self.http = f"http://127.0.0.1:{port}/graphql"
-        self.ws = f"ws://127.0.0.1:{port}/graphql"
-
-
-@pytest.fixture
-async def server(bin_okr, database_url, tmp_path) -> AsyncIterator[Server]:
-    port = free_port()
-    log = tmp_path / "server.log"
-    env = {
-        **os.environ,
-        "OKR_DATABASE_URL": database_url,
-        "OKR_JWT_SECRET": JWT_SECRET,
-        "OKR_DATA_DIR": str(tmp_path),
-        "OKR_EVENT_POLL_SECONDS": "2",
-    }
-    with log.open("ab") as out:
-        proc = await start_okr(bin_okr, port, env, out)
-    try:
-        yield Server(proc, port, log)
-    finally:
-        await stop_okr(proc)
-
-
-class Socket:
-    """A raw client of either protocol: it shows exactly what the server sends."""
-
-    def __init__(self, ws: Any, protocol: str) -> None:
-        self.ws, self.protocol = ws, protocol
-        self.queues: dict[str, asyncio.Queue] = {}
-        self.reader = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, server: Server, token: str, protocol: str = "graphql-transport-ws"):
-        ws = await websockets.connect(server.ws, subprotocols=[protocol], max_size=2**24)
-        await ws.send(
-            json.dumps({"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}})
-        )
-        while True:
-            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            if message["type"] == "connection_ack":
-                return cls(ws, protocol)
-            assert message["type"] == "ka", message
-
-    async def _read(self) -> None:
-        async for raw in self.ws:
-            message = json.loads(raw)
-            if "id" in message:
-                await self.queues.setdefault(message["id"], asyncio.Queue()).put(message)
-
-    async def subscribe(self, op_id: str, query: str, variables: dict | None = None) -> None:
-        self.queues.setdefault(op_id, asyncio.Queue())
-        kind = "subscribe" if self.protocol == "graphql-transport-ws" else "start"
-        await self.ws.send(
-            json.dumps(
-                {"id": op_id, "type": kind, "payload": {"query": query, "variables": variables}}
-            )
-        )
-
-    async def next(self, op_id: str, wait: float = 20) -> dict:
-        """The next result (a `next`/`data` payload, or an `error` message's errors)."""
-        message = await asyncio.wait_for(self.queues[op_id].get(), wait)
-        if message["type"] in ("next", "data"):
-            return message["payload"]
-        if message["type"] == "error":  # a list of errors, or one (the legacy protocol)
-            payload = message["payload"]
-            return {"errors": payload if isinstance(payload, list) else [payload]}
-        return {"ended": message["type"]}
-
-    def idle(self, op_id: str) -> bool:
-        return self.queues[op_id].empty()
-
-    async def close(self) -> None:
-        self.reader.cancel()
-        await self.ws.close()
 
 
 CHANGES = """subscription($after: String) { changes(after: $after) {

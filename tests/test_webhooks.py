@@ -17,8 +17,8 @@ from schema import ids
 from service import background, webhooks
 from service.jobs import Runner
 from service.settings import Settings
-from tests import helpers as h
-from tests.conftest import Org
+from tests import factories as h
+from tests.factories import Org
 from tests.receiver import Receiver, Reply, Request
 
 ENDPOINT = "endpoint { id url kinds active disabledReason team { id } }"

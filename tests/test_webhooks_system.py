@@ -18,8 +18,7 @@ from standardwebhooks import Webhook
 from service.auth import issue_token
 from service.db import Database
 from service.usecases import organizations
-from tests.conftest import JWT_SECRET
-from tests.helpers import free_port, start_okr, stop_okr
+from tests.factories import JWT_SECRET, free_port, start_okr, stop_okr
 from tests.receiver import Receiver, Reply, Request
 
 pytestmark = pytest.mark.system

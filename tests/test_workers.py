@@ -19,13 +19,10 @@ import websockets
 from sqlalchemy import text
 
 from schema import ids
-from tests import test_subscriptions as subs
-from tests.conftest import JWT_SECRET, Org
-from tests.helpers import free_port, stop_okr
+from tests.factories import JWT_SECRET, SERVER_LOG, Org, Tree, free_port, stop_okr
 
 SUBSCRIPTION = "subscription { progressChanged { cursor checkIn { value } } }"
 CHECK_IN = "mutation($i: CheckInInput!) { checkIn(input: $i) { userErrors { message } } }"
-tree = subs.tree  # the fixture
 
 
 async def serve_workers(
@@ -45,7 +42,7 @@ async def serve_workers(
         *("serve", "--port", str(port), "--workers", str(n), "--log-level", "warning"),
         env=env,
         stdin=subprocess.DEVNULL,
-        stdout=subs.LOG,
+        stdout=SERVER_LOG,
         stderr=subprocess.STDOUT,
     )
     async with httpx.AsyncClient() as http:
@@ -107,7 +104,7 @@ async def subscriber(port: int, token: str) -> tuple[Any, str]:
 
 
 async def test_a_subscriber_on_one_worker_sees_check_ins_made_through_another(
-    bin_okr, database_url, tmp_path, tree: subs.Tree, org: Org
+    bin_okr, database_url, tmp_path, tree: Tree, org: Org
 ):
     proc, port = await serve_workers(bin_okr, database_url, tmp_path, 2)
     sockets: dict[str, Any] = {}
@@ -170,7 +167,7 @@ async def test_a_subscriber_on_one_worker_sees_check_ins_made_through_another(
 
 
 async def test_reminders_are_written_once_across_workers(
-    bin_okr, database_url, tmp_path, tree: subs.Tree, db
+    bin_okr, database_url, tmp_path, tree: Tree, db
 ):
     # Both key results fell silent a month ago; three workers race to remind.
     await db.transaction(

@@ -15,7 +15,7 @@ from service.domain import enums as domain_enums
 from service.domain.errors import ErrorCode, Rejected
 from service.usecases import commands, cycles, key_results, objectives
 from service.verify import verify, verify_event_sequences
-from tests.conftest import Org
+from tests.factories import Org
 
 
 async def _chain(db: Database, org: Org, depth: int) -> int:

@@ -17,8 +17,8 @@ from service import migrate
 from service.db import Database
 from service.usecases import organizations
 from service.verify import verify, verify_event_sequences
-from tests import helpers as h
-from tests.conftest import Org
+from tests import factories as h
+from tests.factories import Org
 
 CHECK_IN = "checkIn { id value } keyResult { currentValue }"
 
