@@ -8,11 +8,19 @@ README answers the same whatever day it is run. Authentication (token expiry, an
 key's last use) keeps the real clock: a credential's lifetime is not an OKR fact.
 
 Nothing on the database side may stand in for this clock where an OKR fact is written
-(`now()` in SQL, a column's server default): pass the instant from here."""
+(`now()` in SQL, a column's server default): pass the instant from here.
+
+One instant per operation: a mutation takes `now()` once and runs under `held(it)`
+(schema/mutations/common.py), so that everything it writes (the check-in, the roll-up's
+stamps, its events) and the payload's derived facts (status, stale) read one instant,
+as a query's facts read its context's."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 
 # `okr serve --workers N` puts the real instant its clock started at here, so that every
@@ -20,11 +28,24 @@ from datetime import UTC, datetime, timedelta
 STARTED_AT_ENV = "OKR_CLOCK_STARTED_AT"
 
 _offset = timedelta(0)
+# The instant of the operation running in this task (see `held`), if any.
+_held: ContextVar[datetime | None] = ContextVar("okr_clock_held", default=None)
 
 
 def now() -> datetime:
-    """The OKR facts' current instant (UTC)."""
-    return datetime.now(UTC) + _offset
+    """The OKR facts' current instant (UTC): the running operation's, if one holds it."""
+    instant = _held.get()
+    return instant if instant is not None else datetime.now(UTC) + _offset
+
+
+@contextmanager
+def held(instant: datetime) -> Iterator[datetime]:
+    """Within this block (and the tasks it starts), `now()` is `instant`."""
+    token = _held.set(instant)
+    try:
+        yield instant
+    finally:
+        _held.reset(token)
 
 
 def start(at: datetime | None, since: datetime | None = None) -> None:

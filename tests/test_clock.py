@@ -49,3 +49,25 @@ def test_a_naive_instant_is_utc_and_a_worker_lines_up_with_its_parent(monkeypatc
     assert parent + timedelta(seconds=0.05) <= clock.now() < parent + timedelta(seconds=5)
     clock.start(datetime(2027, 1, 2, 9, 0))
     assert datetime(2027, 1, 2, 9, 0, tzinfo=UTC) <= clock.now()
+
+
+async def test_a_mutation_reads_the_clock_once(org):
+    """A check-in, its event and its key result's status read one instant: the
+    mutation's (service/clock.py, `held`)."""
+    from tests import factories as f
+
+    cycle = await f.active_cycle(org)
+    obj = await f.objective(org, cycle, "Ship it")
+    kr = await f.key_result(org, obj)
+    payload = await f.ok(
+        org,
+        "checkIn",
+        {"keyResultId": kr, "value": 40},
+        "checkIn { id measuredAt createdAt }",
+    )
+    data = await org.call(
+        "{ events(last: 3) { edges { node { kind occurredAt } } } }",
+    )
+    occurred = {e["node"]["kind"]: e["node"]["occurredAt"] for e in data["events"]["edges"]}
+    made = payload["checkIn"]
+    assert made["measuredAt"] == made["createdAt"] == occurred["CHECK_IN"], (made, occurred)

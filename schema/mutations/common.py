@@ -22,6 +22,7 @@ from schema.context import Info
 from schema.types.common import UserError
 from schema.types.key_result import KeyResult
 from schema.types.objective import Objective
+from service import clock
 from service.domain.errors import ErrorCode, Rejected
 from service.domain.principal import Principal
 from service.reads.visibility import can_see_objective
@@ -94,15 +95,18 @@ async def mutate(
 ) -> P:
     """The one way a mutation runs: build the command, run the use case in one
     transaction, shape the payload; a `Rejected` from either step is the payload's
-    userErrors (the transaction rolled back)."""
+    userErrors (the transaction rolled back). It reads the clock once: what it writes and
+    the payload's derived facts share that instant (service/clock.py)."""
     principal = info.context.principal
-    try:
-        cmd = command()
-        result = await info.context.db.transaction(lambda s: usecase(s, principal, cmd))
-    except Rejected as exc:
-        return payload.refused(exc)
-    info.context.authenticate_as(principal)  # fresh loaders see the change
-    shaped = await payload.of(info, result)
+    with clock.held(clock.now()) as instant:
+        try:
+            cmd = command()
+            result = await info.context.db.transaction(lambda s: usecase(s, principal, cmd))
+        except Rejected as exc:
+            return payload.refused(exc)
+        info.context.authenticate_as(principal)  # fresh loaders see the change
+        info.context.now = instant
+        shaped = await payload.of(info, result)
     # Committed: should the response be cut off (DEADLINE_EXCEEDED, schema/budget.py),
     # the error still says what was written, so that a retry is not a second write.
     info.context.written[str(info.path.key)] = written_ids(shaped)
