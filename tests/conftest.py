@@ -27,12 +27,12 @@ from service.db import Database
 from service.settings import Settings
 from service.usecases import organizations
 from tests.factories import JWT_SECRET, SERVER_LOG, Org, Tree, free_port, start_okr, stop_okr
-from tests.sockets import Replica
+from tests.sockets import Replica, Server
 
 _counter = itertools.count()
 
 
-class Server:
+class PgServer:
     """Where the test databases live: a URL per database name."""
 
     def __init__(self, base_url: str) -> None:
@@ -51,22 +51,22 @@ class Server:
 
 
 @pytest.fixture(scope="session")
-def pg() -> Iterator[Server]:
+def pg() -> Iterator[PgServer]:
     configured = os.environ.get("OKR_TEST_DATABASE_URL")
     if configured:
-        yield Server(configured)
+        yield PgServer(configured)
         return
     from service import embedded
 
     folder = Path(tempfile.mkdtemp(prefix="okr-test-"))
     server = embedded.start(folder, cleanup="delete")
-    yield Server(f"postgresql://postgres@/postgres?host={embedded.socket_dir(server)}")
+    yield PgServer(f"postgresql://postgres@/postgres?host={embedded.socket_dir(server)}")
     server.cleanup()
     shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def template(pg: Server) -> str:
+def template(pg: PgServer) -> str:
     name = f"okr_template_{os.getpid()}"
 
     async def create() -> None:
@@ -83,7 +83,7 @@ def template(pg: Server) -> str:
 
 
 @pytest.fixture
-async def database_url(pg: Server, template: str) -> AsyncIterator[str]:
+async def database_url(pg: PgServer, template: str) -> AsyncIterator[str]:
     name = f"okr_test_{os.getpid()}_{next(_counter)}"
     conn = await pg.admin()
     try:
