@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -42,6 +43,10 @@ class Context(BaseContext):
         # What this request's mutations wrote, by response key: the global ids of their
         # payloads (schema/mutations/common.py), told even when the response is cut off.
         self.written: dict[str, list[str]] = {}
+        # Reads that scan a whole cycle (cycleReport) run one at a time within a request:
+        # twenty aliased reports would otherwise take twenty pooled connections and decode
+        # twenty cycles' rows in one turn of the loop, holding every other request.
+        self.one_scan_at_a_time = asyncio.Semaphore(1)
 
     @property
     def principal(self) -> Principal:

@@ -31,6 +31,9 @@ CYCLE = models.table(models.Cycle)
 ORGANIZATION = models.table(models.Organization)
 MEMBERSHIP = models.table(models.TeamMembership)
 EVENT = models.table(models.Event)
+# Key results per batch of histories: about 25 check-ins each at the bench's scale, a
+# batch is a few thousand rows (tens of milliseconds to decode).
+HISTORY_BATCH = 200
 METRIC = models.table(models.Metric)
 MEASUREMENT = models.table(models.Measurement)
 
@@ -106,7 +109,11 @@ class Loaders:
         )
         self.children_raw = self._grouped(OBJECTIVE, OBJECTIVE.c.parent_id, OBJECTIVE.c.id)
         self.team_children = self._grouped(TEAM, TEAM.c.parent_id, TEAM.c.id, where=_LIVE_TEAM)
-        self.check_ins_of = self._grouped(CHECK_IN, CHECK_IN.c.key_result_id, CHECK_IN.c.id)
+        # A key result's whole history (forecasts): batches of a bounded number of key
+        # results, so no one batch of rows is decoded in a single turn of the loop.
+        self.check_ins_of = self._grouped(
+            CHECK_IN, CHECK_IN.c.key_result_id, CHECK_IN.c.id, max_batch_size=HISTORY_BATCH
+        )
         self.members_of = self._through_membership(USER, MEMBERSHIP.c.user_id, MEMBERSHIP.c.team_id)
         self.ancestors_of = DataLoader(self._load_ancestors)
         self.descendants_of = DataLoader(self._load_descendants)
@@ -276,7 +283,12 @@ class Loaders:
         return DataLoader(load)
 
     def _grouped(
-        self, table: Table, key_col: Any, order: Any, where: Any = None
+        self,
+        table: Table,
+        key_col: Any,
+        order: Any,
+        where: Any = None,
+        max_batch_size: int | None = None,
     ) -> DataLoader[int, list[Any]]:
         async def load(keys: list[int]) -> list[list[Any]]:
             stmt = (
@@ -291,7 +303,7 @@ class Loaders:
                 groups[getattr(r, key_col.name)].append(r)
             return [groups.get(k, []) for k in keys]
 
-        return DataLoader(load)
+        return DataLoader(load, max_batch_size=max_batch_size)
 
     def _pages(
         self, table: Table, key_col: Any, order_col: Any, *, descending: bool, where: Any = None

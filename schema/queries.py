@@ -221,7 +221,7 @@ class Query:
 
         pk = decode_filter_id(cycle_id, "Cycle", "cycleId")
         try:
-            async with info.context.db.connect() as conn:
+            async with info.context.one_scan_at_a_time, info.context.db.connect() as conn:
                 report = await cycle_report(conn, info.context.principal, pk, info.context.now)
         except Rejected:
             return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import models
 from service.db import Database
-from service.domain import enums, rules
+from service.domain import enums, facts, rules
 from service.domain.enums import EventKind
 from service.domain.errors import not_found
 from service.domain.principal import Principal
@@ -132,7 +132,6 @@ async def cycle_report(
             )
         ).all():
             krs[k.objective_id].append(k)
-    expected = rules.expected_progress(cycle.starts_on, cycle.ends_on, now)
     status_of_cycle = enums.CycleStatus(cycle.status)
     kr_ids = [k.id for group in krs.values() for k in group]
     start, end = rules.cycle_bounds(cycle.starts_on, cycle.ends_on)
@@ -150,9 +149,7 @@ async def cycle_report(
         team = teams.setdefault(o.team_id, TeamReport(o.team_id, o.team_name))
         if by_hand is not None:
             team.unconfirmed_scores = team.unconfirmed_scores or 0
-        status = rules.progress_status(
-            o.progress, expected, o.has_check_in, p.on_track_gap, p.at_risk_gap
-        )
+        status = facts.status(o.progress, o.has_check_in, cycle, p.thresholds, now)
         team.objectives += 1
         team.by_status[str(status)] = team.by_status.get(str(status), 0) + 1
         team.progress.append(o.progress)
@@ -160,18 +157,14 @@ async def cycle_report(
             team.scores.append(o.score)
         if o.parent_id is None:
             team.unaligned_objectives += 1
-        cadence = o.cadence or p.check_in_cadence_days
+        cadence = facts.cadence(o.cadence, p.check_in_cadence_days)
         for k in krs[o.id]:
-            last = k.last_check_in_at or k.created_at
-            stale = rules.is_stale(status_of_cycle, last, cadence, now)
+            stale = facts.key_result_stale(k, cycle, cadence, now)
             team.key_results += 1
             team.stale_key_results += stale
-            if k.last_check_in_at is not None and now - k.last_check_in_at <= timedelta(
-                days=cadence
-            ):
-                team.in_rhythm += 1
-            k_status = rules.progress_status(
-                k.progress, expected, k.last_check_in_id is not None, p.on_track_gap, p.at_risk_gap
+            team.in_rhythm += facts.in_rhythm(k, cadence, now)
+            k_status = facts.status(
+                k.progress, k.last_check_in_id is not None, cycle, p.thresholds, now
             )
             verdict = str(judge(k, record[k.id], start, end, now).verdict)
             team.realism[verdict] = team.realism.get(verdict, 0) + 1

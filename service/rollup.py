@@ -20,7 +20,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.domain import rules
+from service.domain import facts, rules
 from service.domain.rules import Part
 from service.events import Scope
 
@@ -132,13 +132,6 @@ class RollUp:
         return Scope(tuple(self.objective_ids), tuple(self.team_ids), tuple(self.cycle_ids))
 
 
-def status_of(
-    progress: float, checked_in: bool, starts_on, ends_on, thresholds, now: datetime
-) -> str:
-    expected = rules.expected_progress(starts_on, ends_on, now)
-    return str(rules.progress_status(progress, expected, checked_in, *thresholds))
-
-
 async def lock_chain(session: AsyncSession, org: int, start: list[int]) -> Chain:
     """Lock `start` and every ancestor (id order) and read them and their parts afresh:
     one statement, one round trip."""
@@ -202,9 +195,7 @@ def compute(
                 "id": i,
                 "previous": row.progress,
                 "progress": value[0],
-                "status": status_of(
-                    value[0], value[1], row.starts_on, row.ends_on, thresholds, now
-                ),
+                "status": str(facts.status(value[0], value[1], row, thresholds, now)),
             }
         )
     result.objective_ids = order

@@ -1,5 +1,5 @@
 """The SQL written once in service/sql.py: the status rule in SQL agrees with the pure
-rule, and the tree walks and lock keys live only there."""
+fact (service/domain/facts.py), and the tree walks and lock keys live only there."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import re
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from service import sql
-from service.domain import rules
+from service.domain import facts, rules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,9 +49,9 @@ def cases(draw: st.DrawFn) -> tuple:
 
 
 def _python(case: tuple) -> str:
-    starts_on, ends_on, now, progress, checked_in, (on_track, at_risk) = case
-    expected = rules.expected_progress(starts_on, ends_on, now)
-    return str(rules.progress_status(progress, expected, checked_in, on_track, at_risk))
+    starts_on, ends_on, now, progress, checked_in, thresholds = case
+    dates = SimpleNamespace(starts_on=starts_on, ends_on=ends_on)
+    return str(facts.status(progress, checked_in, dates, thresholds, now))
 
 
 def _statement(batch: list[tuple]) -> tuple[Select, dict]:

@@ -39,7 +39,7 @@ from graphql.execution.collect_fields import collect_subfields
 from graphql.execution.values import get_argument_values
 
 from schema import ids
-from service.domain import rules
+from service.domain import facts
 from service.pacing import give_way
 from service.reads.rows import Reads
 
@@ -306,9 +306,7 @@ class Plan:
     def expected(self, cycle: Row) -> float:
         got = self._expected.get(cycle.id)
         if got is None:
-            got = self._expected[cycle.id] = rules.expected_progress(
-                cycle.starts_on, cycle.ends_on, self.now
-            )
+            got = self._expected[cycle.id] = facts.expected_progress(cycle, self.now)
         return got
 
     async def cycles_of(self, objectives: list[Row]) -> list[Row]:
@@ -325,11 +323,7 @@ class Plan:
         out = []
         for o in objectives:
             team = known.get(o.team_id) if o.team_id is not None else None
-            out.append(
-                team.check_in_cadence_days
-                if team is not None and team.check_in_cadence_days
-                else default
-            )
+            out.append(facts.cadence(team.check_in_cadence_days if team else None, default))
         return out
 
     def window(self, sel: Sel) -> tuple[int, int | None, bool]:

@@ -4,15 +4,14 @@ of them), each run once for all the rows of a level."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
 from functools import partial
 from operator import itemgetter
 from typing import Any
 
 from schema import ids
 from schema.plan.collect import OverBudget, Page, Plan, Probe, Row, Sel, Unsupported
-from service.domain import rules
-from service.domain.enums import CycleStatus, KeyResultType
+from service.domain import facts, rules
+from service.domain.enums import CycleStatus
 from service.reads.visibility import can_see_objective
 
 # --- resolvers per type: (plan, selection, rows) -> values (or an awaitable of them) ---
@@ -80,14 +79,20 @@ _STATUS_COLUMNS = itemgetter("progress", "cycle_id", "has_check_in")
 
 
 async def _o_status(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
-    """The rule per row, its cycle's expected progress computed once per cycle."""
+    """The rule per row, the rows of each cycle together (its pace computed once)."""
     columns = list(map(_STATUS_COLUMNS, rows))
-    cycle_ids = {c for _p, c, _h in columns}
-    known = await plan.reads.by_id("cycle", cycle_ids)
-    expected = {c: plan.expected(known[c]) for c in cycle_ids}
-    on, at = plan.p.thresholds
-    status = rules.progress_status
-    return [status(p, expected[c], h, on, at) for p, c, h in columns]
+    by_cycle: dict[int, list[int]] = {}
+    for n, (_p, c, _h) in enumerate(columns):
+        by_cycle.setdefault(c, []).append(n)
+    known = await plan.reads.by_id("cycle", by_cycle)
+    out: list[Any] = [None] * len(rows)
+    for c, places in by_cycle.items():
+        items = ((columns[n][0], columns[n][2]) for n in places)
+        for n, s in zip(
+            places, facts.statuses(items, known[c], plan.p.thresholds, plan.now), strict=True
+        ):
+            out[n] = s
+    return out
 
 
 async def _o_expected(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
@@ -115,18 +120,7 @@ async def _o_stale(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
         if not a:
             out.append(False)
             continue
-        cadence = cadences[r.id]
-        out.append(
-            any(
-                rules.is_stale(
-                    CycleStatus(c.status),
-                    kr.last_check_in_at or kr.created_at,
-                    cadence,
-                    plan.now,
-                )
-                for kr in groups[r.id]
-            )
-        )
+        out.append(facts.objective_stale(groups[r.id], c, cadences[r.id], plan.now))
     return out
 
 
@@ -163,9 +157,8 @@ async def _o_descendants(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 
 async def _k_status(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     cycles = await plan.cycles_of(await plan.objectives_of(rows))
-    on, at = plan.p.thresholds
     return [
-        rules.progress_status(r.progress, plan.expected(c), r.last_check_in_id is not None, on, at)
+        facts.status(r.progress, r.last_check_in_id is not None, c, plan.p.thresholds, plan.now)
         for r, c in zip(rows, cycles, strict=True)
     ]
 
@@ -179,7 +172,7 @@ async def _k_stale(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     cycles = await plan.cycles_of(objectives)
     cadences = await plan.cadences(objectives)
     return [
-        rules.is_stale(CycleStatus(c.status), r.last_check_in_at or r.created_at, cadence, plan.now)
+        facts.key_result_stale(r, c, cadence, plan.now)
         for r, c, cadence in zip(rows, cycles, cadences, strict=True)
     ]
 
@@ -189,9 +182,7 @@ async def _k_next_due(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     cycles = await plan.cycles_of(objectives)
     cadences = await plan.cadences(objectives)
     return [
-        None
-        if c.status != CycleStatus.ACTIVE
-        else (r.last_check_in_at or r.created_at) + timedelta(days=cadence)
+        facts.next_check_in_due(r, c, cadence)
         for r, c, cadence in zip(rows, cycles, cadences, strict=True)
     ]
 
@@ -257,23 +248,7 @@ async def _k_forecast(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     for n, (r, c, history) in enumerate(zip(rows, cycles, histories, strict=True)):
         if n % 64 == 0:
             await plan.on_time()  # thousands of key results, each a fit over its history
-        start, end = rules.cycle_bounds(c.starts_on, c.ends_on)
-        points = sorted(
-            (h.measured_at, h.value)
-            for h in history
-            if start <= h.measured_at < end and h.retracted_at is None
-        )
-        out.append(
-            rules.forecast(
-                KeyResultType(r.type),
-                r.start_value,
-                r.target_value,
-                points,
-                end,
-                p.on_track_gap,
-                p.at_risk_gap,
-            )
-        )
+        out.append(facts.forecast(r, history, c, p.thresholds))
     return await plan.related("Forecast", sel, out)
 
 

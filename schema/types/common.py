@@ -19,7 +19,7 @@ from schema.enums import (
     ErrorCode,
     ProgressStatus,
 )
-from service.domain import enums, rules
+from service.domain import enums, facts
 from service.domain.errors import Rejected
 from service.reads.keyset import Slice, split
 
@@ -172,22 +172,19 @@ class UserError:
 
 
 def _status(info: Info, progress: float, checked_in: bool, cycle: Any) -> enums.ProgressStatus:
-    p = info.context.principal
-    expected = rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now)
-    return rules.progress_status(progress, expected, checked_in, *p.thresholds)
+    return facts.status(
+        progress, checked_in, cycle, info.context.principal.thresholds, info.context.now
+    )
 
 
 async def _cadence(info: Info, team_id: int | None) -> int:
-    if team_id is not None:
-        team = await info.context.loaders.team.load(team_id)
-        if team is not None and team.check_in_cadence_days:
-            return team.check_in_cadence_days
-    return info.context.principal.check_in_cadence_days
+    team = await info.context.loaders.team.load(team_id) if team_id is not None else None
+    own = team.check_in_cadence_days if team is not None else None
+    return facts.cadence(own, info.context.principal.check_in_cadence_days)
 
 
 def _stale(info: Info, kr: Any, cycle: Any, cadence: int) -> bool:
-    last = kr.last_check_in_at or kr.created_at
-    return rules.is_stale(enums.CycleStatus(cycle.status), last, cadence, info.context.now)
+    return facts.key_result_stale(kr, cycle, cadence, info.context.now)
 
 
 def _with_cycle(info: Info, cycle_id: int, compute: Callable[[Any], Any]) -> Any:

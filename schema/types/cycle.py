@@ -15,7 +15,7 @@ from schema.enums import (
 )
 from schema.types.common import Connection, Node, connection, page_window
 from schema.types.team import TeamProgress
-from service.domain import enums, rules
+from service.domain import enums, facts, rules
 from service.reads import team_progress
 
 # --- cycles -------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ class Cycle(Node):
 
     @strawberry.field(description="Share of the cycle elapsed, now.")
     def expected_progress(self, info: Info) -> float:
-        return rules.expected_progress(self.row.starts_on, self.row.ends_on, info.context.now)
+        return facts.expected_progress(self.row, info.context.now)
 
     @strawberry.field(description="Ended (past the end of endsOn, UTC) and still ACTIVE.")
     def review_due(self, info: Info) -> bool:

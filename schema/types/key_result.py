@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
@@ -35,7 +35,7 @@ from schema.types.common import (
     page_window,
     user_of,
 )
-from service.domain import enums, rules
+from service.domain import enums, facts
 
 if TYPE_CHECKING:  # resolved lazily at run time (strawberry.lazy): no import circle
     from schema.metrics import Metric
@@ -139,7 +139,7 @@ class KeyResult(Node):
     def expected_progress(self, info: Info) -> float:
         return self._with_own_cycle(
             info,
-            lambda cycle: rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now),
+            lambda cycle: facts.expected_progress(cycle, info.context.now),
         )
 
     @strawberry.field
@@ -159,10 +159,7 @@ class KeyResult(Node):
     @strawberry.field(description="When the next check-in is due (None outside ACTIVE).")
     async def next_check_in_due(self, info: Info) -> datetime | None:
         objective, cycle = await self._objective_and_cycle(info)
-        if cycle.status != enums.CycleStatus.ACTIVE:
-            return None
-        last = self.row.last_check_in_at or self.row.created_at
-        return last + timedelta(days=await _cadence(info, objective.team_id))
+        return facts.next_check_in_due(self.row, cycle, await _cadence(info, objective.team_id))
 
     @strawberry.field
     async def last_check_in(
@@ -247,23 +244,8 @@ class KeyResult(Node):
     )
     async def forecast(self, info: Info) -> Forecast | None:
         _, cycle = await self._objective_and_cycle(info)
-        start, end = rules.cycle_bounds(cycle.starts_on, cycle.ends_on)
         rows = await info.context.loaders.check_ins_of.load(self.row.id)
-        points = sorted(
-            (r.measured_at, r.value)
-            for r in rows
-            if start <= r.measured_at < end and r.retracted_at is None
-        )
-        p = info.context.principal
-        got = rules.forecast(
-            enums.KeyResultType(self.row.type),
-            self.row.start_value,
-            self.row.target_value,
-            points,
-            end,
-            p.on_track_gap,
-            p.at_risk_gap,
-        )
+        got = facts.forecast(self.row, rows, cycle, info.context.principal.thresholds)
         if got is None:
             return None
         return Forecast(value=got.value, progress=got.progress, status=got.status)

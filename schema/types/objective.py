@@ -32,14 +32,13 @@ from schema.types.common import (
     _history,
     _series,
     _series_one,
-    _stale,
     _status,
     _with_cycle,
     connection,
     page_window,
     user_of,
 )
-from service.domain import enums, rules
+from service.domain import enums, facts, rules
 
 if TYPE_CHECKING:  # resolved lazily at run time (strawberry.lazy): no import circle
     from schema.types.comment import Comment
@@ -221,7 +220,7 @@ class Objective(Node):
         return _with_cycle(
             info,
             self.row.cycle_id,
-            lambda cycle: rules.expected_progress(cycle.starts_on, cycle.ends_on, info.context.now),
+            lambda cycle: facts.expected_progress(cycle, info.context.now),
         )
 
     @strawberry.field
@@ -237,10 +236,10 @@ class Objective(Node):
         loaders = info.context.loaders
         cycle = await loaders.cycle.load(self.row.cycle_id)
         if cycle.status != enums.CycleStatus.ACTIVE:
-            return False
+            return False  # without reading its key results
         cadence = await _cadence(info, self.row.team_id)
         krs = await loaders.key_results_of.load(self.row.id)
-        return any(_stale(info, kr, cycle, cadence) for kr in krs)
+        return facts.objective_stale(krs, cycle, cadence, info.context.now)
 
     @strawberry.field(
         description="Why the progress is what it is: each key result and aligned child the "

@@ -11,7 +11,7 @@ from strawberry import ID
 from schema import ids, nodes
 from schema.context import Info
 from schema.types.common import Connection, Node, StatusCount, connection, page_window
-from service.domain import enums
+from service.domain import enums, facts
 from service.reads.team_progress import TeamFigures, figures
 
 if TYPE_CHECKING:  # resolved lazily at run time (strawberry.lazy): no import circle
@@ -110,7 +110,7 @@ class TeamProgress:
     @classmethod
     def of(cls, info: Info, team: Any, cycle: Any, top: list[Any]) -> TeamProgress:
         ctx = info.context
-        cadence = team.check_in_cadence_days or ctx.principal.check_in_cadence_days
+        cadence = facts.cadence(team.check_in_cadence_days, ctx.principal.check_in_cadence_days)
         f: TeamFigures = figures(top, cycle, cadence, ctx.principal, ctx.now)
         return cls(
             team=Team.of(team),

@@ -26,8 +26,8 @@ from sqlalchemy import ColumnElement, Select, and_, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service import models
-from service.domain import rules
-from service.domain.enums import CycleStatus, ProgressStatus
+from service.domain import facts, rules
+from service.domain.enums import ProgressStatus
 from service.domain.principal import Principal
 from service.reads import keyset
 from service.reads.visibility import visible_objectives
@@ -131,17 +131,15 @@ def figures(
     top: list[Any], cycle: Any, cadence_days: int, p: Principal, now: datetime
 ) -> TeamFigures:
     """A team's figures from its top objectives (as `top_objectives` reads them)."""
-    expected = rules.expected_progress(cycle.starts_on, cycle.ends_on, now)
-    on_track, at_risk = p.thresholds
+    expected = facts.expected_progress(cycle, now)
     status = Counter(
-        rules.progress_status(o.progress, expected, o.has_check_in, on_track, at_risk) for o in top
+        facts.statuses(((o.progress, o.has_check_in) for o in top), cycle, p.thresholds, now)
     )
-    cycle_status = CycleStatus(cycle.status)
     stale = sum(
         1
         for o in top
         if o.oldest_activity is not None
-        and rules.is_stale(cycle_status, o.oldest_activity, cadence_days, now)
+        and facts.stale(cycle, o.oldest_activity, cadence_days, now)
     )
     progress = rules.roll_up([rules.Part(o.weight, o.progress) for o in top]) if top else None
     return TeamFigures(len(top), progress, expected, dict(status), stale)

@@ -13,7 +13,7 @@ from sqlmodel import col
 
 from service import events, rollup
 from service.access import require_check_in, require_edit_objective
-from service.domain import rules
+from service.domain import facts, rules
 from service.domain.enums import CycleStatus, KeyResultType, Measure
 from service.domain.errors import invalid, not_found
 from service.domain.principal import Principal
@@ -58,9 +58,7 @@ def _definition(
 
 
 def _status(progress: float, checked_in: bool, cycle: Cycle, p: Principal) -> str:
-    return rollup.status_of(
-        progress, checked_in, cycle.starts_on, cycle.ends_on, p.thresholds, common.now()
-    )
+    return str(facts.status(progress, checked_in, cycle, p.thresholds, common.now()))
 
 
 def progress_change(kr: KeyResult, previous: float, cycle: Cycle, p: Principal) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service import events, rollup
+from service import events
 from service.access import require_record_measurements
-from service.domain import rules
+from service.domain import facts, rules
 from service.domain.enums import KeyResultType
 from service.domain.errors import ErrorCode, Rejected, invalid
 from service.domain.principal import Principal
@@ -420,9 +420,7 @@ async def _check_ins(
             "id": kr_id,
             "previous": kr.progress,
             "progress": after[kr_id],
-            "status": rollup.status_of(
-                after[kr_id], True, kr.starts_on, kr.ends_on, p.thresholds, now
-            ),
+            "status": str(facts.status(after[kr_id], True, kr, p.thresholds, now)),
         }
         last = last_of[kr_id]
         chain = rolled.chain(kr.objective_id)
