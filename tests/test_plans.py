@@ -404,11 +404,7 @@ async def test_plan_export_then_apply_is_unchanged(
 
 
 def test_the_schema_validates_the_readme_example():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## Plans as files", 1)[1]
-    block = re.search(r"```yaml\n(.*?)```", section, re.S)
-    assert block is not None, "the README's 'Plans as files' has a YAML example"
-    example = yaml.safe_load(block.group(1))
+    example = yaml.safe_load(_readme_example())
     example = json.loads(json.dumps(example, default=str))  # YAML dates as text
     schema = json.loads((ROOT / "service" / "plan.schema.json").read_text())
     Draft202012Validator(schema).validate(example)
@@ -422,3 +418,38 @@ def test_the_schema_refuses_what_the_parser_refuses(bad: str):
     plan, problems = plan_format.parse(bad)
     assert plan is None
     assert {p.path for p in problems} >= {"version", "cycle/name"}
+
+
+def _readme_example() -> str:
+    section = (ROOT / "README.md").read_text().split("## Plans as files", 1)[1]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None, "the README's 'Plans as files' has a YAML example"
+    return block.group(1)
+
+
+async def test_the_readme_example_applies_to_the_demo_as_printed(
+    db, settings: Settings, database_url: str, bin_okr: str, tmp_path: Path
+):
+    from service import demo
+
+    await demo.seed(db)
+    env = _env(database_url, settings)
+    example = _readme_example()
+    plan = tmp_path / "q1-2027.yaml"
+    plan.write_text(example)
+    out = await h.okr_stdout(bin_okr, env, "apply", str(plan), "--org", "northwind")
+    section = (ROOT / "README.md").read_text().split("## Plans as files", 1)[1]
+    created = out.splitlines()
+    assert created[:3] == [
+        "CREATE cycle",
+        "CREATE objectives/reduce-costs",
+        "CREATE objectives/reduce-costs/keyResults/cost-per-order",
+    ]
+    assert all(f"    {line}\n" in section for line in created[:3])
+    assert len(created) == 1 + 2 + 4
+    plan.write_text(example.replace("by another 10%", "by 10%"))
+    edited = (
+        await h.okr_stdout(bin_okr, env, "apply", str(plan), "--org", "northwind")
+    ).splitlines()
+    assert [line for line in edited if not line.startswith("UNCHANGED")] == [edited[1]]
+    assert all(f"    {line}\n" in section for line in edited[:3])
