@@ -77,7 +77,7 @@ class _Bar:
 
 
 def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
-    from service.usecases import organizations, plans
+    from service.usecases import commands, organizations, plans
 
     try:
         document = (
@@ -92,7 +92,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: Database) -> Any:
         async def tx(s: Any) -> Any:
             org = await organizations.organization_by_slug(s, args.org)
-            cmd = plans.ApplyPlan(document, dry_run=args.dry_run, prune=args.prune)
+            cmd = commands.ApplyPlan(document, dry_run=args.dry_run, prune=args.prune)
             return await plans.apply_plan(s, _operator(org), cmd, progress=bar)
 
         return await db.transaction(tx)

@@ -3,8 +3,16 @@ real processes and `applyPlan` over the API, against the test's database."""
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
+import os
+import pty
 import re
+import select
+import struct
+import subprocess
+import termios
 from pathlib import Path
 from typing import Any
 
@@ -453,3 +461,61 @@ async def test_the_readme_example_applies_to_the_demo_as_printed(
     ).splitlines()
     assert [line for line in edited if not line.startswith("UNCHANGED")] == [edited[1]]
     assert all(f"    {line}\n" in section for line in edited[:3])
+
+
+async def test_a_long_apply_shows_a_progress_bar_on_a_terminal_only(
+    org: Org, settings: Settings, database_url: str, bin_okr: str, tmp_path: Path
+):
+    await _world(org)
+    env, slug = _env(database_url, settings), await _slug(org)
+    many = _plan()
+    many["objectives"] = [
+        {
+            "key": f"goal-{i}",
+            "title": f"Goal {i}",
+            "team": "Operations",
+            "keyResults": [{"key": "done", "title": "Done", "type": "MILESTONE"}],
+        }
+        for i in range(12)
+    ]
+    plan = tmp_path / "many.yaml"
+    plan.write_text(yaml.safe_dump(many, sort_keys=False))
+    master, slave = pty.openpty()
+    # A terminal 100 columns wide (a new pty has none, and tqdm would draw nothing).
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            bin_okr,
+            "apply",
+            str(plan),
+            "--org",
+            slug,
+            "--dry-run",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        os.close(slave)
+        slave = -1
+        shown = b""
+        while select.select([master], [], [], 0.5)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal's other end closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert proc.returncode == 0
+    assert len(out.decode().splitlines()) == 1 + 24
+    bar = shown.decode(errors="replace")
+    assert "0/25" in bar and "change" in bar, bar  # tqdm's count and unit
+    # Piped, the same apply prints no bar (test_okr_apply_... checks it for a short one).
+    code, out2, err = await h.okr(bin_okr, env, "apply", str(plan), "--org", slug, "--dry-run")
+    assert code == 0 and out2 == out.decode() and "0/25" not in err

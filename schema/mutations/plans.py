@@ -11,7 +11,7 @@ from strawberry.scalars import JSON
 
 from schema.context import Info
 from schema.mutations.common import Payload, mutate
-from service.usecases import plans
+from service.usecases import commands, plans
 
 strawberry.enum(plans.PlanAction, name="PlanAction")
 
@@ -28,8 +28,8 @@ class ApplyPlanInput:
         "longer names (items without a key are never touched).",
     )
 
-    def command(self) -> plans.ApplyPlan:
-        return plans.ApplyPlan(self.document, dry_run=self.dry_run, prune=self.prune)
+    def command(self) -> commands.ApplyPlan:
+        return commands.ApplyPlan(self.document, dry_run=self.dry_run, prune=self.prune)
 
 
 @strawberry.type(description="One change a plan makes, or would make on a dry run.")

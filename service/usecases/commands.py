@@ -230,6 +230,18 @@ class BindKeyResult:
     metric_id: int | None  # None unbinds
 
 
+# --- plans as files -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyPlan:
+    """A plan's YAML or JSON text (service/plan_format.py)."""
+
+    document: str
+    dry_run: bool = False
+    prune: bool = False
+
+
 # --- comments, reviews, metrics --------------------------------------------------------------
 
 

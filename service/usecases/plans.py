@@ -55,13 +55,6 @@ class PlanAction(StrEnum):
     UNCHANGED = "UNCHANGED"
 
 
-@dataclass(frozen=True)
-class ApplyPlan:
-    document: str
-    dry_run: bool = False
-    prune: bool = False
-
-
 @dataclass
 class PlanChange:
     action: PlanAction
@@ -669,7 +662,7 @@ class _DryRun(Exception):
 
 
 async def apply_plan(
-    session: AsyncSession, p: Principal, cmd: ApplyPlan, progress: Progress | None = None
+    session: AsyncSession, p: Principal, cmd: commands.ApplyPlan, progress: Progress | None = None
 ) -> PlanResult:
     """The plan's changes, applied (or, for a dry run, tried and rolled back); a
     `Rejected` (one per problem, `errors`) refuses the whole plan."""
