@@ -16,6 +16,7 @@ import base64
 import binascii
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
@@ -109,11 +110,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader without aliases (`*name`): a few lines of them can stand for
+    billions of nodes, and a plan needs none."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not taken in a plan", mark
+            )
+        return super().compose_node(parent, index)
+
+
 def load(text: str) -> Any:
     """The document as plain JSON values; ValueError with a line when it is not YAML
     (JSON is YAML)."""
     try:
-        return _plain(yaml.safe_load(text))
+        return _plain(yaml.load(text, Loader=_Loader))  # SafeLoader's, without aliases
     except yaml.YAMLError as exc:
         raise ValueError(f"not YAML or JSON: {exc}".replace("\n", " ")) from None
     except RecursionError:
@@ -140,7 +154,10 @@ def _schema_problem(doc: Any, error: ValidationError) -> Problem:
     parts = list(error.absolute_path)
     message = error.message
     if error.validator == "required" and isinstance(error.instance, dict):
-        missing = [k for k in error.validator_value if k not in error.instance]
+        named = re.match(r"^'(.+)' is a required property$", error.message)
+        missing = (
+            [named[1]] if named else [k for k in error.validator_value if k not in error.instance]
+        )
         if missing:
             parts.append(missing[0])
             message = f"{missing[0]} is required"
@@ -150,6 +167,8 @@ def _schema_problem(doc: Any, error: ValidationError) -> Problem:
         if extra:
             parts.append(extra[0])
             message = f"unknown field {extra[0]!r}"
+    elif error.validator == "pattern" and error.schema.get("description"):
+        message = f"{error.instance!r} is not valid: {error.schema['description']}"
     return Problem(_segment(doc, parts), message)
 
 
@@ -161,13 +180,16 @@ def parse(text: str) -> tuple[Plan | None, list[Problem]]:
         doc = load(text)
     except ValueError as exc:
         return None, [Problem("", str(exc))]
+    if doc is None:
+        return None, [Problem("", "the document is empty")]
     errors = sorted(
         Draft202012Validator(schema()).iter_errors(doc), key=lambda e: list(map(str, e.path))
     )
     problems = [_schema_problem(doc, e) for e in errors]
-    if problems:
-        return None, _unique(problems)
-    return _check(doc)
+    plan, more = _check(doc)
+    if problems or more:
+        return None, _unique(problems + more)
+    return plan, []
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
@@ -200,53 +222,84 @@ def _finite(item: dict[str, Any], name: str, path: str, problems: list[Problem])
         problems.append(Problem(f"{path}/{name}", f"{name} must be a finite number"))
 
 
-def _check(doc: dict[str, Any]) -> tuple[Plan | None, list[Problem]]:
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _name_of(item: dict[str, Any], index: int) -> str:
+    key = item.get("key")
+    return key if isinstance(key, str) and key and "/" not in key else str(index)
+
+
+def _check(doc: Any) -> tuple[Plan | None, list[Problem]]:
+    """What the schema cannot say. It reads a document the schema refused as well as it
+    can (the shapes it expects, where they are), so that one answer names every problem;
+    the plan itself is built only from a document without any."""
     problems: list[Problem] = []
-    raw_cycle = doc["cycle"]
-    starts_on = _date(raw_cycle["startsOn"], "cycle/startsOn", problems)
-    ends_on = _date(raw_cycle["endsOn"], "cycle/endsOn", problems)
+    raw_cycle = _dict(_dict(doc).get("cycle"))
+    starts_on = ends_on = None
+    if isinstance(raw_cycle.get("startsOn"), str):
+        starts_on = _date(raw_cycle["startsOn"], "cycle/startsOn", problems)
+    if isinstance(raw_cycle.get("endsOn"), str):
+        ends_on = _date(raw_cycle["endsOn"], "cycle/endsOn", problems)
     if starts_on and ends_on and ends_on < starts_on:
         problems.append(Problem("cycle/endsOn", "endsOn must not be before startsOn"))
-    if not raw_cycle["name"].strip():
+    name = raw_cycle.get("name")
+    if isinstance(name, str) and name and not name.strip():
         problems.append(Problem("cycle/name", "name must not be empty"))
     objectives: list[PlanObjective] = []
     keys: set[str] = set()
-    for raw in doc["objectives"]:
-        key = raw["key"]
+    for index, item in enumerate(_list(_dict(doc).get("objectives"))):
+        raw = _dict(item)
+        key = _name_of(raw, index)
         path = f"objectives/{key}"
         if key in keys:
             problems.append(Problem(f"{path}/key", f"the key {key!r} is used twice"))
         keys.add(key)
-        if not raw["title"].strip():
-            problems.append(Problem(f"{path}/title", "title must not be empty"))
+        _blank(raw, path, problems)
         _finite(raw, "weight", path, problems)
         key_results: list[PlanKeyResult] = []
         kr_keys: set[str] = set()
-        for kr in raw.get("keyResults", []):
-            kr_path = f"{path}/keyResults/{kr['key']}"
-            if kr["key"] in kr_keys:
-                problems.append(Problem(f"{kr_path}/key", f"the key {kr['key']!r} is used twice"))
-            kr_keys.add(kr["key"])
-            if not kr["title"].strip():
-                problems.append(Problem(f"{kr_path}/title", "title must not be empty"))
-            for name in ("weight", "startValue", "targetValue"):
-                _finite(kr, name, kr_path, problems)
+        for kr_index, kr_item in enumerate(_list(raw.get("keyResults"))):
+            kr = _dict(kr_item)
+            kr_key = _name_of(kr, kr_index)
+            kr_path = f"{path}/keyResults/{kr_key}"
+            if kr_key in kr_keys:
+                problems.append(Problem(f"{kr_path}/key", f"the key {kr_key!r} is used twice"))
+            kr_keys.add(kr_key)
+            _blank(kr, kr_path, problems)
+            for field_name in ("weight", "startValue", "targetValue"):
+                _finite(kr, field_name, kr_path, problems)
             _definition(kr, kr_path, problems)
-            key_results.append(PlanKeyResult(kr["key"], kr_path, dict(kr)))
+            key_results.append(PlanKeyResult(kr_key, kr_path, dict(kr)))
         fields = {k: v for k, v in raw.items() if k != "keyResults"}
         objectives.append(PlanObjective(key, path, fields, key_results))
     problems += _loops(objectives)
-    if problems or starts_on is None or ends_on is None:
-        return None, _unique(problems)
-    cycle = PlanCycle(raw_cycle["name"].strip(), starts_on, ends_on)
-    return Plan(cycle, objectives), []
+    if problems or starts_on is None or ends_on is None or not isinstance(name, str):
+        return None, problems
+    return Plan(PlanCycle(name.strip(), starts_on, ends_on), objectives), []
+
+
+def _blank(item: dict[str, Any], path: str, problems: list[Problem]) -> None:
+    title = item.get("title")
+    if isinstance(title, str) and title and not title.strip():
+        problems.append(Problem(f"{path}/title", "title must not be empty"))
 
 
 def _definition(kr: dict[str, Any], path: str, problems: list[Problem]) -> None:
     """A new key result's start and target, as createKeyResult checks them (an update's
     left-out value is the stored one: the use case checks that pair)."""
+    if kr.get("type") not in set(KeyResultType):
+        return  # the schema says so
     kind = KeyResultType(kr["type"])
     start, target = kr.get("startValue"), kr.get("targetValue")
+    for value in (start, target):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            return  # the schema says so
     if kind is not KeyResultType.MILESTONE:
         for name, value in (("startValue", start), ("targetValue", target)):
             if value is None:
@@ -269,8 +322,8 @@ def _loops(objectives: list[PlanObjective]) -> list[Problem]:
     parent_of: dict[str, str] = {}
     for o in objectives:
         parent = o.fields.get("parent")
-        if parent is None:
-            continue
+        if not isinstance(parent, str):
+            continue  # none, or the schema says what is wrong
         if parent in by_key:
             parent_of[o.key] = parent
         elif objective_pk(parent) is None:

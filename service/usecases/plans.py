@@ -302,7 +302,6 @@ class _Planner:
         self.cycle_id: int | None = common.id_of(matched.cycle) if matched.cycle else None
         self.changes: list[PlanChange] = []
         self.problems: list[Problem] = []
-        self.sets_parent = False
 
     # --- what the stored rows are, in the plan's terms ------------------------------------
 
@@ -430,9 +429,6 @@ class _Planner:
             self._key_result(o, kr)
 
     def _create_objective(self, o: PlanObjective, wanted: dict[str, Any]) -> None:
-        if wanted.get("parent") is not None:
-            self.sets_parent = True
-
         async def create() -> None:
             assert self.cycle_id is not None
             team = wanted.get("team")
@@ -488,8 +484,6 @@ class _Planner:
         if not after:
             self.changes.append(PlanChange(PlanAction.UNCHANGED, o.path))
             return
-        if "parent" in after:
-            self.sets_parent = True
         pk = common.id_of(row)
 
         async def update() -> None:
@@ -669,6 +663,11 @@ async def apply_plan(
     plan, problems = plan_format.parse(cmd.document)
     if plan is None:
         raise _refusal(problems)
+    # Taken first, as alignObjective takes it before any row lock: applies in one
+    # organization run one at a time with re-parentings, and each computes its changes
+    # from what the one before committed (two applies of one new plan cannot both
+    # create its items).
+    await common.lock_alignment(session, p.organization_id)
     org = await _Org.load(session, p.organization_id)
     _names(plan, org, problems)
     matched = await _match(session, p, plan, org, problems)
@@ -683,10 +682,6 @@ async def apply_plan(
         return PlanResult(planner.changes, applied=not cmd.dry_run)
 
     async def run_all() -> None:
-        if planner.sets_parent:
-            # Before any row lock, as alignObjective takes it: re-parentings in one
-            # organization run one at a time.
-            await common.lock_alignment(session, p.organization_id)
         for done, change in enumerate(todo, 1):
             assert change.run is not None
             try:
@@ -731,6 +726,7 @@ async def export_plan(session: AsyncSession, p: Principal, cycle_name: str) -> d
     not archived. An item without a key gets one from its title, stored, so that the file
     names it and applying the export changes nothing."""
     require_admin(p)
+    await common.lock_alignment(session, p.organization_id)  # as apply_plan: keys change
     named = await _cycle_named(session, p, cycle_name)
     if not named:
         raise not_found(f"cycle {cycle_name!r}", "cycle")
