@@ -16,7 +16,6 @@ import termios
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from jsonschema import Draft202012Validator
 from sqlalchemy import text
@@ -419,13 +418,39 @@ def test_the_schema_validates_the_readme_example():
     assert example["objectives"] and example["objectives"][0]["keyResults"]
 
 
-@pytest.mark.parametrize("bad", ["version: 2\ncycle: {}\nobjectives: []\n"])
-def test_the_schema_refuses_what_the_parser_refuses(bad: str):
+def test_parse_names_every_problem_at_once_and_takes_no_aliases():
     from service import plan_format
 
-    plan, problems = plan_format.parse(bad)
+    text = """
+version: 2
+cycle: {startsOn: 2027-01-01, endsOn: 2026-12-31}
+objectives:
+  - key: Bad Key
+    title: x
+  - key: b
+    title: y
+    parent: nowhere
+    extra: 1
+    keyResults:
+      - {key: k, title: t, type: INCREASE, startValue: .nan, targetValue: 1}
+      - {key: k, title: t, type: DECREASE, startValue: 1, targetValue: 2}
+"""
+    plan, problems = plan_format.parse(text)
     assert plan is None
-    assert {p.path for p in problems} >= {"version", "cycle/name"}
+    assert {p.path for p in problems} == {
+        "version",
+        "cycle/name",
+        "cycle/endsOn",
+        "objectives/Bad Key/key",  # an item is named by its key, as given
+        "objectives/b/extra",
+        "objectives/b/parent",
+        "objectives/b/keyResults/k/startValue",
+        "objectives/b/keyResults/k/key",
+        "objectives/b/keyResults/k/targetValue",
+    }
+    bomb = "a: &a [x, x, x, x]\nb: &b [*a, *a, *a, *a]\nc: [*b, *b, *b, *b]\n"
+    plan, problems = plan_format.parse(bomb)
+    assert plan is None and "aliases" in problems[0].message
 
 
 def _readme_example() -> str:
@@ -519,3 +544,37 @@ async def test_a_long_apply_shows_a_progress_bar_on_a_terminal_only(
     # Piped, the same apply prints no bar (test_okr_apply_... checks it for a short one).
     code, out2, err = await h.okr(bin_okr, env, "apply", str(plan), "--org", slug, "--dry-run")
     assert code == 0 and out2 == out.decode() and "0/25" not in err
+
+
+async def test_reparenting_unarchiving_and_what_a_plan_cannot_change(org: Org):
+    await _world(org)
+    assert (await _apply(org, _plan()))["userErrors"] == []
+    # The tree turned over in one apply: reduce-costs under faster-routes.
+    swapped = _plan(objectives__0__parent="faster-routes", objectives__1__parent=None)
+    result = await _apply(org, swapped)
+    assert result["userErrors"] == []
+    assert [(c["path"], c["before"], c["after"]) for c in result["changes"] if c["before"]] == [
+        ("objectives/faster-routes", {"parent": "reduce-costs"}, {"parent": None}),
+        ("objectives/reduce-costs", {"parent": None}, {"parent": "faster-routes"}),
+    ]
+    # An archived objective the file names again comes back.
+    smaller = _plan(objectives__0__parent="faster-routes", objectives__1__parent=None)
+    del smaller["objectives"][0]
+    assert (await _apply(org, smaller, prune=True))["userErrors"] == []
+    back = await _apply(org, swapped)
+    assert [(c["action"], c["path"], c["after"]) for c in back["changes"] if c["after"]] == [
+        ("UPDATE", "objectives/reduce-costs", {"archived": False}),
+    ]
+    # A team or a type does not change; a dry run is refused like the apply.
+    for changes, path in (
+        ({"objectives__0__team": "Transport"}, "objectives/reduce-costs/team"),
+        (
+            {
+                "objectives__1__keyResults__0__type": "INCREASE",
+                "objectives__1__keyResults__0__startValue": 8,
+            },
+            "objectives/faster-routes/keyResults/km-per-drop/type",
+        ),
+    ):
+        refused = await _apply(org, _plan(**changes), dryRun=True)
+        assert [e["field"] for e in refused["userErrors"]] == [[path]], refused
