@@ -19,17 +19,17 @@ strawberry.enum(plans.PlanAction, name="PlanAction")
 @strawberry.input
 class ApplyPlanInput:
     document: str = strawberry.field(description="The plan, as YAML or JSON text.")
-    dry_run: bool = strawberry.field(
+    dry_run: bool | None = strawberry.field(
         default=False, description="Compute and check the changes; write nothing."
     )
-    prune: bool = strawberry.field(
+    prune: bool | None = strawberry.field(
         default=False,
         description="Archive the objectives and key results with a key that the plan no "
         "longer names (items without a key are never touched).",
     )
 
     def command(self) -> commands.ApplyPlan:
-        return commands.ApplyPlan(self.document, dry_run=self.dry_run, prune=self.prune)
+        return commands.ApplyPlan(self.document, dry_run=bool(self.dry_run), prune=bool(self.prune))
 
 
 @strawberry.type(description="One change a plan makes, or would make on a dry run.")

@@ -156,8 +156,6 @@ class _Matched:
     cycle: Cycle | None
     objectives: dict[str, Objective]  # by key, of the cycle (archived too)
     key_results: dict[tuple[str, str], KeyResult]  # by (objective key, key)
-    parents: dict[int, Objective]  # stored parents of matched objectives, by id
-    named_parents: dict[int, Objective]  # objectives the plan names by id
 
 
 async def _cycle_named(session: AsyncSession, p: Principal, name: str) -> list[Cycle]:
@@ -185,7 +183,6 @@ async def _match(
         )
     found: dict[str, Objective] = {}
     krs: dict[tuple[str, str], KeyResult] = {}
-    parents: dict[int, Objective] = {}
     if cycle is not None:
         rows = (
             await session.scalars(
@@ -223,8 +220,6 @@ async def _match(
                 owner_key = by_id[kr.objective_id].external_key
                 assert owner_key is not None and kr.external_key is not None
                 krs[(owner_key, kr.external_key)] = kr
-        wanted = {o.parent_id for o in by_id.values() if o.parent_id is not None}
-        parents = await _objectives(session, p, wanted)
     named_ids: dict[int, str] = {}
     for o in plan.objectives:
         parent = o.fields.get("parent")
@@ -239,7 +234,7 @@ async def _match(
             p, parent_row.visibility, parent_row.team_id, parent_row.owner_id
         ):
             problems.append(Problem(f"{path}/parent", "objective not found", "NOT_FOUND"))
-    return _Matched(cycle, found, krs, parents, named_parents)
+    return _Matched(cycle, found, krs)
 
 
 async def _objectives(
@@ -300,6 +295,7 @@ class _Planner:
             k: common.id_of(row) for k, row in matched.objectives.items()
         }  # grows as objectives are created
         self.cycle_id: int | None = common.id_of(matched.cycle) if matched.cycle else None
+        self.key_of = {common.id_of(r): k for k, r in matched.objectives.items() if k in self.keys}
         self.changes: list[PlanChange] = []
         self.problems: list[Problem] = []
 
@@ -308,10 +304,7 @@ class _Planner:
     def _parent_name(self, parent_id: int | None) -> str | None:
         if parent_id is None:
             return None
-        for key, row in self.matched.objectives.items():
-            if row.id == parent_id and key in self.keys:
-                return key
-        return plan_format.objective_gid(parent_id)
+        return self.key_of.get(parent_id) or plan_format.objective_gid(parent_id)
 
     def _objective_now(self, row: Objective) -> dict[str, Any]:
         return {
