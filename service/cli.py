@@ -292,6 +292,9 @@ def parser() -> argparse.ArgumentParser:
     create.set_defaults(func=cmd_org_create)
 
     cli_credentials.register(sub)
+    from service import cli_plans
+
+    cli_plans.register(sub)
 
     metric = sub.add_parser("metric", help="metrics").add_subparsers(
         dest="metric_command", required=True

@@ -31,6 +31,7 @@ PAYLOADS = {
     "RetractMeasurementPayload",
     "WebhookEndpointPayload",
     "WebhookDeliveryPayload",
+    "ApplyPlanPayload",
 }
 
 

@@ -16,6 +16,7 @@ from schema.mutations import (
     metrics,
     objectives,
     organizations,
+    plans,
     reviews,
     sources,
     webhooks,
@@ -165,4 +166,12 @@ class Mutation:
     ping_webhook_endpoint = strawberry.mutation(
         resolver=webhooks.ping_webhook_endpoint,
         description="ADMIN only. A ping, delivered once, without retries.",
+    )
+    # --- plans as files (schema/mutations/plans.py) ---
+    apply_plan = strawberry.mutation(
+        resolver=plans.apply_plan,
+        description="Apply a plan (YAML or JSON): a cycle's objectives and key results, "
+        "matched by key. Every change is checked and authorized as the mutation it stands "
+        "for; any problem or forbidden change refuses the whole plan (userErrors, each with "
+        "its path), and a second apply of the same plan changes nothing.",
     )

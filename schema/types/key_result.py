@@ -61,6 +61,10 @@ class KeyResult(Node):
     objective_row: strawberry.Private[Any]
     id: ID
     title: str
+    external_key: str | None = strawberry.field(
+        description="Its stable key in a plan file (`okr apply`), unique in its objective; "
+        "null for key results made otherwise."
+    )
     type: KeyResultType
     measure: Measure
     unit: str | None
@@ -82,6 +86,7 @@ class KeyResult(Node):
             objective_row=objective,
             id=ID(ids.encode("KeyResult", row.id)),
             title=row.title,
+            external_key=row.external_key,
             type=enums.KeyResultType(row.type),
             measure=Measure(row.measure),
             unit=row.unit,

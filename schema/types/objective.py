@@ -118,6 +118,10 @@ class Objective(Node):
     row: strawberry.Private[Any]
     id: ID
     title: str
+    external_key: str | None = strawberry.field(
+        description="Its stable key in a plan file (`okr apply`), unique in its cycle; null "
+        "for objectives made otherwise."
+    )
     description: str | None
     visibility: Visibility
     weight: float = strawberry.field(description="Its weight in the parent's roll-up.")
@@ -133,6 +137,7 @@ class Objective(Node):
             row=row,
             id=ID(ids.encode("Objective", row.id)),
             title=row.title,
+            external_key=row.external_key,
             description=row.description,
             visibility=Visibility(row.visibility),
             weight=row.weight,

@@ -116,6 +116,7 @@ class CreateObjective:
     parent_id: int | None = None
     weight: float = 1.0
     visibility: Visibility = Visibility.PUBLIC
+    external_key: str | None = None  # its key in a plan file (service/usecases/plans.py)
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,7 @@ class CreateKeyResult:
     target_value: float | None = None
     weight: float = 1.0
     owner_id: int | None = None
+    external_key: str | None = None  # its key in a plan file (service/usecases/plans.py)
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,18 @@ class ScoreKeyResult:
 class BindKeyResult:
     key_result_id: int
     metric_id: int | None  # None unbinds
+
+
+# --- plans as files -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ApplyPlan:
+    """A plan's YAML or JSON text (service/plan_format.py)."""
+
+    document: str
+    dry_run: bool = False
+    prune: bool = False
 
 
 # --- comments, reviews, metrics --------------------------------------------------------------

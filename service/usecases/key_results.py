@@ -108,6 +108,7 @@ async def create_key_result(
         current_value=start,
         weight=weight,
         progress=rules.key_result_progress(kind, start, target, start),
+        external_key=cmd.external_key,
     )
     session.add(row)
     await session.flush()

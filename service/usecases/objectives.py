@@ -77,6 +77,7 @@ async def create_objective(
         parent_id=parent_id,
         weight=weight,
         visibility=visibility,
+        external_key=cmd.external_key,
     )
     session.add(row)
     await session.flush()
