@@ -122,9 +122,18 @@ async def team(org: Org, name: str, parent: str | None = None) -> str:
     return p["team"]["id"]
 
 
+def around_today(before: int = 45, after: int = 45) -> tuple[str, str]:
+    """A cycle's dates around today (the wall clock's), so that tests hold on any day:
+    a fixed quarter turns past its end at New Year."""
+    today = datetime.now(UTC).date()
+    return (today - timedelta(days=before)).isoformat(), (today + timedelta(days=after)).isoformat()
+
+
 async def active_cycle(
-    org: Org, starts_on: str = "2026-10-01", ends_on: str = "2026-12-31", status: str = "ACTIVE"
+    org: Org, starts_on: str | None = None, ends_on: str | None = None, status: str = "ACTIVE"
 ) -> str:
+    start, end = around_today()
+    starts_on, ends_on = starts_on or start, ends_on or end
     p = await ok(
         org, "createCycle", {"name": "Q4", "startsOn": starts_on, "endsOn": ends_on}, "cycle { id }"
     )

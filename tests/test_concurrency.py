@@ -13,7 +13,7 @@ from service.db import Database
 from service.domain import enums as domain_enums
 from service.usecases import commands, cycles, key_results, objectives
 from service.verify import verify, verify_event_sequences
-from tests.factories import Org
+from tests.factories import Org, around_today
 
 CHECK_INS = 60
 
@@ -22,10 +22,9 @@ async def build_tree(db: Database, org: Org) -> tuple[int, list[int]]:
     p = org.admin
     from datetime import date
 
+    start, end = (date.fromisoformat(d) for d in around_today())
     cycle = await db.transaction(
-        lambda s: cycles.create_cycle(
-            s, p, commands.CreateCycle("Q", date(2026, 1, 1), date(2026, 12, 31))
-        )
+        lambda s: cycles.create_cycle(s, p, commands.CreateCycle("Q", start, end))
     )
     await db.transaction(
         lambda s: cycles.set_cycle_status(
@@ -302,7 +301,7 @@ async def test_backdated_check_ins_racing(db: Database, org: Org):
 
     _root, krs = await build_tree(db, org)
     kr = krs[1]
-    base = datetime(2026, 3, 1, tzinfo=UTC)
+    base = datetime.now(UTC) - timedelta(days=30)  # inside the cycle (around today)
     stamps = [base + timedelta(hours=h) for h in random.Random(5).sample(range(500), 30)]
 
     async def one(n: int, at: datetime):
@@ -337,7 +336,7 @@ async def test_retractions_and_corrections_racing_check_ins(db: Database, org: O
 
     _root, krs = await build_tree(db, org)
     hot = krs[:3]  # every kind of write lands on these
-    base = datetime(2026, 6, 1, tzinfo=UTC)
+    base = datetime.now(UTC) - timedelta(days=30)
     seeded: list[int] = []
     for n in range(18):
         row, _kr = await db.transaction(
@@ -436,7 +435,7 @@ async def test_measurement_retractions_racing_check_ins_and_measurements(db: Dat
                 s, org.admin, commands.BindKeyResult(kr, metric_id)
             )
         )
-    base = datetime(2026, 6, 1, tzinfo=UTC)
+    base = datetime.now(UTC) - timedelta(days=30)
     instants = [base + timedelta(days=n) for n in range(12)]
     await db.transaction(
         lambda s: metrics.record_measurements(
@@ -456,7 +455,7 @@ async def test_measurement_retractions_racing_check_ins_and_measurements(db: Dat
                 )
             )
         elif n % 3 == 1:
-            at = base + timedelta(days=20 + n)
+            at = base + timedelta(days=12, hours=n)  # after the measurements above
             work.append(
                 lambda s, at=at: metrics.record_measurements(
                     s, org.admin, [commands.MeasurementInput("cost", rng.uniform(0, 99), at)]

@@ -140,16 +140,17 @@ async def test_item6_same_key_with_another_value_or_instant_is_a_conflict(org: O
     kr = await h.key_result(org, await h.objective(org, cycle, "O"))
     first = await h.check_in(org, kr, 10, idempotencyKey="k1")
     assert (await h.check_in(org, kr, 10, idempotencyKey="k1"))["checkIn"] == first["checkIn"]
-    at = "2026-11-01T08:00:00+00:00"
+    day = h.around_today(before=10)[0]
+    at = f"{day}T08:00:00+00:00"
     dated = await h.check_in(org, kr, 5, idempotencyKey="k2", measuredAt=at)
-    same = await h.check_in(org, kr, 5, idempotencyKey="k2", measuredAt="2026-11-01T09:00:00+01:00")
+    same = await h.check_in(org, kr, 5, idempotencyKey="k2", measuredAt=f"{day}T09:00:00+01:00")
     assert same["checkIn"] == dated["checkIn"]  # the same instant, written another way
     before = await events_written(db)
     for inp in (
         {"value": 11, "idempotencyKey": "k1"},  # another value
         {"value": 10, "idempotencyKey": "k1", "measuredAt": at},  # another instant
         {"value": 5, "idempotencyKey": "k2"},  # now, not the instant first given
-        {"value": 5, "idempotencyKey": "k2", "measuredAt": "2026-11-02T08:00:00+00:00"},
+        {"value": 5, "idempotencyKey": "k2", "measuredAt": f"{day}T07:00:00+00:00"},
     ):
         payload = await h.mutate(org, "checkIn", {"keyResultId": kr, **inp}, CHECK_IN)
         assert payload["checkIn"] is None, inp
