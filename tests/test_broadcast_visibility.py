@@ -265,3 +265,47 @@ async def test_a_membership_added_while_subscribed_ends_the_socket_to_reconnect(
         assert "warehouse note" in json.dumps(await until(b, marker))
     finally:
         await b.close()
+
+
+async def test_an_ownership_change_is_delivered_by_the_rule_on_every_replica(
+    world: World, replicas: Any
+):
+    """Two replicas, each with both members subscribed: an ownership change made while
+    they are subscribed reaches A on each replica and B on neither; given back, neither.
+    No replica keeps a visibility decision that another's write changed."""
+    org = world.org
+    secret = await objective(
+        org, world.cycle, "Secret handover", visibility="PRIVATE", teamId=world.team
+    )
+    kr = await key_result(org, secret, "Secret KR")
+    first, second = await replicas(), await replicas()
+    sockets = {
+        (who, n): await subscribed(replica, world.token(member), "graphql-transport-ws")
+        for n, replica in enumerate((first, second))
+        for who, member in (("a", world.a), ("b", world.b))
+    }
+    try:
+        await settle()
+        await ok(
+            org, "updateObjective", {"objectiveId": secret, "ownerId": world.a}, "objective { id }"
+        )
+        await check_in(org, kr, 2, note="secret after")
+        marker = await world.mark()
+        for (who, n), socket in sockets.items():
+            seen = json.dumps(await until(socket, marker))
+            assert ("secret after" in seen) == (who == "a"), (who, n)
+            if who == "b":
+                assert "ecret" not in seen, n
+        await ok(
+            org,
+            "updateObjective",
+            {"objectiveId": secret, "ownerId": ids.encode("User", org.admin_id)},
+            "objective { id }",
+        )
+        await check_in(org, kr, 3, note="secret returned")
+        marker = await world.mark()
+        for (who, n), socket in sockets.items():
+            assert "secret returned" not in json.dumps(await until(socket, marker)), (who, n)
+    finally:
+        for socket in sockets.values():
+            await socket.close()
