@@ -10,12 +10,12 @@ from typing import Any
 from strawberry.fastapi import BaseContext
 from strawberry.types import Info as _Info
 
-from schema.loaders import Loaders
 from service import clock
 from service.db import Database
 from service.domain.errors import Unauthenticated
 from service.domain.principal import Principal
 from service.fanout import EventHub
+from service.reads.loaders import Loaders
 from service.settings import Settings
 
 

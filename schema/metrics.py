@@ -12,17 +12,15 @@ from typing import Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy import Select, func, select
 from strawberry import ID
 
 from schema import ids
 from schema.context import Info
 from schema.inputs import instant
-from schema.loaders import MEASUREMENT, METRIC
 from schema.types.common import Connection, Node, connection, page_window
 from schema.types.key_result import KeyResult
 from schema.types.metric_source import MetricSource, source_of
-from service.reads import keyset
+from service.reads import lists
 from service.reads.keyset import Slice
 
 # --- types ---------------------------------------------------------------------------------
@@ -147,30 +145,16 @@ async def _measurements(
     start: datetime | None,
     end: datetime | None,
 ) -> Connection[Measurement]:
-    org = info.context.principal.organization_id
-    base: Select = select(MEASUREMENT).where(
-        MEASUREMENT.c.organization_id == org, MEASUREMENT.c.metric_id == metric_id
-    )
-    if start is not None:
-        base = base.where(MEASUREMENT.c.measured_at >= instant(start, "from"))
-    if end is not None:
-        base = base.where(MEASUREMENT.c.measured_at <= instant(end, "to"))
-    if start is not None and end is not None and instant(end, "to") < instant(start, "from"):
+    since = instant(start, "from") if start is not None else None
+    until = instant(end, "to") if end is not None else None
+    if since is not None and until is not None and until < since:
         raise _bad("`to` must not be before `from`")
-    page = keyset.page(base, [MEASUREMENT.c.measured_at, MEASUREMENT.c.id], True, window)
-    async with info.context.db.connect() as conn:
-        rows = list((await conn.execute(page)).all())
-
-    async def count() -> int:
-        async with info.context.db.connect() as conn:
-            stmt = select(func.count()).select_from(base.subquery())
-            return int((await conn.execute(stmt)).scalar_one())
-
+    listing = lists.measurements(info.context.db, info.context.principal, metric_id, since, until)
     return connection(
-        rows,
+        await listing.page(window),
         window,
         Measurement.of,
-        count,
+        listing.count,
         position=lambda r: ids.pair_cursor(_micros(r.measured_at), r.id),
     )
 
@@ -187,37 +171,15 @@ async def list_metrics(
     before: str | None = None,
 ) -> Connection[Metric]:
     window = page_window(info, first, after, last, before)
-    org = info.context.principal.organization_id
-    base = select(METRIC).where(METRIC.c.organization_id == org, METRIC.c.archived_at.is_(None))
-    if search:
-        term = search.strip()
-        if len(term) > 200:
-            raise _bad("search is longer than 200 characters")
-        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        base = base.where(
-            METRIC.c.key.ilike(pattern, escape="\\") | METRIC.c.name.ilike(pattern, escape="\\")
-        )
-    page = keyset.page(base, [METRIC.c.id], False, window)
-    async with info.context.db.connect() as conn:
-        rows = list((await conn.execute(page)).all())
-
-    async def count() -> int:
-        async with info.context.db.connect() as conn:
-            stmt = select(func.count()).select_from(base.subquery())
-            return int((await conn.execute(stmt)).scalar_one())
-
-    return connection(rows, window, Metric.of, count)
+    term = search.strip() if search else None
+    if term is not None and len(term) > lists.MAX_SEARCH:
+        raise _bad(f"search is longer than {lists.MAX_SEARCH} characters")
+    listing = lists.metrics(info.context.db, info.context.principal, term)
+    return connection(await listing.page(window), window, Metric.of, listing.count)
 
 
 async def metric_by_key(info: Info, key: str) -> Metric | None:
-    org = info.context.principal.organization_id
     if len(key) > 100:
         return None
-    async with info.context.db.connect() as conn:
-        row = (
-            await conn.execute(
-                select(METRIC).where(METRIC.c.organization_id == org, METRIC.c.key == key)
-            )
-        ).one_or_none()
+    row = await lists.metric_by_key(info.context.db, info.context.principal, key)
     return Metric.of(row) if row is not None else None

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy import Select, exists, func, literal, select
 from strawberry import ID
 
 from schema import ids, nodes
 from schema.context import Info
 from schema.enums import CycleStatus, ProgressStatus, Role
 from schema.ids import decode_filter_id
-from schema.loaders import CYCLE, EVENT, OBJECTIVE, TEAM
 from schema.metrics import Metric, list_metrics, metric_by_key
 from schema.realism import RealismCount, realism_counts
 from schema.types.common import (
@@ -30,11 +26,8 @@ from schema.types.objective import Objective
 from schema.types.organization import Organization, Viewer
 from schema.types.team import Team
 from schema.types.webhook import WebhookEndpoint, webhook_endpoints
-from service import sql
 from service.domain.enums import ProgressStatus as Status
-from service.reads import keyset
-from service.reads.keyset import Slice
-from service.reads.visibility import visible_events, visible_objectives
+from service.reads import lists
 
 
 def bad_input(message: str) -> GraphQLError:
@@ -47,12 +40,6 @@ async def node_by_id(info: Info, gid: str) -> Node | None:
     except ids.BadId:
         return None  # an id that names nothing names nothing we have
     return await nodes.resolve(info, type_name, pk)
-
-
-def status_sql(now: Any, thresholds: tuple[float, float]) -> Any:
-    """The status rule in SQL, over objective joined with cycle, for filtering."""
-    o, c = OBJECTIVE.c, CYCLE.c
-    return sql.status(now, thresholds, o.progress, o.has_check_in, c.starts_on, c.ends_on)
 
 
 @strawberry.input
@@ -69,69 +56,22 @@ class ObjectiveFilter:
     )
 
 
-def _objective_query(info: Info, f: ObjectiveFilter | None) -> Select:
-    p = info.context.principal
-    stmt = (
-        select(OBJECTIVE)
-        .join(CYCLE, CYCLE.c.id == OBJECTIVE.c.cycle_id)
-        .where(OBJECTIVE.c.organization_id == p.organization_id, visible_objectives(p, OBJECTIVE))
-    )
+def _objective_filter(f: ObjectiveFilter | None) -> lists.ObjectiveFilter:
+    """The filter with its ids decoded and its search checked (a clear error each)."""
     f = f or ObjectiveFilter()
-    for gid, type_name, name, column in (
-        (f.cycle_id, "Cycle", "cycleId", OBJECTIVE.c.cycle_id),
-        (f.team_id, "Team", "teamId", OBJECTIVE.c.team_id),
-        (f.owner_id, "User", "ownerId", OBJECTIVE.c.owner_id),
-        (f.parent_id, "Objective", "parentId", OBJECTIVE.c.parent_id),
-    ):
-        pk = decode_filter_id(gid, type_name, name)
-        if pk is not None:
-            stmt = stmt.where(column == pk)
-    parent_pk = decode_filter_id(f.parent_id, "Objective", "parentId")
-    if parent_pk is not None:
-        # Children of a parent the caller may not see are not listed by it: the answer
-        # would tell a hidden parent from one that does not exist.
-        parent = OBJECTIVE.alias("filter_parent")
-        stmt = stmt.where(
-            exists(
-                select(literal(1))
-                .select_from(parent)
-                .where(
-                    parent.c.id == parent_pk,
-                    parent.c.organization_id == p.organization_id,
-                    visible_objectives(p, parent),
-                )
-            )
-        )
-    if f.roots_only:
-        stmt = stmt.where(OBJECTIVE.c.parent_id.is_(None))
-    if not f.include_archived:
-        stmt = stmt.where(OBJECTIVE.c.archived_at.is_(None))
-    if f.search:
-        term = f.search.strip()
-        if len(term) > 200:
-            raise bad_input("search is longer than 200 characters")
-        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = stmt.where(OBJECTIVE.c.title.ilike(f"%{escaped}%", escape="\\"))
-    if f.status is not None:
-        wanted = [str(s.value) for s in f.status]
-        stmt = stmt.where(status_sql(info.context.now, p.thresholds).in_(wanted))
-    return stmt
-
-
-async def _fetch(info: Info, stmt: Select) -> list[Any]:
-    async with info.context.db.connect() as conn:
-        return list((await conn.execute(stmt)).all())
-
-
-async def _keyset_page(info: Info, base: Select, column: Any, window: Slice) -> list[Any]:
-    """One page of `base` in `column` order, either way, with what tells whether pages
-    lie before and after it (service/reads/keyset.py): one statement."""
-    return await _fetch(info, keyset.page(base, [column], False, window))
-
-
-async def _count(info: Info, stmt: Select) -> int:
-    async with info.context.db.connect() as conn:
-        return (await conn.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+    search = f.search.strip() if f.search else None
+    if search is not None and len(search) > lists.MAX_SEARCH:
+        raise bad_input(f"search is longer than {lists.MAX_SEARCH} characters")
+    return lists.ObjectiveFilter(
+        cycle_id=decode_filter_id(f.cycle_id, "Cycle", "cycleId"),
+        team_id=decode_filter_id(f.team_id, "Team", "teamId"),
+        owner_id=decode_filter_id(f.owner_id, "User", "ownerId"),
+        parent_id=decode_filter_id(f.parent_id, "Objective", "parentId"),
+        roots_only=bool(f.roots_only),
+        statuses=None if f.status is None else [str(s.value) for s in f.status],
+        search=search,
+        include_archived=bool(f.include_archived),
+    )
 
 
 @strawberry.type
@@ -168,12 +108,8 @@ class Query:
         before: str | None = None,
     ) -> Connection[Team]:
         window = page_window(info, first, after, last, before)
-        base = select(TEAM).where(
-            TEAM.c.organization_id == info.context.principal.organization_id,
-            TEAM.c.archived_at.is_(None),  # archived teams leave lists
-        )
-        rows = await _keyset_page(info, base, TEAM.c.id, window)
-        return connection(rows, window, Team.of, lambda: _count(info, base))
+        listing = lists.teams(info.context.db, info.context.principal)
+        return connection(await listing.page(window), window, Team.of, listing.count)
 
     @strawberry.field
     async def cycles(
@@ -186,13 +122,9 @@ class Query:
         before: str | None = None,
     ) -> Connection[Cycle]:
         window = page_window(info, first, after, last, before)
-        base = select(CYCLE).where(
-            CYCLE.c.organization_id == info.context.principal.organization_id
-        )
-        if status is not None:
-            base = base.where(CYCLE.c.status == str(status.value))
-        rows = await _keyset_page(info, base, CYCLE.c.id, window)
-        return connection(rows, window, Cycle.of, lambda: _count(info, base))
+        wanted = None if status is None else str(status.value)
+        listing = lists.cycles(info.context.db, info.context.principal, wanted)
+        return connection(await listing.page(window), window, Cycle.of, listing.count)
 
     @strawberry.field
     async def objectives(
@@ -205,10 +137,11 @@ class Query:
         before: str | None = None,
     ) -> Connection[Objective]:
         window = page_window(info, first, after, last, before)
-        base = _objective_query(info, filter)
-        rows = await _keyset_page(info, base, OBJECTIVE.c.id, window)
-        await info.context.loaders.prime_cycles(rows)
-        return connection(rows, window, Objective.of, lambda: _count(info, base))
+        ctx = info.context
+        listing = lists.objectives(ctx.db, ctx.principal, _objective_filter(filter), ctx.now)
+        rows = await listing.page(window)
+        await ctx.loaders.prime_cycles(rows)
+        return connection(rows, window, Objective.of, listing.count)
 
     @strawberry.field(
         description="Per team: objectives by status, mean progress and score, "
@@ -292,16 +225,12 @@ class Query:
         before: str | None = None,
     ) -> Connection[Event]:
         window = page_window(info, first, after, last, before)
-        p = info.context.principal
-        base = select(EVENT).where(
-            EVENT.c.organization_id == p.organization_id, visible_events(p, EVENT)
-        )
-        rows = await _keyset_page(info, base, EVENT.c.seq, window)
+        listing = lists.events(info.context.db, info.context.principal)
         return connection(
-            rows,
+            await listing.page(window),
             window,
             Event.of,
-            lambda: _count(info, base),
+            listing.count,
             position=lambda r: ids.cursor(r.seq),
         )
 

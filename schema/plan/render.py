@@ -230,31 +230,35 @@ _FILTER_FIELDS = {
 
 
 async def _root_objectives(plan: Plan, sel: Sel) -> Any:
-    from types import SimpleNamespace
-
-    from sqlalchemy import func, select
-
-    from schema.queries import OBJECTIVE, ObjectiveFilter, _objective_query
+    from schema.queries import ObjectiveFilter
+    from service.reads import lists
+    from service.reads.lists import OBJECTIVE
 
     first, position, backward = plan.window(sel)
     raw = sel.args.get("filter")
-    f = None
+    wanted = lists.ObjectiveFilter()
     if raw is not None:
-        if isinstance(raw, ObjectiveFilter):
-            f = raw
-        else:
-            f = ObjectiveFilter(**{_FILTER_FIELDS[k]: v for k, v in raw.items()})
-        if f.search is not None and len(f.search.strip()) > 200:
+        f = (
+            raw
+            if isinstance(raw, ObjectiveFilter)
+            else ObjectiveFilter(**{_FILTER_FIELDS[k]: v for k, v in raw.items()})
+        )
+        search = f.search.strip() if f.search else None
+        if search is not None and len(search) > lists.MAX_SEARCH:
             raise Unsupported("search too long")
-        for gid, type_name in (
-            (f.cycle_id, "Cycle"),
-            (f.team_id, "Team"),
-            (f.owner_id, "User"),
-            (f.parent_id, "Objective"),
-        ):
-            plan.decode(gid, type_name)
-    info: Any = SimpleNamespace(context=plan.ctx)
-    base = _objective_query(info, f)
+        wanted = lists.ObjectiveFilter(
+            cycle_id=plan.decode(f.cycle_id, "Cycle"),
+            team_id=plan.decode(f.team_id, "Team"),
+            owner_id=plan.decode(f.owner_id, "User"),
+            parent_id=plan.decode(f.parent_id, "Objective"),
+            roots_only=bool(f.roots_only),
+            statuses=None if f.status is None else [str(s.value) for s in f.status],
+            search=search,
+            include_archived=bool(f.include_archived),
+        )
+    ctx = plan.ctx
+    listing = lists.objectives(ctx.db, ctx.principal, wanted, ctx.now)
+    base = listing.base
     order = OBJECTIVE.c.id.desc() if backward else OBJECTIVE.c.id
     stmt = base.order_by(order).limit(first + 1)
     if position is not None:
@@ -266,15 +270,12 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
     await reads.by_id("cycle", [r.cycle_id for r in rows])
 
     async def count() -> int:
-        got = await reads.execute(select(func.count()).select_from(base.subquery()))
-        return int(got[0][0])
+        return int((await reads.execute(listing.counting()))[0][0])
 
     async def beyond() -> bool:
         # Any row of the list on the cursor's other side (the executor's probe).
         assert position is not None
-        side = OBJECTIVE.c.id >= position if backward else OBJECTIVE.c.id <= position
-        found = select(func.count()).select_from(base.where(side).limit(1).subquery())
-        return int((await reads.execute(found))[0][0]) > 0
+        return int((await reads.execute(listing.any_beyond(position, backward)))[0][0]) > 0
 
     page = Page(rows, first, position, "Objective", count, beyond, backward)
     return (await plan.build(_connection_type(sel), sel.details, [page]))[0]

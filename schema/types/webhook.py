@@ -10,15 +10,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy import func, select
 from strawberry import ID
 
 from schema import ids, nodes
 from schema.context import Info
 from schema.enums import DeliveryStatus, EventKind
 from schema.types.common import Connection, Node, connection, page_window
-from service.reads import keyset
-from service.webhooks import DELIVERY, ENDPOINT
+from service.reads import lists
 
 if TYPE_CHECKING:  # resolved lazily at run time (strawberry.lazy): no import circle
     from schema.types.event import Event
@@ -32,16 +30,6 @@ def _bad(message: str) -> GraphQLError:
 def require_admin(info: Info) -> None:
     if not info.context.principal.is_admin:
         raise GraphQLError("webhooks are for admins only", extensions={"code": "FORBIDDEN"})
-
-
-async def _row(info: Info, table: Any, pk: int) -> Any:
-    """One row of the caller's organization, for admins only (else None)."""
-    p = info.context.principal
-    if not p.is_admin:
-        return None
-    async with info.context.db.connect() as conn:
-        stmt = select(table).where(table.c.id == pk, table.c.organization_id == p.organization_id)
-        return (await conn.execute(stmt)).one_or_none()
 
 
 async def load_endpoint(loaders: Any, pk: int) -> Any:
@@ -156,21 +144,9 @@ async def _deliveries(
     status: list[DeliveryStatus] | None,
 ) -> Connection[WebhookDelivery]:
     window = page_window(info, first, after, last, before)
-    org = info.context.principal.organization_id
-    base = select(DELIVERY).where(
-        DELIVERY.c.organization_id == org, DELIVERY.c.endpoint_id == endpoint_id
-    )
-    if status:
-        base = base.where(DELIVERY.c.status.in_([str(s.value) for s in status]))
-    async with info.context.db.connect() as conn:
-        rows = list((await conn.execute(keyset.page(base, [DELIVERY.c.id], False, window))).all())
-
-    async def count() -> int:
-        async with info.context.db.connect() as conn:
-            stmt = select(func.count()).select_from(base.subquery())
-            return int((await conn.execute(stmt)).scalar_one())
-
-    return connection(rows, window, WebhookDelivery.of, count)
+    statuses = [str(s.value) for s in status] if status else None
+    listing = lists.deliveries(info.context.db, info.context.principal, endpoint_id, statuses)
+    return connection(await listing.page(window), window, WebhookDelivery.of, listing.count)
 
 
 async def webhook_endpoints(
@@ -182,14 +158,5 @@ async def webhook_endpoints(
 ) -> Connection[WebhookEndpoint]:
     require_admin(info)
     window = page_window(info, first, after, last, before)
-    org = info.context.principal.organization_id
-    base = select(ENDPOINT).where(ENDPOINT.c.organization_id == org)
-    async with info.context.db.connect() as conn:
-        rows = list((await conn.execute(keyset.page(base, [ENDPOINT.c.id], False, window))).all())
-
-    async def count() -> int:
-        async with info.context.db.connect() as conn:
-            stmt = select(func.count()).select_from(base.subquery())
-            return int((await conn.execute(stmt)).scalar_one())
-
-    return connection(rows, window, WebhookEndpoint.of, count)
+    listing = lists.webhook_endpoints(info.context.db, info.context.principal)
+    return connection(await listing.page(window), window, WebhookEndpoint.of, listing.count)
