@@ -463,9 +463,13 @@ def _readme_example() -> str:
 async def test_the_readme_example_applies_to_the_demo_as_printed(
     db, settings: Settings, database_url: str, bin_okr: str, tmp_path: Path
 ):
-    from service import demo
+    from service import clock, demo
 
-    await demo.seed(db)
+    clock.start(demo.NOW)  # the demo as `okr serve --demo` seeds it, on any day
+    try:
+        await demo.seed(db)
+    finally:
+        clock.start(None)
     env = _env(database_url, settings)
     example = _readme_example()
     plan = tmp_path / "q1-2027.yaml"
