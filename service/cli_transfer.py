@@ -24,7 +24,7 @@ def _bar(total: int | None, unit: str, what: str) -> Any:
     return tqdm(
         total=total,
         unit=unit,
-        unit_scale=True,
+        unit_scale=unit == "B",
         desc=what,
         file=sys.stderr,
         disable=not sys.stderr.isatty(),

@@ -388,3 +388,53 @@ async def test_a_failed_export_leaves_no_file(bin_okr, exported, tmp_path):
     code, _out, err = await okr(bin_okr, env, "export", "--org", "no-such-org", "-o", str(target))
     assert code == 1 and "no organization with slug 'no-such-org'" in err
     assert not target.exists() and not (tmp_path / "missing.json.partial").exists()
+
+
+async def test_progress_shows_on_a_terminal_and_nowhere_else(bin_okr, exported, tmp_path):
+    import asyncio
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    env, path = exported
+    # Piped: the one-line summary, no bar.
+    code, _out, err = await okr(bin_okr, env, "import", str(path), "--slug", "piped")
+    assert code == 0 and err == ""
+    code, _out, err = await okr(bin_okr, env, "export", "--org", "piped")
+    assert code == 0 and err.startswith("exported 'piped'") and "\r" not in err
+
+    def on_a_terminal(*args: str) -> str:
+        master, slave = pty.openpty()
+        # a terminal of 80 columns (a new one has none, and the bar would be empty)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        try:
+            subprocess.run(
+                [bin_okr, *args],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=slave,
+                check=True,
+                timeout=60,
+            )
+        finally:
+            os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(master)
+        return shown.decode(errors="replace")
+
+    shown = await asyncio.to_thread(on_a_terminal, "export", "--org", "piped")
+    assert "\rexport: " in shown and "%|" in shown and "rows/s]" in shown, shown
+    shown = await asyncio.to_thread(on_a_terminal, "import", str(path), "--slug", "on-a-tty")
+    assert "\rimport: " in shown and "%|" in shown and "B/s]" in shown, shown
