@@ -42,6 +42,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service import events
+from service.db import sqlstate
 from service.domain.errors import ErrorCode, Rejected, invalid
 from service.verify import verify, verify_event_sequences
 
@@ -600,16 +601,35 @@ async def import_document(
     chosen = slugify(wanted)
     if chosen != wanted:
         raise invalid(f"{wanted!r} is not a slug (lowercase letters, digits and -)", "slug")
-    taken = await session.scalar(
-        text("SELECT 1 FROM organization WHERE slug = :slug"), {"slug": chosen}
+    taken = Rejected(
+        ErrorCode.CONFLICT,
+        f"an organization with slug {chosen!r} exists already: nothing imported "
+        "(choose another with --slug)",
+        ["slug"],
     )
-    if taken:
-        raise Rejected(
-            ErrorCode.CONFLICT,
-            f"an organization with slug {chosen!r} exists already: nothing imported "
-            "(choose another with --slug)",
-            ["slug"],
+    if await session.scalar(text("SELECT 1 FROM organization WHERE slug = :s"), {"s": chosen}):
+        raise taken
+    try:
+        org_id = await session.scalar(
+            text(
+                "INSERT INTO organization (name, slug, on_track_gap, at_risk_gap, "
+                "check_in_cadence_days, created_at) VALUES (:name, :slug, :on_track_gap, "
+                ":at_risk_gap, :cadence, coalesce(:created_at, now())) RETURNING id"
+            ),
+            {
+                "name": org_cols["name"],
+                "slug": chosen,
+                "on_track_gap": org_cols["onTrackGap"],
+                "at_risk_gap": org_cols["atRiskGap"],
+                "cadence": org_cols["checkInCadenceDays"],
+                "created_at": org_cols["createdAt"],
+            },
         )
+    except DBAPIError as exc:
+        if sqlstate(exc) == "23505":  # taken meanwhile, by a concurrent import or create
+            raise taken from exc
+        raise _refuse(f"organization: {_detail(exc)}") from exc
+    assert isinstance(org_id, int)
     for section in SECTIONS:
         defs = ", ".join(f"{c.column} {_PG_TYPES[c.kind]}" for c in section.all_cols)
         await session.execute(
@@ -624,11 +644,14 @@ async def import_document(
         section = BY_NAME[name]
         rows = batches[name]
         if rows:
-            await pg.copy_records_to_table(
-                _stage(section),
-                records=rows,
-                columns=["n", *(c.column for c in section.all_cols)],
-            )
+            try:
+                await pg.copy_records_to_table(
+                    _stage(section),
+                    records=rows,
+                    columns=["n", *(c.column for c in section.all_cols)],
+                )
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OverflowError) as exc:
+                raise _refuse(f"{name}: a value the database cannot hold ({exc})") from exc
             on_rows(len(rows))
             batches[name] = []
 
@@ -654,23 +677,6 @@ async def import_document(
     for section in SECTIONS:
         await flush(section.name)
         await session.execute(text(f"ANALYZE {_stage(section)}"))  # temp: never auto-analyzed
-
-    org_id = await session.scalar(
-        text(
-            "INSERT INTO organization (name, slug, on_track_gap, at_risk_gap, "
-            "check_in_cadence_days, created_at) VALUES (:name, :slug, :on_track_gap, "
-            ":at_risk_gap, :cadence, coalesce(:created_at, now())) RETURNING id"
-        ),
-        {
-            "name": org_cols["name"],
-            "slug": chosen,
-            "on_track_gap": org_cols["onTrackGap"],
-            "at_risk_gap": org_cols["atRiskGap"],
-            "cadence": org_cols["checkInCadenceDays"],
-            "created_at": org_cols["createdAt"],
-        },
-    )
-    assert isinstance(org_id, int)
 
     # New ids, from each table's own sequence.
     for section in SECTIONS:
@@ -816,6 +822,10 @@ async def _insert(session: AsyncSession, section: Section, org_id: int) -> None:
     try:
         await session.execute(text(statement), {"org": org_id})
     except DBAPIError as exc:
-        orig = getattr(exc, "orig", None)
-        detail = str(getattr(orig, "__cause__", None) or orig or exc).strip()
-        raise _refuse(f"{section.name}: the document breaks a rule of the data: {detail}") from exc
+        broken = _detail(exc)
+        raise _refuse(f"{section.name}: the document breaks a rule of the data: {broken}") from exc
+
+
+def _detail(exc: DBAPIError) -> str:
+    orig = getattr(exc, "orig", None)
+    return str(getattr(orig, "__cause__", None) or orig or exc).strip()

@@ -370,6 +370,34 @@ async def test_broken_documents_are_refused_with_nothing_written(bin_okr, db, ex
     err = await refused(bin_okr, env, db, variant(wrong_type), "--slug", "x4")
     assert "checkIns entry 1: measuredAt must be an ISO 8601 instant" in err
 
+    def huge_id(ls: list[str]) -> list[str]:
+        at = next(i for i, line in enumerate(ls) if '"keyResultId"' in line)
+        ls[at] = ls[at].replace('{"id":', '{"id":1' + "0" * 20 + ',"x":', 1)
+        return ls
+
+    err = await refused(bin_okr, env, db, variant(huge_id), "--slug", "x6")
+    assert "unknown fields x" in err  # refused on the fields before the number is tried
+
+    def overflow(ls: list[str]) -> list[str]:
+        at = next(i for i, line in enumerate(ls) if '"keyResultId"' in line)
+        row = json.loads(ls[at].rstrip().rstrip(","))
+        row["id"] = 2**63  # one past bigint
+        ls[at] = json.dumps(row) + ("," if ls[at].rstrip().endswith(",") else "") + "\n"
+        return ls
+
+    err = await refused(bin_okr, env, db, variant(overflow), "--slug", "x7")
+    assert "checkIns: a value the database cannot hold" in err
+
+    def too_long(ls: list[str]) -> list[str]:
+        at = next(i for i, line in enumerate(ls) if '"cycleId"' in line)
+        row = json.loads(ls[at].rstrip().rstrip(","))
+        row["title"] = "x" * 400
+        ls[at] = json.dumps(row) + ("," if ls[at].rstrip().endswith(",") else "") + "\n"
+        return ls
+
+    err = await refused(bin_okr, env, db, variant(too_long), "--slug", "x8")
+    assert "objectives: the document breaks a rule of the data" in err and "too long" in err
+
     broken.write_text('{"format": "something else"}')
     err = await refused(bin_okr, env, db, broken, "--slug", "x5")
     assert "not an okr export document" in err
