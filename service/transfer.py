@@ -49,6 +49,7 @@ from service.verify import verify, verify_event_sequences
 FORMAT = "okr-export"
 FORMAT_VERSION = 1
 BATCH = 2_000
+WORK_MEM = "64MB"  # for the import's transaction only
 
 
 @dataclass(frozen=True)
@@ -635,6 +636,8 @@ async def import_document(
         await session.execute(
             text(f"CREATE TEMP TABLE {_stage(section)} (n bigint, {defs}) ON COMMIT DROP")
         )
+    # The id maps are hash-joined once per reference: room for them in memory.
+    await session.execute(text(f"SET LOCAL work_mem = '{WORK_MEM}'"))
     pg = await _driver(session)
 
     counts = {s.name: 0 for s in SECTIONS}
@@ -815,9 +818,7 @@ async def _insert(session: AsyncSession, section: Section, org_id: int) -> None:
     ]
     statement = (
         f"INSERT INTO {section.table} (organization_id, {', '.join(cols)}) "
-        f"SELECT :org, {', '.join(exprs)} FROM {_stage(section)} s "
-        + " ".join(_joins(section))
-        + " ORDER BY s.n"
+        f"SELECT :org, {', '.join(exprs)} FROM {_stage(section)} s " + " ".join(_joins(section))
     )
     try:
         await session.execute(text(statement), {"org": org_id})
