@@ -14,7 +14,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
-from service import cli_credentials, cli_support, cli_users, clock, migrate
+from service import cli_credentials, cli_support, cli_transfer, cli_users, clock, migrate
 from service.auth import issue_token
 from service.db import Database, direct_url, resolve_url
 from service.domain.errors import Rejected
@@ -353,6 +353,7 @@ def parser() -> argparse.ArgumentParser:
     from service import cli_integrations
 
     cli_integrations.register(sub)
+    cli_transfer.register(sub)
     return ap
 
 

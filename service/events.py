@@ -144,6 +144,13 @@ def organization_created(org_id: int, name: str, slug: str, admin_user_id: int) 
     return Event(K.ORGANIZATION_CREATED, S.ORGANIZATION, org_id, details)
 
 
+def organization_imported(org_id: int, name: str, slug: str, counts: Mapping[str, int]) -> Event:
+    """An organization loaded from an export document (`okr import`); `counts`: rows
+    per section of the document. Visible to admins only (service/reads/visibility.py)."""
+    details = {"name": name, "slug": slug, "counts": dict(counts)}
+    return Event(K.ORGANIZATION_IMPORTED, S.ORGANIZATION, org_id, details)
+
+
 def user_created(user_id: int, email: str, role: str, source: str | None = None) -> Event:
     details = {"email": email, "role": role} | ({"source": source} if source else {})
     return Event(K.USER_CREATED, S.USER, user_id, details)

@@ -31,11 +31,13 @@ _KEY_RESULTS = text(
               AND c.retracted_at IS NULL
             ORDER BY c.measured_at DESC, c.id DESC LIMIT 1) AS latest_value
     FROM key_result k
+    WHERE CAST(:org AS bigint) IS NULL OR k.organization_id = :org
     """
 )
 _OBJECTIVES = text(
     "SELECT id, organization_id, parent_id, weight, progress, has_check_in, score, "
-    "archived_at IS NOT NULL AS archived FROM objective"
+    "archived_at IS NOT NULL AS archived FROM objective "
+    "WHERE CAST(:org AS bigint) IS NULL OR organization_id = :org"
 )
 
 
@@ -60,12 +62,15 @@ def _differs(a: float | None, b: float | None) -> bool:
     return abs(a - b) > TOLERANCE
 
 
-async def verify(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
-    """Returns (rows checked, mismatches)."""
+async def verify(
+    conn: AsyncConnection, organization_id: int | None = None
+) -> tuple[int, list[Mismatch]]:
+    """Returns (rows checked, mismatches): of every organization, or of one."""
+    only = {"org": organization_id}
     found: list[Mismatch] = []
     parts_of: dict[int, list[tuple[str, int, Part]]] = defaultdict(list)
     checked = 0
-    for k in (await conn.execute(_KEY_RESULTS)).all():
+    for k in (await conn.execute(_KEY_RESULTS, only)).all():
         checked += 1
         kind = KeyResultType(k.type)
         if k.last_check_in_id != k.latest_id:
@@ -86,7 +91,7 @@ async def verify(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
             )
         )
 
-    objectives = {o.id: o for o in (await conn.execute(_OBJECTIVES)).all()}
+    objectives = {o.id: o for o in (await conn.execute(_OBJECTIVES, only)).all()}
     children: dict[int, list[int]] = defaultdict(list)
     for o in objectives.values():
         if o.parent_id is not None:
@@ -121,14 +126,18 @@ async def verify(conn: AsyncConnection) -> tuple[int, list[Mismatch]]:
     return checked, found
 
 
-async def verify_event_sequences(conn: AsyncConnection) -> list[str]:
-    """Each organization's events run 1..event_seq with no gap."""
+async def verify_event_sequences(
+    conn: AsyncConnection, organization_id: int | None = None
+) -> list[str]:
+    """Each organization's events (or one's) run 1..event_seq with no gap."""
     rows = await conn.execute(
         text(
             "SELECT o.id, o.event_seq, count(e.id) AS n, coalesce(max(e.seq), 0) AS top "
             "FROM organization o LEFT JOIN event e ON e.organization_id = o.id "
+            "WHERE CAST(:org AS bigint) IS NULL OR o.id = :org "
             "GROUP BY o.id, o.event_seq"
-        )
+        ),
+        {"org": organization_id},
     )
     return [
         f"organization {r.id}: sequence at {r.event_seq}, {r.n} events, highest {r.top}"

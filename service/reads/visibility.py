@@ -13,7 +13,9 @@ Events. An event is shown when its subject may be seen:
   result's);
 - Organization, Cycle, Team, User, Metric: org-wide things, every caller of the organization;
 - ApiKey, WebhookEndpoint, and any subject type not named here: admins only (a new
-  kind of event stays hidden until someone decides who may read it).
+  kind of event stays hidden until someone decides who may read it);
+- and, whatever the subject, the kinds in ADMIN_ONLY_KINDS: admins only
+  (ORGANIZATION_IMPORTED is about the Organization, but says how it was loaded).
 Progress changes inside a shown event that touch hidden objectives are dropped when the
 event is shaped (schema/types/common.py progress_changes). The feed, its totalCount,
 node(Event), history and both subscriptions use this one predicate.
@@ -38,6 +40,7 @@ EVENT = _TABLES["event"]
 ORG_WIDE_SUBJECTS = ("Organization", "Cycle", "Team", "User", "Metric")
 OBJECTIVE_SUBJECTS = ("Objective", "KeyResult", "CheckIn", "Comment")
 ADMIN_ONLY_SUBJECTS = ("ApiKey", "WebhookEndpoint")
+ADMIN_ONLY_KINDS = ("ORGANIZATION_IMPORTED",)
 
 
 def can_see_objective(
@@ -109,7 +112,7 @@ def visible_events(p: Principal, event: Any = EVENT) -> ColumnElement[bool]:
     )
     kind = event.c.subject_type
     return or_(
-        kind.in_(ORG_WIDE_SUBJECTS),
+        and_(kind.in_(ORG_WIDE_SUBJECTS), event.c.kind.not_in(ADMIN_ONLY_KINDS)),
         and_(kind == "Objective", objective),
         and_(kind == "KeyResult", key_result),
         and_(kind == "CheckIn", check_in),
