@@ -182,6 +182,9 @@ async def record_measurements(
             errors.append(exc)
 
     keys = sorted({it.key for it in items})
+    # The lock order (common.py): the alignment lock, shared, before the metrics, the
+    # bound key results (id order) and their chains.
+    await common.lock_alignment(session, org, shared=True)
     found = {
         r.key: r.id
         for r in (await session.execute(_LOCK_METRICS, {"org": org, "keys": keys})).all()
