@@ -37,7 +37,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session
 
-from bench.common import BenchDatabase, percentile
+from bench.common import BenchDatabase, percentile, step
 from service.clock import now
 from service.db import Database
 from service.domain.enums import CycleStatus, KeyResultType
@@ -108,37 +108,27 @@ async def build_tree(db: Database, p: Principal) -> Tree:
     metric_ids = []
     for key in ("orders", "returns"):
         metric = await db.transaction(
-            lambda s, key=key: metric_definitions.create_metric(
-                s, p, commands.CreateMetric(key=key, name=key.title())
-            )
+            step(metric_definitions.create_metric, p, commands.CreateMetric(key, key.title()))
         )
         tree.metrics.append(key)
         metric_ids.append(metric.id)
     for n, leaf in enumerate(leaves):
         tree.krs_of[leaf] = []
         for k in range(2):
-            kr = await db.transaction(
-                lambda s, leaf=leaf, k=k: key_results.create_key_result(
-                    s,
-                    p,
-                    commands.CreateKeyResult(
-                        objective_id=leaf,
-                        title=f"KR {k}",
-                        type=KeyResultType.INCREASE,
-                        start_value=0,
-                        target_value=100,
-                        weight=k + 1,
-                    ),
-                )
+            define = commands.CreateKeyResult(
+                objective_id=leaf,
+                title=f"KR {k}",
+                type=KeyResultType.INCREASE,
+                start_value=0,
+                target_value=100,
+                weight=k + 1,
             )
+            kr = await db.transaction(step(key_results.create_key_result, p, define))
             assert kr.id is not None
             tree.krs_of[leaf].append(kr.id)
             if k == 0:
-                await db.transaction(
-                    lambda s, kr=kr.id, m=metric_ids[n % 2]: metric_definitions.bind_key_result(
-                        s, p, commands.BindKeyResult(kr, m)
-                    )
-                )
+                bind = commands.BindKeyResult(kr.id, metric_ids[n % 2])
+                await db.transaction(step(metric_definitions.bind_key_result, p, bind))
     return tree
 
 
@@ -231,11 +221,8 @@ async def part_hold(db: Database, p: Principal, tree: Tree, n: int, seconds: flo
         nonlocal done
         r = random.Random(seed)
         while time.monotonic() < stop:
-            await db.transaction(
-                lambda s, v=r.uniform(0, 100): key_results.check_in(
-                    s, p, commands.CheckIn(key_result_id=kr, value=v)
-                )
-            )
+            cmd = commands.CheckIn(key_result_id=kr, value=r.uniform(0, 100))
+            await db.transaction(step(key_results.check_in, p, cmd))
             done += 1
 
     started = time.monotonic()
@@ -363,6 +350,7 @@ async def main(args: argparse.Namespace) -> dict:
                 s, "Bench Logistics", "admin@bench.example", "Ada Admin"
             )
         )
+        assert created.id is not None
         p = Principal(organization_id=created.id, role="ADMIN", user_id=admin.id)
         # A tree per part: each starts from the same shape.
         if "hold" in args.parts:
