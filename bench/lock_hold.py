@@ -71,7 +71,8 @@ class Tree:
         return [k for leaf in self.leaves for k in self.krs_of[leaf]]
 
 
-async def build_tree(db: Database, p: Principal) -> Tree:
+async def build_tree(db: Database, p: Principal, tag: str = "") -> Tree:
+    """The tree, in a cycle of its own, its metrics' keys ending in `tag`."""
     today = now().date()
     cycle = await db.transaction(
         lambda s: cycles.create_cycle(
@@ -106,7 +107,7 @@ async def build_tree(db: Database, p: Principal) -> Tree:
     leaves = [await objective(f"Team {i}", mids[i % 3]) for i in range(10)]
     tree = Tree(root, mids, leaves)
     metric_ids = []
-    for key in ("orders", "returns"):
+    for key in (f"orders{tag}", f"returns{tag}"):
         metric = await db.transaction(
             step(metric_definitions.create_metric, p, commands.CreateMetric(key, key.title()))
         )
@@ -354,13 +355,13 @@ async def main(args: argparse.Namespace) -> dict:
         p = Principal(organization_id=created.id, role="ADMIN", user_id=admin.id)
         # A tree per part: each starts from the same shape.
         if "hold" in args.parts:
-            tree = await build_tree(db, p)
+            tree = await build_tree(db, p, "-hold")
             out["hold"] = await part_hold(db, p, tree, args.check_ins, args.hold_seconds)
         if "align" in args.parts:
-            tree = await build_tree(db, p)
+            tree = await build_tree(db, p, "-align")
             out["align"] = await part_align(db, p, tree, rounds=20, check_ins=25)
         if "mixed" in args.parts:
-            tree = await build_tree(db, p)
+            tree = await build_tree(db, p, "-mixed")
             out["mixed"] = await part_mixed(db, p, tree, args.seconds)
     finally:
         await db.dispose()
