@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
@@ -376,7 +377,11 @@ def cli() -> None:
     parser.add_argument("--check-ins", type=int, default=300, help="hold: one at a time")
     parser.add_argument("--hold-seconds", type=float, default=5.0, help="hold: eight writers")
     parser.add_argument("--seconds", type=float, default=10.0, help="mixed: how long")
-    print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))
+    parser.add_argument("--out", default="lock_hold.json", help="written to bench/results/")
+    args = parser.parse_args()
+    text_out = json.dumps(asyncio.run(main(args)), indent=2)
+    print(text_out)
+    (Path(__file__).parent / "results" / args.out).write_text(text_out + "\n")
 
 
 if __name__ == "__main__":
