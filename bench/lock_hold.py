@@ -9,8 +9,10 @@ On one 14-objective tree (tests/test_lock_order.py builds the same one, `build_t
   to the commit's end is the time the chain's locks are held), split into the read
   statement (`okr_check_in_read`: the locks and every read), the rules (the pure
   rules and the event's payload, in Python, between the statements), the write
-  statement and the commit; p50 and p99 of each. Then eight writers at once on eight
-  key results of the tree (they queue on the root's row): check-ins a second.
+  statement and the commit; p50 and p99 of each. 20-item measurement batches (on a
+  metric feeding five key results: 100 check-ins) one at a time, first statement to
+  commit, and their statements. Then eight writers at once on eight key results of the
+  tree (they queue on the root's row): check-ins a second.
 - `align`: two teams moved back and forth between departments while six writers check
   in under them: deadlocks (pg_stat_database), retries (`Database.retries`) and
   transactions that failed after their last retry.
@@ -159,9 +161,11 @@ _marks: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("mar
 
 
 def _instrument(db: Database) -> None:
-    def before(*_args: Any) -> None:
+    def before(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
         marks = _marks.get()
         if marks is not None:
+            if "okr_lock_chain" in statement:
+                _chain_locked.append(len(marks))
             marks.append(time.perf_counter())
 
     def after(*_args: Any) -> None:
@@ -199,6 +203,32 @@ async def _timed_check_in(db: Database, p: Principal, kr: int, value: float) -> 
     }
 
 
+async def _timed_batch(
+    db: Database, p: Principal, tree: Tree, rng: random.Random
+) -> tuple[float, float]:
+    """A 20-item measurement batch from its first statement to its commit's end (its
+    first lock is taken in its first statements), and from the statement that locks the
+    chains (the root's row, which every writer of the tree waits for) to that end."""
+    marks: list[float] = []
+    _marks.set(marks)
+    batch = [
+        commands.MeasurementInput(
+            tree.metrics[0],
+            rng.uniform(0, 100),
+            measured_at=now() - timedelta(minutes=rng.uniform(1, 600)),
+        )
+        for _ in range(20)
+    ]
+    await db.transaction(step(metrics.record_measurements, p, batch))
+    _marks.set(None)
+    _batch_statements.append((len(marks) - 1) // 2)
+    return marks[-1] - marks[0], marks[-1] - marks[_chain_locked[-1]]
+
+
+_batch_statements: list[int] = []
+_chain_locked: list[int] = []  # the index of the mark where a chain's locks are taken
+
+
 def _ms(values: list[float]) -> dict[str, float]:
     values = sorted(values)
     return {
@@ -215,6 +245,9 @@ async def part_hold(db: Database, p: Principal, tree: Tree, n: int, seconds: flo
         await _timed_check_in(db, p, rng.choice(krs), rng.uniform(0, 100))
     samples = [await _timed_check_in(db, p, rng.choice(krs), rng.uniform(0, 100)) for _ in range(n)]
     split = {k: _ms([s[k] for s in samples]) for k in samples[0]}
+    for _ in range(5):
+        await _timed_batch(db, p, tree, rng)
+    batches = [await _timed_batch(db, p, tree, rng) for _ in range(n // 5)]
 
     done = 0
     stop = time.monotonic() + seconds
@@ -230,7 +263,15 @@ async def part_hold(db: Database, p: Principal, tree: Tree, n: int, seconds: flo
     started = time.monotonic()
     await asyncio.gather(*(writer(kr, i) for i, kr in enumerate(krs[::2][:8])))
     rate = done / (time.monotonic() - started)
-    return {"one_at_a_time_ms": split, "n": n, "eight_writers_per_second": round(rate, 1)}
+    return {
+        "one_at_a_time_ms": split,
+        "n": n,
+        "eight_writers_per_second": round(rate, 1),
+        "batch_of_20_ms": _ms([whole for whole, _ in batches]),
+        "batch_of_20_chain_held_ms": _ms([held for _, held in batches]),
+        "batch_statements": _batch_statements[-1],
+        "batches": len(batches),
+    }
 
 
 # --- align ------------------------------------------------------------------------------------

@@ -150,3 +150,39 @@ async def test_mixed_writers_on_one_tree_finish(db: Database, org: Org):
     assert db.retries == Counter(), db.retries
     assert await deadlocks(db) - before == 0
     await _clean(db)
+
+
+async def test_a_batch_writes_its_events_in_one_statement_in_order(db: Database, org: Org):
+    """A measurement batch's events (one per metric, then one CHECK_IN per key result
+    fed) go in one statement while its chains are locked: consecutive sequence numbers,
+    in that order, each with its payload."""
+    from service.db import count_statements
+    from service.usecases import metrics
+
+    tree = await build_tree(db, org.admin)
+    batch = [
+        commands.MeasurementInput(key, value, measured_at=now() - timedelta(minutes=5))
+        for key, value in ((tree.metrics[0], 40.0), (tree.metrics[1], 60.0))
+    ]
+    async with db.connect() as conn:
+        start = await conn.scalar(text("SELECT max(seq) FROM event"))
+    counted = count_statements()
+    await db.transaction(lambda s: metrics.record_measurements(s, org.admin, batch))
+    statements = counted.n  # twelve events, one statement for them all
+    async with db.connect() as conn:
+        rows = (
+            await conn.execute(
+                text(
+                    "SELECT seq, kind, subject_id, payload FROM event WHERE seq > :s ORDER BY seq"
+                ),
+                {"s": start},
+            )
+        ).all()
+        await _clean(db)
+    fed = sorted(tree.krs_of[leaf][0] for leaf in tree.leaves)
+    assert [r.seq for r in rows] == list(range(start + 1, start + 1 + 2 + len(fed)))
+    assert [r.kind for r in rows] == ["MEASUREMENTS_RECORDED"] * 2 + ["CHECK_IN"] * len(fed)
+    assert [r.subject_id for r in rows[2:]] == fed
+    assert [r.payload["key"] for r in rows[:2]] == tree.metrics
+    assert all(r.payload["changes"][0]["id"] == r.subject_id for r in rows[2:])
+    assert statements == 11, statements  # 22 with a statement per event
