@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -184,6 +185,9 @@ class Database:
         )
         event.listen(self.engine.sync_engine, "before_cursor_execute", _on_execute)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        # Transactions run again, by SQLSTATE (40P01 deadlock, 40001 serialization):
+        # the lock order (service/usecases/common.py) keeps 40P01 at zero.
+        self.retries: Counter[str] = Counter()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
@@ -202,8 +206,11 @@ class Database:
                 async with self.sessions() as session, session.begin():
                     return await work(session)
             except DBAPIError as exc:
-                if sqlstate(exc) in RETRYABLE and attempt < MAX_ATTEMPTS:
-                    log.info("retrying transaction after %s (attempt %d)", sqlstate(exc), attempt)
+                state = sqlstate(exc)
+                if state in RETRYABLE:
+                    self.retries[state] += 1
+                if state in RETRYABLE and attempt < MAX_ATTEMPTS:
+                    log.info("retrying transaction after %s (attempt %d)", state, attempt)
                     await asyncio.sleep(0.005 * attempt)
                     continue
                 raise

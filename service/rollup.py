@@ -1,12 +1,13 @@
 """Keeping stored objective progress exact: recompute a set of objectives and every
 ancestor, bottom-up, inside the caller's transaction.
 
-Concurrency: the rows are locked in id order (one global order, so two roll-ups
-through a shared ancestor queue instead of deadlocking), then read again in a new
-statement, which under READ COMMITTED sees every roll-up committed before the lock
-was granted. No update is lost. Both happen in one round trip: the PL/pgSQL function
-`okr_lock_chain` (migration 0007) locks and reads; the roll-up itself is computed here
-by the pure rules.
+Concurrency: the rows are locked in id order (step 3 of the one lock order,
+service/usecases/common.py: two roll-ups through a shared ancestor queue instead of
+deadlocking, and under the organization's alignment lock the chain cannot move
+meanwhile), then read again in a new statement, which under READ COMMITTED sees every
+roll-up committed before the lock was granted. No update is lost. Both happen in one
+round trip: the PL/pgSQL function `okr_lock_chain` (migration 0007) locks and reads; the
+roll-up itself is computed here by the pure rules.
 """
 
 from __future__ import annotations

@@ -1,5 +1,22 @@
-"""What every use case needs: checking plain values, and loading rows of the caller's
-organization (anything outside it, or hidden from the caller, is NOT_FOUND)."""
+"""What every use case needs: checking plain values, loading rows of the caller's
+organization (anything outside it, or hidden from the caller, is NOT_FOUND), and the
+one lock order.
+
+The lock order, for every write that locks an objective or a key result:
+
+1. the organization's alignment lock (`lock_alignment`, an advisory lock): exclusive
+   for whatever re-parents objectives (alignObjective, carry-over, plans, a cycle's
+   move to REVIEW), shared for everything else (check-ins, measurement batches,
+   corrections, key result and objective edits). Taken before any row lock, so no
+   chain moves while a writer holds part of it, and a re-parenting waits for the
+   writers in flight rather than deadlocking with them;
+2. the key results, in id order (a check-in's one, a batch's bound ones);
+3. objectives: a chain (`lock_chain`: the objectives and every ancestor, in id order,
+   in one statement), never an objective before its ancestors; a second chain later in
+   the same transaction (a roll-up's) is a part of the first, or, for a re-parenting,
+   one that only an exclusive holder takes;
+4. the organization's row (events.record: the event sequence), last, until commit.
+"""
 
 from __future__ import annotations
 
@@ -204,7 +221,10 @@ async def key_result(
     any_visibility: bool = False,
 ) -> tuple[KeyResult, Objective, Cycle]:
     """The key result, its objective and cycle; NOT_FOUND when absent or hidden from the
-    caller (unless `any_visibility`: a service checks in on any key result)."""
+    caller (unless `any_visibility`: a service checks in on any key result). `lock`
+    takes its row lock in the lock order (above): the alignment lock, shared, first."""
+    if lock:
+        await lock_alignment(session, p.organization_id, shared=True)
     stmt = (
         select(KeyResult, Objective, Cycle)
         .join(Objective, col(Objective.id) == col(KeyResult.objective_id))
@@ -224,12 +244,39 @@ async def key_result(
     return kr, obj, cyc
 
 
-async def lock_alignment(session: AsyncSession, organization_id: int) -> None:
-    """Alignment changes in one organization run one at a time, so two concurrent
-    re-parentings cannot together close a loop that neither sees alone."""
+_ALIGNMENT = text("SELECT pg_advisory_xact_lock(:k)")
+_ALIGNMENT_SHARED = text("SELECT pg_advisory_xact_lock_shared(:k)")
+_LOCK_CHAIN = sql.walk(
+    sql.ANCESTRY,
+    "SELECT o.id FROM objective o JOIN up ON up.id = o.id WHERE o.organization_id = :org "
+    "ORDER BY o.id FOR UPDATE OF o",
+)
+
+
+def alignment_key(organization_id: int) -> int:
+    """The organization's alignment lock (step 1 of the lock order above)."""
+    return sql.ALIGNMENT_LOCK + organization_id
+
+
+async def lock_alignment(
+    session: AsyncSession, organization_id: int, *, shared: bool = False
+) -> None:
+    """Step 1 of the lock order, before any row lock. Exclusive: re-parentings in one
+    organization run one at a time (two cannot together close a loop that neither sees
+    alone) and alone among the writers of its tree. Shared: a writer that re-parents
+    nothing (taken again after the exclusive lock, it is granted at once)."""
     await session.execute(
-        text("SELECT pg_advisory_xact_lock(:k)"), {"k": sql.ALIGNMENT_LOCK + organization_id}
+        _ALIGNMENT_SHARED if shared else _ALIGNMENT, {"k": alignment_key(organization_id)}
     )
+
+
+async def lock_chain(session: AsyncSession, organization_id: int, objective_ids: list[int]) -> None:
+    """Step 3 of the lock order: these objectives and every ancestor, in id order, in one
+    statement, before an objective is locked (or a row is inserted under one) on its
+    own. Under the alignment lock the chain cannot move meanwhile."""
+    ids = [i for i in objective_ids if i is not None]
+    if ids:
+        await session.execute(_LOCK_CHAIN, {"ids": ids, "org": organization_id})
 
 
 async def roll_up(session: AsyncSession, p: Principal, objective_ids: list[int]) -> RollUp:

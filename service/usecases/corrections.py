@@ -8,7 +8,8 @@ last check-in (NOT_STARTED) when none is left, and the chain rolls up in the sam
 transaction. A correction is a retraction plus a new check-in at the same instant, linked
 both ways, and writes one event (CHECK_IN_CORRECTED, whose check-in is the new one).
 
-Locks, in the check-in's order: the key result (FOR UPDATE), then its chain in id order
+Locks, in the check-in's order (service/usecases/common.py): the organization's alignment
+lock (shared), the key result (FOR UPDATE), then its chain in id order
 (service/rollup.py); the check-in is read again after the key result's lock, so of two
 retractions racing on one check-in the second finds it retracted (CONFLICT, no second
 event). A measurement's retraction takes its metric first, as recording does, then the
@@ -110,6 +111,7 @@ async def _target(
     with every refusal: NOT_FOUND (another organization's, or hidden), FORBIDDEN,
     CYCLE_CLOSED, INVALID (a measurement's), CONFLICT (retracted already)."""
     missing = not_found("check-in", "checkInId")
+    await common.lock_alignment(session, p.organization_id, shared=True)  # common.py
     found = await _check_in(session, p, check_in_id)
     if found is None:
         raise missing
@@ -305,6 +307,7 @@ async def retract_measurement(
     reason = required_text(cmd.reason, "reason", MAX_NOTE)
     at = cmd.measured_at if cmd.measured_at.tzinfo else cmd.measured_at.replace(tzinfo=UTC)
     org = p.organization_id
+    await common.lock_alignment(session, org, shared=True)  # the lock order (common.py)
     metric = (await session.execute(_LOCK_METRIC, {"org": org, "key": key})).one_or_none()
     if metric is None:
         raise not_found("metric", "metricKey")

@@ -49,6 +49,9 @@ async def set_cycle_status(
     session: AsyncSession, p: Principal, cmd: commands.SetCycleStatus
 ) -> Cycle:
     require_admin(p)
+    # Exclusive (the lock order, common.py): moving to REVIEW writes every key result
+    # of the cycle and rolls up every objective, with no writer of the tree meanwhile.
+    await common.lock_alignment(session, p.organization_id)
     row = await common.cycle(session, p, cmd.cycle_id, lock=True)
     current, new = CycleStatus(row.status), cmd.status
     if current is new:

@@ -88,6 +88,10 @@ async def create_key_result(
     start, target = _definition(kind, cmd.start_value, cmd.target_value)
     weight = common.weight(cmd.weight)
     objective_id, owner_id = cmd.objective_id, cmd.owner_id
+    # The lock order (common.py): the new row's insert holds its objective's key, and
+    # the roll-up its chain: the chain first, in id order.
+    await common.lock_alignment(session, p.organization_id, shared=True)
+    await common.lock_chain(session, p.organization_id, [objective_id])
     objective, cycle = await common.objective(session, p, objective_id)
     common.writable(cycle)
     require_edit_objective(p, objective.visibility, objective.team_id, objective.owner_id)
@@ -174,7 +178,12 @@ async def update_key_result(
     return kr
 
 
-_CHECK_IN_READ = text("SELECT okr_check_in_read(:org, :kr, :caller, :key)")
+# The organization's alignment lock, shared, first (the lock order, common.py): the
+# function's row locks are taken once the subquery's row is there.
+_CHECK_IN_READ = text(
+    "SELECT okr_check_in_read(:org, :kr, :caller, :key) "
+    "FROM (SELECT pg_advisory_xact_lock_shared(:alignment)) AS aligned"
+)
 
 # Everything a check-in writes, in one statement: the check-in, its key result, every
 # objective of the chain whose numbers changed, and the outbox event with its NOTIFY.
@@ -269,6 +278,7 @@ async def check_in(
                 "kr": key_result_id,
                 "caller": caller,
                 "key": idempotency_key,
+                "alignment": common.alignment_key(p.organization_id),
             },
         )
     ).scalar_one()

@@ -182,6 +182,9 @@ async def record_measurements(
             errors.append(exc)
 
     keys = sorted({it.key for it in items})
+    # The lock order (common.py): the alignment lock, shared, before the metrics, the
+    # bound key results (id order) and their chains.
+    await common.lock_alignment(session, org, shared=True)
     found = {
         r.key: r.id
         for r in (await session.execute(_LOCK_METRICS, {"org": org, "keys": keys})).all()
@@ -278,9 +281,10 @@ async def record_measurements(
         for it, row in zip(fresh, rows, strict=True):
             stored[it.index] = row
         result.check_ins, progress_events = await _check_ins(session, p, caller, now, plan, stored)
-        await _record_events(session, p, fresh, rows, found)
-        for event in progress_events:
-            await events.record(session, p, org, event)
+        # Every event of the batch in one statement, in the order they always had: one
+        # round trip while the chains' locks are held, not one per event.
+        recorded = _recorded_events(fresh, rows, found)
+        await events.record_all(session, p, org, recorded + progress_events)
     result.measurements = [stored[it.index] for it in items]
     return result
 
@@ -437,9 +441,9 @@ async def _check_ins(
     return list(check_ins), progress_events
 
 
-async def _record_events(
-    session: AsyncSession, p: Principal, fresh: list[Item], rows: list[Any], found: dict[str, int]
-) -> None:
+def _recorded_events(
+    fresh: list[Item], rows: list[Any], found: dict[str, int]
+) -> list[events.Event]:
     """One MEASUREMENTS_RECORDED per metric of the batch: the outbox sees every write, so
     a batch that fed no key result still moves the organization's position."""
     counts: dict[int, int] = defaultdict(int)
@@ -450,13 +454,13 @@ async def _record_events(
         if top is None or (row.measured_at, row.id) > (top.measured_at, top.id):
             last[it.metric_id] = row
     keys = {v: k for k, v in found.items()}
-    for metric_id in sorted(counts):
-        latest = last[metric_id]
-        recorded = events.measurements_recorded(
+    return [
+        events.measurements_recorded(
             metric_id,
             keys[metric_id],
             counts[metric_id],
-            latest.value,
-            latest.measured_at.isoformat(),
+            last[metric_id].value,
+            last[metric_id].measured_at.isoformat(),
         )
-        await events.record(session, p, p.organization_id, recorded)
+        for metric_id in sorted(counts)
+    ]

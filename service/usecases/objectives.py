@@ -56,6 +56,11 @@ async def create_objective(
     weight = common.weight(cmd.weight)
     visibility = str(cmd.visibility)
     cycle_id, team_id, owner_id, parent_id = cmd.cycle_id, cmd.team_id, cmd.owner_id, cmd.parent_id
+    # The lock order (common.py): the new row's insert holds its parent's key, and the
+    # roll-up its chain: the chain first, in id order.
+    await common.lock_alignment(session, p.organization_id, shared=True)
+    if parent_id is not None:
+        await common.lock_chain(session, p.organization_id, [parent_id])
     cycle = await common.cycle(session, p, cycle_id)
     common.writable(cycle)
     if team_id is not None:
@@ -88,8 +93,18 @@ async def create_objective(
 
 
 async def _editable(
-    session: AsyncSession, p: Principal, objective_id: int, *, review_only: bool = False
+    session: AsyncSession,
+    p: Principal,
+    objective_id: int,
+    *,
+    review_only: bool = False,
+    chain: bool = False,
 ) -> tuple[Objective, Cycle]:
+    """The objective, locked in the lock order (common.py): with `chain`, for a write
+    that rolls its chain up, the objective and its ancestors in id order first."""
+    await common.lock_alignment(session, p.organization_id, shared=True)
+    if chain:
+        await common.lock_chain(session, p.organization_id, [objective_id])
     row, cycle = await common.objective(session, p, objective_id, lock=True)
     common.writable(cycle)
     require_edit_objective(p, row.visibility, row.team_id, row.owner_id)
@@ -107,7 +122,7 @@ def _snapshot(row: Objective, fields: tuple[str, ...]) -> dict[str, Any]:
 async def update_objective(
     session: AsyncSession, p: Principal, cmd: commands.UpdateObjective
 ) -> Objective:
-    row, _cycle = await _editable(session, p, cmd.objective_id)
+    row, _cycle = await _editable(session, p, cmd.objective_id, chain=cmd.weight is not KEEP)
     common.check_version(row.version, cmd.expected_version)
     clean: dict[str, Any] = {}
     if cmd.title is not KEEP:
@@ -156,7 +171,12 @@ async def align_objective(
     session: AsyncSession, p: Principal, cmd: commands.AlignObjective
 ) -> Objective:
     parent_id = cmd.parent_id
+    # Exclusive: no writer holds a part of either chain meanwhile; then the objective's
+    # chain and its new parent's, in id order, in one statement.
     await common.lock_alignment(session, p.organization_id)
+    await common.lock_chain(
+        session, p.organization_id, [cmd.objective_id] + ([parent_id] if parent_id else [])
+    )
     row, cycle = await _editable(session, p, cmd.objective_id)
     old_parent = row.parent_id
     if parent_id == old_parent:
@@ -188,7 +208,7 @@ async def align_objective(
 async def archive_objective(
     session: AsyncSession, p: Principal, cmd: commands.ArchiveObjective
 ) -> Objective:
-    row, _cycle = await _editable(session, p, cmd.objective_id)
+    row, _cycle = await _editable(session, p, cmd.objective_id, chain=True)
     if row.archived_at is not None:
         return row  # already archived
     row.archived_at = common.now()
@@ -206,7 +226,7 @@ async def unarchive_objective(
 ) -> Objective:
     """Bring an archived objective back into lists and into its parent's roll-up (the
     chain rolls up in the same transaction). Needs the right to edit it."""
-    row, _cycle = await _editable(session, p, cmd.objective_id)
+    row, _cycle = await _editable(session, p, cmd.objective_id, chain=True)
     if row.archived_at is None:
         return row  # not archived: nothing to write
     if row.team_id is not None:

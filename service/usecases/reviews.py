@@ -35,6 +35,9 @@ async def carry_over_objective(
         cmd.to_cycle_id,
         cmd.key_result_ids,
     )
+    # Exclusive (the lock order, common.py): carrying over re-parents the children
+    # carried before, as alignObjective does.
+    await common.lock_alignment(session, p.organization_id)
     source, source_cycle = await common.objective(session, p, objective_id)
     require_edit_objective(p, source.visibility, source.team_id, source.owner_id)
     target = await common.cycle(session, p, to_cycle_id, "toCycleId")
