@@ -8,18 +8,27 @@ stamps every frame as it arrives and records arrival time minus the event's
 `occurredAt` (the database clock at the outbox insert, just before commit).
 Connections that fail to open, authenticate or subscribe are counted, not retried.
 
-    python -m bench.subscribers --subscribers 1000 10000
+The same client, in the same run, first against the bare server of the same stack
+(bench/bare_ws.py: the limit), then against the service; the table at the end gives
+both and the service's ratio to the limit (accepted, p50, p99).
 
-Prints a JSON report (also written to bench/results/subscribers.json).
+    python -m bench.subscribers                          # 2,000 subscribers, 5 events
+    python -m bench.subscribers --subscribers 10000 --workers 2
+
+Prints JSON lines and a table (the report is written to bench/results/subscribers.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing as mp
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -28,7 +37,15 @@ import psutil
 import websockets
 from websockets.typing import Subprotocol
 
-from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, percentile, seed_chain, step
+from bench.common import (
+    JWT_SECRET,
+    BenchDatabase,
+    ServerProcess,
+    free_port,
+    percentile,
+    seed_chain,
+    step,
+)
 from service.models import pk_of
 
 SUBSCRIPTION = "subscription { progressChanged { cursor occurredAt } }"
@@ -129,11 +146,42 @@ def subscribers_on_server(base: str) -> int:
     return -1
 
 
+class Target:
+    """A server the subscribers connect to: where it listens, how an event is made
+    there, and its processes (for their CPU time and memory)."""
+
+    def __init__(self, name: str, port: int, pid: int, post: Callable[[int], None]) -> None:
+        self.name = name
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.pid = pid
+        self.post = post
+
+    def processes(self) -> list[psutil.Process]:
+        top = psutil.Process(self.pid)
+        return [top, *top.children(recursive=True)]
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    total = 0.0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            t = p.cpu_times()
+            total += t.user + t.system
+    return total
+
+
+def _rss(procs: list[psutil.Process]) -> int:
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
 def run(
-    server: ServerProcess,
+    target: Target,
     tokens: list[str],
-    token: str,
-    krs: list[str],
     n: int,
     events: int,
     interval: float,
@@ -150,7 +198,7 @@ def run(
         proc = ctx.Process(
             target=client_process,
             args=(
-                f"ws://127.0.0.1:{server.port}/graphql",
+                f"ws://127.0.0.1:{target.port}/graphql",
                 tokens,
                 count,
                 rate / processes,
@@ -175,38 +223,32 @@ def run(
     # Subscribe messages may still be queued on the server: wait until it counts them.
     waited = time.time()
     deadline = waited + subscribe_wait
-    while subscribers_on_server(server.base) < opened and time.time() < deadline:
+    while subscribers_on_server(target.base) < opened and time.time() < deadline:
         time.sleep(0.2)
-    registered = subscribers_on_server(server.base)
+    registered = subscribers_on_server(target.base)
     waited = time.time() - waited
     time.sleep(1.0)
-    server_ps = psutil.Process(server.proc.pid)
-    cpu_before = server_ps.cpu_times()
-    peak_rss = server_ps.memory_info().rss
+    server_ps = target.processes()
+    cpu_before = _cpu(server_ps)
+    peak_rss = _rss(server_ps)
     started = time.time()
-    with httpx.Client(timeout=60) as http:
-        for i in range(events):
-            r = http.post(
-                f"{server.base}/graphql",
-                headers={"Authorization": f"Bearer {token}"},
-                json={"query": CHECK_IN, "variables": {"i": {"keyResultId": krs[-1], "value": i}}},
-            )
-            assert r.json()["data"]["checkIn"]["userErrors"] == [], r.text
-            peak_rss = max(peak_rss, server_ps.memory_info().rss)
-            time.sleep(interval)
+    for i in range(events):
+        target.post(i)
+        peak_rss = max(peak_rss, _rss(server_ps))
+        time.sleep(interval)
     latencies: list[float] = []
     for _ in procs:
         latencies += out.get(timeout=900)[1]
-        peak_rss = max(peak_rss, server_ps.memory_info().rss)
+        peak_rss = max(peak_rss, _rss(server_ps))
     finished = time.time()
     for proc in procs:
         proc.join(60)
-    cpu_after = server_ps.cpu_times()
-    cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    cpu = _cpu(server_ps) - cpu_before
     deadline = time.time() + 60
-    while subscribers_on_server(server.base) > 0 and time.time() < deadline:
+    while subscribers_on_server(target.base) > 0 and time.time() < deadline:
         time.sleep(0.2)
     return {
+        "server": target.name,
         "subscribers": n,
         "opened_per_second": rate,
         "members": len(tokens),
@@ -226,6 +268,104 @@ def run(
         "server_cpu_seconds": round(cpu, 2),
         "server_peak_rss_mb": round(peak_rss / 2**20, 1),
     }
+
+
+def service_target(server: ServerProcess, token: str, kr: str, name: str) -> Target:
+    http = httpx.Client(timeout=60)
+
+    def post(i: int) -> None:
+        r = http.post(
+            f"{server.base}/graphql",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"query": CHECK_IN, "variables": {"i": {"keyResultId": kr, "value": i}}},
+        )
+        assert r.json()["data"]["checkIn"]["userErrors"] == [], r.text
+
+    return Target(name, server.port, server.proc.pid, post)
+
+
+class BareServer:
+    """bench/bare_ws.py under uvicorn, with the WebSocket implementation `okr serve`
+    uses."""
+
+    def __init__(self) -> None:
+        from service.cli import _has_sansio
+
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bench.bare_ws:app",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                "--ws",
+                "websockets-sansio" if _has_sansio() else "auto",
+            ],
+            stdin=subprocess.DEVNULL,
+        )
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.base}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        http = httpx.Client(timeout=60)
+
+        def post(i: int) -> None:
+            http.post(f"{self.base}/event").raise_for_status()
+
+        self.target = Target("bare", self.port, self.proc.pid, post)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def ratios(service: dict, bare: dict) -> dict:
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b and a == a and b == b else None
+
+    return {
+        "subscribers": service["subscribers"],
+        "accepted_ratio": ratio(service["accepted"], bare["accepted"]),
+        "p50_ratio": ratio(service["latency_ms_p50"], bare["latency_ms_p50"]),
+        "p99_ratio": ratio(service["latency_ms_p99"], bare["latency_ms_p99"]),
+        "targets_met": {
+            "accepted": service["accepted"] >= bare["accepted"] * 0.995,
+            "p50": service["latency_ms_p50"] <= 1.5 * bare["latency_ms_p50"],
+            "p99": service["latency_ms_p99"] <= 1.5 * bare["latency_ms_p99"],
+        },
+    }
+
+
+def table(rows: list[tuple[dict, dict, dict]]) -> str:
+    lines = [
+        "| subscribers | server | accepted | failed | p50 ms | p99 ms | max ms "
+        "| missed | server CPU s | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for bare, service, r in rows:
+        for x in (bare, service):
+            lines.append(
+                f"| {x['subscribers']:,} | {x['server']} | {x['accepted']:,} "
+                f"| {x['accept_failures']:,} | {x['latency_ms_p50']} | {x['latency_ms_p99']} "
+                f"| {x['latency_ms_max']} | {x['missed_deliveries']:,} "
+                f"| {x['server_cpu_seconds']} | {x['server_peak_rss_mb']} |"
+            )
+        lines.append(
+            f"| {r['subscribers']:,} | service / bare | {r['accepted_ratio']} | "
+            f"| {r['p50_ratio']} | {r['p99_ratio']} | | | | |"
+        )
+    return "\n".join(lines)
 
 
 async def prepare(database: BenchDatabase) -> tuple[str, list[str], list[str]]:
@@ -284,38 +424,40 @@ async def prepare(database: BenchDatabase) -> tuple[str, list[str], list[str]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--subscribers", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--events", type=int, default=20)
-    ap.add_argument("--interval", type=float, default=0.5, help="seconds between check-ins")
+    ap.add_argument("--subscribers", type=int, nargs="+", default=[2000])
+    ap.add_argument("--events", type=int, default=5)
+    ap.add_argument("--interval", type=float, default=1.0, help="seconds between check-ins")
     ap.add_argument("--client-processes", type=int, default=4)
     ap.add_argument("--rate", type=float, default=1000.0, help="connections opened a second")
+    ap.add_argument("--workers", type=int, default=1, help="okr serve --workers N")
+    ap.add_argument("--out", default="subscribers.json", help="file name in bench/results")
     args = ap.parse_args()
 
     database = BenchDatabase()
     token, krs, tokens = asyncio.run(prepare(database))
+    serve_args = ("--workers", str(args.workers)) if args.workers > 1 else ()
     server = ServerProcess(
-        database.url,
-        OKR_SUBSCRIBER_QUEUE_SIZE="10000",
-        OKR_POOL_SIZE="10",
+        database.url, *serve_args, OKR_SUBSCRIBER_QUEUE_SIZE="10000", OKR_POOL_SIZE="10"
     )
+    bare = BareServer()
     results = []
+    rows = []
     try:
         server.wait_ready()
+        name = "service" if args.workers == 1 else f"service --workers {args.workers}"
+        service = service_target(server, token, krs[-1], name)
         for n in args.subscribers:
-            result = run(
-                server,
-                tokens,
-                token,
-                krs,
-                n,
-                args.events,
-                args.interval,
-                args.client_processes,
-                args.rate,
-            )
-            print(json.dumps(result), flush=True)
-            results.append(result)
+            common = (tokens, n, args.events, args.interval, args.client_processes, args.rate)
+            limit = run(bare.target, *common)
+            print(json.dumps(limit), flush=True)
+            measured = run(service, *common)
+            print(json.dumps(measured), flush=True)
+            r = ratios(measured, limit)
+            print(json.dumps(r), flush=True)
+            results.append({"bare": limit, "service": measured, "ratios": r})
+            rows.append((limit, measured, r))
     finally:
+        bare.stop()
         server.stop()
         asyncio.run(database.drop())
         database.close()
@@ -323,12 +465,13 @@ def main() -> None:
         "benchmark": "subscribers",
         "date": datetime.now().isoformat(timespec="seconds"),
         "cpus": psutil.cpu_count(),
+        "workers": args.workers,
         "results": results,
     }
-    target = Path(__file__).parent / "results" / "subscribers.json"
+    target = Path(__file__).parent / "results" / args.out
     target.parent.mkdir(exist_ok=True)
     target.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    print(table(rows))
 
 
 if __name__ == "__main__":
