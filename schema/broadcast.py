@@ -113,10 +113,6 @@ _HIDDEN_OWNERS = text(
     "SELECT DISTINCT owner_id FROM objective WHERE organization_id = :org "
     "AND owner_id IS NOT NULL AND visibility IS DISTINCT FROM 'PUBLIC'"
 )
-_OWNS_HIDDEN = text(
-    "SELECT EXISTS (SELECT 1 FROM objective WHERE organization_id = :org AND owner_id = :user "
-    "AND visibility IS DISTINCT FROM 'PUBLIC')"
-)
 
 
 def access_class(p: Principal) -> Principal:
@@ -162,11 +158,6 @@ class HiddenOwners:
                 gone, _ = self.read.popitem(last=False)
                 self.locks.pop(gone, None)
             return owners
-
-
-async def owns_hidden(db: Any, p: Principal) -> bool:
-    async with db.connect() as conn:
-        return bool(await conn.scalar(_OWNS_HIDDEN, {"org": p.organization_id, "user": p.user_id}))
 
 
 def broadcast_key(
@@ -567,10 +558,16 @@ class Broadcast:
         self.task = asyncio.create_task(self._pump(), name="okr-broadcast")
 
     async def add(self, member: Member) -> None:
-        """Put a member in its view (opening the view if it is new)."""
-        personal = may_differ_from_class(member.principal) and await owns_hidden(
-            self.base_context.db, member.principal
-        )
+        """Put a member in its view (opening the view if it is new). Whether it owns a
+        hidden objective is read at or after the broadcast's position, one read shared by
+        every member joining at that position (HiddenOwners); any later event that may
+        change it makes `_regroup` read again before that event runs."""
+        personal = False
+        if may_differ_from_class(member.principal):
+            owners = await self.registry.owners.at(
+                self.base_context.db, self.organization_id, self.last_seq or 0
+            )
+            personal = member.principal.user_id in owners
         await self._place(member, member.principal.user_id if personal else None)
 
     async def _place(self, member: Member, user_id: int | None) -> None:
@@ -598,13 +595,21 @@ class Broadcast:
             async for row in rows:
                 await self._regroup(row)
                 self.last_seq = row.seq
+                live: list[View] = []
                 for user_id, view in list(self.views.items()):
                     if not view.members or view.ended:
                         if self.views.get(user_id) is view:
                             del self.views[user_id]
                         await view.close()
                         continue
-                    await view.step(row)
+                    live.append(view)
+                # The views run the event at once (each its own reads; their members are
+                # disjoint, so each member still gets its frames in event order); the
+                # next event starts when every view has answered this one.
+                if len(live) == 1:
+                    await live[0].step(row)
+                elif live:
+                    await asyncio.gather(*(view.step(row) for view in live))
         except asyncio.CancelledError:
             raise
         except SubscriberBehind:
