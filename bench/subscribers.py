@@ -25,9 +25,12 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
+import os
+import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -66,6 +69,7 @@ async def _client(
 ) -> None:
     latencies: list[float] = []
     failures: list[str] = []
+    workers: Counter[str] = Counter()  # sockets per worker pid (the service's header)
     started = time.monotonic()
 
     async def one(i: int) -> websockets.ClientConnection | None:
@@ -79,6 +83,8 @@ async def _client(
                 ping_interval=None,
                 max_queue=None,
             )
+            if ws.response is not None and "x-okr-worker" in ws.response.headers:
+                workers[ws.response.headers["x-okr-worker"]] += 1
             token = tokens[i % len(tokens)]
             await ws.send(
                 json.dumps(
@@ -98,7 +104,9 @@ async def _client(
 
     opened = await asyncio.gather(*(one(i) for i in range(count)))
     conns = [ws for ws in opened if ws is not None]
-    out.put(("opened", len(conns), failures[:5], len(failures), time.monotonic() - started))
+    out.put(
+        ("opened", len(conns), failures[:5], len(failures), time.monotonic() - started, workers)
+    )
     ready.set()
 
     async def read(ws) -> None:
@@ -156,6 +164,7 @@ class Target:
         self.base = f"http://127.0.0.1:{port}"
         self.pid = pid
         self.post = post
+        self.subscribers = 0
 
     def processes(self) -> list[psutil.Process]:
         top = psutil.Process(self.pid)
@@ -179,6 +188,51 @@ def _rss(procs: list[psutil.Process]) -> int:
     return total
 
 
+class Profile:
+    """`OKR_BENCH_PYSPY=<folder>`: py-spy records the server's processes during one
+    phase (raw collapsed stacks, idle frames included), to <folder>/<name>-<phase>.txt."""
+
+    def __init__(self, target: Target, phase: str) -> None:
+        self.recorders: list[subprocess.Popen] = []
+        folder = os.environ.get("OKR_BENCH_PYSPY")
+        if not folder:
+            return
+        spy = Path(sys.executable).parent / "py-spy"
+        for p in target.processes():
+            if "resource_tracker" in " ".join(p.cmdline()):
+                continue
+            out = (
+                Path(folder)
+                / f"{target.name.replace(' ', '')}-{target.subscribers}-{phase}-{p.pid}.txt"
+            )
+            self.recorders.append(
+                subprocess.Popen(
+                    [
+                        str(spy),
+                        "record",
+                        "-p",
+                        str(p.pid),
+                        "-f",
+                        "raw",
+                        "--idle",
+                        "-r",
+                        "200",
+                        "-o",
+                        str(out),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(1.0)  # attached
+
+    def stop(self) -> None:
+        for rec in self.recorders:
+            rec.send_signal(signal.SIGINT)
+        for rec in self.recorders:
+            rec.wait(60)
+
+
 def run(
     target: Target,
     tokens: list[str],
@@ -189,6 +243,8 @@ def run(
     rate: float,
     subscribe_wait: float = 180.0,
 ) -> dict:
+    target.subscribers = n
+    profile = Profile(target, "connect")
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     readies, procs = [], []
@@ -212,8 +268,10 @@ def run(
         readies.append(ready)
         procs.append(proc)
     opened, failed, samples, open_seconds = 0, 0, [], 0.0
+    per_worker: Counter[str] = Counter()
     for _ in procs:
-        _, ok, sample, bad, seconds = out.get(timeout=600)
+        _, ok, sample, bad, seconds, landed = out.get(timeout=600)
+        per_worker += landed
         opened, failed = opened + ok, failed + bad
         samples += sample
         open_seconds = max(open_seconds, seconds)
@@ -227,7 +285,9 @@ def run(
         time.sleep(0.2)
     registered = subscribers_on_server(target.base)
     waited = time.time() - waited
+    profile.stop()
     time.sleep(1.0)
+    profile = Profile(target, "deliver")
     server_ps = target.processes()
     cpu_before = _cpu(server_ps)
     peak_rss = _rss(server_ps)
@@ -241,6 +301,7 @@ def run(
         latencies += out.get(timeout=900)[1]
         peak_rss = max(peak_rss, _rss(server_ps))
     finished = time.time()
+    profile.stop()
     for proc in procs:
         proc.join(60)
     cpu = _cpu(server_ps) - cpu_before
@@ -256,6 +317,7 @@ def run(
         "accept_failures": failed,
         "failure_samples": samples[:5],
         "seconds_to_open": round(open_seconds, 1),
+        "sockets_per_worker": sorted(per_worker.values(), reverse=True),
         "subscribed_before_first_event": registered,
         "seconds_until_subscribed": round(waited, 1),
         "missed_deliveries": opened * events - len(latencies),
