@@ -67,7 +67,7 @@ async def _client(
     ready,
     out,
 ) -> None:
-    latencies: list[float] = []
+    latencies: list[tuple[str, float]] = []  # (the event's cursor, ms)
     failures: list[str] = []
     workers: Counter[str] = Counter()  # sockets per worker pid (the service's header)
     started = time.monotonic()
@@ -114,10 +114,9 @@ async def _client(
             frame = await ws.recv()
             arrived = time.time()  # stamped at arrival, before anything is parsed
             message = json.loads(frame)
-            occurred = datetime.fromisoformat(
-                message["payload"]["data"]["progressChanged"]["occurredAt"]
-            ).timestamp()
-            latencies.append((arrived - occurred) * 1000)
+            event = message["payload"]["data"]["progressChanged"]
+            occurred = datetime.fromisoformat(event["occurredAt"]).timestamp()
+            latencies.append((event["cursor"], (arrived - occurred) * 1000))
 
     try:
         # Every socket reads until it has every event or the run is over (a socket
@@ -296,15 +295,19 @@ def run(
         target.post(i)
         peak_rss = max(peak_rss, _rss(server_ps))
         time.sleep(interval)
-    latencies: list[float] = []
+    stamped: list[tuple[str, float]] = []
     for _ in procs:
-        latencies += out.get(timeout=900)[1]
+        stamped += out.get(timeout=900)[1]
         peak_rss = max(peak_rss, _rss(server_ps))
     finished = time.time()
     profile.stop()
     for proc in procs:
         proc.join(60)
     cpu = _cpu(server_ps) - cpu_before
+    latencies = [ms for _, ms in stamped]
+    by_event: dict[str, list[float]] = {}
+    for cursor, ms in stamped:
+        by_event.setdefault(cursor, []).append(ms)
     deadline = time.time() + 60
     while subscribers_on_server(target.base) > 0 and time.time() < deadline:
         time.sleep(0.2)
@@ -327,6 +330,11 @@ def run(
         "latency_ms_p99": round(percentile(latencies, 99), 1),
         "latency_ms_max": round(max(latencies), 1) if latencies else None,
         "deliveries_per_second": round(len(latencies) / (finished - started), 1),
+        # each event's fastest, median and slowest arrival, in the order they were made
+        "per_event_ms": [
+            [round(min(v), 1), round(percentile(v, 50), 1), round(max(v), 1)]
+            for v in by_event.values()
+        ],
         "server_cpu_seconds": round(cpu, 2),
         "server_peak_rss_mb": round(peak_rss / 2**20, 1),
     }
