@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from uvicorn.supervisors import multiprocess
 
+from schema.ws import RAW_SEND
+
 if TYPE_CHECKING:
     from uvicorn import Config
 
@@ -52,6 +54,11 @@ class WorkerHeader:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            # The server's own send, for a socket's frames once it is open
+            # (schema/broadcast.py's Outlet): no middleware acts on `websocket.send`, so
+            # each frame skips their wrappers (this one, Starlette's).
+            scope[RAW_SEND] = send
 
         async def named(message: Any) -> None:
             if message["type"] in ("http.response.start", "websocket.accept"):
