@@ -442,6 +442,11 @@ class View:
                 self._refused(results[0])
                 return
             self._hand(results, None)
+            # Prepare the statement every event runs first (the one rule's check of the
+            # event, as this view's principal) now, not on the first event: it finds no
+            # row and answers nothing.
+            with contextlib.suppress(Exception):
+                await self.context.loaders.event(0)
 
     async def step(self, row: Any) -> None:
         """Run the subscription for one row and hand its results to the members."""
