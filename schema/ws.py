@@ -288,7 +288,7 @@ class Broadcasting:
         self, operation_id: str, query: Any, variables: Any, operation_name: Any, protocol: str
     ) -> Member | None:
         ctx = self.context
-        principal = ctx.principal if ctx.is_authenticated else None
+        principal = ctx.principal_or_none
         key = broadcast_key(self.schema, query, variables, operation_name, principal)
         if key is None:
             return None
