@@ -178,20 +178,55 @@ def broadcast_key(
         return None
     if operation_name is not None and not isinstance(operation_name, str):
         return None
-    if document is None:
-        found = subscription_operation(query, operation_name, getattr(schema, "max_tokens", None))
-        if found is None:
-            return None
-        document = found[0]
-    graphql_schema = getattr(schema, "_schema", schema)
-    arguments = root_arguments(graphql_schema, document, variables, operation_name)
-    if arguments is None or arguments.get("after") is not None:
-        return None
     try:
         frozen = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
+    # Whether a (document, variables, operation) may be shared does not depend on who
+    # asks: remembered for the small documents that live screens send again and again
+    # (a bounded LRU on the schema), so a subscribe parses and coerces once per process.
+    remembered: OrderedDict[tuple, bool] | None = None
+    if document is None and len(query) <= SHAREABLE_QUERY_CHARS and len(frozen) <= 1024:
+        remembered = _shareable_of(schema)
+    asked = (query, frozen, operation_name)
+    shareable = remembered.get(asked) if remembered is not None else None
+    if shareable is None:
+        shareable = _shareable(schema, query, variables, operation_name, document)
+        if remembered is not None:
+            remembered[asked] = shareable
+            while len(remembered) > SHAREABLE_ENTRIES:
+                remembered.popitem(last=False)
+    elif remembered is not None:
+        remembered.move_to_end(asked)
+    if not shareable:
+        return None
     return (query, frozen, operation_name, access_class(principal))
+
+
+SHAREABLE_QUERY_CHARS = 4096
+SHAREABLE_ENTRIES = 256
+
+
+def _shareable_of(schema: Any) -> OrderedDict[tuple, bool]:
+    found = getattr(schema, "okr_shareable", None)
+    if found is None:
+        found = OrderedDict()
+        schema.okr_shareable = found
+    return found
+
+
+def _shareable(
+    schema: Any, query: str, variables: dict | None, operation_name: str | None, document: Any
+) -> bool:
+    """A subscription (parsed, arguments coerced as execution will) without `after`."""
+    if document is None:
+        found = subscription_operation(query, operation_name, getattr(schema, "max_tokens", None))
+        if found is None:
+            return False
+        document = found[0]
+    graphql_schema = getattr(schema, "_schema", schema)
+    arguments = root_arguments(graphql_schema, document, variables, operation_name)
+    return arguments is not None and arguments.get("after") is None
 
 
 class Outlet:
