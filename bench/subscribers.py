@@ -141,15 +141,22 @@ def client_process(ws_url, tokens, count, rate, events, read_seconds, ready, out
     asyncio.run(_client(ws_url, tokens, count, rate, events, read_seconds, ready, out))
 
 
-def subscribers_on_server(base: str) -> int:
-    """The server's own count; -1 while it is too busy to answer."""
-    try:
-        text = httpx.get(f"{base}/metrics", timeout=30).text
-    except httpx.TransportError:
-        return -1
-    for line in text.splitlines():
-        if line.startswith("okr_subscribers "):
-            return int(float(line.split()[1]))
+def subscribers_on_server(base: str, workers: int = 1) -> int:
+    """The server's own count (summed over its workers, each reached on fresh
+    connections until every one has answered); -1 while it is too busy to answer."""
+    counts: dict[str, int] = {}
+    limits = httpx.Limits(max_keepalive_connections=0)
+    with httpx.Client(timeout=30, limits=limits) as http:
+        for _ in range(50 * workers):
+            try:
+                r = http.get(f"{base}/metrics")
+            except httpx.TransportError:
+                return -1
+            for line in r.text.splitlines():
+                if line.startswith("okr_subscribers "):
+                    counts[r.headers.get("x-okr-worker", "")] = int(float(line.split()[1]))
+            if len(counts) >= workers:
+                return sum(counts.values())
     return -1
 
 
@@ -157,8 +164,11 @@ class Target:
     """A server the subscribers connect to: where it listens, how an event is made
     there, and its processes (for their CPU time and memory)."""
 
-    def __init__(self, name: str, port: int, pid: int, post: Callable[[int], None]) -> None:
+    def __init__(
+        self, name: str, port: int, pid: int, post: Callable[[int], None], workers: int = 1
+    ) -> None:
         self.name = name
+        self.workers = workers
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         self.pid = pid
@@ -284,9 +294,9 @@ def run(
     # Subscribe messages may still be queued on the server: wait until it counts them.
     waited = time.time()
     deadline = waited + subscribe_wait
-    while subscribers_on_server(target.base) < opened and time.time() < deadline:
+    while subscribers_on_server(target.base, target.workers) < opened and time.time() < deadline:
         time.sleep(0.2)
-    registered = subscribers_on_server(target.base)
+    registered = subscribers_on_server(target.base, target.workers)
     waited = time.time() - waited
     profile.stop()
     time.sleep(1.0)
@@ -313,7 +323,7 @@ def run(
     for cursor, ms in stamped:
         by_event.setdefault(cursor, []).append(ms)
     deadline = time.time() + 60
-    while subscribers_on_server(target.base) > 0 and time.time() < deadline:
+    while subscribers_on_server(target.base, target.workers) > 0 and time.time() < deadline:
         time.sleep(0.2)
     return {
         "server": target.name,
@@ -344,7 +354,7 @@ def run(
     }
 
 
-def service_target(server: ServerProcess, token: str, kr: str, name: str) -> Target:
+def service_target(server: ServerProcess, token: str, kr: str, name: str, workers: int) -> Target:
     http = httpx.Client(timeout=60)
 
     def post(i: int) -> None:
@@ -355,7 +365,7 @@ def service_target(server: ServerProcess, token: str, kr: str, name: str) -> Tar
         )
         assert r.json()["data"]["checkIn"]["userErrors"] == [], r.text
 
-    return Target(name, server.port, server.proc.pid, post)
+    return Target(name, server.port, server.proc.pid, post, workers)
 
 
 class BareServer:
@@ -519,7 +529,7 @@ def main() -> None:
     try:
         server.wait_ready()
         name = "service" if args.workers == 1 else f"service --workers {args.workers}"
-        service = service_target(server, token, krs[-1], name)
+        service = service_target(server, token, krs[-1], name, args.workers)
         for n in args.subscribers:
             common = (tokens, n, args.events, args.interval, args.client_processes, args.rate)
             limit = run(bare.target, *common)
