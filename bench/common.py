@@ -159,7 +159,7 @@ async def seed_chain(url: str, depth: int = 4) -> tuple[str, list[str]]:
 
 
 class ServerProcess:
-    def __init__(self, url: str, **settings: str) -> None:
+    def __init__(self, url: str, *serve_args: str, **settings: str) -> None:
         self.port = free_port()
         env = {
             **os.environ,
@@ -173,7 +173,7 @@ class ServerProcess:
         if profile:
             okr = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "service.cli"]
         self.proc = subprocess.Popen(
-            [*okr, "serve", "--port", str(self.port), "--log-level", "warning"],
+            [*okr, "serve", "--port", str(self.port), "--log-level", "warning", *serve_args],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

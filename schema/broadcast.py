@@ -113,10 +113,6 @@ _HIDDEN_OWNERS = text(
     "SELECT DISTINCT owner_id FROM objective WHERE organization_id = :org "
     "AND owner_id IS NOT NULL AND visibility IS DISTINCT FROM 'PUBLIC'"
 )
-_OWNS_HIDDEN = text(
-    "SELECT EXISTS (SELECT 1 FROM objective WHERE organization_id = :org AND owner_id = :user "
-    "AND visibility IS DISTINCT FROM 'PUBLIC')"
-)
 
 
 def access_class(p: Principal) -> Principal:
@@ -164,11 +160,6 @@ class HiddenOwners:
             return owners
 
 
-async def owns_hidden(db: Any, p: Principal) -> bool:
-    async with db.connect() as conn:
-        return bool(await conn.scalar(_OWNS_HIDDEN, {"org": p.organization_id, "user": p.user_id}))
-
-
 def broadcast_key(
     schema: Any,
     query: Any,
@@ -187,20 +178,55 @@ def broadcast_key(
         return None
     if operation_name is not None and not isinstance(operation_name, str):
         return None
-    if document is None:
-        found = subscription_operation(query, operation_name, getattr(schema, "max_tokens", None))
-        if found is None:
-            return None
-        document = found[0]
-    graphql_schema = getattr(schema, "_schema", schema)
-    arguments = root_arguments(graphql_schema, document, variables, operation_name)
-    if arguments is None or arguments.get("after") is not None:
-        return None
     try:
         frozen = orjson.dumps(variables or {}, option=orjson.OPT_SORT_KEYS)
     except TypeError:
         return None
+    # Whether a (document, variables, operation) may be shared does not depend on who
+    # asks: remembered for the small documents that live screens send again and again
+    # (a bounded LRU on the schema), so a subscribe parses and coerces once per process.
+    remembered: OrderedDict[tuple, bool] | None = None
+    if document is None and len(query) <= SHAREABLE_QUERY_CHARS and len(frozen) <= 1024:
+        remembered = _shareable_of(schema)
+    asked = (query, frozen, operation_name)
+    shareable = remembered.get(asked) if remembered is not None else None
+    if shareable is None:
+        shareable = _shareable(schema, query, variables, operation_name, document)
+        if remembered is not None:
+            remembered[asked] = shareable
+            while len(remembered) > SHAREABLE_ENTRIES:
+                remembered.popitem(last=False)
+    elif remembered is not None:
+        remembered.move_to_end(asked)
+    if not shareable:
+        return None
     return (query, frozen, operation_name, access_class(principal))
+
+
+SHAREABLE_QUERY_CHARS = 4096
+SHAREABLE_ENTRIES = 256
+
+
+def _shareable_of(schema: Any) -> OrderedDict[tuple, bool]:
+    found = getattr(schema, "okr_shareable", None)
+    if found is None:
+        found = OrderedDict()
+        schema.okr_shareable = found
+    return found
+
+
+def _shareable(
+    schema: Any, query: str, variables: dict | None, operation_name: str | None, document: Any
+) -> bool:
+    """A subscription (parsed, arguments coerced as execution will) without `after`."""
+    if document is None:
+        found = subscription_operation(query, operation_name, getattr(schema, "max_tokens", None))
+        if found is None:
+            return False
+        document = found[0]
+    graphql_schema = getattr(schema, "_schema", schema)
+    arguments = root_arguments(graphql_schema, document, variables, operation_name)
+    return arguments is not None and arguments.get("after") is None
 
 
 class Outlet:
@@ -451,6 +477,11 @@ class View:
                 self._refused(results[0])
                 return
             self._hand(results, None)
+            # Prepare the statement every event runs first (the one rule's check of the
+            # event, as this view's principal) now, not on the first event: it finds no
+            # row and answers nothing.
+            with contextlib.suppress(Exception):
+                await self.context.loaders.event(0)
 
     async def step(self, row: Any) -> None:
         """Run the subscription for one row and hand its results to the members."""
@@ -567,10 +598,16 @@ class Broadcast:
         self.task = asyncio.create_task(self._pump(), name="okr-broadcast")
 
     async def add(self, member: Member) -> None:
-        """Put a member in its view (opening the view if it is new)."""
-        personal = may_differ_from_class(member.principal) and await owns_hidden(
-            self.base_context.db, member.principal
-        )
+        """Put a member in its view (opening the view if it is new). Whether it owns a
+        hidden objective is read at or after the broadcast's position, one read shared by
+        every member joining at that position (HiddenOwners); any later event that may
+        change it makes `_regroup` read again before that event runs."""
+        personal = False
+        if may_differ_from_class(member.principal):
+            owners = await self.registry.owners.at(
+                self.base_context.db, self.organization_id, self.last_seq or 0
+            )
+            personal = member.principal.user_id in owners
         await self._place(member, member.principal.user_id if personal else None)
 
     async def _place(self, member: Member, user_id: int | None) -> None:
@@ -598,13 +635,21 @@ class Broadcast:
             async for row in rows:
                 await self._regroup(row)
                 self.last_seq = row.seq
+                live: list[View] = []
                 for user_id, view in list(self.views.items()):
                     if not view.members or view.ended:
                         if self.views.get(user_id) is view:
                             del self.views[user_id]
                         await view.close()
                         continue
-                    await view.step(row)
+                    live.append(view)
+                # The views run the event at once (each its own reads; their members are
+                # disjoint, so each member still gets its frames in event order); the
+                # next event starts when every view has answered this one.
+                if len(live) == 1:
+                    await live[0].step(row)
+                elif live:
+                    await asyncio.gather(*(view.step(row) for view in live))
         except asyncio.CancelledError:
             raise
         except SubscriberBehind:

@@ -145,7 +145,7 @@ def result_cache(cache: ResultCache) -> type[SchemaExtension]:
                     return None
             except RuntimeError:
                 return None
-            principal = getattr(ctx.context, "_principal", None)
+            principal = getattr(ctx.context, "principal_or_none", None)
             if principal is None:
                 return None
             try:

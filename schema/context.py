@@ -55,6 +55,11 @@ class Context(BaseContext):
         return self._principal
 
     @property
+    def principal_or_none(self) -> Principal | None:
+        """The caller, or None before authentication (never raises)."""
+        return self._principal
+
+    @property
     def is_authenticated(self) -> bool:
         return self._principal is not None
 

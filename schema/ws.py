@@ -35,7 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Coroutine, Mapping
 from json import JSONDecodeError
 from typing import Any, Protocol, cast
 
@@ -64,6 +64,9 @@ INIT_TIMEOUT = 4408
 TOO_MANY_INITS = 4429
 TRY_AGAIN_LATER = 1013
 TOO_BIG = 1009
+# Scope key: the server's own ASGI send of a WebSocket, left by the outermost middleware
+# (service/workers.py's WorkerHeader) for the broadcasts' frames.
+RAW_SEND = "okr.raw_send"
 # The first operation within this long of connection_init uses its authentication;
 # every later one is authenticated again, from the database.
 FRESH_SECONDS = 1.0
@@ -102,6 +105,20 @@ def token_of(params: object, headers: Mapping[str, str]) -> str:
     if header is not None and not isinstance(header, str):
         raise Unauthenticated("Authorization must be a string: 'Bearer <token>'")
     return bearer(header)
+
+
+# The kinds of event `revocation` looks at: a socket's watcher is handed only these.
+REVOKING = frozenset(
+    str(k)
+    for k in (
+        EventKind.API_KEY_REVOKED,
+        EventKind.USER_DEACTIVATED,
+        EventKind.USER_ANONYMIZED,
+        EventKind.USER_UPDATED,
+        EventKind.TEAM_MEMBER_REMOVED,
+        EventKind.TEAM_MEMBER_ADDED,
+    )
+)
 
 
 def revocation(row: Any, p: Principal) -> str | None:
@@ -192,7 +209,9 @@ class Guard:
         assert p is not None
         hub: EventHub | None = self.context.hub
         if hub is not None:
-            self.watcher = await hub.watch(p.organization_id, p.event_seq, self._notice)
+            self.watcher = await hub.watch(
+                p.organization_id, p.event_seq, self._notice, kinds=REVOKING
+            )
         self.task = asyncio.create_task(self._close_when_over(), name="okr-ws-guard")
 
     def _notice(self, row: Any) -> None:
@@ -269,7 +288,7 @@ class Broadcasting:
         self, operation_id: str, query: Any, variables: Any, operation_name: Any, protocol: str
     ) -> Member | None:
         ctx = self.context
-        principal = ctx.principal if ctx.is_authenticated else None
+        principal = ctx.principal_or_none
         key = broadcast_key(self.schema, query, variables, operation_name, principal)
         if key is None:
             return None
@@ -277,7 +296,7 @@ class Broadcasting:
         if active >= getattr(self.schema, "max_per_connection", 20):
             return None  # the schema's own path reports TOO_MANY_SUBSCRIPTIONS
         if self.outlet is None:
-            self.outlet = Outlet(self.websocket.ws.send_text, ctx.settings.subscriber_queue_size)
+            self.outlet = Outlet(self._frame_sender(), ctx.settings.subscriber_queue_size)
         ctx.active_subscriptions = active + 1
         try:
             return await broadcasts_of(self.schema).join(
@@ -294,6 +313,20 @@ class Broadcasting:
         except BaseException:
             ctx.active_subscriptions -= 1
             raise
+
+    def _frame_sender(self) -> Callable[[str], Coroutine[Any, Any, None]]:
+        """How the outlet writes a text frame: the server's own ASGI send when the
+        outermost middleware left it in the scope (service/workers.py; the socket is open
+        by now, and nothing between acts on `websocket.send`), else Starlette's."""
+        ws = self.websocket.ws
+        raw = ws.scope.get(RAW_SEND)
+        if raw is None:
+            return cast(Callable[[str], Coroutine[Any, Any, None]], ws.send_text)
+
+        def send_text(text: str) -> Coroutine[Any, Any, None]:
+            return raw({"type": "websocket.send", "text": text})
+
+        return send_text
 
     def left_broadcast(self, member: Member) -> None:
         member.leave()

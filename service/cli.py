@@ -78,12 +78,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         ws="websockets-sansio" if _has_sansio() else "auto",
         ws_max_size=settings.max_body_bytes,  # as HTTP bodies; the app checks it too
         timeout_graceful_shutdown=args.drain_seconds,
+        backlog=args.backlog,
     )
     if args.workers > 1:
         # N processes on one port (service/workers.py): each builds its app from the
         # URL resolved here, so an embedded database is started once, by this process.
         os.environ[workers.URL_ENV] = url
-        uvicorn.run("service.workers:app_factory", factory=True, workers=args.workers, **options)
+        config = uvicorn.Config(
+            "service.workers:app_factory", factory=True, workers=args.workers, **options
+        )
+        workers.run(config)
         return 0
     app = workers.build(url, settings)
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit normally instead, so
@@ -270,6 +274,13 @@ def parser() -> argparse.ArgumentParser:
         type=_positive,
         default=1,
         help="server processes on the one port (default 1; each has its own event listener)",
+    )
+    serve.add_argument(
+        "--backlog",
+        type=_positive,
+        default=4096,
+        help="connections the kernel holds for each listening socket until it accepts "
+        "them (default 4096; capped by net.core.somaxconn)",
     )
     serve.add_argument(
         "--drain-seconds",

@@ -132,16 +132,23 @@ class Watcher(Subscriber):
     fetch that reads it. The WebSocket layer watches for revoked credentials with it."""
 
     def __init__(
-        self, hub: EventHub, organization_id: int, position: int, callback: Callable[[Any], None]
+        self,
+        hub: EventHub,
+        organization_id: int,
+        position: int,
+        callback: Callable[[Any], None],
+        kinds: frozenset[str] | None = None,
     ) -> None:
         super().__init__(hub, organization_id, position, 1)
         self.callback = callback
+        self.kinds = kinds  # None: every row; else only rows of these kinds
 
     def offer(self, row: Any) -> None:
         if self.closed or row.seq <= self.position:
             return
         self.position = row.seq
-        self.hand(row)
+        if self.kinds is None or row.kind in self.kinds:
+            self.hand(row)
 
     def hand(self, row: Any) -> None:
         try:
@@ -357,16 +364,21 @@ class EventHub:
         return sub
 
     async def watch(
-        self, organization_id: int, since: int, callback: Callable[[Any], None]
+        self,
+        organization_id: int,
+        since: int,
+        callback: Callable[[Any], None],
+        kinds: frozenset[str] | None = None,
     ) -> Watcher:
         """Hand `callback` every row of the organization after sequence `since` (rows the
-        hub already read are read again for it); `close()` the watcher to stop."""
+        hub already read are read again for it), or only those of `kinds`; `close()` the
+        watcher to stop."""
         async with self.locks[organization_id]:
             followed = bool(self.subscribers.get(organization_id))
             if not followed:
                 self.last_seen[organization_id] = max(self.last_seen.get(organization_id, 0), since)
             seen = self.last_seen[organization_id]
-            watcher = Watcher(self, organization_id, max(since, seen), callback)
+            watcher = Watcher(self, organization_id, max(since, seen), callback, kinds)
             self.subscribers[organization_id].add(watcher)
         if not followed:
             self._schedule(organization_id)  # rows committed since `since` came unnoticed
@@ -374,7 +386,7 @@ class EventHub:
         while position < seen:  # handed out before this watcher joined
             batch = await self.read_after(organization_id, position)
             for row in batch:
-                if row.seq <= seen:
+                if row.seq <= seen and (kinds is None or row.kind in kinds):
                     watcher.hand(row)
             if len(batch) < BATCH:
                 break

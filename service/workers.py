@@ -2,9 +2,17 @@
 
 The parent applies migrations and resolves the database once (starting the embedded
 one if none is configured), then hands the URL to its workers in the environment;
-uvicorn's supervisor binds the port once and forks N workers that accept on the same
-socket, restarts one that dies, and on SIGTERM/SIGINT drains them (lifespan shutdown:
-the event hub and the pools close; open WebSockets get a 1012 close).
+uvicorn's supervisor starts N workers, restarts one that dies, and on SIGTERM/SIGINT
+drains them (lifespan shutdown: the event hub and the pools close; open WebSockets get
+a 1012 close).
+
+Each worker listens on a socket of its own, bound to the one port with `SO_REUSEPORT`
+(`run`): the kernel hands every new connection to one of the workers' sockets by a
+hash of its addresses, so connections spread evenly whoever happens to be awake. With
+one socket shared by all (uvicorn's own `--workers`), every worker waits on it and the
+first to wake takes the connection: under load one worker may take most of them
+(bench/spread.py measures it). The supervisor holds a bound socket of the same group
+that never listens, so the port is claimed before any worker starts.
 
 Each worker is a whole service: its own pools, its own event listener (so a
 subscription on any worker sees every commit, in order, with replay from the outbox)
@@ -18,9 +26,17 @@ operator (and the tests) can tell which process answered.
 from __future__ import annotations
 
 import os
+import socket
+import sys
 from typing import TYPE_CHECKING, Any
 
+from uvicorn.supervisors import multiprocess
+
+from schema.ws import RAW_SEND
+
 if TYPE_CHECKING:
+    from uvicorn import Config
+
     from service.settings import Settings
 
 WORKER_HEADER = b"x-okr-worker"
@@ -38,6 +54,11 @@ class WorkerHeader:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            # The server's own send, for a socket's frames once it is open
+            # (schema/broadcast.py's Outlet): no middleware acts on `websocket.send`, so
+            # each frame skips their wrappers (this one, Starlette's).
+            scope[RAW_SEND] = send
 
         async def named(message: Any) -> None:
             if message["type"] in ("http.response.start", "websocket.accept"):
@@ -69,3 +90,47 @@ def app_factory() -> WorkerHeader:
 
     clock.start_from_environment(get_settings().clock_start)  # the parent's clock
     return build(url)
+
+
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port with SO_REUSEPORT (not yet listening)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class OwnSocketProcess(multiprocess.Process):
+    """A uvicorn worker that listens on a socket of its own in the port's SO_REUSEPORT
+    group, instead of the supervisor's (which never listens)."""
+
+    def target(self, sockets: list[socket.socket] | None = None) -> None:  # pragma: no cover
+        for inherited in sockets or []:
+            inherited.close()
+        super().target([reuse_port_socket(self.config.host, self.config.port)])
+
+
+def run(config: Config) -> None:
+    """`okr serve --workers N`: uvicorn's supervisor over workers with sockets of their
+    own (see the module doc)."""
+    import logging
+
+    try:
+        holder = reuse_port_socket(config.host, config.port)
+    except OSError as exc:
+        logging.getLogger("uvicorn.error").error(exc)
+        sys.exit(1)
+    holder.set_inheritable(True)
+    # The supervisor makes its workers with the module's `Process`: ours, in this
+    # process only (the supervisor of `okr serve --workers`).
+    multiprocess.Process = OwnSocketProcess  # type: ignore[misc]
+    try:
+        multiprocess.Multiprocess(config, sockets=[holder]).run()
+    finally:
+        holder.close()

@@ -578,3 +578,25 @@ async def test_item3_concurrent_deactivations_are_serialized_by_the_admin_lock(
     async with db.connect() as conn:
         active = await conn.execute(text("SELECT id FROM app_user WHERE active"))
         assert active.scalars().all() == [org.admin_id]
+
+
+def test_item23_a_socket_watcher_is_handed_every_kind_that_can_end_it():
+    """A socket's watcher is handed only the kinds in schema/ws.py's REVOKING: every
+    other kind must be one `revocation` never acts on, whoever the event names."""
+    from types import SimpleNamespace
+
+    from schema.ws import REVOKING, revocation
+    from service.domain.enums import EventKind
+    from service.domain.principal import Principal
+
+    p = Principal(organization_id=1, role="MEMBER", user_id=7, api_key_id=7)
+    for kind in EventKind:
+        row = SimpleNamespace(
+            kind=str(kind),
+            subject_id=7,
+            payload={"user_id": 7, "after": {"role": "ADMIN"}},
+        )
+        if str(kind) not in REVOKING:
+            assert revocation(row, p) is None, kind
+        else:
+            assert revocation(row, p) is not None, kind

@@ -5,6 +5,7 @@ Each batch runs on its own pooled connection; loaders never share a session."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import defaultdict
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
@@ -83,6 +84,15 @@ _LATEST_MEASUREMENTS = text(
 )
 
 
+@functools.lru_cache(maxsize=1024)
+def _visibility_predicates(principal: Principal) -> tuple[Any, Any]:
+    """The one rule's SQL predicates (service/reads/visibility.py) over the objective and
+    event tables, for one principal. Built once per principal (a frozen value) and reused:
+    a subscription's loaders are made again for every event, and building the aliased
+    expressions cost more than running the statement."""
+    return visible_objectives(principal, OBJECTIVE), visible_events(principal, EVENT)
+
+
 class Loaders:
     def __init__(self, db: Database, principal: Principal) -> None:
         self.db = db
@@ -119,8 +129,7 @@ class Loaders:
         self.descendants_of = DataLoader(self._load_descendants)
         # The record realism is judged by (service/reads/realism.py); raw, like roll-ups.
         self.record_of = DataLoader(self._load_record)
-        vis = visible_objectives(principal, OBJECTIVE)
-        shown_events = visible_events(principal, EVENT)
+        vis, shown_events = _visibility_predicates(principal)
         self.children_page = self._pages(
             OBJECTIVE, OBJECTIVE.c.parent_id, OBJECTIVE.c.id, descending=False, where=vis
         )
