@@ -53,7 +53,6 @@ from typing import Any
 import orjson
 import strawberry
 from graphql import GraphQLError
-from sqlalchemy import text
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 
 from schema import ids
@@ -61,6 +60,7 @@ from schema.sharing import root_arguments, subscription_operation
 from service.domain.enums import EventKind
 from service.domain.principal import Principal
 from service.fanout import SubscriberBehind
+from service.reads.visibility import hidden_owners
 
 log = logging.getLogger(__name__)
 
@@ -108,12 +108,6 @@ SAME_OWNERSHIP = frozenset(
     }
 )
 
-# Owners of objectives that are not PUBLIC (a NULL visibility counts as hidden).
-_HIDDEN_OWNERS = text(
-    "SELECT DISTINCT owner_id FROM objective WHERE organization_id = :org "
-    "AND owner_id IS NOT NULL AND visibility IS DISTINCT FROM 'PUBLIC'"
-)
-
 
 def access_class(p: Principal) -> Principal:
     """The principal without who it is: what every member of one class view shares.
@@ -149,9 +143,7 @@ class HiddenOwners:
             if found is not None and found[0] >= seq:
                 return found[1]
             async with db.connect() as conn:
-                owners = frozenset(
-                    r[0] for r in (await conn.execute(_HIDDEN_OWNERS, {"org": org})).all()
-                )
+                owners = await hidden_owners(conn, org)
             self.read[org] = (seq, owners)
             self.read.move_to_end(org)
             while len(self.read) > self.limit:

@@ -12,11 +12,12 @@ import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
-
-from sqlmodel import SQLModel
+from typing import TYPE_CHECKING, Any
 
 from service import models
+
+if TYPE_CHECKING:  # a node type's table, for the annotation only
+    from sqlmodel import SQLModel
 
 Load = Callable[[Any, int], Awaitable[Any]]  # (the request's loaders, primary key) -> row
 

@@ -11,10 +11,9 @@ owner): the payload then holds null, never the hidden row (`shown_objective`,
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import strawberry
-from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry import ID, UNSET
 
 from schema import ids
@@ -27,6 +26,9 @@ from service.domain.errors import ErrorCode, Rejected
 from service.domain.principal import Principal
 from service.reads.visibility import can_see_objective
 from service.usecases.commands import KEEP, Keep
+
+if TYPE_CHECKING:  # the use cases' session, for the signature only
+    from sqlalchemy.ext.asyncio import AsyncSession
 
 C = TypeVar("C")
 R = TypeVar("R")

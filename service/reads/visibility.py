@@ -118,3 +118,19 @@ def visible_events(p: Principal, event: Any = EVENT) -> ColumnElement[bool]:
         and_(kind == "CheckIn", check_in),
         and_(kind == "Comment", comment),
     )
+
+
+async def hidden_owners(conn: Any, organization_id: int) -> frozenset[int]:
+    """Who owns an objective that is not PUBLIC (a NULL visibility counts as hidden): the
+    members whose view of a shared subscription stream may differ from their class's
+    (schema/broadcast.py). One statement."""
+    statement = (
+        select(OBJECTIVE.c.owner_id)
+        .where(
+            OBJECTIVE.c.organization_id == organization_id,
+            OBJECTIVE.c.owner_id.is_not(None),
+            OBJECTIVE.c.visibility.is_distinct_from("PUBLIC"),
+        )
+        .distinct()
+    )
+    return frozenset(r[0] for r in (await conn.execute(statement)).all())
