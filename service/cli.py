@@ -150,7 +150,6 @@ def cmd_metric_record(args: argparse.Namespace, settings: Settings) -> int:
     keys a scope of their own ('organization:<id>'). Exit 2 on anything refused."""
     from datetime import datetime
 
-    from service.domain.principal import Principal
     from service.usecases import metrics, organizations
 
     def refuse(message: str) -> int:
@@ -179,15 +178,11 @@ def cmd_metric_record(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(s):
         org = await organizations.organization_by_slug(s, args.org)
-        p = Principal(
-            organization_id=pk_of(org),
-            role="SERVICE",
-            on_track_gap=org.on_track_gap,
-            at_risk_gap=org.at_risk_gap,
-            check_in_cadence_days=org.check_in_cadence_days,
-        )
         return await metrics.record_measurements(
-            s, p, [item], max_check_ins=settings.max_batch_check_ins
+            s,
+            cli_support.acting_for(org, role="SERVICE"),
+            [item],
+            max_check_ins=settings.max_batch_check_ins,
         )
 
     try:

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 from sqlalchemy import text
 
 from service import migrate
+from service.cli_support import acting_for
 from service.db import Database, resolve_url
 from service.domain.errors import ErrorCode, Rejected
 from service.domain.principal import Principal
-from service.models import pk_of
 from service.settings import Settings
 
 T = TypeVar("T")
@@ -77,20 +77,12 @@ def cmd_jobs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _operator(db: Database, slug: str) -> Principal:
-    """Operators act as the organization's admin, without a user (as `okr metric record`
-    acts as the organization itself): whoever can run `okr` against the database is
-    trusted as an admin is. Their events have no actor."""
+    """The organization `slug`'s admin, as the command acts (cli_support.acting_for)."""
     from service.usecases import organizations
 
     async with db.sessions() as s:
         org = await organizations.organization_by_slug(s, slug)
-    return Principal(
-        organization_id=pk_of(org),
-        role="ADMIN",
-        on_track_gap=org.on_track_gap,
-        at_risk_gap=org.at_risk_gap,
-        check_in_cadence_days=org.check_in_cadence_days,
-    )
+    return acting_for(org)
 
 
 def _pk(value: str, type_name: str) -> int:

@@ -23,25 +23,13 @@ from typing import Any
 import yaml
 
 from service import plan_format
-from service.cli_support import prepare, run
+from service.cli_support import acting_for, prepare, run
 from service.db import Database
 from service.domain.errors import Rejected
-from service.domain.principal import Principal
-from service.models import pk_of
 from service.settings import Settings
 
 # A bar only when there is this much to apply (a short apply is over before one draws).
 PROGRESS_FROM = 20
-
-
-def _operator(org: Any) -> Principal:
-    return Principal(
-        organization_id=pk_of(org),
-        role="ADMIN",
-        on_track_gap=org.on_track_gap,
-        at_risk_gap=org.at_risk_gap,
-        check_in_cadence_days=org.check_in_cadence_days,
-    )
 
 
 def _shown(value: Any) -> str:
@@ -93,7 +81,7 @@ def cmd_apply(args: argparse.Namespace, settings: Settings) -> int:
         async def tx(s: Any) -> Any:
             org = await organizations.organization_by_slug(s, args.org)
             cmd = commands.ApplyPlan(document, dry_run=args.dry_run, prune=args.prune)
-            return await plans.apply_plan(s, _operator(org), cmd, progress=bar)
+            return await plans.apply_plan(s, acting_for(org), cmd, progress=bar)
 
         return await db.transaction(tx)
 
@@ -122,7 +110,7 @@ def cmd_plan_export(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: Database) -> Any:
         async def tx(s: Any) -> Any:
             org = await organizations.organization_by_slug(s, args.org)
-            return await plans.export_plan(s, _operator(org), args.cycle)
+            return await plans.export_plan(s, acting_for(org), args.cycle)
 
         return await db.transaction(tx)
 

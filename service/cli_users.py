@@ -13,7 +13,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from service.cli_support import prepare, run
+from service.cli_support import acting_for, prepare, run
 from service.domain.enums import Role
 from service.domain.principal import Principal
 from service.models import User, pk_of
@@ -32,14 +32,7 @@ def _operate(
     async def work(s: Any) -> User:
         org = await organizations.organization_by_slug(s, args.org)
         target = await organizations.user_by_email(s, pk_of(org), args.email)
-        p = Principal(
-            organization_id=pk_of(org),
-            role="ADMIN",
-            on_track_gap=org.on_track_gap,
-            at_risk_gap=org.at_risk_gap,
-            check_in_cadence_days=org.check_in_cadence_days,
-        )
-        return await act(s, p, target)
+        return await act(s, acting_for(org), target)
 
     return run(url, lambda db: db.transaction(work))
 
