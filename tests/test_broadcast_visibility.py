@@ -54,6 +54,16 @@ class World:
     def token(self, gid: str) -> str:
         return self.org.token(ids.decode_as(gid, "User"))
 
+    async def give(self, objective_id: str, owner: str | None = None) -> None:
+        """Make `owner` (the admin when None) the objective's owner."""
+        owner = owner or ids.encode("User", self.org.admin_id)
+        await ok(
+            self.org,
+            "updateObjective",
+            {"objectiveId": objective_id, "ownerId": owner},
+            "objective { id }",
+        )
+
     async def mark(self) -> str:
         """A PUBLIC check-in whose note both members must see."""
         self.marks += 1
@@ -170,20 +180,13 @@ async def test_a_member_made_owner_while_subscribed_sees_it_and_nobody_else_does
         marker = await world.mark()
         for socket in (a, b):  # neither owns it yet
             assert "ecret" not in json.dumps(await until(socket, marker))
-        await ok(
-            org, "updateObjective", {"objectiveId": secret, "ownerId": world.a}, "objective { id }"
-        )
+        await world.give(secret, world.a)
         await check_in(org, kr, 2, note="secret after")
         marker = await world.mark()
         assert "ecret" not in json.dumps(await until(b, marker))
         assert "secret after" in json.dumps(await until(a, marker))
         # Given back to the admin: A no longer sees it either.
-        await ok(
-            org,
-            "updateObjective",
-            {"objectiveId": secret, "ownerId": ids.encode("User", org.admin_id)},
-            "objective { id }",
-        )
+        await world.give(secret)
         await check_in(org, kr, 3, note="secret returned")
         marker = await world.mark()
         for socket in (a, b):
@@ -286,9 +289,7 @@ async def test_an_ownership_change_is_delivered_by_the_rule_on_every_replica(
     }
     try:
         await settle()
-        await ok(
-            org, "updateObjective", {"objectiveId": secret, "ownerId": world.a}, "objective { id }"
-        )
+        await world.give(secret, world.a)
         await check_in(org, kr, 2, note="secret after")
         marker = await world.mark()
         for (who, n), socket in sockets.items():
@@ -296,12 +297,7 @@ async def test_an_ownership_change_is_delivered_by_the_rule_on_every_replica(
             assert ("secret after" in seen) == (who == "a"), (who, n)
             if who == "b":
                 assert "ecret" not in seen, n
-        await ok(
-            org,
-            "updateObjective",
-            {"objectiveId": secret, "ownerId": ids.encode("User", org.admin_id)},
-            "objective { id }",
-        )
+        await world.give(secret)
         await check_in(org, kr, 3, note="secret returned")
         marker = await world.mark()
         for (who, n), socket in sockets.items():
