@@ -614,15 +614,7 @@ class _Planner:
                     self.session, self.p, commands.ArchiveKeyResult(pk)
                 )
 
-            self.changes.append(
-                PlanChange(
-                    PlanAction.ARCHIVE,
-                    f"objectives/{okey}/keyResults/{kkey}",
-                    {"archived": False},
-                    {"archived": True},
-                    archive_kr,
-                )
-            )
+            self._archive(f"objectives/{okey}/keyResults/{kkey}", archive_kr)
         for okey, row in self.matched.objectives.items():
             if okey in self.keys or row.archived_at is not None:
                 continue
@@ -633,15 +625,12 @@ class _Planner:
                     self.session, self.p, commands.ArchiveObjective(pk)
                 )
 
-            self.changes.append(
-                PlanChange(
-                    PlanAction.ARCHIVE,
-                    f"objectives/{okey}",
-                    {"archived": False},
-                    {"archived": True},
-                    archive_objective,
-                )
-            )
+            self._archive(f"objectives/{okey}", archive_objective)
+
+    def _archive(self, path: str, run: Callable[[], Awaitable[None]]) -> None:
+        self.changes.append(
+            PlanChange(PlanAction.ARCHIVE, path, {"archived": False}, {"archived": True}, run)
+        )
 
 
 class _DryRun(Exception):
