@@ -339,26 +339,26 @@ async def test_broken_documents_are_refused_with_nothing_written(bin_okr, db, ex
         broken.write_text("".join(edit(list(lines))))
         return broken
 
-    def dangling(ls: list[str]) -> list[str]:
-        at = next(i for i, line in enumerate(ls) if '"keyResultId"' in line)
-        row = json.loads(ls[at].rstrip().rstrip(","))
-        row["keyResultId"] = 987654
-        ls[at] = json.dumps(row) + ("," if ls[at].rstrip().endswith(",") else "") + "\n"
-        return ls
+    def with_field(marker: str, name: str, value: object):
+        """An edit: the first row whose line holds `marker` gets `name` set to `value`."""
 
+        def edit(ls: list[str]) -> list[str]:
+            at = next(i for i, line in enumerate(ls) if marker in line)
+            row = json.loads(ls[at].rstrip().rstrip(","))
+            row[name] = value
+            ls[at] = json.dumps(row) + ("," if ls[at].rstrip().endswith(",") else "") + "\n"
+            return ls
+
+        return edit
+
+    dangling = with_field('"keyResultId"', "keyResultId", 987654)
     err = await refused(bin_okr, env, db, variant(dangling), "--slug", "x1")
     assert "keyResultId 987654 names no entry of keyResults" in err
 
     err = await refused(bin_okr, env, db, variant(lambda ls: ls[:-3]), "--slug", "x2")
     assert "ends early" in err
 
-    def tampered(ls: list[str]) -> list[str]:
-        at = next(i for i, line in enumerate(ls) if '"currentValue"' in line)
-        row = json.loads(ls[at].rstrip().rstrip(","))
-        row["progress"] = 0.99
-        ls[at] = json.dumps(row) + ("," if ls[at].rstrip().endswith(",") else "") + "\n"
-        return ls
-
+    tampered = with_field('"currentValue"', "progress", 0.99)
     err = await refused(bin_okr, env, db, variant(tampered), "--slug", "x3")
     assert "do not match a fresh recomputation" in err
 
@@ -378,23 +378,11 @@ async def test_broken_documents_are_refused_with_nothing_written(bin_okr, db, ex
     err = await refused(bin_okr, env, db, variant(huge_id), "--slug", "x6")
     assert "unknown fields x" in err  # refused on the fields before the number is tried
 
-    def overflow(ls: list[str]) -> list[str]:
-        at = next(i for i, line in enumerate(ls) if '"keyResultId"' in line)
-        row = json.loads(ls[at].rstrip().rstrip(","))
-        row["id"] = 2**63  # one past bigint
-        ls[at] = json.dumps(row) + ("," if ls[at].rstrip().endswith(",") else "") + "\n"
-        return ls
-
+    overflow = with_field('"keyResultId"', "id", 2**63)  # one past bigint
     err = await refused(bin_okr, env, db, variant(overflow), "--slug", "x7")
     assert "checkIns: a value the database cannot hold" in err
 
-    def too_long(ls: list[str]) -> list[str]:
-        at = next(i for i, line in enumerate(ls) if '"cycleId"' in line)
-        row = json.loads(ls[at].rstrip().rstrip(","))
-        row["title"] = "x" * 400
-        ls[at] = json.dumps(row) + ("," if ls[at].rstrip().endswith(",") else "") + "\n"
-        return ls
-
+    too_long = with_field('"cycleId"', "title", "x" * 400)
     err = await refused(bin_okr, env, db, variant(too_long), "--slug", "x8")
     assert "objectives: the document breaks a rule of the data" in err and "too long" in err
 
