@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -200,6 +201,14 @@ class ServerProcess:
             self.proc.wait(15)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def write_report(name: str, report: dict) -> Path:
+    """`report` as bench/results/<name>, indented JSON; returns its path."""
+    target = Path(__file__).parent / "results" / name
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(json.dumps(report, indent=2) + "\n")
+    return target
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -21,14 +21,13 @@ import json
 import statistics
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bench.common import BenchDatabase, seed_chain, step
+from bench.common import BenchDatabase, seed_chain, step, write_report
 from service import background, sources, webhooks
 from service.db import Database
 from service.domain.enums import MetricSourceKind
@@ -235,9 +234,7 @@ def main() -> None:
         "date": datetime.now().isoformat(timespec="seconds"),
         "results": results,
     }
-    target = Path(__file__).parent / "results" / "hooks.json"
-    target.parent.mkdir(exist_ok=True)
-    target.write_text(json.dumps(report, indent=2) + "\n")
+    write_report("hooks.json", report)
     print(json.dumps(report, indent=2))
 
 

@@ -20,13 +20,19 @@ import subprocess
 import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 import asyncpg
 import httpx
 import psutil
 
-from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, free_port, percentile
+from bench.common import (
+    JWT_SECRET,
+    BenchDatabase,
+    ServerProcess,
+    free_port,
+    percentile,
+    write_report,
+)
 from bench.seed import seed
 from schema.ids import encode
 from service.auth import issue_token
@@ -300,9 +306,7 @@ def main() -> None:
         "results": results,
     }
     name = "load.json" if float(args.cache_seconds) > 0 else "load-uncached.json"
-    target_file = Path(__file__).parent / "results" / name
-    target_file.parent.mkdir(exist_ok=True)
-    target_file.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(name, report)
     print(json.dumps(report, indent=2))
 
 

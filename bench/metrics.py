@@ -23,12 +23,11 @@ import json
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
 
-from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, percentile, step
+from bench.common import JWT_SECRET, BenchDatabase, ServerProcess, percentile, step, write_report
 from bench.load import verify_clean
 from bench.seed import seed
 from service.auth import issue_token
@@ -269,9 +268,7 @@ def main() -> None:
         "verify_clean_after_M2": verified,
         "results": results,
     }
-    target = Path(__file__).parent / "results" / "metrics.json"
-    target.parent.mkdir(exist_ok=True)
-    target.write_text(json.dumps(report, indent=2) + "\n")
+    write_report("metrics.json", report)
     print(json.dumps(report, indent=2))
 
 

@@ -24,12 +24,11 @@ import json
 import os
 import time
 from datetime import datetime
-from pathlib import Path
 
 import httpx
 import psutil
 
-from bench.common import BenchDatabase, ServerProcess
+from bench.common import BenchDatabase, ServerProcess, write_report
 from bench.load import drive, pick, verify_clean
 from bench.seed import seed
 from bench.topology import HAProxy, PgBouncer
@@ -171,9 +170,7 @@ def main() -> None:
         "results": results,
         "runs": runs,
     }
-    path = Path(__file__).parent / "results" / args.out
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(table(results, args.ops))
 
 

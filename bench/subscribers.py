@@ -48,6 +48,7 @@ from bench.common import (
     percentile,
     seed_chain,
     step,
+    write_report,
 )
 from service.models import pk_of
 
@@ -552,9 +553,7 @@ def main() -> None:
         "workers": args.workers,
         "results": results,
     }
-    target = Path(__file__).parent / "results" / args.out
-    target.parent.mkdir(exist_ok=True)
-    target.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(args.out, report)
     print(table(rows))
 
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import JWT_SECRET, BenchDatabase
+from bench.common import JWT_SECRET, BenchDatabase, write_report
 from bench.seed import seed
 
 
@@ -101,9 +101,7 @@ def main() -> None:
         "date": datetime.now().isoformat(timespec="seconds"),
         "results": results,
     }
-    target = Path(__file__).parent / "results" / "transfer.json"
-    target.parent.mkdir(exist_ok=True)
-    target.write_text(json.dumps(report, indent=2) + "\n")
+    write_report("transfer.json", report)
     print(json.dumps(report, indent=2))
 
 
