@@ -8,9 +8,9 @@ the service), so tests/test_deadlines.py asserts the server's own figure (how lo
 work held the loop, in CPU seconds: `okr_event_loop_held_seconds_max`) and this
 benchmark measures what a client sees, on bench/seed.py's scale 1 organization.
 
-    .venv/bin/python -m bench.deadlines [--runs 3] [--path planned|executor|both]
+    .venv/bin/python -m bench.deadlines [--runs 3]
 
-Prints, per path and run, the /healthz waits (p50, p99, max), the server's held
+Prints, per run, the /healthz waits (p50, p99, max), the server's held
 figure and how late each document was stopped; writes bench/results/deadlines.json.
 """
 
@@ -55,7 +55,7 @@ def cycle_reports(n: int, cycle: str) -> str:
     return "{ " + " ".join(f"r{i}: {one}" for i in range(n)) + " }"
 
 
-def lifted(path: str) -> dict[str, str]:
+def lifted() -> dict[str, str]:
     """The settings the worst documents run under: the cost limits out of the way, so
     that the deadline alone stops them; the result cache off."""
     return {
@@ -64,7 +64,6 @@ def lifted(path: str) -> dict[str, str]:
         "OKR_MAX_RESPONSE_OBJECTS": str(10**8),
         "OKR_MAX_RESPONSE_BYTES": str(10**10),
         "OKR_RESPONSE_CACHE_SECONDS": "0",
-        "OKR_PLANNED_READS": "1" if path == "planned" else "0",
     }
 
 
@@ -121,7 +120,7 @@ async def one_run(base: str, admin: str, member: str, cycle: str, root: str) -> 
     }
 
 
-async def main(runs: int, paths: list[str]) -> dict[str, Any]:
+async def main(runs: int) -> dict[str, Any]:
     database = BenchDatabase()
     await database.create()
     try:
@@ -144,20 +143,18 @@ async def main(runs: int, paths: list[str]) -> dict[str, Any]:
         finally:
             await conn.close()
         tokens = (issue_token(JWT_SECRET, admin, org), issue_token(JWT_SECRET, member, org))
-        results: dict[str, Any] = {}
-        for path in paths:
-            results[path] = []
-            for _ in range(runs):
-                server = ServerProcess(database.url, **lifted(path))
-                try:
-                    await asyncio.to_thread(server.wait_ready)
-                    figures = await one_run(
-                        server.base, *tokens, encode("Cycle", cycle), encode("Objective", root)
-                    )
-                finally:
-                    server.stop()
-                print(path, json.dumps(figures), flush=True)
-                results[path].append(figures)
+        results: dict[str, Any] = {"runs": []}
+        for _ in range(runs):
+            server = ServerProcess(database.url, **lifted())
+            try:
+                await asyncio.to_thread(server.wait_ready)
+                figures = await one_run(
+                    server.base, *tokens, encode("Cycle", cycle), encode("Objective", root)
+                )
+            finally:
+                server.stop()
+            print(json.dumps(figures), flush=True)
+            results["runs"].append(figures)
         return results
     finally:
         await database.drop()
@@ -167,10 +164,8 @@ async def main(runs: int, paths: list[str]) -> dict[str, Any]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--path", choices=["planned", "executor", "both"], default="both")
     args = parser.parse_args()
-    chosen = ["planned", "executor"] if args.path == "both" else [args.path]
-    out = asyncio.run(main(args.runs, chosen))
+    out = asyncio.run(main(args.runs))
     Path(__file__).with_name("results").joinpath("deadlines.json").write_text(
         json.dumps(out, indent=2) + "\n"
     )

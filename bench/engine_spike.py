@@ -8,7 +8,7 @@ OKR_BENCH_DATABASE_URL), then, per operation, one request at a time through the 
 
 - `planned`: today's plan (set-based statements, the response built column by column);
 - `executor`: graphql-core's executor over the Strawberry resolvers and the data loaders
-  (OKR_PLANNED_READS=0);
+  (the test hook schema.plan.SWITCH, enabled = False);
 - `walk`: graphql-core's executor alone over the planned response held in memory: a
   schema built from schema/schema.graphql with no resolvers of its own, every field a
   synchronous dict lookup, no SQL, no Strawberry, no rule computed. It is the least any

@@ -4,7 +4,7 @@
 
 Seeds scale 1 into a fresh database (the embedded PostgreSQL), then runs the operation
 through the ASGI app with httpx, 8 at once, and prints the top of the profile.
-`--executor` turns the planned reads off (OKR_PLANNED_READS=0 semantics).
+`--executor` runs graphql-core's executor instead (the test hook schema.plan.SWITCH).
 """
 
 from __future__ import annotations

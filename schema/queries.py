@@ -56,7 +56,7 @@ class ObjectiveFilter:
     )
 
 
-def _objective_filter(f: ObjectiveFilter | None) -> lists.ObjectiveFilter:
+def objective_filter(f: ObjectiveFilter | None) -> lists.ObjectiveFilter:
     """The filter with its ids decoded and its search checked (a clear error each)."""
     f = f or ObjectiveFilter()
     search = f.search.strip() if f.search else None
@@ -138,7 +138,7 @@ class Query:
     ) -> Connection[Objective]:
         window = page_window(info, first, after, last, before)
         ctx = info.context
-        listing = lists.objectives(ctx.db, ctx.principal, _objective_filter(filter), ctx.now)
+        listing = lists.objectives(ctx.db, ctx.principal, objective_filter(filter), ctx.now)
         rows = await listing.page(window)
         await ctx.loaders.prime_cycles(rows)
         return connection(rows, window, Objective.of, listing.count)

@@ -22,6 +22,7 @@ from sqlalchemy import select, text
 
 from schema import ids
 from schema.ids import encode
+from schema.plan import MISSES
 from service import events, models
 from service.auth import issue_token
 from service.db import Database
@@ -587,3 +588,17 @@ async def okr_stdout(bin_okr: str, env: dict[str, str], *args: str) -> str:
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     return out.decode()
+
+
+def misses() -> dict[tuple[str, str], float]:
+    """Fields read by their own resolver so far (okr_plan_misses), per (type, field)."""
+    out: dict[tuple[str, str], float] = {}
+    for metric in MISSES.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                out[(sample.labels["type"], sample.labels["field"])] = sample.value
+    return out
+
+
+def new_misses(before: dict[tuple[str, str], float]) -> set[tuple[str, str]]:
+    return {k for k, v in misses().items() if v > before.get(k, 0)}

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from service.db import Database
 from service.domain import enums as domain_enums
 from service.usecases import commands, cycles, key_results, objectives, organizations
-from tests.factories import Org
+from tests.factories import Org, misses, new_misses
 
 DASHBOARD = """
 query($team: ID!, $cycle: ID!) { node(id: $team) { ... on Team {
@@ -155,6 +155,7 @@ async def _bench_statements(org: Org, db: Database, n: int) -> dict[str, int]:
         "kr": encode("KeyResult", kr),
     }
     out = {}
+    missed_before = misses()
     for name, doc, keys in (
         ("Q1", Q1, ("team", "cycle")),
         ("Q2", Q2, ("cycle",)),
@@ -172,6 +173,7 @@ async def _bench_statements(org: Org, db: Database, n: int) -> dict[str, int]:
         assert body["data"], body
         assert plan.SWITCH.planned == before + 1, f"{name}: the plan did not answer"
         out[name] = int(response.headers["x-sql-statements"])
+    assert not new_misses(missed_before), f"read past the plan: {new_misses(missed_before)}"
     return out
 
 

@@ -130,6 +130,24 @@ class Demo:
         note(query, body)
         return body
 
+    async def counted(self, metric: str) -> list[tuple[dict[str, str], float]]:
+        """The samples of one of this server's counters on /metrics: (labels, value)."""
+        text = (await self.http.get("/metrics")).text
+        assert f"# TYPE {metric} counter" in text, metric  # the counter is there
+        out = []
+        for labels, n in re.findall(rf"^{metric}\{{(.*)\}} (\S+)$", text, re.M):
+            out.append((dict(re.findall(r'(\w+)="([^"]*)"', labels)), float(n)))
+        return out
+
+    async def plan_misses(self) -> list[str]:
+        """The fields this server read past the plan so far (schema/plan/collect.py)."""
+        found = await self.counted("okr_plan_misses_total")
+        return [f"{k['type']}.{k['field']} {n:g}" for k, n in found if n > 0]
+
+    async def planned(self) -> dict[str, float]:
+        """Operations the plan answered so far, by kind (query, mutation, subscription)."""
+        return {k["operation"]: n for k, n in await self.counted("okr_plan_operations_total")}
+
     def check(self, actual: Any, printed: Any, where: str) -> None:
         try:
             compare(actual, printed, where)

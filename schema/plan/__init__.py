@@ -1,34 +1,23 @@
-"""Planned reads: a query document answered past the general executor.
+"""The read engine: one plan answers every operation, every field level by level, by
+set-based steps where a field has one and by its own resolver (a counted miss) where it
+has none. Modules: collect (selections, the Plan and its builders), resolvers (the
+set-based steps per type), hints (what a document's selection joins into a statement),
+render (the roots and the executor class)."""
 
-For a validated query, the fields below each root field are collected with graphql-core's
-own field collection (it applies @skip/@include, merges fields by response key, fills
-argument defaults). The plan then walks the selection level by level: for all the rows of
-one level it fetches each selected relation in set-based statements (service/reads/,
-all on one connection), joining the to-one relations the document asks for (cycle, owner,
-last check-in) into the level's own statement, computes derived values (status, expected
-progress, stale, next due, forecast) with the pure rules, and builds the response dict
-directly, serialised by the schema's own scalars and enums. Nothing resolves per field.
-
-Anything the plan does not cover raises `Unsupported` and the general executor answers
-instead: it stays the reference, and a differential test holds the two equal.
-
-Modules: collect (selections, the Plan and its builders), resolvers (per type),
-render (resolver tables, roots, the executor class).
-"""
-
-from schema.plan.collect import FIELDS, RESOLVERS, OverBudget, Plan, Sel, Unsupported
-from schema.plan.render import ROOTS, SWITCH, Switch, planned_executor, run_planned
+from schema.plan.collect import FIELDS, MISSES, RESOLVERS, ByResolver, Plan, Sel, Stop
+from schema.plan.render import ROOTS, SWITCH, Switch, planned_executor, run
 
 __all__ = [
     "FIELDS",
+    "MISSES",
     "RESOLVERS",
     "ROOTS",
     "SWITCH",
-    "OverBudget",
+    "ByResolver",
     "Plan",
     "Sel",
+    "Stop",
     "Switch",
-    "Unsupported",
     "planned_executor",
-    "run_planned",
+    "run",
 ]

@@ -4,8 +4,13 @@ the objective columns a walk of descendants reads)."""
 
 from __future__ import annotations
 
-from schema.plan.collect import Plan, Sel
-from service.reads.rows import Reads
+from typing import TYPE_CHECKING
+
+from graphql import GraphQLError
+
+if TYPE_CHECKING:
+    from schema.plan.collect import Plan, Sel
+    from service.reads.rows import Reads
 
 # What a field of Objective reads of its row, past what every objective row carries.
 _OBJECTIVE_CORE = (
@@ -31,7 +36,7 @@ _NEEDS_TEAM = {("Objective", "team"), ("Objective", "stale")} | {
 }
 
 
-def _set_joins(plan: Plan, reads: Reads) -> None:
+def set_joins(plan: Plan, reads: Reads) -> None:
     """Join into each level's statement the to-one rows the document will ask for, and
     read only the objective columns its fields read on a walk of descendants."""
     wants = plan.wants
@@ -51,7 +56,7 @@ def _set_joins(plan: Plan, reads: Reads) -> None:
     )
 
 
-def _key_result_ahead(plan: Plan, sel: Sel) -> tuple[bool, tuple[int, int | None] | None]:
+def key_result_ahead(plan: Plan, sel: Sel) -> tuple[bool, tuple[int, int | None] | None]:
     """For a node that is a key result: whether its objective, cycle and team are read
     (then they come with it), and the window of its first `checkIns` (then that page
     comes with it too): one statement for the node and what hangs from it."""
@@ -62,7 +67,10 @@ def _key_result_ahead(plan: Plan, sel: Sel) -> tuple[bool, tuple[int, int | None
     page = None
     for s in kr_sels:
         if s.name == "checkIns":
-            first, after, backward = plan.window(s)
+            try:
+                first, after, backward = plan.window(s)
+            except GraphQLError:  # its arguments: the field's own error, later
+                break
             page = None if backward else (first, after)  # a backward page: on its own
             break
     return whole, page

@@ -1,34 +1,39 @@
-"""Planned reads: the resolver tables, the roots, and the executor class that answers a
-query by the plan or hands it to the general executor."""
+"""The read engine's roots (`node`, `objectives` by set-based steps, every other root by
+its resolver inside the plan) and the executor class whose root fields the plan answers:
+queries, mutations (one root after another, each payload read after its write) and
+subscription events."""
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from typing import Any
 
-from graphql import GraphQLObjectType, OperationType
+from graphql import GraphQLError, GraphQLObjectType
 from graphql.execution.values import get_argument_values
+from graphql.pyutils import Path
+from prometheus_client import Counter
 
 from schema import ids
 from schema.enums import Measure, Role, Visibility
 from schema.plan.collect import (
     FIELDS,
     RESOLVERS,
-    OverBudget,
+    TABLE_TYPES,
+    ByResolver,
+    Nulled,
     Page,
     Plan,
     Sel,
-    Unsupported,
-    _named,
+    Stop,
     require_plain,
 )
-from schema.plan.hints import _key_result_ahead, _set_joins
+from schema.plan.hints import key_result_ahead
 from schema.plan.resolvers import (
     _attr,
     _c_check_in,
     _c_edges,
+    _c_key_result,
     _c_page_info,
     _c_total,
     _connection_type,
@@ -50,22 +55,21 @@ from schema.plan.resolvers import (
     _o_descendants,
     _o_expected,
     _o_key_results,
-    _o_parent,
+    _o_linked,
     _o_stale,
     _o_status,
+    _owned_objectives,
     _pi_end,
     _pi_next,
     _pi_previous,
     _pi_start,
     _progress,
-    _t_objectives,
     _team,
     _user,
 )
 from service.domain.enums import CycleStatus, KeyResultType
-from service.reads.rows import Reads
 
-log = logging.getLogger("okr.fastpath")
+log = logging.getLogger("okr.plan")
 
 _OBJECTIVE = {
     "id": _gid("Objective"),
@@ -85,7 +89,9 @@ _OBJECTIVE = {
     "owner": lambda plan, sel, rows: _user(plan, sel, rows, "owner_id"),
     "team": lambda plan, sel, rows: _team(plan, sel, rows, "team_id"),
     "cycle": _o_cycle,
-    "parent": _o_parent,
+    "parent": _o_linked("parent_id"),
+    "carriedFrom": _o_linked("carried_from_id"),
+    "children": _owned_objectives("parent_id", cycle_argument=False),
     "keyResults": _o_key_results,
     "descendants": _o_descendants,
 }
@@ -131,6 +137,7 @@ _CHECK_IN: dict[str, Callable[..., Any]] = {
     "retractedBy": lambda plan, sel, rows: _user(plan, sel, rows, "retracted_by_id"),
     "correctionOf": _c_check_in("correction_of_id"),
     "correctedBy": _c_check_in("corrected_by_id"),
+    "keyResult": _c_key_result,
 }
 _USER = {
     "id": _gid("User"),
@@ -144,7 +151,7 @@ _TEAM: dict[str, Callable[..., Any]] = {
     "name": _attr("name"),
     "checkInCadenceDays": _attr("check_in_cadence_days"),
     "parent": lambda plan, sel, rows: _team(plan, sel, rows, "parent_id"),
-    "objectives": _t_objectives,
+    "objectives": _owned_objectives("team_id", cycle_argument=True),
 }
 _CYCLE = {
     "id": _gid("Cycle"),
@@ -190,23 +197,40 @@ RESOLVERS.update(
 )
 FIELDS.update({name: set(fields) for name, fields in RESOLVERS.items()})
 
+
+def _strawberry_of(type_name: str) -> Callable[[Any], Any]:
+    def make(row: Any) -> Any:
+        from schema import nodes
+
+        return nodes.NODES[type_name].type.of(row)
+
+    return make
+
+
+TABLE_TYPES.update(
+    {
+        name: _strawberry_of(name)
+        for name in ("Objective", "KeyResult", "CheckIn", "User", "Team", "Cycle")
+    }
+)
+
 # --- the roots ----------------------------------------------------------------------------
 
 _NODE_TYPES = ("Objective", "KeyResult", "CheckIn", "User", "Team", "Cycle")
 
 
-async def _root_node(plan: Plan, sel: Sel) -> Any:
+async def _root_node(plan: Plan, sel: Sel, path: Path) -> Any:
     try:
         type_name, pk = ids.decode(sel.args["id"])
     except ids.BadId:
         return None
     if type_name not in _NODE_TYPES:
-        raise Unsupported(f"node of {type_name}")
+        raise ByResolver(f"node of {type_name}")
     reads = plan.reads
     if type_name == "Objective":
         row = await reads.objective(pk)
     elif type_name == "KeyResult":
-        row = await reads.key_result(pk, *_key_result_ahead(plan, sel))
+        row = await reads.key_result(pk, *key_result_ahead(plan, sel))
     elif type_name == "CheckIn":
         row = await reads.check_in(pk)
     else:
@@ -214,7 +238,7 @@ async def _root_node(plan: Plan, sel: Sel) -> Any:
         row = (await reads.by_id(table, [pk])).get(pk)
     if row is None:
         return None
-    return (await plan.build(type_name, sel.details, [row]))[0]
+    return (await plan.build(type_name, sel.details, [row], lambda i: path))[0]
 
 
 _FILTER_FIELDS = {
@@ -229,35 +253,18 @@ _FILTER_FIELDS = {
 }
 
 
-async def _root_objectives(plan: Plan, sel: Sel) -> Any:
-    from schema.queries import ObjectiveFilter
+async def _root_objectives(plan: Plan, sel: Sel, path: Path) -> Any:
+    from schema.queries import ObjectiveFilter, objective_filter
     from service.reads import lists
     from service.reads.lists import OBJECTIVE
 
     first, position, backward = plan.window(sel)
     raw = sel.args.get("filter")
-    wanted = lists.ObjectiveFilter()
-    if raw is not None:
-        f = (
-            raw
-            if isinstance(raw, ObjectiveFilter)
-            else ObjectiveFilter(**{_FILTER_FIELDS[k]: v for k, v in raw.items()})
-        )
-        search = f.search.strip() if f.search else None
-        if search is not None and len(search) > lists.MAX_SEARCH:
-            raise Unsupported("search too long")
-        wanted = lists.ObjectiveFilter(
-            cycle_id=plan.decode(f.cycle_id, "Cycle"),
-            team_id=plan.decode(f.team_id, "Team"),
-            owner_id=plan.decode(f.owner_id, "User"),
-            parent_id=plan.decode(f.parent_id, "Objective"),
-            roots_only=bool(f.roots_only),
-            statuses=None if f.status is None else [str(s.value) for s in f.status],
-            search=search,
-            include_archived=bool(f.include_archived),
-        )
+    if raw is not None and not isinstance(raw, ObjectiveFilter):
+        raw = ObjectiveFilter(**{_FILTER_FIELDS[k]: v for k, v in raw.items()})
+    wanted = objective_filter(raw)
     ctx = plan.ctx
-    listing = lists.objectives(ctx.db, ctx.principal, wanted, ctx.now)
+    listing = lists.objectives(ctx.db, ctx.principal, wanted, plan.now)
     base = listing.base
     order = OBJECTIVE.c.id.desc() if backward else OBJECTIVE.c.id
     stmt = base.order_by(order).limit(first + 1)
@@ -273,12 +280,12 @@ async def _root_objectives(plan: Plan, sel: Sel) -> Any:
         return int((await reads.execute(listing.counting()))[0][0])
 
     async def beyond() -> bool:
-        # Any row of the list on the cursor's other side (the executor's probe).
+        # Any row of the list on the cursor's other side.
         assert position is not None
         return int((await reads.execute(listing.any_beyond(position, backward)))[0][0]) > 0
 
     page = Page(rows, first, position, "Objective", count, beyond, backward)
-    return (await plan.build(_connection_type(sel), sel.details, [page]))[0]
+    return (await plan.build(_connection_type(sel), sel.details, [page], lambda i: path))[0]
 
 
 def _by_id(row: Any) -> int:
@@ -288,85 +295,103 @@ def _by_id(row: Any) -> int:
 ROOTS = {"node": _root_node, "objectives": _root_objectives}
 
 
-async def run_planned(executor: Any, root_type: GraphQLObjectType, grouped: Any) -> dict:
-    """The data of a query, built by the plan; Unsupported when the plan cannot. The
-    whole document is checked against what the plan covers before any statement runs,
-    so a fallback costs the executor's statements only."""
-    ctx = executor.context_value
-    if not getattr(ctx, "is_authenticated", False):
-        raise Unsupported("not signed in")
-    plan = Plan(executor, None)
-    root_sels = _root_selections(plan, root_type, grouped)
-    for _key, name, sel in root_sels:
-        if sel is not None:
-            _check(plan, sel, name)
-    async with Reads.open(ctx.db, ctx.principal) as reads:
-        plan.reads = reads
-        _set_joins(plan, reads)
-        data: dict[str, Any] = {}
-        for response_key, name, sel in root_sels:
-            if sel is None:
-                data[response_key] = root_type.name
-                plan.chars += len(root_type.name)
+async def _root(plan: Plan, root_type: GraphQLObjectType, sel: Sel, root_value: Any) -> Any:
+    """A root field: by its set-based step when it has one (and the caller is signed
+    in: the step's statements are the caller's), else by its own resolver; then what it
+    returns built by the plan."""
+    path = Path(None, sel.key, root_type.name)
+    step = ROOTS.get(sel.name) if root_type.name == "Query" else None
+    if step is not None and plan.ctx.is_authenticated:
+        await plan.open_reads()
+        try:
+            return await step(plan, sel, path)
+        except ByResolver as why:
+            plan.missed(sel, str(why))
+        except GraphQLError as refused:  # its arguments
+            return plan.error(refused, sel, path)
+    return (await plan.by_resolver(root_type, sel, [root_value], None))[0]
+
+
+def _survey(plan: Plan, gtype: Any, details: list[Any], seen: set[tuple[str, int]]) -> None:
+    """Every (type, field) the document selects (plan.wants): what each statement joins."""
+    schema = plan.ex.schema
+    types = [gtype] if isinstance(gtype, GraphQLObjectType) else schema.get_possible_types(gtype)
+    for t in types:
+        key = (t.name, id(details))
+        if key in seen:
+            continue
+        seen.add(key)
+        for child in plan.selections(t, details):
+            plan.wants.add((t.name, child.name))
+            if child.leaf is None and child.rtype is not None:
+                _survey(plan, child.rtype, child.details, seen)
+
+
+async def run(
+    executor: Any, root_type: GraphQLObjectType, root_value: Any, grouped: Any
+) -> dict[str, Any] | None:
+    """The data of an operation (a query, a mutation's root fields one after another, a
+    subscription's event), every field by the plan. None when a non-null root failed;
+    {} past the budget (its one error is the response)."""
+    SWITCH.planned += 1
+    OPERATIONS.labels(root_type.name.lower()).inc()
+    writes = root_type is executor.schema.mutation_type
+    roots: list[Sel] = []
+    for response_key, fdl in grouped.items():
+        node = fdl[0].node
+        require_plain(fdl)
+        name = node.name.value
+        if name == "__typename":
+            roots.append(Sel(response_key, name, {}, fdl))
+            continue
+        field_def = executor.schema.get_field(root_type, name)  # __schema, __type too
+        args = get_argument_values(field_def, node, executor.variable_values)
+        generic = name not in ROOTS
+        roots.append(Plan.sel(root_type, response_key, name, args, fdl, generic, field_def))
+    data: dict[str, Any] = {}
+    plan: Plan | None = None
+    try:
+        for sel in roots:
+            if sel.name == "__typename":
+                data[sel.key] = root_type.name
                 continue
-            data[response_key] = await ROOTS[name](plan, sel)
-    if plan.chars > plan.settings.max_response_bytes:
-        raise Unsupported("past the byte budget: the executor gives its error")
+            if plan is None or writes:  # a mutation's payload reads what it committed
+                if plan is not None:
+                    await plan.close()
+                plan = Plan(executor)
+                seen: set[tuple[str, int]] = set()
+                for s in [sel] if writes else roots:
+                    if s.field_def is not None and s.rtype is not None and s.leaf is None:
+                        _survey(plan, s.rtype, s.details, seen)
+            value = await _root(plan, root_type, sel, root_value)
+            if type(value) is Nulled:
+                if not sel.nullable:  # the whole data is null
+                    plan.absorb(value, None)
+                    return None
+                value = plan.absorb(value, Path(None, sel.key, root_type.name))
+            data[sel.key] = value
+    except Stop:
+        return {}
+    finally:
+        if plan is not None:
+            await plan.close()
     return data
 
 
-def _root_selections(plan: Plan, root_type: GraphQLObjectType, grouped: Any) -> list[Any]:
-    executor = plan.ex
-    root_sels: list[Any] = []
-    for response_key, fdl in grouped.items():
-        node = fdl[0].node
-        name = node.name.value
-        require_plain(fdl)
-        if name == "__typename":
-            root_sels.append((response_key, None, None))
-            continue
-        if name not in ROOTS:
-            raise Unsupported(f"Query.{name}")
-        field_def = root_type.fields[name]
-        args = get_argument_values(field_def, node, executor.variable_values)
-        sel = Sel(response_key, name, args, fdl)
-        sel.rtype = _named(field_def.type)
-        root_sels.append((response_key, name, sel))
-    return root_sels
-
-
-def _check(plan: Plan, sel: Sel, name: str) -> None:
-    """Everything below a root field is covered, and no argument is one the executor
-    would answer with an error (those are left to it)."""
-    args = sel.args
-    if any(k in args for k in ("first", "after", "last", "before")):
-        plan.window(sel)
-    if args.get("cycleId") is not None:
-        plan.decode(args["cycleId"], "Cycle")
-    if args.get("maxDepth") is not None and args["maxDepth"] < 0:
-        raise Unsupported("maxDepth < 0")
-    if args.get("asOf") is not None:
-        raise Unsupported("asOf")
-    if sel.leaf is not None or sel.name == "__typename":
-        return
-    rtype = sel.rtype
-    if isinstance(rtype, GraphQLObjectType):
-        types = [rtype]
-    elif name == "node":
-        types = [plan.ex.schema.type_map[t] for t in _NODE_TYPES]
-    else:
-        raise Unsupported(f"{rtype}")
-    for t in types:
-        for child in plan.selections(t, sel.details):
-            plan.wants.add((t.name, child.name))
-            _check(plan, child, child.name)
+OPERATIONS = Counter(
+    "okr_plan_operations",
+    "Operations the plan answered: queries, mutations (their payloads) and subscription events",
+    ["operation"],
+)
 
 
 class Switch:
-    """On unless OKR_PLANNED_READS=0; tests turn it off to run the executor alone."""
+    """A test's hook, during the move to one engine (issue 20): `enabled = False` runs
+    graphql-core's own executor over the same resolvers, the reference the differential
+    tests (tests/test_planned_reads.py) compare the plan with. No setting reaches it."""
 
     def __init__(self) -> None:
-        self.enabled = os.environ.get("OKR_PLANNED_READS", "1") != "0"
+        self.enabled = True
         self.planned = 0  # operations the plan answered, for tests and the bench
 
 
@@ -374,8 +399,7 @@ SWITCH = Switch()
 
 
 def planned_executor(base: type) -> type:
-    """`base` (the budget executor) answering the queries the plan covers by the plan,
-    and everything else, or anything the plan gives up on, as `base` does."""
+    """`base` (the budget executor) answering every operation by the plan."""
 
     class PlannedExecutor(base):  # type: ignore[valid-type,misc]
         def execute_collected_root_fields(
@@ -386,42 +410,13 @@ def planned_executor(base: type) -> type:
             serially: bool,
             new_defer_usages: Any,
         ) -> Any:
-            general = super().execute_collected_root_fields
-            if (
-                not SWITCH.enabled
-                or serially
-                or self.operation.operation is not OperationType.QUERY
-                or new_defer_usages
-            ):
-                return general(root_type, root_value, grouped_field_set, serially, new_defer_usages)
+            if not SWITCH.enabled:
+                return super().execute_collected_root_fields(
+                    root_type, root_value, grouped_field_set, serially, new_defer_usages
+                )
+            if new_defer_usages:
+                raise GraphQLError("@defer is not supported")
 
-            async def planned() -> Any:
-                try:
-                    data = await run_planned(self, root_type, grouped_field_set)
-                except OverBudget:
-                    if not self.budget.exhausted():  # past the deadline: the executor's
-                        self.budget.too_many_objects()  # build_response gives the error
-                        SWITCH.planned += 1
-                        return {}
-                    result = general(
-                        root_type, root_value, grouped_field_set, serially, new_defer_usages
-                    )
-                    return await result if self.is_awaitable(result) else result
-                except Exception as exc:  # Unsupported, or anything: the executor answers
-                    if not isinstance(exc, Unsupported):
-                        log.debug("planned read gave up: %r", exc)
-                    result = general(
-                        root_type, root_value, grouped_field_set, serially, new_defer_usages
-                    )
-                    return await result if self.is_awaitable(result) else result
-                if self.budget.exhausted():  # past the deadline: the executor's error
-                    result = general(
-                        root_type, root_value, grouped_field_set, serially, new_defer_usages
-                    )
-                    return await result if self.is_awaitable(result) else result
-                SWITCH.planned += 1
-                return data
-
-            return planned()
+            return run(self, root_type, root_value, grouped_field_set)
 
     return PlannedExecutor

@@ -9,7 +9,7 @@ from operator import itemgetter
 from typing import Any
 
 from schema import ids
-from schema.plan.collect import OverBudget, Page, Plan, Probe, Row, Sel, Unsupported
+from schema.plan.collect import ByResolver, Page, Plan, Probe, Row, Sel, Stop
 from service.domain import facts, rules
 from service.domain.enums import CycleStatus
 from service.reads.visibility import can_see_objective
@@ -52,7 +52,7 @@ def _gid(type_name: str) -> Callable[..., list[Any]]:
 
 def _progress(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     if sel.args.get("asOf") is not None:
-        raise Unsupported("progress(asOf)")
+        raise ByResolver("progress(asOf)")
     return [r.progress for r in rows]
 
 
@@ -124,29 +124,37 @@ async def _o_stale(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     return out
 
 
-async def _o_parent(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
-    keys = [r.parent_id for r in rows]
-    found = await plan.reads.by_id("objective", keys)
-    sees = plan.reads.sees
-    targets = []
-    for k in keys:
-        row = found.get(k) if k is not None else None
-        targets.append(row if row is not None and sees(row) else None)
-    return await plan.related("Objective", sel, targets)
+def _o_linked(column: str) -> Callable[..., Any]:
+    """An objective an objective names (its parent, what it was carried over from), or
+    null where the caller may not see it."""
+
+    async def step(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+        keys = [r[column] for r in rows]
+        found = await plan.reads.by_id("objective", keys)
+        sees = plan.reads.sees
+        targets = []
+        for k in keys:
+            row = found.get(k) if k is not None else None
+            targets.append(row if row is not None and sees(row) else None)
+        return await plan.related("Objective", sel, targets)
+
+    return step
 
 
 async def _o_descendants(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     max_depth = sel.args.get("maxDepth")
     if max_depth is not None and max_depth < 0:
-        raise Unsupported("maxDepth < 0")
+        raise ByResolver("maxDepth < 0")
     depth = min(max_depth if max_depth is not None else 1000, 1000)
-    # Past the object budget the executor answers (with its error): the walk stops there.
+    # Past the object budget the walk stops there.
     at_most = plan.settings.max_response_objects - plan.objects
     got = await plan.reads.descendants([r.id for r in rows], depth, max(at_most, 0))
     if got is None:
-        if plan.reads.sees_all:  # every row would be shown
-            raise OverBudget
-        raise Unsupported("past the object budget: the executor gives its error")
+        if plan.reads.sees_all:  # every row would be shown: the budget's error
+            plan.budget.too_many_objects()
+            raise Stop
+        # Some rows may be hidden: the field's resolver walks and counts what it shows.
+        raise ByResolver("past the object budget, rows hidden")
     groups = got
     sees = plan.reads.sees
     return await plan.related_lists("Objective", sel, [[d for d in g if sees(d)] for g in groups])
@@ -192,8 +200,22 @@ async def _k_objective(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
     p = plan.p
     for o in objectives:
         if not can_see_objective(p, o.visibility, o.team_id, o.owner_id):
-            raise Unsupported("hidden objective")
+            raise ByResolver("hidden objective")
     return await plan.related("Objective", sel, objectives)
+
+
+async def _c_key_result(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    """A check-in's key result: shown with the check-in, whose visibility is its own."""
+    keys = [r.key_result_id for r in rows]
+    found = await plan.reads.by_id("key_result", keys)
+    krs = [found.get(k) for k in keys]
+    if None in krs:
+        raise ByResolver("key result gone")
+    p = plan.p
+    for o in await plan.objectives_of(krs):  # type: ignore[arg-type]
+        if not can_see_objective(p, o.visibility, o.team_id, o.owner_id):
+            raise ByResolver("hidden key result")
+    return await plan.related("KeyResult", sel, krs)
 
 
 async def _k_last_check_in(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
@@ -255,30 +277,41 @@ async def _k_forecast(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 # Team
 
 
-def _t_objectives(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
-    cycle_pk = plan.decode(sel.args.get("cycleId"), "Cycle")
-    first, position, backward = plan.window(sel)
-    reads = plan.reads
+def _owned_objectives(column: str, cycle_argument: bool) -> Callable[..., Any]:
+    """A connection of objectives by a column of theirs (a team's, a parent's children),
+    one page per row of the level in one statement."""
 
-    async def run() -> list[Any]:
-        keys = [r.id for r in rows]
-        pages = await reads.team_objective_pages(keys, cycle_pk, first, position, backward)
-        probe = Probe(partial(reads.team_objectives_beyond, keys, cycle_pk, position, backward))
-        sources = [
-            Page(
-                page,
-                first,
-                position,
-                "Objective",
-                partial(reads.team_objective_count, r.id, cycle_pk),
-                partial(probe.has, r.id),
-                backward,
-            )
-            for r, page in zip(rows, pages, strict=True)
-        ]
-        return await plan.related(_connection_type(sel), sel, sources)
+    def step(plan: Plan, sel: Sel, rows: list[Row]) -> Any:
+        cycle_pk = (
+            ids.decode_filter_id(sel.args.get("cycleId"), "Cycle", "cycleId")
+            if cycle_argument
+            else None
+        )
+        first, position, backward = plan.window(sel)
+        reads = plan.reads
 
-    return run()
+        async def run() -> list[Any]:
+            keys = [r.id for r in rows]
+            pages = await reads.objective_pages(column, keys, cycle_pk, first, position, backward)
+            beyond = partial(reads.objectives_beyond, column, keys, cycle_pk, position, backward)
+            probe = Probe(beyond)
+            sources = [
+                Page(
+                    page,
+                    first,
+                    position,
+                    "Objective",
+                    partial(reads.objective_count, column, r.id, cycle_pk),
+                    partial(probe.has, r.id),
+                    backward,
+                )
+                for r, page in zip(rows, pages, strict=True)
+            ]
+            return await plan.related(_connection_type(sel), sel, sources)
+
+        return run()
+
+    return step
 
 
 # Connections

@@ -91,11 +91,23 @@ def page_window(
     before: str | None = None,
     decode: Callable[[str], Any] = ids.uncursor,
 ) -> Slice:
+    """The page a connection field asks for (`window`, with the request's settings)."""
+    return window(info.context.settings, first, after, last, before, decode)
+
+
+def window(
+    settings: Any,
+    first: int | None,
+    after: str | None,
+    last: int | None = None,
+    before: str | None = None,
+    decode: Callable[[str], Any] = ids.uncursor,
+) -> Slice:
     """The page asked for: `first` rows after `after`, or `last` rows before `before`
     (Relay). Checked: both sizes at once, a size out of range, a cursor that does not
     decode, or `after` and `before` mixed across directions is a clear error, never a
-    cut. `decode` turns a cursor into its keyset position (an int, or a tuple)."""
-    settings = info.context.settings
+    cut. `decode` turns a cursor into its keyset position (an int, or a tuple). The one
+    rule of page windows: the resolvers and the plan (schema/plan/) both ask it."""
     if first is not None and last is not None:
         raise bad_page("first and last cannot be used together")
     backward = last is not None or before is not None

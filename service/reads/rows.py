@@ -321,41 +321,51 @@ class Reads:
         )
         return [r["n"] for r in rows]
 
-    async def team_objectives_beyond(
-        self, teams: list[int], cycle: int | None, cursor: int | None, backward: bool
+    # Objectives by a column (a team's, a parent's children): the caller's, by id. A team's
+    # leave archived ones out (like `objectives`); a parent's children keep them.
+    _OWNED_BY = {"team_id": True, "parent_id": False}  # column: live only
+
+    def _owned_where(self, column: str) -> list[str]:
+        where = [
+            "organization_id = $1",
+            f"{column} = ANY($2::int8[])",
+            f"({visible_sql(self.p)})",
+        ]
+        if self._OWNED_BY[column]:
+            where.append("archived_at IS NULL")
+        return where
+
+    async def objectives_beyond(
+        self, column: str, keys: list[int], cycle: int | None, cursor: int | None, backward: bool
     ) -> list[int]:
-        """The teams with an objective the caller may see (in `cycle` when given) on the
-        cursor's other side (by id: forward at or before it, backward at or after it)."""
-        if cursor is None or not teams:
+        """The keys (teams, parents) with an objective the caller may see (in `cycle`
+        when given) on the cursor's other side (by id: forward at or before it, backward
+        at or after it)."""
+        if cursor is None or not keys:
             return []
-        sql = (
-            "SELECT DISTINCT team_id AS n FROM objective WHERE organization_id = $1 "
-            f"AND team_id = ANY($2::int8[]) AND id {'>=' if backward else '<='} $3 "
-            f"AND ({visible_sql(self.p)})"
-        )
-        args: list[Any] = [self.org, sorted(set(teams)), cursor]
+        where = self._owned_where(column)
+        args: list[Any] = [self.org, sorted(set(keys)), cursor]
+        where.append(f"id {'>=' if backward else '<='} $3")
         if cycle is not None:
-            sql += " AND cycle_id = $4"
             args.append(cycle)
+            where.append("cycle_id = $4")
+        sql = f"SELECT DISTINCT {column} AS n FROM objective WHERE {' AND '.join(where)}"
         return [r["n"] for r in await self.fetch(sql, *args)]
 
-    async def team_objective_pages(
+    async def objective_pages(
         self,
-        teams: list[int],
+        column: str,
+        keys: list[int],
         cycle: int | None,
         first: int,
         after: int | None,
         backward: bool = False,
     ) -> list[list[Rec]]:
-        """Objectives of each team the caller may see (in `cycle` when given), by id;
-        `backward`: the page before the cursor `after`, from it toward the start."""
-        where = [
-            "organization_id = $1",
-            "team_id = ANY($2::int8[])",
-            f"({visible_sql(self.p)})",
-            "archived_at IS NULL",  # like `objectives`
-        ]
-        args: list[Any] = [self.org, sorted(set(teams)), first + 1]
+        """Objectives of each key (a team's, a parent's children) the caller may see (in
+        `cycle` when given), by id; `backward`: the page before the cursor `after`, from
+        it toward the start."""
+        where = self._owned_where(column)
+        args: list[Any] = [self.org, sorted(set(keys)), first + 1]
         if cycle is not None:
             args.append(cycle)
             where.append(f"cycle_id = ${len(args)}")
@@ -365,27 +375,26 @@ class Reads:
         joins = self.objective_joins
         sql = (
             f"SELECT s.*{select_list(joins)} FROM (SELECT *, row_number() OVER "
-            f"(PARTITION BY team_id ORDER BY id {'DESC' if backward else 'ASC'}) "
+            f"(PARTITION BY {column} ORDER BY id {'DESC' if backward else 'ASC'}) "
             f"AS _rn FROM objective WHERE {' AND '.join(where)}) s{from_list('s', joins)} "
-            "WHERE s._rn <= $3 ORDER BY s.team_id, s._rn"
+            f"WHERE s._rn <= $3 ORDER BY s.{column}, s._rn"
         )
         groups: dict[int, list[Rec]] = defaultdict(list)
         rows = await self.fetch(sql, *args)
         absorb(self.known, rows, joins)
         for r in rows:
-            groups[r.team_id].append(r)
+            groups[r[column]].append(r)
         self.remember("objective", (r for g in groups.values() for r in g))
-        return [groups.get(k, []) for k in teams]
+        return [groups.get(k, []) for k in keys]
 
-    async def team_objective_count(self, team: int, cycle: int | None) -> int:
-        sql = (
-            "SELECT count(*) AS n FROM objective WHERE organization_id = $1 AND team_id = $2 "
-            f"AND ({visible_sql(self.p)}) AND archived_at IS NULL"
-        )
-        args: list[Any] = [self.org, team]
+    async def objective_count(self, column: str, key: int, cycle: int | None) -> int:
+        where = self._owned_where(column)
+        where[1] = f"{column} = $2"
+        args: list[Any] = [self.org, key]
         if cycle is not None:
-            sql += " AND cycle_id = $3"
             args.append(cycle)
+            where.append("cycle_id = $3")
+        sql = f"SELECT count(*) AS n FROM objective WHERE {' AND '.join(where)}"
         return int((await self.fetch(sql, *args))[0]["n"])
 
     async def descendants(
