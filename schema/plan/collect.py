@@ -50,6 +50,7 @@ from strawberry.types.base import has_object_definition
 from schema.types.common import window
 from service.domain import facts
 from service.pacing import give_way
+from service.reads.joins import Row as JoinedRow
 from service.reads.rows import Reads, Rec
 
 Row = Any
@@ -362,9 +363,9 @@ class Plan:
         steps = RESOLVERS.get(type_name)
         native = steps is not None
         if native and items:
-            if type_name in TABLE_TYPES:
-                items = [as_row(x) for x in items]
-            elif any(map(has_object_definition, items)):
+            if type_name in TABLE_TYPES and not all(type(x) in _PLAN_ROWS for x in items):
+                items = [as_row(x) for x in items]  # a resolver's objects, a payload's
+            elif type_name not in OBJECT_TYPES and any(map(has_object_definition, items)):
                 native = False  # Strawberry's own objects (a payload's connection)
         sources: list[Any] | None = None if native else items
         keys: list[str] = []
@@ -429,6 +430,8 @@ class Plan:
 
     def sources(self, type_name: str, rows: list[Any]) -> list[Any]:
         """What a field's own resolver is handed for plan rows: its Strawberry object."""
+        if type_name in OBJECT_TYPES:
+            return rows  # they are
         make = TABLE_TYPES.get(type_name)
         if make is None:
             raise GraphQLError(
@@ -436,6 +439,15 @@ class Plan:
                 "no set-based step: give it one (schema/plan/render.py)"
             )
         return [make(r) for r in rows]
+
+    async def completed(self, sel: Sel, values: list[Any]) -> list[Any]:
+        """Values of one field for the level being built (Strawberry objects, say, of
+        an abstract type), completed as the field's type says."""
+        parent = self._level[-1]
+        key = sel.key
+        return await self.complete(
+            sel.field_def.type, sel, values, lambda i: parent(i).add_key(key)
+        )
 
     async def related(self, type_name: str, sel: Sel, targets: Sequence[Row | None]) -> list[Any]:
         """One object per row of the level being built (or None): built together, then
@@ -766,6 +778,9 @@ FIELDS: dict[str, set[str]] = {}
 # Filled by schema/plan/render.py: the types built from table rows -> their Strawberry
 # object for a row (what a field's own resolver is handed).
 TABLE_TYPES: dict[str, Callable[[Any], Any]] = {}
+# Types whose values are Strawberry objects (an event as delivered: its row and what the
+# caller may see of it), handed to their steps as they are.
+OBJECT_TYPES: set[str] = set()
 
 MISSES = Counter(
     "okr_plan_misses",
@@ -792,6 +807,10 @@ class RowView:
         return getattr(self._row, name)
 
 
+# What the plan's own statements give: records, and rows rebuilt from joined columns.
+_PLAN_ROWS = {Rec, JoinedRow}
+
+
 def _path_at(path_of: Callable[[int], Path], places: list[int], j: int) -> Path:
     return path_of(places[j])
 
@@ -801,7 +820,7 @@ def as_row(item: Any) -> Any:
     is one of the plan's records."""
     if has_object_definition(item):
         item = cast(Any, item).row
-    return item if isinstance(item, (Rec, RowView)) else RowView(item)
+    return item if isinstance(item, (Rec, JoinedRow, RowView)) else RowView(item)
 
 
 def _null_error(sel: Sel) -> TypeError:

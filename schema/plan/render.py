@@ -18,6 +18,7 @@ from schema import ids
 from schema.enums import Measure, Role, Visibility
 from schema.plan.collect import (
     FIELDS,
+    OBJECT_TYPES,
     RESOLVERS,
     TABLE_TYPES,
     ByResolver,
@@ -41,6 +42,8 @@ from schema.plan.resolvers import (
     _cy_review_due,
     _e_cursor,
     _e_node,
+    _ev_actor,
+    _ev_subject,
     _field,
     _gid,
     _k_check_ins,
@@ -49,8 +52,11 @@ from schema.plan.resolvers import (
     _k_last_check_in,
     _k_next_due,
     _k_objective,
+    _k_realism,
     _k_stale,
     _k_status,
+    _m_key_results,
+    _m_latest,
     _o_cycle,
     _o_descendants,
     _o_expected,
@@ -59,6 +65,8 @@ from schema.plan.resolvers import (
     _o_stale,
     _o_status,
     _owned_objectives,
+    _pe_changes,
+    _pe_check_in,
     _pi_end,
     _pi_next,
     _pi_previous,
@@ -121,6 +129,7 @@ _KEY_RESULT: dict[str, Callable[..., Any]] = {
     "lastCheckIn": _k_last_check_in,
     "checkIns": _k_check_ins,
     "forecast": _k_forecast,
+    "realism": _k_realism,
 }
 _CHECK_IN: dict[str, Callable[..., Any]] = {
     "id": _gid("CheckIn"),
@@ -162,7 +171,25 @@ _CYCLE = {
     "expectedProgress": _cy_expected,
     "reviewDue": _cy_review_due,
 }
+_METRIC: dict[str, Callable[..., Any]] = {
+    "id": _gid("Metric"),
+    "key": _attr("key"),
+    "name": _attr("name"),
+    "unit": _attr("unit"),
+    "description": _attr("description"),
+    "createdAt": _attr("created_at"),
+    "archived": lambda plan, sel, rows: [r["archived_at"] is not None for r in rows],
+    "latest": _m_latest,
+    "keyResults": _m_key_results,
+}
 _FORECAST = {"value": _field("value"), "progress": _field("progress"), "status": _field("status")}
+_REALISM = {
+    "verdict": _field("verdict"),
+    "requiredRate": _field("required_rate"),
+    "observedRate": _field("observed_rate"),
+    "ratio": _field("ratio"),
+    "basis": _field("basis"),
+}
 _PAGE_INFO = {
     "hasNextPage": _pi_next,
     "hasPreviousPage": _pi_previous,
@@ -187,7 +214,11 @@ RESOLVERS.update(
         "User": _USER,
         "Team": _TEAM,
         "Cycle": _CYCLE,
+        "Metric": _METRIC,
+        "Event": {"actor": _ev_actor, "subject": _ev_subject},
+        "ProgressEvent": {"actor": _ev_actor, "checkIn": _pe_check_in, "changes": _pe_changes},
         "Forecast": _FORECAST,
+        "Realism": _REALISM,
         "PageInfo": _PAGE_INFO,
         "ObjectiveConnection": _connection("Objective"),
         "CheckInConnection": _connection("CheckIn"),
@@ -210,9 +241,11 @@ def _strawberry_of(type_name: str) -> Callable[[Any], Any]:
 TABLE_TYPES.update(
     {
         name: _strawberry_of(name)
-        for name in ("Objective", "KeyResult", "CheckIn", "User", "Team", "Cycle")
+        for name in ("Objective", "KeyResult", "CheckIn", "User", "Team", "Cycle", "Metric")
     }
 )
+
+OBJECT_TYPES.update({"Event", "ProgressEvent"})
 
 # --- the roots ----------------------------------------------------------------------------
 
@@ -388,7 +421,7 @@ OPERATIONS = Counter(
 class Switch:
     """A test's hook, during the move to one engine (issue 20): `enabled = False` runs
     graphql-core's own executor over the same resolvers, the reference the differential
-    tests (tests/test_planned_reads.py) compare the plan with. No setting reaches it."""
+    tests (tests/graphql/test_planned_reads.py) compare the plan with. No setting reaches it."""
 
     def __init__(self) -> None:
         self.enabled = True

@@ -9,9 +9,10 @@ from operator import itemgetter
 from typing import Any
 
 from schema import ids
-from schema.plan.collect import ByResolver, Page, Plan, Probe, Row, Sel, Stop
+from schema.plan.collect import TABLE_TYPES, ByResolver, Page, Plan, Probe, Row, Sel, Stop
 from service.domain import facts, rules
 from service.domain.enums import CycleStatus
+from service.reads.realism import judge, record_points
 from service.reads.visibility import can_see_objective
 
 # --- resolvers per type: (plan, selection, rows) -> values (or an awaitable of them) ---
@@ -272,6 +273,130 @@ async def _k_forecast(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
             await plan.on_time()  # thousands of key results, each a fit over its history
         out.append(facts.forecast(r, history, c, p.thresholds))
     return await plan.related("Forecast", sel, out)
+
+
+async def _k_realism(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    """Each key result's realism, judged by its record (service/reads/realism.py): the
+    records of the whole level fitted in one statement."""
+    cycles = await plan.cycles_of(await plan.objectives_of(rows))
+    now = plan.now
+    bounds = [rules.cycle_bounds(c.starts_on, c.ends_on) for c in cycles]
+    since = {r.id: rules.record_window(b[0], b[1], now) for r, b in zip(rows, bounds, strict=True)}
+    reads = plan.reads
+    fits = await record_points(reads.sa, reads.org, [r.id for r in rows], since, now)
+    judged = [
+        judge(r, fits[r.id], start, end, now) for r, (start, end) in zip(rows, bounds, strict=True)
+    ]
+    return await plan.related("Realism", sel, judged)
+
+
+# Metric
+
+
+async def _m_latest(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    from schema.metrics import Measurement
+
+    found = await plan.reads.latest_measurements([r.id for r in rows])
+    shown = [None if (m := found.get(r.id)) is None else Measurement.of(m) for r in rows]
+    return await plan.related("Measurement", sel, shown)
+
+
+async def _m_key_results(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    """The live key results bound to each metric that the caller may see."""
+    groups = await plan.reads.grouped("key_result", "metric_id", [r.id for r in rows])
+    flat = [k for g in groups for k in g]
+    objectives = dict(zip((k.id for k in flat), await plan.objectives_of(flat), strict=True))
+    sees = plan.reads.sees
+    shown = [[k for k in g if sees(objectives[k.id])] for g in groups]
+    return await plan.related_lists("KeyResult", sel, shown)
+
+
+# What an event names, as the caller may see it
+
+
+_EVERYONES = {"User": "app_user", "Team": "team", "Cycle": "cycle"}
+
+
+async def shown(plan: Plan, type_name: str, keys: list[int]) -> dict[int, Row]:
+    """The rows of `type_name` with these ids that the caller may see (the one rule:
+    an objective's visibility, a key result's and a check-in's by their objective's),
+    in a statement per table. Other types: `ByResolver`."""
+    reads = plan.reads
+    if type_name == "CheckIn":
+        found = await reads.by_id("check_in", keys)
+        rows = [found[k] for k in keys if k in found]
+        krs = await shown(plan, "KeyResult", [r.key_result_id for r in rows])
+        return {r.id: r for r in rows if r.key_result_id in krs}
+    if type_name == "KeyResult":
+        found = await reads.by_id("key_result", keys)
+        rows = [found[k] for k in keys if k in found]
+        objectives = await shown(plan, "Objective", [r.objective_id for r in rows])
+        return {r.id: r for r in rows if r.objective_id in objectives}
+    if type_name == "Objective":
+        found = await reads.by_id("objective", keys)
+        return {k: found[k] for k in keys if k in found and reads.sees(found[k])}
+    if type_name in _EVERYONES:  # the organization's, shown to all of it
+        found = await reads.by_id(_EVERYONES[type_name], keys)
+        return {k: found[k] for k in keys if k in found}
+    raise ByResolver(f"a {type_name} named by an event")
+
+
+async def _pe_check_in(plan: Plan, sel: Sel, events: list[Any]) -> list[Any]:
+    keys = [None if e.cause_hidden else e.row.check_in_id for e in events]
+    found = await shown(plan, "CheckIn", [k for k in keys if k is not None])
+    return await plan.related("CheckIn", sel, [found.get(k) if k else None for k in keys])
+
+
+async def _ev_actor(plan: Plan, sel: Sel, events: list[Any]) -> list[Any]:
+    """Who made the change (a progress event whose cause is hidden: nobody)."""
+    keys = [None if getattr(e, "cause_hidden", False) else e.row.actor_user_id for e in events]
+    found = await plan.reads.by_id("app_user", keys)
+    return await plan.related("User", sel, [found.get(k) if k else None for k in keys])
+
+
+async def _pe_changes(plan: Plan, sel: Sel, events: list[Any]) -> list[Any]:
+    """The key result and the objectives up the chain, as the caller may see them: what
+    they may not see is left out."""
+    from schema.types.common import ProgressChange
+    from service.domain.enums import ProgressStatus
+
+    changes = [e.row.payload.get("changes", []) for e in events]
+    wanted: dict[str, list[int]] = {}
+    for group in changes:
+        for c in group:
+            wanted.setdefault(c["type"], []).append(c["id"])
+    found = {t: await shown(plan, t, keys) for t, keys in wanted.items()}
+    groups = []
+    for group in changes:
+        out = []
+        for c in group:
+            row = found[c["type"]].get(c["id"])
+            if row is None:
+                continue  # hidden from this caller, or gone
+            out.append(
+                ProgressChange(
+                    node=TABLE_TYPES[c["type"]](row),
+                    previous_progress=c["previous"],
+                    progress=c["progress"],
+                    status=ProgressStatus(c["status"]),
+                )
+            )
+        groups.append(out)
+    return await plan.related_lists("ProgressChange", sel, groups)
+
+
+async def _ev_subject(plan: Plan, sel: Sel, events: list[Any]) -> list[Any]:
+    """What each event is about, as a node the caller may see (null when hidden or
+    deleted)."""
+    wanted: dict[str, list[int]] = {}
+    for e in events:
+        wanted.setdefault(e.row.subject_type, []).append(e.row.subject_id)
+    found = {t: await shown(plan, t, keys) for t, keys in wanted.items()}
+    out = []
+    for e in events:
+        row = found[e.row.subject_type].get(e.row.subject_id)
+        out.append(None if row is None else TABLE_TYPES[e.row.subject_type](row))
+    return await plan.completed(sel, out)
 
 
 # Team

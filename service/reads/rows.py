@@ -75,9 +75,16 @@ _GROUPED = {
     # Archived key results leave lists.
     ("key_result", "objective_id"): "SELECT * FROM key_result WHERE organization_id = $1 "
     "AND objective_id = ANY($2::int8[]) AND archived_at IS NULL ORDER BY id",
+    ("key_result", "metric_id"): "SELECT * FROM key_result WHERE organization_id = $1 "
+    "AND metric_id = ANY($2::int8[]) AND archived_at IS NULL ORDER BY id",
     ("check_in", "key_result_id"): "SELECT * FROM check_in WHERE organization_id = $1 "
     "AND key_result_id = ANY($2::int8[]) ORDER BY id",
 }
+_LATEST_MEASUREMENTS = (
+    "SELECT DISTINCT ON (metric_id) * FROM measurement WHERE organization_id = $1 "
+    "AND metric_id = ANY($2::int8[]) AND retracted_at IS NULL "
+    "ORDER BY metric_id, measured_at DESC, id DESC"
+)
 _KEY_RESULT_SEEN = """
 SELECT k.*, o.visibility AS o_visibility, o.team_id AS o_team_id, o.owner_id AS o_owner_id
 FROM key_result k JOIN objective o ON o.id = k.objective_id
@@ -261,7 +268,7 @@ class Reads:
             if joins:
                 sql = (
                     f"SELECT k.*{select_list(joins)} FROM key_result k{from_list('k', joins)}"
-                    " WHERE k.organization_id = $1 AND k.objective_id = ANY($2::int8[])"
+                    f" WHERE k.organization_id = $1 AND k.{column} = ANY($2::int8[])"
                     " AND k.archived_at IS NULL ORDER BY k.id"
                 )
             rows = await self.fetch(sql, self.org, sorted(set(keys)))
@@ -271,6 +278,13 @@ class Reads:
                 absorb(self.known, rows, joins)
         self.remember(table, (r for g in groups.values() for r in g))
         return [groups.get(k, []) for k in keys]
+
+    async def latest_measurements(self, metrics: list[int]) -> dict[int, Rec]:
+        """Each metric's measurement measured last (not retracted), by metric id."""
+        if not metrics:
+            return {}
+        rows = await self.fetch(_LATEST_MEASUREMENTS, self.org, sorted(set(metrics)))
+        return {r.metric_id: r for r in rows}
 
     async def check_in_pages(
         self, keys: list[int], first: int, after: int | None, backward: bool = False
