@@ -4,7 +4,7 @@ The goal: /healthz answers within 250 ms while the worst documents found from ou
 (aliased `forecast` trees, aliased `cycleReport`s from a MEMBER, nested `descendants`,
 the CSV export) run with the cost limit lifted, until the deadline stops them. A
 timed test cannot hold that on a shared machine (it measures the machine as much as
-the service), so tests/test_deadlines.py asserts the server's own figure (how long its
+the service), so tests/graphql/test_deadlines.py asserts the server's own figure (how long its
 work held the loop, in CPU seconds: `okr_event_loop_held_seconds_max`) and this
 benchmark measures what a client sees, on bench/seed.py's scale 1 organization.
 

@@ -3,7 +3,7 @@
     python -m bench.lock_hold                 # all three parts below
     python -m bench.lock_hold --parts hold    # one of hold, align, mixed
 
-On one 14-objective tree (tests/test_lock_order.py builds the same one, `build_tree`):
+On one 14-objective tree (tests/usecases/test_lock_order.py builds the same one, `build_tree`):
 
 - `hold`: check-ins one at a time (nothing waits, so from the first statement's start
   to the commit's end is the time the chain's locks are held), split into the read

@@ -4,7 +4,7 @@ health checked on /readyz). Debian's `pgbouncer` and `haproxy` run as programs o
 own, with their configuration in a folder of their own, on free ports; the system
 services are never used.
 
-The configuration texts here are the ones tests/test_topology.py runs and bench/replicas.py
+The configuration texts here are the ones tests/system/test_topology.py runs and bench/replicas.py
 measures; deploy/ holds the same arrangement for Compose and Kubernetes.
 """
 

@@ -6,7 +6,7 @@ check-ins are dated across the weeks behind us so the tree has a history.
 The demo keeps its own date: `okr serve --demo` starts the OKR clock (service/clock.py)
 at `NOW`, 25 November 2026 at noon UTC, unless `OKR_CLOCK_START` says otherwise, and the
 seed is dated around the clock. So the cycle is always "Q4 2026", and every answer in
-the README's tour is the same whatever day the demo is run (tests/test_readme.py runs
+the README's tour is the same whatever day the demo is run (tests/system/test_readme.py runs
 it, also under a faked date past a year's end)."""
 
 from __future__ import annotations

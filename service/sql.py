@@ -105,7 +105,7 @@ def status(
     ends_on: ColumnElement[Any],
 ) -> ColumnElement[str]:
     """`rules.progress_status` in SQL, for filtering in the database; a property test
-    (tests/test_shared_sql.py) holds the two equal."""
+    (tests/domain/test_shared_sql.py) holds the two equal."""
     start = cast(starts_on, DateTime(timezone=False)).op("AT TIME ZONE")(literal("UTC"))
     end = cast(ends_on + 1, DateTime(timezone=False)).op("AT TIME ZONE")(literal("UTC"))
     elapsed = func.extract("epoch", literal(now) - start) / func.extract("epoch", end - start)

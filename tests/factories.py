@@ -38,6 +38,9 @@ SERVER_LOG = open(os.environ.get("OKR_TEST_SERVER_LOG", os.devnull), "ab")
 NOW = datetime.now(UTC)
 TODAY = NOW.date()
 
+# The repository (tests live in packages below tests/).
+ROOT = Path(__file__).resolve().parent.parent
+
 
 async def start_okr(
     bin_okr: str, port: int, env: dict[str, str], out: Any, *args: str, err: Any = None

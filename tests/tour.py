@@ -1,5 +1,6 @@
 """The README read as a tour: its sections, the operations and the answers printed under
-them, run against a demo server and compared (tests/test_readme.py, tests/test_topology.py)."""
+them, run against a demo server and compared (tests/system/test_readme.py and
+tests/system/test_topology.py)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,15 @@ import os
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from service import demo
-from tests.factories import stop_okr
+from tests.factories import ROOT, stop_okr
 
-README = Path(__file__).parent.parent / "README.md"
+README = ROOT / "README.md"
 
 
 # Instants the demo's clock stamps while the tour runs: within its first hour.

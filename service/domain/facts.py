@@ -18,7 +18,7 @@ the roll-up's event payloads) asks the same question the same way:
 Rows are anything with the named attributes (SQLModel rows, SQLAlchemy rows, the planned
 reads' records): lists in, lists out, no I/O. The SQL twins (the status bound in
 service/sql.py, the reminders' due dates in service/reminders.py) are held equal to these
-by property tests in tests/test_facts.py and tests/test_shared_sql.py.
+by property tests in tests/domain/test_facts.py and tests/domain/test_shared_sql.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The OKR rules (docs/design.md) as pure functions: no I/O, no framework.
 
 Progress, expected progress, status, staleness, forecast, roll-up, score and realism.
-Every number in docs/design.md is a case in tests/test_rules.py.
+Every number in docs/design.md is a case in tests/domain/test_rules.py.
 """
 
 from __future__ import annotations

@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.factories import env_for, free_port, okr
+from tests.factories import ROOT, env_for, free_port, okr
 
-SDL_FILE = Path(__file__).parent.parent / "schema" / "schema.graphql"
+SDL_FILE = ROOT / "schema" / "schema.graphql"
 
 
 async def test_export_schema_prints_the_sdl(bin_okr, database_url, tmp_path):

@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
-from tests.factories import env_for, free_port, npm_installed, start_okr, stop_okr
+from tests.factories import ROOT, env_for, free_port, npm_installed, start_okr, stop_okr
 
-JS = Path(__file__).parent / "js"
+JS = ROOT / "tests" / "js"
 
 
 async def sh(*args: str, env: dict[str, str] | None = None, limit: float = 300) -> str:

@@ -32,7 +32,7 @@ import pytest
 import websockets
 from sqlalchemy.engine import make_url
 
-from tests.factories import JWT_SECRET, SERVER_LOG, Org, Tree, free_port, start_okr, stop_okr
+from tests.factories import JWT_SECRET, ROOT, SERVER_LOG, Org, Tree, free_port, start_okr, stop_okr
 from tests.sockets import Replica, check_in_on
 
 SUBSCRIPTION = "subscription { progressChanged { checkIn { value } } }"
@@ -332,14 +332,14 @@ def test_tracing_comes_with_the_ordinary_install():
     import re
     import tomllib
 
-    project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     core = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0] for d in project["project"]["dependencies"]}
     assert {
         "opentelemetry-api",
         "opentelemetry-sdk",
         "opentelemetry-exporter-otlp-proto-http",
     } <= core
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (ROOT / "README.md").read_text()
     assert 'pip install ".[embedded]"' in readme
 
 

@@ -35,7 +35,7 @@ from service.db import Database
 from service.settings import Settings
 from service.usecases import organizations
 from tests import factories as h
-from tests.factories import JWT_SECRET, Org
+from tests.factories import JWT_SECRET, ROOT, Org
 
 
 @pytest.fixture
@@ -44,10 +44,10 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(jwt_secret=JWT_SECRET, data_dir=tmp_path, database_url=None, federation=True)
 
 
-ROOT = Path(__file__).parent.parent
+ROOT = ROOT
 CLIENT_SDL = ROOT / "schema" / "schema.graphql"
 SUBGRAPH_SDL = ROOT / "schema" / "subgraph.graphql"
-FED = Path(__file__).parent / "federation"
+FED = ROOT / "tests" / "federation"
 
 ENTITIES = """query($r: [_Any!]!) {
   _entities(representations: $r) { __typename ... on Node { id } ... on Objective { title } }

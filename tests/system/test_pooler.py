@@ -1,5 +1,5 @@
 """Issue 24, item 1, in the default suite: what the pooler settings change, shown on the
-test PostgreSQL without PgBouncer (tests/test_topology.py runs them behind the real one).
+test PostgreSQL without PgBouncer (tests/system/test_topology.py runs them behind the real one).
 
 - `OKR_DATABASE_POOLER=pgbouncer` leaves no named prepared statement on a server
   connection (a pooler in transaction mode would hand it to another client), and sends

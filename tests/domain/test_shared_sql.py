@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from types import SimpleNamespace
 
 from hypothesis import given, settings
@@ -17,8 +16,9 @@ from sqlalchemy.pool import NullPool
 
 from service import sql
 from service.domain import facts, rules
+from tests.factories import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = ROOT
 
 _dates = st.dates(min_value=rules.EARLIEST_DATE, max_value=rules.LATEST_DATE)
 

@@ -23,9 +23,9 @@ from sqlalchemy import text
 from schema import ids
 from service.settings import Settings
 from tests import factories as h
-from tests.factories import Org
+from tests.factories import ROOT, Org
 
-ROOT = Path(__file__).parent.parent
+ROOT = ROOT
 APPLY = (
     "mutation($input: ApplyPlanInput!) { applyPlan(input: $input) { "
     "changes { action path before after } userErrors { code field message } } }"

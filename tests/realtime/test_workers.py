@@ -44,16 +44,23 @@ async def serve_workers(
         stdout=SERVER_LOG,
         stderr=subprocess.STDOUT,
     )
-    async with httpx.AsyncClient() as http:
-        for _ in range(300):
+    # Ready once every worker answers on its own socket: the first to bind answers
+    # /readyz before the others listen, and the kernel only hashes over bound sockets.
+    seen: set[str] = set()
+    limits = httpx.Limits(max_keepalive_connections=0)  # a new connection each
+    async with httpx.AsyncClient(limits=limits) as http:
+        for _ in range(600):
             try:
-                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return proc, port
+                r = await http.get(f"http://127.0.0.1:{port}/readyz")
+                if r.status_code == 200:
+                    seen.add(r.headers["x-okr-worker"])
+                    if len(seen) == n:
+                        return proc, port
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
     await stop_okr(proc)
-    raise AssertionError("okr serve --workers did not come up")
+    raise AssertionError(f"okr serve --workers did not come up ({len(seen)} of {n} answered)")
 
 
 async def worker_pids(supervisor: int, n: int) -> list[int]:

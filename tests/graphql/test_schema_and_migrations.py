@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -12,8 +11,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from schema.api import sdl, subgraph_sdl
 from service import migrate, models
+from tests.factories import ROOT
 
-SDL_FILE = Path(__file__).parent.parent / "schema" / "schema.graphql"
+SDL_FILE = ROOT / "schema" / "schema.graphql"
 SUBGRAPH_FILE = SDL_FILE.parent / "subgraph.graphql"  # the federation subgraph's SDL
 
 

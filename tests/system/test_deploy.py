@@ -9,7 +9,7 @@ ships the Prometheus Operator's ServiceMonitor schema for this Python, so it is 
 against the Service it selects. Beyond the schemas: the commands parse with `okr`'s own
 argument parser, every setting is one the service has, the selectors and ports meet, the
 drain fits in the grace period, and HAProxy's own check accepts its configuration.
-tests/test_topology.py runs the same arrangement (PgBouncer, replicas, HAProxy) for real.
+tests/system/test_topology.py runs the same arrangement (PgBouncer, replicas, HAProxy) for real.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ import yaml
 
 from service.cli import parser
 from service.settings import Settings
+from tests.factories import ROOT
 
-ROOT = Path(__file__).parent.parent
+ROOT = ROOT
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose"
 KUBE = DEPLOY / "kubernetes"
