@@ -25,8 +25,16 @@ from service import migrate
 from service.app import create_app
 from service.db import Database
 from service.settings import Settings
-from service.usecases import organizations
-from tests.factories import JWT_SECRET, SERVER_LOG, Org, Tree, free_port, start_okr, stop_okr
+from tests.factories import (
+    JWT_SECRET,
+    SERVER_LOG,
+    Org,
+    Tree,
+    free_port,
+    new_org,
+    start_okr,
+    stop_okr,
+)
 from tests.sockets import Replica, Server
 
 _counter = itertools.count()
@@ -60,9 +68,24 @@ def pg() -> Iterator[PgServer]:
 
     folder = Path(tempfile.mkdtemp(prefix="okr-test-"))
     server = embedded.start(folder, cleanup="delete")
-    yield PgServer(f"postgresql://postgres@/postgres?host={embedded.socket_dir(server)}")
+    served = PgServer(f"postgresql://postgres@/postgres?host={embedded.socket_dir(server)}")
+    asyncio.run(_throwaway(served))
+    yield served
     server.cleanup()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _throwaway(server: PgServer) -> None:
+    """This server lives for one session and is deleted after it: nothing it holds must
+    survive a crash, so it skips flushing to disk (every test creates and drops a database,
+    and each of those waits for a checkpoint and fsyncs otherwise)."""
+    conn = await server.admin()
+    try:
+        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+            await conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
 
 
 @pytest.fixture(scope="session")
@@ -121,12 +144,7 @@ async def client(settings: Settings, database_url: str, db: Database):
 
 @pytest.fixture
 async def org(client: httpx.AsyncClient, db: Database) -> Org:
-    created, admin = await db.transaction(
-        lambda s: organizations.create_organization(
-            s, "Acme Logistics", "admin@acme.example", "Ada Admin"
-        )
-    )
-    return Org(client, db, created.id, admin.id)
+    return await new_org(client, db)
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from sqlalchemy import select, text
 from schema import ids
 from schema.ids import encode
 from schema.plan import MISSES
-from service import events, models
+from service import clock, events, models
 from service.auth import issue_token
 from service.db import Database
 from service.domain import enums as domain_enums
@@ -40,6 +42,18 @@ TODAY = NOW.date()
 
 # The repository (tests live in packages below tests/).
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def clock_at(instant: datetime) -> Iterator[datetime]:
+    """The OKR clock (service/clock.py) of this process reads `instant` and flows from
+    there inside the block; the wall clock again after it. Rows written inside are dated by
+    it as any write is: tests set the clock instead of rewriting rows' instants."""
+    clock.start(instant)
+    try:
+        yield instant
+    finally:
+        clock.start(None)
 
 
 async def start_okr(
@@ -127,9 +141,10 @@ async def team(org: Org, name: str, parent: str | None = None) -> str:
 
 
 def around_today(before: int = 45, after: int = 45) -> tuple[str, str]:
-    """A cycle's dates around today (the wall clock's), so that tests hold on any day:
-    a fixed quarter turns past its end at New Year."""
-    today = datetime.now(UTC).date()
+    """A cycle's dates around today (the OKR clock's, service/clock.py: the wall clock's
+    unless a test set it), so that tests hold on any day: a fixed quarter turns past its
+    end at New Year."""
+    today = clock.now().date()
     return (today - timedelta(days=before)).isoformat(), (today + timedelta(days=after)).isoformat()
 
 
@@ -346,6 +361,16 @@ async def bind(org: Org, kr: str, metric: str | None, token: str | None = None) 
 
 def at(days_ago: float) -> str:
     return (NOW - timedelta(days=days_ago)).isoformat()
+
+
+async def new_org(client: httpx.AsyncClient, db: Database) -> Org:
+    """An organization with its admin (the `org` fixture's)."""
+    created, admin = await db.transaction(
+        lambda s: organizations.create_organization(
+            s, "Acme Logistics", "admin@acme.example", "Ada Admin"
+        )
+    )
+    return Org(client, db, created.id, admin.id)
 
 
 class World:

@@ -3,8 +3,9 @@ against a real database."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
-from sqlalchemy import text
 
 from service.verify import verify, verify_event_sequences
 from tests import factories as h
@@ -530,21 +531,13 @@ async def test_node_nodes_and_events_feed(org: Org):
 async def test_forecast_and_stale(org: Org):
     cycle = await h.active_cycle(org, "2020-01-01", "2020-03-31")
     obj = await h.objective(org, cycle, "O")
-    kr = await h.key_result(org, obj, "K", "INCREASE", 0, 90)
     q = "query($id: ID!) { node(id: $id) { ... on KeyResult { stale forecast { value } } } }"
-    assert (await org.call(q, {"id": kr}))["node"] == {"stale": False, "forecast": None}
-    await h.check_in(org, kr, 10)
-    await h.check_in(org, kr, 20)
-    async with org.db.engine.begin() as conn:  # date the check-ins inside the cycle
-        await conn.execute(
-            text(
-                "UPDATE check_in SET measured_at = timestamptz '2020-01-01' + (id - "
-                "(SELECT min(id) FROM check_in)) * interval '10 days'"
-            )
-        )
-        await conn.execute(
-            text("UPDATE key_result SET created_at = '2020-01-01', last_check_in_at = '2020-01-11'")
-        )
+    with h.clock_at(datetime(2020, 1, 1, tzinfo=UTC)):  # inside the cycle, on its first day
+        kr = await h.key_result(org, obj, "K", "INCREASE", 0, 90)
+        assert (await org.call(q, {"id": kr}))["node"] == {"stale": False, "forecast": None}
+        await h.check_in(org, kr, 10)
+    with h.clock_at(datetime(2020, 1, 11, tzinfo=UTC)):
+        await h.check_in(org, kr, 20)
     node = (await org.call(q, {"id": kr}))["node"]
     # 10 on day 0, 20 on day 10: one a day, read at the end of day 91 (April 1st).
     assert node["forecast"]["value"] == pytest.approx(101.0)

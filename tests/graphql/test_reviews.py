@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from schema.ids import decode_as
 from service.reminders import write_due_reminders
 from service.sql import REMINDER_LOCK
 from tests import factories as h
@@ -171,13 +170,9 @@ async def test_check_in_reminders_once_per_overdue_stretch(org: Org):
     cycle = await h.active_cycle(org)
     team = await h.team(org, "Transport")
     obj = await h.objective(org, cycle, "O", teamId=team)
-    kr = await h.key_result(org, obj)
+    with h.clock_at(datetime.now(UTC) - timedelta(days=10)):  # defined 10 days ago
+        kr = await h.key_result(org, obj)
     quiet = await h.key_result(org, obj, "Fresh")
-    async with org.db.engine.begin() as conn:
-        await conn.execute(
-            text("UPDATE key_result SET created_at = now() - interval '10 days' WHERE id = :id"),
-            {"id": decode_as(kr, "KeyResult")},
-        )
     now = datetime.now(UTC)
     assert await org.db.transaction(lambda s: write_due_reminders(s, now)) == 1
     assert await org.db.transaction(lambda s: write_due_reminders(s, now)) == 0  # once
@@ -210,19 +205,12 @@ async def test_backdated_values_progress_as_of_and_history(org: Org):
     today = datetime.now(UTC).date()
     start = today - timedelta(days=60)
     cycle = await h.active_cycle(org, start.isoformat(), (today + timedelta(days=30)).isoformat())
-    root = await h.objective(org, cycle, "Root")
-    child = await h.objective(org, cycle, "Child", parentId=root)
-    kr = await h.key_result(org, root, "Own")
-    other = await h.key_result(org, child, "Child's")
-    async with org.db.engine.begin() as conn:  # defined at the cycle's start
-        await conn.execute(
-            text("UPDATE key_result SET created_at = :t"),
-            {"t": datetime.combine(start, datetime.min.time(), tzinfo=UTC)},
-        )
-        await conn.execute(
-            text("UPDATE objective SET created_at = :t"),
-            {"t": datetime.combine(start, datetime.min.time(), tzinfo=UTC)},
-        )
+    with h.clock_at(datetime.combine(start, datetime.min.time(), tzinfo=UTC)):
+        # defined at the cycle's start
+        root = await h.objective(org, cycle, "Root")
+        child = await h.objective(org, cycle, "Child", parentId=root)
+        kr = await h.key_result(org, root, "Own")
+        other = await h.key_result(org, child, "Child's")
 
     def day(n: int) -> str:
         return datetime.combine(

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -203,17 +204,16 @@ async def test_workers_share_sockets_and_requests(bin_okr, database_url, tmp_pat
 async def test_reminders_are_written_once_across_workers(
     bin_okr, database_url, tmp_path, tree: Tree, db
 ):
-    # Both key results fell silent a month ago; three workers race to remind.
-    await db.transaction(
-        lambda s: s.execute(
-            text(
-                "UPDATE key_result SET created_at = now() - interval '30 days' WHERE id = ANY(:ids)"
-            ),
-            {"ids": [tree.kr_x.id, tree.kr_y.id]},
-        )
-    )
+    # Both key results fell silent: the workers' clock reads a month from now; three
+    # workers race to remind.
+    month_later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
     proc, _port = await serve_workers(
-        bin_okr, database_url, tmp_path, 3, OKR_CHECK_IN_REMINDER_SECONDS="0.1"
+        bin_okr,
+        database_url,
+        tmp_path,
+        3,
+        OKR_CHECK_IN_REMINDER_SECONDS="0.1",
+        OKR_CLOCK_START=month_later,
     )
     try:
         await asyncio.sleep(3)  # dozens of runs of the job in each worker
