@@ -14,4 +14,6 @@ python3 -m venv .venv
 .venv/bin/hadolint Dockerfile
 .venv/bin/mypy
 .venv/bin/lint-imports
-.venv/bin/python -m pytest -q -n 2 "$@"
+# Three workers over the two cores: the tests spend much of their time waiting on real
+# servers and sockets.
+.venv/bin/python -m pytest -q -n 3 "$@"

@@ -30,6 +30,7 @@ from tests.factories import (
     SERVER_LOG,
     Org,
     Tree,
+    Worlds,
     free_port,
     new_org,
     start_okr,
@@ -56,6 +57,15 @@ class PgServer:
 
     async def admin(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.dsn("postgres"))
+
+
+# The longest tests first (real servers, commands, generated operations), so that the two
+# workers of pytest-xdist do not end on one of them while the other waits.
+LONG_FIRST = ("tests/system/", "tests/realtime/", "tests/graphql/test_fuzz.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))  # stable
 
 
 @pytest.fixture(scope="session")
@@ -106,11 +116,27 @@ def template(pg: PgServer) -> str:
 
 
 @pytest.fixture
-async def database_url(pg: PgServer, template: str) -> AsyncIterator[str]:
+def database_template(template: str) -> str:
+    """The database each test's own is copied from: the migrated schema (a module may
+    override it with a world built once, `worlds` below)."""
+    return template
+
+
+@pytest.fixture(scope="session")
+def worlds(pg: PgServer, template: str) -> Iterator[Worlds]:
+    """factories.World built once per worker into a database of its own, which a module's
+    tests copy (override `database_template`, `org` and `world` with `worlds.get(...)`)."""
+    built = Worlds(pg, template)
+    yield built
+    asyncio.run(built.drop())
+
+
+@pytest.fixture
+async def database_url(pg: PgServer, database_template: str) -> AsyncIterator[str]:
     name = f"okr_test_{os.getpid()}_{next(_counter)}"
     conn = await pg.admin()
     try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{database_template}"')
     finally:
         await conn.close()
     yield pg.url(name)

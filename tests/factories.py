@@ -7,13 +7,15 @@ process, and real `okr serve` processes (`start_okr`, `stop_okr`)."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import os
 import shutil
 import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,11 +28,13 @@ from schema import ids
 from schema.ids import encode
 from schema.plan import MISSES
 from service import clock, events, models
+from service.app import create_app
 from service.auth import issue_token
 from service.db import Database
 from service.domain import enums as domain_enums
 from service.domain.enums import EventKind, SubjectType
 from service.domain.principal import Principal
+from service.settings import Settings
 from service.usecases import commands, cycles, key_results, objectives, organizations
 
 JWT_SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -630,3 +634,70 @@ def misses() -> dict[tuple[str, str], float]:
 
 def new_misses(before: dict[tuple[str, str], float]) -> set[tuple[str, str]]:
     return {k for k, v in misses().items() if v > before.get(k, 0)}
+
+
+class WorldTemplate:
+    """A World built into the database `name`: each test copies that database and gets
+    the world's names and tokens over its own client and database."""
+
+    def __init__(self, name: str, world: World) -> None:
+        self.name = name
+        self.built = world
+        self.org_id, self.admin_id = world.org.id, world.org.admin_id
+
+    def org(self, client: httpx.AsyncClient, db: Database) -> Org:
+        return Org(client, db, self.org_id, self.admin_id)
+
+    def world(self, org: Org, db: Database) -> World:
+        names = {k: v for k, v in self.built.__dict__.items() if k not in ("org", "db")}
+        world = World()
+        world.__dict__.update(copy.deepcopy(names))  # a test may change its own
+        world.org, world.db = org, db
+        return world
+
+
+class Worlds:
+    """World templates of one worker, built on first use: at the wall clock (`None`), or
+    with every write at one instant (its answers then the same on every run)."""
+
+    def __init__(self, pg: Any, template: str) -> None:
+        self.pg, self.template = pg, template
+        self.built: dict[datetime | None, WorldTemplate] = {}
+
+    def get(self, written: datetime | None = None) -> WorldTemplate:
+        if written not in self.built:  # a sync fixture's: no event loop is running
+            self.built[written] = asyncio.run(self._build(written))
+        return self.built[written]
+
+    async def _build(self, written: datetime | None) -> WorldTemplate:
+        name = f"okr_world_{os.getpid()}_{len(self.built)}"
+        conn = await self.pg.admin()
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        finally:
+            await conn.close()
+        url = self.pg.url(name)
+        db = Database(url, pool_size=4)
+        folder = Path(tempfile.mkdtemp(prefix="okr-world-"))
+        try:
+            app = create_app(
+                Settings(jwt_secret=JWT_SECRET, data_dir=folder, database_url=None), url
+            )
+            app.state.db = db
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://okr.test") as c:
+                with clock.held(written) if written is not None else nullcontext():
+                    world = await World().build(await new_org(c, db), db)
+        finally:
+            await db.dispose()  # a template must have no connections
+            shutil.rmtree(folder, ignore_errors=True)
+        return WorldTemplate(name, world)
+
+    async def drop(self) -> None:
+        conn = await self.pg.admin()
+        try:
+            for t in self.built.values():
+                await conn.execute(f'DROP DATABASE IF EXISTS "{t.name}" WITH (FORCE)')
+        finally:
+            await conn.close()

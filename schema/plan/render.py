@@ -419,9 +419,10 @@ OPERATIONS = Counter(
 
 
 class Switch:
-    """A test's hook, during the move to one engine (issue 20): `enabled = False` runs
-    graphql-core's own executor over the same resolvers, the reference the differential
-    tests (tests/graphql/test_planned_reads.py) compare the plan with. No setting reaches it."""
+    """A test's hook (issue 20): `enabled = False` runs graphql-core's own executor over
+    the same resolvers, the path the expectations of tests/graphql/test_planned_reads.py
+    are recorded from (OKR_RECORD_EXPECTED=1) and which tests/graphql/test_corrections.py
+    still reads corrections through beside the plan. No setting reaches it."""
 
     def __init__(self) -> None:
         self.enabled = True

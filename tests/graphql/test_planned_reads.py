@@ -35,10 +35,18 @@ from schema import context as context_module
 from schema import ids
 from schema import plan as fastpath
 from schema.ids import encode
-from service import clock
 from service.db import Database
 from service.settings import Settings
-from tests.factories import JWT_SECRET, ROOT, Org, World, misses, new_misses, new_org
+from tests.factories import (
+    JWT_SECRET,
+    ROOT,
+    Org,
+    World,
+    Worlds,
+    WorldTemplate,
+    misses,
+    new_misses,
+)
 
 CALLERS = ["admin", "member_x", "member_y", "viewer", "service"]
 FROZEN = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)  # every read's instant
@@ -62,15 +70,24 @@ def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def org(client: httpx.AsyncClient, db: Database) -> Org:
-    with clock.held(WRITTEN):
-        return await new_org(client, db)
+def built(worlds: Worlds) -> WorldTemplate:
+    # every write at WRITTEN; the cycle lies around it too (factories.around_today)
+    return worlds.get(WRITTEN)
 
 
 @pytest.fixture
-async def world(org: Org, db: Database, frozen_clock: None) -> World:
-    with clock.held(WRITTEN):  # the cycle lies around it too (factories.around_today)
-        return await World().build(org, db)
+def database_template(built: WorldTemplate) -> str:
+    return built.name
+
+
+@pytest.fixture
+def org(client: httpx.AsyncClient, db: Database, built: WorldTemplate) -> Org:
+    return built.org(client, db)
+
+
+@pytest.fixture
+def world(org: Org, db: Database, built: WorldTemplate, frozen_clock: None) -> World:
+    return built.world(org, db)
 
 
 async def ask(

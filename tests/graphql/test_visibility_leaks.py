@@ -16,6 +16,7 @@ import json
 from itertools import product
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
@@ -40,6 +41,8 @@ from service.usecases import organizations
 from tests.factories import (
     Org,
     World,
+    Worlds,
+    WorldTemplate,
     active_cycle,
     check_in,
     key_result,
@@ -61,8 +64,23 @@ OUTSIDERS = ["member_y", "viewer", "service"]  # none of them may see the TEAM o
 
 
 @pytest.fixture
-async def world(org: Org, db: Database) -> World:
-    return await World().build(org, db)
+def built(worlds: Worlds) -> WorldTemplate:
+    return worlds.get()  # built once per worker, copied for each test
+
+
+@pytest.fixture
+def database_template(built: WorldTemplate) -> str:
+    return built.name
+
+
+@pytest.fixture
+def org(client: httpx.AsyncClient, db: Database, built: WorldTemplate) -> Org:
+    return built.org(client, db)
+
+
+@pytest.fixture
+def world(org: Org, db: Database, built: WorldTemplate) -> World:
+    return built.world(org, db)
 
 
 async def feed(org: Org, token: str) -> tuple[list[dict], int]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import psutil
+import pytest
 import websockets
 from sqlalchemy import text
 
@@ -114,6 +115,7 @@ async def on_every_worker(port: int, token: str, workers: list[int]) -> dict[str
     raise AssertionError(f"100 sockets landed on {sorted(sockets)} only, of {workers}")
 
 
+@pytest.mark.system  # several worker processes: .ci/run runs it
 async def test_a_subscriber_on_one_worker_sees_check_ins_made_through_another(
     bin_okr, database_url, tmp_path, tree: Tree, org: Org
 ):
@@ -164,6 +166,7 @@ async def test_a_subscriber_on_one_worker_sees_check_ins_made_through_another(
     assert code == 0  # drained and exited cleanly
 
 
+@pytest.mark.system  # several worker processes: .ci/run runs it
 async def test_workers_share_sockets_and_requests(bin_okr, database_url, tmp_path):
     """Each worker listens on a socket of its own (SO_REUSEPORT): the kernel picks one by
     a hash of the connection's addresses, not by which worker wakes first, so how busy a
@@ -201,6 +204,7 @@ async def test_workers_share_sockets_and_requests(bin_okr, database_url, tmp_pat
         assert await asyncio.wait_for(proc.wait(), 30) == 0
 
 
+@pytest.mark.system  # several worker processes: .ci/run runs it
 async def test_reminders_are_written_once_across_workers(
     bin_okr, database_url, tmp_path, tree: Tree, db
 ):

@@ -270,6 +270,7 @@ async def test_demo_organization_exports_without_secrets_and_round_trips(
     assert hidden["events"]["edges"] == []
 
 
+@pytest.mark.system  # the bench's whole organization: 7 s here; .ci/run runs it
 async def test_a_bench_organization_round_trips(
     bin_okr, database_url, tmp_path, db, pg, monkeypatch
 ):
