@@ -1,6 +1,6 @@
 """A small mutation tester for the pure OKR rules (issue 14, item 7).
 
-    .venv/bin/python scripts/mutants.py [--module service/rules.py] [tests ...] [-v]
+    .venv/bin/python scripts/mutants.py [--module service/domain/rules.py] [tests ...] [-v]
 
 It parses the rules module, makes one simple mutant per site and operator, and runs the
 rules' table tests against each mutant in a forked child (the tests of the pure rules need
@@ -20,7 +20,8 @@ Prints each survivor with its line, then `killed K, survived S, equivalent E (of
 Exit status 0 only when nothing survives. Not part of scripts/test.sh: it takes minutes
 (about 4 on 2 idle cores; each mutant is a fork of one collected test session).
 
-Issue 14 item 7, measured with this script over service/rules.py and tests/domain/test_rules.py:
+Issue 14 item 7, measured with this script over the rules (service/domain/rules.py today)
+and tests/domain/test_rules.py:
 before the item-7 rows, 392 mutants: 320 killed, 68 survived, 4 equivalent; after them,
 364 killed, 0 survived, 28 equivalent (listed in _EQUIVALENT with their reasons).
 """
@@ -48,7 +49,7 @@ TIMEOUT_S = 60  # a mutant whose tests run longer than this is counted as killed
 # Mutants no test can tell from the original, as (scope, original, mutant, reason): original
 # and mutant are the unparsed statement (or condition) that changed, so the list survives
 # edits that move lines. Each reason is one line and is printed beside the mutant.
-_BOUND = "a bound the use cases enforce (usecases/common.py, test_limits.py); no rule reads it"
+_BOUND = "a bound the use cases enforce (service/usecases/common.py); no rule reads it"
 _ORIGIN = "a least-squares line does not depend on the instant its x is measured from"
 _CENTRED = "sum((x - mx) * (y - my)) equals it, since the centred values sum to zero"
 _STRICT = "xs and ys are built from the same points, so they are always of one length"

@@ -4,7 +4,8 @@ Until issue 20 every document ran twice, through the plan and through graphql-co
 executor over the loaders, and the two JSON answers had to be identical. The move is done:
 the executor's answers were recorded once (`OKR_RECORD_EXPECTED=1`, below) into
 `tests/graphql/expected/planned_reads.json`, read and checked by hand against the world
-(who may see what, the rules' status and progress), and the engine is now held to them.
+(who may see what, the rules' status and progress; one of them is checked by a test, from
+the world's numbers and the domain's rules), and the engine is now held to them.
 The world is written at one instant and read at another (both fixed), on fixed cycle
 dates, so every id, instant and derived fact in an answer is the same on every run.
 
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -36,6 +37,8 @@ from schema import ids
 from schema import plan as fastpath
 from schema.ids import encode
 from service.db import Database
+from service.domain import facts, rules
+from service.domain.enums import KeyResultType
 from service.settings import Settings
 from tests.factories import (
     JWT_SECRET,
@@ -451,6 +454,37 @@ async def test_record_the_expectations(org: Org, world: World):
     EXPECTED.parent.mkdir(exist_ok=True)
     record = {"variables": all_vars, "documents": documents, "generated": generated}
     EXPECTED.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+
+
+def test_the_recorded_answers_follow_the_rules():
+    """The recording checked apart from any engine: Q4's derived facts for the member
+    who may see the TEAM key result, from the world's own numbers (start 0, target 100,
+    one check-in of 40 at WRITTEN, the organization's 14-day cadence and default status
+    bounds, a cycle 45 days either side of WRITTEN) and the domain's rules; and who is
+    shown that key result at all, by the access rule written out."""
+    q4 = expected()["documents"]["Q4"]
+    cycle = SimpleNamespace(
+        starts_on=WRITTEN.date() - timedelta(days=45),
+        ends_on=WRITTEN.date() + timedelta(days=45),
+        status="ACTIVE",
+    )
+    node = q4["member_x"]["body"]["data"]["node"]
+    progress = rules.key_result_progress(KeyResultType.INCREASE, 0, 100, 40)
+    assert node["progress"] == progress == 0.4
+    assert node["expectedProgress"] == pytest.approx(facts.expected_progress(cycle, FROZEN))
+    assert node["status"] == facts.status(progress, True, cycle, (0.10, 0.25), FROZEN)
+    assert node["status"] == "AT_RISK"  # 0.4 against 0.51 expected: more than 0.10 behind
+    assert node["stale"] is facts.stale(cycle, WRITTEN, 14, FROZEN) is False
+    assert datetime.fromisoformat(node["nextCheckInDue"]) == WRITTEN + timedelta(days=14)
+    assert [e["node"]["value"] for e in node["checkIns"]["edges"]] == [40.0]
+    shown = {c: q4[c]["body"]["data"]["node"] is not None for c in CALLERS}
+    assert shown == {
+        "admin": True,
+        "member_x": True,  # a member of the objective's team
+        "member_y": False,
+        "viewer": False,
+        "service": False,
+    }
 
 
 def test_every_field_of_the_plans_own_types_has_a_set_based_step():
