@@ -365,7 +365,9 @@ class Plan:
         if native and items:
             if type_name in TABLE_TYPES and not all(type(x) in _PLAN_ROWS for x in items):
                 items = [as_row(x) for x in items]  # a resolver's objects, a payload's
-            elif type_name not in OBJECT_TYPES and any(map(has_object_definition, items)):
+            elif type_name not in OBJECT_TYPES and any(
+                map(_strawberry_type, set(map(type, items)))
+            ):
                 native = False  # Strawberry's own objects (a payload's connection)
         sources: list[Any] | None = None if native else items
         keys: list[str] = []
@@ -903,3 +905,15 @@ class Probe:
         if self._found is None:
             self._found = set(await self._fetch())
         return parent in self._found
+
+
+_STRAWBERRY_TYPES: dict[type, bool] = {}
+
+
+def _strawberry_type(cls: type) -> bool:
+    """Whether instances of `cls` are Strawberry objects, decided once per class (a
+    level's items are checked by their distinct classes, not one by one)."""
+    known = _STRAWBERRY_TYPES.get(cls)
+    if known is None:
+        known = _STRAWBERRY_TYPES[cls] = has_object_definition(cls)
+    return known

@@ -165,11 +165,18 @@ async def _o_descendants(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
 
 
 async def _k_status(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
+    """The rule per row, the rows of each cycle together (its pace computed once)."""
     cycles = await plan.cycles_of(await plan.objectives_of(rows))
-    return [
-        facts.status(r.progress, r.last_check_in_id is not None, c, plan.p.thresholds, plan.now)
-        for r, c in zip(rows, cycles, strict=True)
-    ]
+    by_cycle: dict[int, list[int]] = {}
+    for n, c in enumerate(cycles):
+        by_cycle.setdefault(c.id, []).append(n)
+    out: list[Any] = [None] * len(rows)
+    for places in by_cycle.values():
+        items = ((rows[n].progress, rows[n].last_check_in_id is not None) for n in places)
+        got = facts.statuses(items, cycles[places[0]], plan.p.thresholds, plan.now)
+        for n, s in zip(places, got, strict=True):
+            out[n] = s
+    return out
 
 
 async def _k_expected(plan: Plan, sel: Sel, rows: list[Row]) -> list[Any]:
