@@ -120,9 +120,21 @@ class _HugeNumbers(Visitor):
             self.found.append(node)
 
 
+# A parsed document is cached and handed out again for the same text (schema/caching.py):
+# its literals are looked at once. Keyed by identity (a document's own hash walks the whole
+# tree), holding the document so that its id is not reused; bounded like the parser cache.
+_HUGE: dict[int, tuple[Any, list[Node]]] = {}
+
+
 def huge_number_literals(document: Any) -> list[Node]:
+    known = _HUGE.get(id(document))
+    if known is not None and known[0] is document:
+        return known[1]
     finder = _HugeNumbers()
     visit(document, finder)
+    if len(_HUGE) >= 1000:
+        _HUGE.clear()
+    _HUGE[id(document)] = (document, finder.found)
     return finder.found
 
 
