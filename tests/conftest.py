@@ -88,10 +88,11 @@ def pg() -> Iterator[PgServer]:
 async def _throwaway(server: PgServer) -> None:
     """This server lives for one session and is deleted after it: nothing it holds must
     survive a crash, so it skips flushing to disk (every test creates and drops a database,
-    and each of those waits for a checkpoint and fsyncs otherwise)."""
+    and each of those waits for a checkpoint and fsyncs otherwise), and its databases, each
+    a test's, are never vacuumed in the background."""
     conn = await server.admin()
     try:
-        for setting in ("fsync", "synchronous_commit", "full_page_writes"):
+        for setting in ("fsync", "synchronous_commit", "full_page_writes", "autovacuum"):
             await conn.execute(f"ALTER SYSTEM SET {setting} = off")
         await conn.execute("SELECT pg_reload_conf()")
     finally:

@@ -131,7 +131,10 @@ async def test_item4_the_deadline_stops_a_long_completion(org: Org, make_client)
     assert body["data"] is None
     assert [e["extensions"]["code"] for e in body["errors"]] == ["DEADLINE_EXCEEDED"]
     assert body["errors"][0]["extensions"]["maxSeconds"] == 0.1
-    assert took < 2, took  # before: 12.8 s
+    # Before: 12.8 s. The whole request (authentication, parsing, the cost check of a
+    # 60-deep document, then the plan until the deadline) takes a fraction of a second
+    # alone, up to 2.2 s on a loaded machine (three test workers on two cores).
+    assert took < 4, took
 
 
 async def test_item4_a_resolver_stopped_mid_query_returns_its_connection(
