@@ -50,14 +50,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @contextmanager
 def clock_at(instant: datetime) -> Iterator[datetime]:
-    """The OKR clock (service/clock.py) of this process reads `instant` and flows from
-    there inside the block; the wall clock again after it. Rows written inside are dated by
-    it as any write is: tests set the clock instead of rewriting rows' instants."""
-    clock.start(instant)
-    try:
+    """The OKR clock (service/clock.py) reads `instant` inside the block, for this task
+    and the in-process requests it makes: rows written inside are dated by it as any
+    write is (tests set the clock instead of rewriting rows' instants). It stands still,
+    so derived figures (a forecast's slope) come out exact."""
+    with clock.held(instant):
         yield instant
-    finally:
-        clock.start(None)
 
 
 async def start_okr(
